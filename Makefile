@@ -1,0 +1,44 @@
+# The two commands a new user types: `make demo` and `make test`.
+# Every target depends on the virtual environment, which `make .venv` creates alone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dmol-installed
+export PYTHONUNBUFFERED := 1
+
+.PHONY: .venv demo test lint bench data clean help
+help:
+	@echo "make demo   train a small WaveNet on built-in real speech and write ./demo"
+	@echo "make test   run the test suite"
+	@echo "make .venv  create the environment only"
+
+.venv: $(STAMP)
+
+# torch is pinned: 2.13.0 resolves to the local CPU wheel; a range would pull a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[audio,eval,dev]'
+	touch $(STAMP)
+
+# The built-in corpus prefers real recordings from a Debian package; without apt (or root)
+# `dmol data builtin` falls back to synthesized speech and says so.
+data: $(STAMP)
+	-@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  { dpkg -s asterisk-core-sounds-en-g722 >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq asterisk-core-sounds-en-g722 espeak-ng; }; } \
+	  || echo "note: could not install asterisk-core-sounds-en-g722 with apt; the corpus will fall back"
+
+demo: data
+	$(BIN)/dmol demo --out demo
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_loss.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .hypothesis
