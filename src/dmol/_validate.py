@@ -1,0 +1,127 @@
+"""Argument checks and reductions shared by every head (MoL, Gaussian, mu-law, coupled).
+
+Each check raises ``ValueError``/``TypeError`` naming the problem (shape, channel count,
+range, NaN, dtype, layout) so a bad input fails here, not deep inside torch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+LAYOUTS = ("BCT", "BTC")
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half precision parameters are computed in float32: the tails need its exponent range."""
+    if not dtype.is_floating_point:
+        raise TypeError(f"parameters must be a floating point tensor, got dtype {dtype}")
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def to_btc(y_hat: Tensor, layout: str) -> Tensor:
+    """Return the network output as (B, T, C) whatever its layout."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}: expected one of {LAYOUTS}")
+    if y_hat.dim() != 3:
+        raise ValueError(
+            f"y_hat must be 3-D ({'(B, C, T)' if layout == 'BCT' else '(B, T, C)'}), "
+            f"got shape {tuple(y_hat.shape)}"
+        )
+    return y_hat.transpose(1, 2) if layout == "BCT" else y_hat
+
+
+def split_channels(
+    y_hat_btc: Tensor, groups: int, *, allow_single: int | None = None
+) -> list[Tensor]:
+    """Split the last axis into ``groups`` equal blocks of M channels each.
+
+    ``allow_single`` names an extra channel count accepted as M = 1 without logits (the single
+    Gaussian's ``[mean, log_scale]``); it is returned with a zero logit block prepended.
+    """
+    c = y_hat_btc.shape[-1]
+    if allow_single is not None and c == allow_single:
+        zeros = y_hat_btc.new_zeros(*y_hat_btc.shape[:-1], 1)
+        return [zeros, *y_hat_btc.split(1, dim=-1)]
+    if c == 0 or c % groups:
+        extra = f" (or exactly {allow_single} for a single component)" if allow_single else ""
+        raise ValueError(
+            f"y_hat has {c} channels: expected a multiple of {groups}{extra}, "
+            f"laid out as {groups} blocks of M channels"
+        )
+    return list(y_hat_btc.split(c // groups, dim=-1))
+
+
+def target_bt(y: Tensor, batch: int, steps: int) -> Tensor:
+    """Accept targets shaped (B, T), (B, T, 1) or (B, 1, T); return (B, T)."""
+    shape = tuple(y.shape)
+    if shape == (batch, steps):
+        return y
+    if shape == (batch, steps, 1):
+        return y.squeeze(-1)
+    if shape == (batch, 1, steps):
+        return y.squeeze(1)
+    raise ValueError(
+        f"target shape {shape} does not match y_hat: expected (B, T) = {(batch, steps)} "
+        f"or (B, T, 1) / (B, 1, T)"
+    )
+
+
+def check_finite(name: str, t: Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} contains {bad} NaN/inf value(s)")
+
+
+def check_range(y: Tensor, *, clamp: bool = False, low: float = -1.0, high: float = 1.0) -> Tensor:
+    """Targets must lie in [low, high]; ``clamp=True`` clips them instead of raising."""
+    if clamp:
+        return y.clamp(low, high)
+    if torch.isnan(y).any():
+        raise ValueError("targets contain NaN")
+    lo, hi = float(y.min()), float(y.max())
+    if lo < low or hi > high:
+        raise ValueError(
+            f"targets must lie in [{low:g}, {high:g}], got min {lo:.6g} and max {hi:.6g} "
+            f"(pass clamp_targets=True to clip them)"
+        )
+    return y
+
+
+def check_num_classes(num_classes: int) -> int:
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    return int(num_classes)
+
+
+def mask_bt(mask: Tensor | None, batch: int, steps: int, device: torch.device) -> Tensor | None:
+    """A padding mask as float (B, T): either a (B, T) mask or (B,) lengths (integer dtype)."""
+    if mask is None:
+        return None
+    if mask.dim() == 1 and not mask.dtype.is_floating_point and mask.dtype != torch.bool:
+        if mask.shape[0] != batch:
+            raise ValueError(f"lengths has shape {tuple(mask.shape)}, expected ({batch},)")
+        if bool((mask < 0).any()) or bool((mask > steps).any()):
+            raise ValueError(f"lengths must lie in [0, {steps}], got {mask.tolist()}")
+        return (torch.arange(steps, device=device)[None, :] < mask.to(device)[:, None]).float()
+    if tuple(mask.shape) != (batch, steps):
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)}, expected (B, T) = {(batch, steps)} "
+            f"or integer lengths of shape ({batch},)"
+        )
+    return mask.to(device=device, dtype=torch.float32)
+
+
+def reduce(loss: Tensor, reduction: str, mask: Tensor | None) -> Tensor:
+    """Reduce a (B, T) loss. ``mean`` is per valid element, never a disguised sum."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}: expected one of {REDUCTIONS}")
+    if mask is not None:
+        loss = torch.where(mask > 0, loss, torch.zeros_like(loss)) * mask
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    count = mask.sum() if mask is not None else torch.tensor(float(loss.numel()))
+    return loss.sum() / count.clamp_min(1).to(loss.dtype)

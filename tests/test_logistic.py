@@ -1,0 +1,271 @@
+"""The exact discretized logistic mixture: reference values, normalization, sampling, errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+import dmol
+from dmol.logistic import (
+    DiscretizedLogisticMixture,
+    bin_centre,
+    discretized_mix_logistic_loss,
+    mixture_nll_reference,
+    sample_discretized_mix_logistic,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+def _exact(K):
+    d = np.load(DATA / "exact_logp_vectors.npz")
+    return {n: torch.from_numpy(d[f"exact_K{K}_{n}"]) for n in
+            ("logits", "means", "log_scales", "bin", "logp")}
+
+
+@pytest.mark.parametrize("K", [256, 65536])
+def test_log_prob_matches_60_digit_reference(K):
+    r = _exact(K)
+    dist = DiscretizedLogisticMixture(r["logits"], r["means"], r["log_scales"], num_classes=K)
+    y = bin_centre(r["bin"], K)
+    got = dist.log_prob(y).double()
+    assert torch.allclose(got, r["logp"], rtol=1e-5, atol=1e-4), (got - r["logp"]).abs().max()
+    # the first five cases are bin 0, the next five bin K-1: edge bins are covered
+    assert (r["bin"][:5] == 0).all() and (r["bin"][5:10] == K - 1).all()
+
+
+params = st.tuples(
+    st.lists(st.floats(-5, 5), min_size=3, max_size=3),
+    st.lists(st.floats(-1.5, 1.5), min_size=3, max_size=3),
+    st.lists(st.floats(-20, 3), min_size=3, max_size=3),
+)
+
+
+@pytest.mark.parametrize("K", [256, 65536])
+@settings(max_examples=25, deadline=None)
+@given(p=params)
+def test_masses_sum_to_one(K, p):
+    logits, means, log_scales = (torch.tensor(v, dtype=torch.float32) for v in p)
+    dist = DiscretizedLogisticMixture(logits, means, log_scales, num_classes=K)
+    total = dist.log_pmf().double().exp().sum()
+    assert abs(float(total) - 1.0) < 1e-5
+
+
+def test_sampled_bins_follow_the_pmf():
+    K = 256
+    g = torch.Generator().manual_seed(1)
+    dist = DiscretizedLogisticMixture(
+        torch.tensor([0.3, -0.5, 1.0]), torch.tensor([-0.6, 0.1, 0.95]),
+        torch.tensor([-2.5, -3.5, -3.0]), num_classes=K,
+    )
+    n = 200_000
+    bins = dist.sample((n,), generator=g, return_bins=True)
+    pmf = dist.log_pmf().double().exp().numpy()
+    observed = np.bincount(bins.numpy(), minlength=K)
+    expected = pmf * n
+    # pool sparse bins so the chi-square approximation holds (expected >= 5 per cell)
+    keep = expected >= 5
+    obs = np.append(observed[keep], observed[~keep].sum())
+    exp = np.append(expected[keep], expected[~keep].sum())
+    _, pvalue = stats.chisquare(obs, exp * obs.sum() / exp.sum())
+    assert pvalue > 1e-3, pvalue
+    # the edge bin near +1 carries the upper tail of the third component
+    assert observed[-1] > 0.05 * n
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(0)
+    B, T, M = 2, 5, 3
+    y_hat = torch.randn(B, 3 * M, T, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(B, T, dtype=torch.float64) * 2 - 1
+    y[0, 0], y[1, 1] = -1.0, 1.0  # edge bins
+
+    def f(x):
+        return discretized_mix_logistic_loss(x, y, num_classes=256, log_scale_min=None)
+
+    assert torch.autograd.gradcheck(f, (y_hat,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_finite_down_to_log_scale_minus_16(dtype):
+    torch.manual_seed(0)
+    B, T, M = 2, 64, 10
+    y_hat = torch.randn(B, 3 * M, T)
+    y_hat[:, 2 * M:] = torch.linspace(-16, 2, T)  # log-scales sweep to -16
+    y_hat = y_hat.to(dtype).requires_grad_()
+    y = torch.rand(B, T) * 2 - 1
+    y[:, :3] = -1.0
+    y[:, 3:6] = 1.0
+    loss = discretized_mix_logistic_loss(y_hat, y, log_scale_min=-16.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(y_hat.grad.float()).all()
+
+
+def test_float64_end_to_end():
+    y_hat = torch.randn(2, 9, 4, dtype=torch.float64)
+    loss = discretized_mix_logistic_loss(y_hat, torch.zeros(2, 4, dtype=torch.float64))
+    assert loss.dtype == torch.float64
+    d = DiscretizedLogisticMixture.from_params(y_hat, num_classes=256)
+    assert d.sample().dtype == torch.float64 and d.mean.dtype == torch.float64
+
+
+def test_layouts_agree_and_reductions_are_what_they_say():
+    torch.manual_seed(0)
+    y_hat = torch.randn(3, 30, 7)
+    y = torch.rand(3, 7) * 2 - 1
+    none = discretized_mix_logistic_loss(y_hat, y, reduction="none")
+    assert none.shape == (3, 7)
+    btc = discretized_mix_logistic_loss(y_hat.transpose(1, 2), y, layout="BTC", reduction="none")
+    torch.testing.assert_close(none, btc)
+    torch.testing.assert_close(discretized_mix_logistic_loss(y_hat, y), none.mean())
+    torch.testing.assert_close(discretized_mix_logistic_loss(y_hat, y, reduction="sum"), none.sum())
+    # r9y9-style (B, T, 1) targets are accepted
+    torch.testing.assert_close(discretized_mix_logistic_loss(y_hat, y[..., None]), none.mean())
+
+
+def test_mask_and_lengths():
+    torch.manual_seed(0)
+    y_hat = torch.randn(2, 30, 6)
+    y = torch.rand(2, 6) * 2 - 1
+    lengths = torch.tensor([6, 2])
+    none = discretized_mix_logistic_loss(y_hat, y, reduction="none")
+    want = (none[0].sum() + none[1, :2].sum()) / 8
+    torch.testing.assert_close(discretized_mix_logistic_loss(y_hat, y, mask=lengths), want)
+    mask = torch.zeros(2, 6)
+    mask[0] = 1
+    mask[1, :2] = 1
+    torch.testing.assert_close(discretized_mix_logistic_loss(y_hat, y, mask=mask), want)
+    masked = discretized_mix_logistic_loss(y_hat, y, mask=mask, reduction="none")
+    assert (masked[1, 2:] == 0).all()
+
+
+def test_cdf_is_the_cumulative_pmf():
+    torch.manual_seed(0)
+    K = 64
+    d = DiscretizedLogisticMixture(torch.randn(3), torch.randn(3) * 0.5, torch.randn(3) - 2, K)
+    centres = bin_centre(torch.arange(K), K)
+    cdf = torch.stack([d.cdf(c) for c in centres])
+    torch.testing.assert_close(cdf, d.log_pmf().exp().cumsum(0), atol=2e-6, rtol=0)
+    assert float(cdf[-1]) == 1.0
+
+
+def test_mean_entropy_variance():
+    torch.manual_seed(0)
+    shape = (4, 3)
+    args = torch.randn(shape), torch.rand(shape) * 2 - 1, torch.rand(shape) * 3 - 5
+    # exact enumeration (K <= 4096) agrees with a direct sum
+    d = DiscretizedLogisticMixture(*args, num_classes=256)
+    p = d.log_pmf().double().exp()
+    c = bin_centre(torch.arange(256), 256, torch.float64)
+    torch.testing.assert_close(d.mean.double(), (p * c).sum(-1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(d.entropy().double(), -(p * p.log()).sum(-1), atol=1e-5, rtol=0)
+    var = (p * c**2).sum(-1) - (p * c).sum(-1) ** 2
+    torch.testing.assert_close(d.variance.double(), var, atol=1e-6, rtol=0)
+    # closed form above 4096 bins is within one bin of the enumerated mean
+    K = 8192
+    big = DiscretizedLogisticMixture(*args, num_classes=K)
+    enumerated = (big.log_pmf().double().exp() * bin_centre(torch.arange(K), K, torch.float64))
+    assert (big.mean.double() - enumerated.sum(-1)).abs().max() <= 1.0 / (K - 1)
+
+
+def test_temperature_and_mode():
+    logits = torch.tensor([[0.0, 3.0]])
+    means = torch.tensor([[-0.5, 0.25]])
+    d = DiscretizedLogisticMixture(logits, means, torch.tensor([[-2.0, -2.0]]), num_classes=256)
+    greedy = d.with_temperature(0.0, 0.0).sample((100,))
+    assert torch.allclose(greedy, d.mode.expand(100, 1))
+    assert abs(float(d.mode) - 0.25) <= 1 / 255
+    y_hat = torch.cat([logits, means, torch.tensor([[-2.0, -2.0]])], -1)[:, :, None]
+    x = sample_discretized_mix_logistic(y_hat, temperature=0, scale_temperature=0)
+    assert torch.allclose(x, torch.tensor([[0.25]]))
+
+
+def test_seeded_sampling_is_reproducible():
+    y_hat = torch.randn(2, 30, 50)
+    a = sample_discretized_mix_logistic(y_hat, generator=torch.Generator().manual_seed(3))
+    b = sample_discretized_mix_logistic(y_hat, generator=torch.Generator().manual_seed(3))
+    c = sample_discretized_mix_logistic(y_hat, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (2, 50) and a.abs().max() <= 1
+    snapped = sample_discretized_mix_logistic(y_hat, num_classes=256, snap=True)
+    k = (snapped + 1) * 127.5
+    assert torch.allclose(k, k.round(), atol=1e-4)
+
+
+def test_bits_per_dim():
+    assert dmol.bits_per_dim(torch.tensor(np.log(2.0) * 3), num_dims=3) == pytest.approx(1.0)
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_channel_count_not_multiple_of_three():
+    with pytest.raises(ValueError, match="31 channels: expected a multiple of 3"):
+        discretized_mix_logistic_loss(torch.randn(2, 31, 5), torch.zeros(2, 5))
+
+
+def test_target_shape_mismatch():
+    with pytest.raises(ValueError, match=r"target shape \(2, 6\) does not match y_hat"):
+        discretized_mix_logistic_loss(torch.randn(2, 30, 5), torch.zeros(2, 6))
+
+
+def test_targets_outside_range_error_and_opt_in_clamp():
+    y = torch.zeros(2, 5)
+    y[0, 0] = 1.5
+    with pytest.raises(ValueError, match=r"targets must lie in \[-1, 1\].*max 1.5"):
+        discretized_mix_logistic_loss(torch.randn(2, 30, 5), y)
+    y_hat = torch.randn(2, 30, 5)
+    clamped = discretized_mix_logistic_loss(y_hat, y, clamp_targets=True)
+    torch.testing.assert_close(clamped, discretized_mix_logistic_loss(y_hat, y.clamp(-1, 1)))
+
+
+def test_nan_parameters_are_named_when_validating():
+    means = torch.zeros(4, 3)
+    means[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="means contains 1 NaN/inf"):
+        DiscretizedLogisticMixture(torch.zeros(4, 3), means, torch.zeros(4, 3), validate_args=True)
+    log_scales = torch.zeros(4, 3)
+    log_scales[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="log_scales contains 1 NaN/inf"):
+        DiscretizedLogisticMixture(torch.zeros(4, 3), torch.zeros(4, 3), log_scales,
+                                   validate_args=True)
+
+
+def test_num_classes_below_two():
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+        discretized_mix_logistic_loss(torch.randn(1, 3, 2), torch.zeros(1, 2), num_classes=1)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+        DiscretizedLogisticMixture(torch.zeros(3), torch.zeros(3), torch.zeros(3), num_classes=1)
+
+
+def test_unknown_layout_and_reduction():
+    with pytest.raises(ValueError, match="unknown layout 'TBC'"):
+        discretized_mix_logistic_loss(torch.randn(1, 3, 2), torch.zeros(1, 2), layout="TBC")
+    with pytest.raises(ValueError, match="unknown reduction 'avg'"):
+        discretized_mix_logistic_loss(torch.randn(1, 3, 2), torch.zeros(1, 2), reduction="avg")
+
+
+def test_parameter_shapes_must_agree_and_dtype_must_be_float():
+    with pytest.raises(ValueError, match="must share one shape"):
+        DiscretizedLogisticMixture(torch.zeros(4, 3), torch.zeros(4, 2), torch.zeros(4, 3))
+    with pytest.raises(TypeError, match="floating point"):
+        discretized_mix_logistic_loss(torch.zeros(1, 3, 2, dtype=torch.long), torch.zeros(1, 2))
+
+
+def test_k_equals_two_is_a_fair_coin_for_a_centred_component():
+    d = DiscretizedLogisticMixture(torch.zeros(1), torch.zeros(1), torch.zeros(1), num_classes=2)
+    torch.testing.assert_close(d.log_pmf().exp(), torch.tensor([0.5, 0.5]))
+
+
+def test_reference_and_distribution_agree_under_broadcasting():
+    torch.manual_seed(0)
+    d = DiscretizedLogisticMixture(torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 4) - 3, 256)
+    ys = torch.rand(7, 5) * 2 - 1
+    lp = d.log_prob(ys)
+    assert lp.shape == (7, 5)
+    one = -mixture_nll_reference(d.logits, d.means, d.log_scales, ys[2], 256)
+    torch.testing.assert_close(lp[2], one)
