@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,17 +168,20 @@ class MelRecipe:
         peak = float(np.abs(x).max())
         if peak > 1.0:
             raise ValueError(f"audio must lie in [-1, 1], got peak magnitude {peak:.6g}")
-        spec = np.abs(
-            librosa.stft(
-                x.astype(np.float32),
-                n_fft=self.n_fft,
-                hop_length=self.hop_length,
-                win_length=self.win_length,
-                window="hann",
-                center=True,
-                pad_mode="constant",  # zero padding works for any length; reflect needs > n_fft/2
-            )
-        )  # (1 + n_fft // 2, 1 + T // hop)
+        with warnings.catch_warnings():
+            # clips shorter than n_fft are fine: their frames are zero-padded on purpose
+            warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
+            spec = np.abs(
+                librosa.stft(
+                    x.astype(np.float32),
+                    n_fft=self.n_fft,
+                    hop_length=self.hop_length,
+                    win_length=self.win_length,
+                    window="hann",
+                    center=True,
+                    pad_mode="constant",  # zeros work for any length; reflect needs > n_fft/2
+                )
+            )  # (1 + n_fft // 2, 1 + T // hop)
         mel = _mel_basis(self) @ spec[:, :frames]
         # the floor keeps log finite in digital silence and bounds the dynamic range
         return np.log(np.maximum(mel, self.log_floor)).T.astype(np.float32, copy=False)

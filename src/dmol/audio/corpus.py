@@ -1,0 +1,599 @@
+"""Speech corpora on disk: preprocessing audio folders into (audio, log-mel) pairs.
+
+A dmol dataset is a folder::
+
+    DATA_DIR/recipe.json      MelRecipe.to_dict()
+    DATA_DIR/manifest.json    {"train": [names], "val": [names], "skipped": [{"path", "error"}],
+                               "source": str, "license": str, "preset": str, ...}
+    DATA_DIR/train/NAME.npz   audio: float32 (T,) in [-1, 1]; mel: float32 (frames, n_mels)
+    DATA_DIR/val/NAME.npz     with T == frames * hop_length
+
+Every file is written to a temporary name and moved into place with ``os.replace``, and the
+manifest is written last, so a folder with a manifest is complete.
+
+Example::
+
+    >>> build_builtin("data/allison", limit=8)         # real speech, CC-BY-SA-3.0
+    >>> audio, mel = load_utterance(list_split("data/allison", "train")[0])
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .features import CorruptAudioError, MelRecipe, decode_g722, load_audio, recipe_for
+
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "build_builtin",
+    "data_main",
+    "list_split",
+    "load_manifest",
+    "load_recipe",
+    "load_utterance",
+    "preprocess",
+    "preprocess_main",
+]
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".g722")
+SPLITS = ("train", "val")
+PEAK = 0.95  # peak-normalization target: a little headroom below full scale
+DEFAULT_TRIM_DB = 40.0  # frames this far below the loudest one count as leading/trailing silence
+
+
+# ---- reading a dataset ---------------------------------------------------------------------
+def _require_dataset(data_dir: str | Path) -> Path:
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"dataset folder {d} does not exist")
+    for name in ("recipe.json", "manifest.json"):
+        if not (d / name).is_file():
+            raise ValueError(
+                f"{d} is not a dmol dataset (no {name}); create one with "
+                f"`dmol preprocess IN_DIR {d} --preset P` or `dmol data builtin {d}`"
+            )
+    return d
+
+
+def load_recipe(data_dir: str | Path) -> MelRecipe:
+    """The :class:`MelRecipe` a dataset was made with (``DATA_DIR/recipe.json``)."""
+    d = _require_dataset(data_dir)
+    return MelRecipe.from_dict(json.loads((d / "recipe.json").read_text()))
+
+
+def load_manifest(data_dir: str | Path) -> dict[str, Any]:
+    """The parsed ``DATA_DIR/manifest.json``."""
+    d = _require_dataset(data_dir)
+    manifest = json.loads((d / "manifest.json").read_text())
+    missing = [k for k in (*SPLITS, "skipped", "source", "license", "preset") if k not in manifest]
+    if missing:
+        raise ValueError(f"{d / 'manifest.json'} lacks keys {missing}")
+    return manifest
+
+
+def list_split(data_dir: str | Path, split: str) -> list[Path]:
+    """Paths of the ``.npz`` utterances of ``split`` ("train" or "val"), in manifest order."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
+    d = Path(data_dir)
+    paths = [d / split / f"{name}.npz" for name in load_manifest(d)[split]]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"dataset {d} is incomplete: {len(missing)} {split} file(s) listed in manifest.json "
+            f"are missing, e.g. {missing[:3]}; re-run preprocessing"
+        )
+    return paths
+
+
+def load_utterance(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one ``NAME.npz``: ``(audio (T,), mel (frames, n_mels))``, both float32.
+
+    Checks the pairing ``T == frames * hop_length`` (hop_length = T // frames).
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "audio" not in z.files or "mel" not in z.files:
+                raise ValueError(f"{path} is not a dmol utterance: has {z.files}, needs audio, mel")
+            audio, mel = z["audio"], z["mel"]
+    except (OSError, EOFError) as e:
+        raise ValueError(f"cannot read utterance {path}: {e}") from None
+    if audio.ndim != 1 or mel.ndim != 2 or mel.shape[0] == 0:
+        raise ValueError(
+            f"{path}: expected audio (T,) and mel (frames, n_mels), got "
+            f"{audio.shape} and {mel.shape}"
+        )
+    if audio.dtype != np.float32 or mel.dtype != np.float32:
+        raise ValueError(f"{path}: expected float32 arrays, got {audio.dtype} and {mel.dtype}")
+    if len(audio) % mel.shape[0]:
+        raise ValueError(
+            f"{path}: {len(audio)} samples is not a whole number of hops for {mel.shape[0]} frames"
+        )
+    return audio, mel
+
+
+# ---- atomic writes -------------------------------------------------------------------------
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
+
+    ``os.replace`` within one folder is atomic, so readers see the old file or the whole new
+    one, never a half-written one (an interrupted run leaves only a ``.tmp`` file).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def _write_npz(path: Path, audio: np.ndarray, mel: np.ndarray) -> None:
+    _atomic_write(path, lambda f: np.savez(f, audio=audio, mel=mel))
+
+
+# ---- preprocessing -------------------------------------------------------------------------
+def _find_audio(in_dir: Path) -> list[Path]:
+    return sorted(
+        p for p in in_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
+    )
+
+
+def _names(files: Sequence[Path], root: Path) -> list[str]:
+    """Unique file-system-safe names from paths relative to ``root`` (``a/b.wav`` -> ``a__b``)."""
+    names, seen = [], set()
+    for f in files:
+        base = re.sub(
+            r"[^A-Za-z0-9._-]+", "_", "__".join(f.relative_to(root).with_suffix("").parts)
+        )
+        name, k = base, 1
+        while name in seen:  # a.wav next to a.flac
+            k += 1
+            name = f"{base}-{k}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _split(names: Sequence[str], val_fraction: float, min_val: int, seed: int) -> list[str]:
+    """Validation names: a seeded shuffle of the sorted names, at least ``min_val`` of them
+    while leaving at least one for training."""
+    n = len(names)
+    n_val = max(min_val, round(val_fraction * n))
+    n_val = min(n_val, n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(names[i] for i in order[:n_val])
+
+
+def _prepare(path: Path, recipe: MelRecipe, trim_db: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Load, trim, peak-normalize, crop to whole hops; return (audio, mel)."""
+    import librosa
+
+    x = load_audio(path, recipe.sample_rate)
+    if trim_db is not None:
+        x, _ = librosa.effects.trim(
+            x, top_db=trim_db, frame_length=recipe.win_length, hop_length=recipe.hop_length
+        )
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak < 1e-4:  # below ~ -80 dBFS nothing is left to normalize but noise
+        raise CorruptAudioError(path, f"silent (peak {peak:.2g})")
+    frames = len(x) // recipe.hop_length
+    if frames < 2:
+        raise CorruptAudioError(path, f"too short after trimming ({len(x)} samples)")
+    x = (x[: frames * recipe.hop_length] * (PEAK / peak)).astype(np.float32)
+    return x, recipe.compute(x)
+
+
+def _warn(msg: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"warning: {msg}", file=sys.stderr)
+
+
+def _preprocess_files(
+    files: Sequence[Path],
+    root: Path,
+    out_dir: Path,
+    preset: str,
+    *,
+    val_fraction: float,
+    min_val: int,
+    seed: int,
+    trim_db: float | None,
+    progress: bool,
+    source: str,
+    license: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    recipe = recipe_for(preset)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
+    if min_val < 0:
+        raise ValueError(f"min_val must be >= 0, got {min_val!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # an interrupted re-run must not look complete: the manifest goes first, comes back last
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    _write_json(out_dir / "recipe.json", recipe.to_dict())
+    staging = out_dir / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+
+    kept, skipped, seconds = [], [], 0.0
+    for path, name in tqdm(
+        list(zip(files, _names(files, root), strict=True)),
+        desc="preprocess",
+        unit="file",
+        disable=not progress,
+    ):
+        try:
+            audio, mel = _prepare(path, recipe, trim_db)
+        except (CorruptAudioError, ImportError) as e:
+            reason = e.reason if isinstance(e, CorruptAudioError) else str(e)
+            _warn(f"skipping {path}: {reason}")
+            skipped.append({"path": str(path), "error": reason})
+            continue
+        _write_npz(staging / f"{name}.npz", audio, mel)
+        kept.append(name)
+        seconds += len(audio) / recipe.sample_rate
+    if not kept:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ValueError(
+            f"no usable audio among {len(files)} file(s): all were skipped ({skipped})"
+        )
+    if len(kept) == 1:
+        _warn("only one usable file: it goes to train and the val split is empty")
+
+    val = set(_split(kept, val_fraction, min_val, seed))
+    split_of = {name: "val" if name in val else "train" for name in kept}
+    for split in SPLITS:
+        (out_dir / split).mkdir(exist_ok=True)
+        for stale in (out_dir / split).glob("*.npz"):  # leftovers of an earlier run
+            if split_of.get(stale.stem) != split:
+                stale.unlink()
+    for name, split in split_of.items():
+        os.replace(staging / f"{name}.npz", out_dir / split / f"{name}.npz")
+    shutil.rmtree(staging, ignore_errors=True)
+
+    manifest = {
+        "train": [n for n in kept if split_of[n] == "train"],
+        "val": [n for n in kept if split_of[n] == "val"],
+        "skipped": skipped,
+        "source": source,
+        "license": license,
+        "preset": preset,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "trim_db": trim_db,
+        "peak": PEAK,
+        "seconds": round(seconds, 3),
+        **(extra or {}),
+    }
+    _write_json(out_dir / "manifest.json", manifest)
+    if progress:
+        print(
+            f"wrote {out_dir}: {len(manifest['train'])} train / {len(manifest['val'])} val "
+            f"utterances, {seconds / 60:.1f} min of audio, {len(skipped)} skipped"
+        )
+    return manifest
+
+
+def preprocess(
+    in_dir: str | Path,
+    out_dir: str | Path,
+    preset: str,
+    *,
+    val_fraction: float = 0.05,
+    min_val: int = 1,
+    seed: int = 0,
+    trim_db: float | None = DEFAULT_TRIM_DB,
+    progress: bool = True,
+    source: str | None = None,
+    license: str = "unknown",
+) -> dict[str, Any]:
+    """Turn a folder of wav/flac/g722 files (searched recursively) into a dmol dataset.
+
+    Each file is resampled to the preset's rate, trimmed of leading/trailing silence quieter
+    than ``trim_db`` below its peak (``None``: no trimming), peak-normalized to 0.95, cropped
+    to a whole number of hops and paired with its log-mel. Unreadable files are named in a
+    warning and in ``manifest["skipped"]``; the rest are kept. The validation split is a
+    ``seed``-determined ``val_fraction`` of the usable files (at least ``min_val``).
+
+    Returns the manifest. Example::
+
+        >>> m = preprocess("wavs/", "data/mine", "small-16k")
+        >>> len(m["train"]), len(m["val"])
+    """
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise FileNotFoundError(f"input folder {in_dir} does not exist")
+    recipe_for(preset)  # fail on a bad preset before any work
+    files = _find_audio(in_dir)
+    if not files:
+        raise ValueError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) found under {in_dir}")
+    return _preprocess_files(
+        files,
+        in_dir,
+        out_dir,
+        preset,
+        val_fraction=val_fraction,
+        min_val=min_val,
+        seed=seed,
+        trim_db=trim_db,
+        progress=progress,
+        source=source or str(in_dir),
+        license=license,
+    )
+
+
+# ---- the built-in corpus -------------------------------------------------------------------
+ASTERISK_PACKAGE = "asterisk-core-sounds-en-g722"
+ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")
+ASTERISK_LICENSE = (
+    "Asterisk core sound prompts (English, voice of Allison Smith), Debian package "
+    f"{ASTERISK_PACKAGE}.\n"
+    "Copyright (c) 2003-2010 Allison Smith; financial contributions by Digium, Inc.\n"
+    "Licensed under the Creative Commons Attribution-ShareAlike 3.0 Unported licence "
+    "(CC-BY-SA-3.0): https://creativecommons.org/licenses/by-sa/3.0/\n"
+    "These files are decoded from G.722 and trimmed/normalized: derived works share the licence.\n"
+)
+ESPEAK_LICENSE = (
+    "Speech synthesized by the espeak-ng program (itself GPL-3.0-or-later) from sentences "
+    "written for dmol; the sentences and this audio are released under dmol's MIT licence.\n"
+)
+
+# Plain sentences for the espeak-ng fallback: varied phonemes, questions and numbers.
+ESPEAK_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please leave a message after the tone.",
+    "A vocoder turns a spectrogram back into a waveform.",
+    "She sells sea shells by the sea shore.",
+    "How many minutes are left before the train departs?",
+    "Seven hundred and forty two people answered the survey.",
+    "The weather tomorrow will be cloudy with a chance of rain.",
+    "Every sample is predicted from the samples before it.",
+    "Would you like to hear that again?",
+    "Thank you for calling, your call is important to us.",
+    "The museum opens at nine and closes at half past five.",
+    "Bright yellow leaves drifted slowly across the quiet pond.",
+    "Mixtures of logistics describe the next value of the signal.",
+    "Our office is closed on weekends and public holidays.",
+    "He measured the distance twice before cutting the board.",
+    "Jazz music filled the small room until midnight.",
+    "Press one for sales, or two for technical support.",
+    "Thirteen thirsty thrushes thought about the thunder.",
+    "The red balloon floated high above the village square.",
+    "Could you spell your last name, please?",
+    "Numbers like zero, four, eight and fifteen are easy to say.",
+    "A gentle breeze carried the smell of fresh bread.",
+    "The committee will review the proposal next Thursday.",
+    "Mountains rise sharply beyond the northern valley.",
+    "Listen carefully, the menu options have changed.",
+    "Old clocks ticked loudly in the empty hallway.",
+    "Which of these three doors leads to the garden?",
+    "The children laughed as the puppy chased its tail.",
+    "Sound travels faster in water than in air.",
+    "Goodbye, and have a wonderful evening.",
+]
+
+
+def asterisk_g722_files() -> list[Path]:
+    """The English G.722 prompts of the Asterisk sounds package, sorted, without the
+    ``silence/`` folder (those prompts are pure silence, not speech)."""
+    files: Iterable[Path]
+    try:
+        out = subprocess.run(
+            ["dpkg", "-L", ASTERISK_PACKAGE], capture_output=True, text=True, check=True
+        ).stdout
+        files = (Path(line) for line in out.splitlines() if line.endswith(".g722"))
+    except (OSError, subprocess.CalledProcessError):
+        files = ASTERISK_ROOT.glob("**/*.g722") if ASTERISK_ROOT.is_dir() else ()
+    # the en/ and en_US/ links point at the same files: keep each real file once
+    unique = {p.resolve(): p for p in files if p.is_file() and "silence" not in p.parts}
+    return sorted(unique)
+
+
+def _pick(items: Sequence[Any], limit: int | None) -> list[Any]:
+    """``limit`` items spread evenly over ``items`` (all of them for None)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
+
+
+def _g722_available() -> bool:
+    try:
+        import G722  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _raw_from_asterisk(raw: Path, limit: int | None, progress: bool) -> list[Path]:
+    import soundfile as sf
+    from tqdm.auto import tqdm
+
+    every = asterisk_g722_files()
+    root = Path(os.path.commonpath([s.parent for s in every]))  # names do not depend on limit
+    srcs = _pick(every, limit)
+    out = []
+    for src in tqdm(srcs, desc="decode G.722", unit="file", disable=not progress):
+        dst = raw / src.relative_to(root).with_suffix(".wav")
+        if not dst.is_file():  # decoded by an earlier, interrupted run
+            audio = decode_g722(src)
+            _atomic_write(
+                dst, lambda f, a=audio: sf.write(f, a, 16000, format="WAV", subtype="PCM_16")
+            )
+        out.append(dst)
+    return out
+
+
+def _raw_from_espeak(raw: Path, limit: int | None, progress: bool) -> list[Path]:
+    from tqdm.auto import tqdm
+
+    out = []
+    sentences = _pick(ESPEAK_SENTENCES, limit)
+    for i, text in enumerate(tqdm(sentences, desc="espeak-ng", unit="file", disable=not progress)):
+        dst = raw / f"espeak_{i:03d}.wav"
+        if not dst.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            subprocess.run(
+                ["espeak-ng", "-v", "en-us", "-w", str(tmp), text], check=True, capture_output=True
+            )
+            os.replace(tmp, dst)
+        out.append(dst)
+    return out
+
+
+def build_builtin(
+    out_dir: str | Path,
+    preset: str = "small-16k",
+    *,
+    limit: int | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Assemble the built-in real-speech corpus into ``out_dir`` and preprocess it.
+
+    The source is the Asterisk English prompts (one female speaker, 16 kHz G.722, CC-BY-SA-3.0),
+    decoded with the ``G722`` package into ``out_dir/raw/*.wav``. Without them, sentences
+    synthesized by ``espeak-ng`` stand in (a printed message says so). ``limit`` takes that
+    many files spread evenly over the corpus. The licence is printed, stored in the manifest
+    and in ``out_dir/LICENSE.txt``. A complete folder made with the same preset and limit is
+    reused as is.
+
+    Example::
+
+        >>> m = build_builtin("data/allison", limit=16)
+    """
+    out_dir = Path(out_dir)
+    recipe_for(preset)
+    if limit is not None and (int(limit) != limit or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if (out_dir / "manifest.json").is_file():
+        try:
+            manifest = load_manifest(out_dir)
+            list_split(out_dir, "train"), list_split(out_dir, "val")
+        except (ValueError, FileNotFoundError):
+            manifest = None
+        if manifest and manifest.get("preset") == preset and manifest.get("limit") == limit:
+            if progress:
+                print(f"reusing the complete built-in corpus in {out_dir}")
+            return manifest
+
+    raw = out_dir / "raw"
+    have_sounds = _g722_available() and bool(asterisk_g722_files())
+    if have_sounds:
+        files = _raw_from_asterisk(raw, limit, progress)
+        source, license = f"{ASTERISK_PACKAGE} (Debian), decoded with G722", ASTERISK_LICENSE
+    elif shutil.which("espeak-ng"):
+        print(
+            f"note: the {ASTERISK_PACKAGE} prompts or the G722 decoder are missing, so the "
+            "built-in corpus falls back to speech synthesized by espeak-ng"
+        )
+        files = _raw_from_espeak(raw, limit, progress)
+        source, license = "espeak-ng synthesis of dmol's sentences", ESPEAK_LICENSE
+    else:
+        raise RuntimeError(
+            "no source for the built-in corpus: install the Debian package "
+            f"{ASTERISK_PACKAGE} (apt-get install {ASTERISK_PACKAGE}) and the PyPI package "
+            "G722 (pip install G722), or at least espeak-ng (apt-get install espeak-ng)"
+        )
+    print(f"licence of the built-in corpus:\n{license}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out_dir / "LICENSE.txt", lambda f: f.write(license.encode()))
+    return _preprocess_files(
+        files,
+        raw,
+        out_dir,
+        preset,
+        val_fraction=0.05,
+        min_val=1,
+        seed=seed,
+        trim_db=DEFAULT_TRIM_DB,
+        progress=progress,
+        source=source,
+        license=license,
+        extra={"limit": limit},
+    )
+
+
+# ---- command line --------------------------------------------------------------------------
+def _run(fn, *args, **kwargs) -> int:
+    try:
+        fn(*args, **kwargs)
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def data_main(argv: Sequence[str] | None = None) -> int:
+    """``dmol data builtin OUT_DIR [--preset P] [--limit N]``."""
+    p = argparse.ArgumentParser(prog="dmol data", description="assemble a speech corpus")
+    sub = p.add_subparsers(dest="corpus", required=True)
+    b = sub.add_parser("builtin", help="Asterisk English prompts (CC-BY-SA-3.0), or espeak-ng")
+    b.add_argument("out_dir", type=Path)
+    b.add_argument("--preset", default="small-16k", help="mel recipe preset (default small-16k)")
+    b.add_argument("--limit", type=int, default=None, help="use only N files, spread evenly")
+    b.add_argument("--seed", type=int, default=0, help="train/val split seed")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = p.parse_args(argv)
+    return _run(
+        build_builtin, a.out_dir, a.preset, limit=a.limit, seed=a.seed, progress=not a.quiet
+    )
+
+
+def preprocess_main(argv: Sequence[str] | None = None) -> int:
+    """``dmol preprocess IN_DIR OUT_DIR --preset P [--val-fraction F] [--seed S]``."""
+    p = argparse.ArgumentParser(
+        prog="dmol preprocess", description="wav/flac/g722 folder -> dmol log-mel dataset"
+    )
+    p.add_argument("in_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--preset", required=True, help="mel recipe preset, e.g. small-16k")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--min-val", type=int, default=1, help="at least this many val utterances")
+    p.add_argument("--seed", type=int, default=0, help="train/val split seed")
+    p.add_argument(
+        "--trim-db",
+        type=float,
+        default=DEFAULT_TRIM_DB,
+        help="trim edges quieter than this many dB below the peak (<= 0: no trim)",
+    )
+    p.add_argument("--license", default="unknown", help="licence text stored in the manifest")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = p.parse_args(argv)
+    return _run(
+        preprocess,
+        a.in_dir,
+        a.out_dir,
+        a.preset,
+        val_fraction=a.val_fraction,
+        min_val=a.min_val,
+        seed=a.seed,
+        trim_db=a.trim_db if a.trim_db > 0 else None,
+        progress=not a.quiet,
+        license=a.license,
+    )
