@@ -498,8 +498,7 @@ def build_builtin(
         except (ValueError, FileNotFoundError):
             manifest = None
         if manifest and manifest.get("preset") == preset and manifest.get("limit") == limit:
-            if progress:
-                print(f"reusing the complete built-in corpus in {out_dir}")
+            print(f"reusing the complete built-in corpus in {out_dir}")
             return manifest
 
     raw = out_dir / "raw"
