@@ -25,15 +25,17 @@ $(STAMP): pyproject.toml
 # The built-in corpus prefers real recordings from a Debian package; without apt (or root)
 # `dmol data builtin` falls back to synthesized speech and says so.
 data: $(STAMP)
-	-@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-	  { dpkg -s asterisk-core-sounds-en-g722 >/dev/null 2>&1 || \
-	    { apt-get update -qq && apt-get install -y -qq asterisk-core-sounds-en-g722 espeak-ng; }; } \
-	  || echo "note: could not install asterisk-core-sounds-en-g722 with apt; the corpus will fall back"
+	@if dpkg -s asterisk-core-sounds-en-g722 >/dev/null 2>&1 && command -v espeak-ng >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing asterisk-core-sounds-en-g722 espeak-ng (Debian packages)"; \
+	  { apt-get update -qq && apt-get install -y -qq asterisk-core-sounds-en-g722 espeak-ng >/dev/null; } \
+	  || echo "note: apt could not install them; the built-in corpus will fall back or explain"; \
+	else echo "note: without root and apt the built-in corpus falls back to espeak-ng, if present"; fi
 
 demo: data
 	$(BIN)/dmol demo --out demo
 
-test: $(STAMP)
+test: data
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 

@@ -219,8 +219,9 @@ def test_reading_errors(tmp_path):
 
 
 # ---- the built-in corpus -------------------------------------------------------------------
-@pytest.mark.skipif(not HAVE_ASTERISK, reason="needs asterisk-core-sounds-en-g722 and G722")
 def test_builtin_is_real_decoded_speech_and_reused(tmp_path, capsys):
+    # `make test` installs the Debian package (target `data`); fail loudly if it is missing
+    assert HAVE_ASTERISK, "needs asterisk-core-sounds-en-g722 and G722: run `make data`"
     out = tmp_path / "allison"
     m = build_builtin(out, limit=4, progress=False)
     assert len(m["train"]) + len(m["val"]) == 4 and not m["skipped"]
@@ -240,8 +241,8 @@ def test_builtin_is_real_decoded_speech_and_reused(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 def test_builtin_falls_back_to_espeak(tmp_path, monkeypatch, capsys):
+    assert shutil.which("espeak-ng"), "needs espeak-ng: run `make data`"
     monkeypatch.setattr(corpus, "_g722_available", lambda: False)
     m = build_builtin(tmp_path / "e", "tiny", limit=2, progress=False)
     assert "espeak-ng" in capsys.readouterr().out and "espeak-ng" in m["source"]
