@@ -1,4 +1,4 @@
-"""Objective vocoder metrics: compare a generated waveform with its reference, sample for sample.
+"""Objective vocoder metrics: score a generated waveform against the recording it reproduces.
 
 Every function takes two 1-D float arrays in [-1, 1] (``ref`` = natural speech, ``gen`` = the
 vocoder's copy synthesis of it) and returns float64 numbers where lower is better and identical
@@ -169,8 +169,8 @@ def f0_track(
     """WORLD F0 contour of one signal: (f0 in Hz, 0 where unvoiced; frame times in s), (N,) each.
 
     ``method="harvest"`` is the more reliable voicing detector; ``"dio"`` (DIO + StoneMask) is
-    ~20x faster. Harvest calls a bare sinusoid unvoiced (it looks for harmonic structure), DIO
-    tracks it. Frames are ``frame_period`` ms apart.
+    an order of magnitude faster. Harvest calls a bare sinusoid unvoiced (it looks for harmonic
+    structure), DIO tracks it. Frames are ``frame_period`` ms apart.
 
     Example::
 
@@ -407,10 +407,10 @@ def f0_metrics(
     """Pitch accuracy with WORLD: ``{"f0_rmse_hz", "f0_rmse_cents", "vuv_error"}``.
 
     F0 is tracked every ``frame_period`` ms by Harvest (``method="harvest"``, robust, slower)
-    or DIO refined by StoneMask (``"dio"``, ~20x faster) between ``f0_floor`` and ``f0_ceil``
-    Hz. The RMSEs cover the frames voiced in both signals (NaN when there are none); cents are
-    ``1200 * log2(f_gen / f_ref)``. ``vuv_error`` is the fraction of all frames whose
-    voiced/unvoiced decision differs.
+    or DIO refined by StoneMask (``"dio"``, an order of magnitude faster) between ``f0_floor``
+    and ``f0_ceil`` Hz. The RMSEs cover the frames voiced in both signals (NaN when there are
+    none); cents are ``1200 * log2(f_gen / f_ref)``. ``vuv_error`` is the fraction of all
+    frames whose voiced/unvoiced decision differs.
 
     Example::
 
