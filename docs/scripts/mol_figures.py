@@ -53,7 +53,8 @@ def y_hat_of(logits, means, log_scales, steps: int) -> torch.Tensor:
 
 
 def pmf(d: DiscretizedLogisticMixture) -> torch.Tensor:
-    return d.log_pmf().exp()
+    """All K bin masses; one chunk, as the batch here is a single distribution."""
+    return d.log_pmf(chunk=d.num_classes).exp()
 
 
 def centres(num_classes: int) -> torch.Tensor:
