@@ -299,29 +299,32 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)
 
 
-def griffin_lim(mel: np.ndarray, recipe: MelRecipe, n_iter: int = 60) -> np.ndarray:
+def griffin_lim(
+    mel: np.ndarray, recipe: MelRecipe, n_iter: int = 60, seed: int | None = 0
+) -> np.ndarray:
     """Invert a log-mel with librosa's NNLS mel inversion + Griffin-Lim: the no-network baseline.
 
-    ``mel`` (frames, n_mels) -> float32 (frames * hop_length,) in [-1, 1].
+    ``mel`` (frames, n_mels) -> float32 (frames * hop_length,) in [-1, 1]. The initial phase
+    is random; ``seed`` fixes it so evaluation tables repeat (None: a fresh draw).
     """
     import librosa
 
     m = recipe.validate_mel(mel)
     # a center=True STFT of frames * hop samples has frames + 1 columns: repeat the last one
     m = np.concatenate([m, m[-1:]], axis=0)
-    audio = librosa.feature.inverse.mel_to_audio(
-        np.exp(m.T),
-        sr=recipe.sample_rate,
-        n_fft=recipe.n_fft,
+    magnitude = librosa.feature.inverse.mel_to_stft(
+        np.exp(m.T), sr=recipe.sample_rate, n_fft=recipe.n_fft, power=1.0,
+        fmin=recipe.fmin, fmax=recipe.fmax,
+    )
+    audio = librosa.griffinlim(
+        magnitude,
+        n_iter=n_iter,
         hop_length=recipe.hop_length,
         win_length=recipe.win_length,
         window="hann",
         center=True,
         pad_mode="constant",
-        power=1.0,
-        n_iter=n_iter,
         length=(m.shape[0] - 1) * recipe.hop_length,
-        fmin=recipe.fmin,
-        fmax=recipe.fmax,
+        random_state=seed,
     )
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
