@@ -1,0 +1,251 @@
+"""Output heads: thin adapters from a WaveNet's (B, C, T) output to a distribution over samples.
+
+Every head has the same interface, so the model, the trainer and synthesis never branch on the
+head type; the math lives in :mod:`dmol.logistic`, :mod:`dmol.gaussian` and :mod:`dmol.mulaw`.
+
+===========  ===============================  ====================  ===========================
+name         distribution                     ``out_channels``      channels
+===========  ===============================  ====================  ===========================
+"mol"        discretized mixture of logistics 3 M                   [logits | means | log_scales]
+"gaussian"   one discretized Gaussian         2                     [mean | log_scale]
+"mog"        discretized mixture of Gaussians 3 M                   [logits | means | log_scales]
+"mulaw"      softmax over mu-law classes      Q = mu + 1            logits
+===========  ===============================  ====================  ===========================
+
+The three continuous-family heads are discretized to ``num_classes`` bins on [-1, 1] (65536 by
+default: 16-bit audio), so their NLLs are comparable with each other; the mu-law head's NLL is a
+cross-entropy over its Q classes.
+
+Example::
+
+    >>> head = make_head("mol", n_mixtures=10)
+    >>> y_hat = torch.randn(2, head.out_channels, 100)      # (B, C, T)
+    >>> y = torch.rand(2, 100) * 2 - 1                      # (B, T) in [-1, 1]
+    >>> head.loss(y_hat, y).shape, head.nll(y_hat, y).shape, head.sample(y_hat).shape
+    (torch.Size([]), torch.Size([2, 100]), torch.Size([2, 100]))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from dmol import _validate as V
+
+__all__ = ["GaussianHead", "Head", "MoGHead", "MoLHead", "MuLawHead", "make_head"]
+
+
+class Head:
+    """Common interface. Subclasses set ``name``, ``out_channels`` and implement the methods.
+
+    ``nll``/``loss`` take ``y_hat`` (B, C, T) and targets ``y`` (B, T) in [-1, 1].
+    """
+
+    name: str = ""
+    out_channels: int = 0
+
+    def nll(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        """Per-sample negative log-likelihood in nats, (B, T)."""
+        raise NotImplementedError
+
+    def loss(self, y_hat: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mean NLL (nats) over the valid samples; ``mask`` is (B, T) 0/1 or (B,) lengths."""
+        self._check(y_hat)
+        m = V.mask_bt(mask, y_hat.shape[0], y_hat.shape[2], y_hat.device)
+        return V.reduce(self.nll(y_hat, y), "mean", m)
+
+    def sample(
+        self, y_hat: Tensor, *, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """One draw per position, (B, T) in [-1, 1]. ``temperature=0`` is (near-)greedy."""
+        raise NotImplementedError
+
+    def distribution(self, y_hat: Tensor) -> Distribution:
+        """The predicted distribution, batch shape (B, T)."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this head with :func:`make_head`."""
+        raise NotImplementedError
+
+    def _check(self, y_hat: Tensor) -> None:
+        if not isinstance(y_hat, Tensor):
+            raise TypeError(f"y_hat must be a torch.Tensor, got {type(y_hat).__name__}")
+        if y_hat.dim() != 3 or y_hat.shape[1] != self.out_channels:
+            raise ValueError(
+                f"{self.name!r} head expects y_hat of shape (B, {self.out_channels}, T), "
+                f"got {tuple(y_hat.shape)}"
+            )
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class MoLHead(Head):
+    """Discretized mixture of ``n_mixtures`` logistics (PixelCNN++ / r9y9 WaveNet)."""
+
+    name = "mol"
+
+    def __init__(self, n_mixtures: int = 10, num_classes: int | None = None,
+                 log_scale_min: float | None = -16.0) -> None:
+        self.n_mixtures = int(n_mixtures)
+        self.num_classes = V.check_num_classes(65536 if num_classes is None else num_classes)
+        self.log_scale_min = log_scale_min
+        self.out_channels = 3 * self.n_mixtures
+
+    def _kw(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "log_scale_min": self.log_scale_min,
+                "layout": "BCT"}
+
+    def nll(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        from dmol.logistic import discretized_mix_logistic_loss
+
+        self._check(y_hat)
+        return discretized_mix_logistic_loss(y_hat, y, reduction="none", **self._kw())
+
+    def sample(self, y_hat, *, generator=None, temperature=1.0):
+        from dmol.logistic import sample_discretized_mix_logistic
+
+        self._check(y_hat)
+        return sample_discretized_mix_logistic(
+            y_hat, temperature=temperature, generator=generator, **self._kw()
+        )
+
+    def distribution(self, y_hat):
+        from dmol.logistic import DiscretizedLogisticMixture
+
+        self._check(y_hat)
+        return DiscretizedLogisticMixture.from_params(
+            y_hat, layout="BCT", num_classes=self.num_classes, log_scale_min=self.log_scale_min
+        )
+
+    def config(self):
+        return {"n_mixtures": self.n_mixtures, "num_classes": self.num_classes,
+                "log_scale_min": self.log_scale_min}
+
+
+class MoGHead(Head):
+    """Mixture of ``n_mixtures`` Gaussians, discretized to ``num_classes`` bins on [-1, 1]."""
+
+    name = "mog"
+
+    def __init__(self, n_mixtures: int = 10, num_classes: int | None = None,
+                 log_scale_min: float | None = -16.0) -> None:
+        self.n_mixtures = int(n_mixtures)
+        self.num_classes = V.check_num_classes(65536 if num_classes is None else num_classes)
+        self.log_scale_min = log_scale_min
+        self.out_channels = 3 * self.n_mixtures
+
+    def _kw(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "log_scale_min": self.log_scale_min,
+                "layout": "BCT"}
+
+    def nll(self, y_hat, y):
+        from dmol.gaussian import mix_gaussian_loss
+
+        self._check(y_hat)
+        return mix_gaussian_loss(y_hat, y, reduction="none", mask=None, **self._kw())
+
+    def sample(self, y_hat, *, generator=None, temperature=1.0):
+        from dmol.gaussian import sample_mix_gaussian
+
+        self._check(y_hat)
+        return sample_mix_gaussian(
+            y_hat, temperature=temperature, scale_temperature=1.0, generator=generator,
+            **self._kw(),
+        )
+
+    def distribution(self, y_hat):
+        from dmol.gaussian import DiscretizedGaussianMixture
+
+        self._check(y_hat)
+        return DiscretizedGaussianMixture.from_params(
+            y_hat, layout="BCT", num_classes=self.num_classes, log_scale_min=self.log_scale_min
+        )
+
+    def config(self):
+        return {"n_mixtures": self.n_mixtures, "num_classes": self.num_classes,
+                "log_scale_min": self.log_scale_min}
+
+
+class GaussianHead(MoGHead):
+    """A single Gaussian (ClariNet-style teacher), channels ``[mean | log_scale]``."""
+
+    name = "gaussian"
+
+    def __init__(self, num_classes: int | None = None, log_scale_min: float | None = -16.0) -> None:
+        super().__init__(1, num_classes, log_scale_min)
+        self.out_channels = 2
+
+    def config(self):
+        return {"num_classes": self.num_classes, "log_scale_min": self.log_scale_min}
+
+
+class MuLawHead(Head):
+    """Softmax over Q = ``num_classes`` = mu + 1 mu-law classes (the original WaveNet).
+
+    Samples are the decoded class values; targets are quantized with ``rounding``.
+    """
+
+    name = "mulaw"
+
+    def __init__(self, num_classes: int | None = None, rounding: str = "round") -> None:
+        self.num_classes = V.check_num_classes(256 if num_classes is None else num_classes)
+        self.rounding = rounding
+        self.out_channels = self.num_classes
+
+    def nll(self, y_hat, y):
+        from dmol.mulaw import mulaw_loss
+
+        self._check(y_hat)
+        return mulaw_loss(y_hat, y, layout="BCT", reduction="none", rounding=self.rounding)
+
+    def sample(self, y_hat, *, generator=None, temperature=1.0):
+        from dmol.mulaw import sample_mulaw
+
+        self._check(y_hat)
+        return sample_mulaw(y_hat, layout="BCT", temperature=temperature, generator=generator)
+
+    def distribution(self, y_hat):
+        from dmol.mulaw import MuLawCategorical
+
+        self._check(y_hat)
+        return MuLawCategorical.from_params(y_hat, layout="BCT", rounding=self.rounding)
+
+    def config(self):
+        return {"num_classes": self.num_classes, "rounding": self.rounding}
+
+
+_HEADS: dict[str, type[Head]] = {
+    "mol": MoLHead, "gaussian": GaussianHead, "mog": MoGHead, "mulaw": MuLawHead,
+}
+# every head accepts these; a head ignores the ones it has no use for (e.g. mulaw: n_mixtures)
+_COMMON = ("n_mixtures", "num_classes", "log_scale_min", "rounding")
+
+
+def make_head(name: str, **cfg: Any) -> Head:
+    """Build a head by name from keyword arguments shared by all heads.
+
+    Accepted keys: ``n_mixtures``, ``num_classes`` (None: the head's default),
+    ``log_scale_min``, ``rounding`` (mu-law only); keys a head does not use are ignored, any
+    other key raises a TypeError.
+
+    Example::
+
+        >>> make_head("mulaw").out_channels, make_head("mog", n_mixtures=5).out_channels
+        (256, 15)
+    """
+    if name not in _HEADS:
+        raise ValueError(f"unknown head {name!r}: expected one of {tuple(_HEADS)}")
+    unknown = sorted(set(cfg) - set(_COMMON))
+    if unknown:
+        raise TypeError(f"make_head got unknown argument(s) {unknown}; accepted: {list(_COMMON)}")
+    cls = _HEADS[name]
+    import inspect
+
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in cfg.items() if k in accepted})

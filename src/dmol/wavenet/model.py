@@ -1,0 +1,250 @@
+"""WaveNet vocoder: dilated causal convolutions conditioned on log-mel frames.
+
+Structure (all convolutions are ``nn.Conv1d`` over time; ``R``/``G``/``S`` are the residual,
+gate and skip channel counts, ``C`` the head's output channels)::
+
+    x_in = [0, x[0], ..., x[T-2]]                 previous sample, 1 scalar channel  (B, 1, T)
+    c    = upsample(mel)                          (B, n_mels, T), T = frames * hop
+    h    = first(x_in)                            1x1 conv, 1 -> R
+    for layer i = 0 .. L-1, dilation d_i = 2 ** (i % (L / stacks)):
+        z     = conv_i(left_pad(h, (k - 1) d_i))  dilated causal conv, R -> G
+              + cond_i(c) [+ gcond_i(g)]          1x1 projections, no bias
+        a, b  = z[:, :G/2], z[:, G/2:]
+        u     = tanh(a) * sigmoid(b)              gated unit, G/2 channels
+        skip += skip_i(u)                         1x1, G/2 -> S
+        h     = (h + out_i(u)) * sqrt(0.5)        1x1, G/2 -> R (not in the last layer: unused)
+    y_hat = post(skip * sqrt(1 / L))              relu, 1x1 S -> S, relu, 1x1 S -> C
+
+The output at time t depends on x[t - receptive_field .. t - 1] and on the whole mel (the
+upsampling network looks a few frames both ways). Incremental synthesis only needs, per layer,
+the last ``(k - 1) * d_i`` inputs of ``conv_i``: its tap ``j`` (``conv_i.weight[:, :, j]``)
+multiplies ``h[t - (k - 1 - j) * d_i]``.
+
+Example::
+
+    >>> from dmol.wavenet.presets import get_preset
+    >>> model = WaveNet(get_preset("tiny")[0])
+    >>> mel = torch.randn(2, 20, 10)                   # (B, n_mels, frames)
+    >>> x = torch.rand(2, 640) * 2 - 1                 # (B, frames * hop)
+    >>> model(x, mel).shape                            # (B, head.out_channels, T)
+    torch.Size([2, 12, 640])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from dmol.wavenet.heads import Head, make_head
+from dmol.wavenet.presets import WaveNetConfig
+
+__all__ = ["ReceptiveField", "ResidualLayer", "UpsampleNetwork", "WaveNet"]
+
+
+class ReceptiveField(NamedTuple):
+    samples: int
+    ms: float
+
+
+class UpsampleNetwork(nn.Module):
+    """Log-mel frames (B, n_mels, frames) -> conditioning features (B, n_mels, frames * hop).
+
+    An optional ``conv_in`` (kernel ``2 * cin_pad + 1`` frames, edge frames replicated) gives
+    each frame some context; then, per scale s, the time axis is stretched s times (nearest)
+    and smoothed by a ``Conv2d`` of kernel ``(freq_kernel, 2 s + 1)`` over (mel, time). The
+    smoothing convs start as box filters, so an untrained network interpolates.
+    """
+
+    def __init__(self, n_mels: int, scales: tuple[int, ...], cin_pad: int = 2,
+                 freq_kernel: int = 3) -> None:
+        super().__init__()
+        self.scales, self.cin_pad = tuple(scales), cin_pad
+        self.conv_in = nn.Conv1d(n_mels, n_mels, 2 * cin_pad + 1, bias=False) if cin_pad else None
+        self.stretch = nn.ModuleList()
+        for s in self.scales:
+            conv = nn.Conv2d(1, 1, (freq_kernel, 2 * s + 1), padding=(freq_kernel // 2, s),
+                             bias=False)
+            nn.init.constant_(conv.weight, 1.0 / conv.weight.numel())
+            self.stretch.append(conv)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        c = mel
+        if self.conv_in is not None:
+            c = self.conv_in(F.pad(c, (self.cin_pad, self.cin_pad), mode="replicate"))
+        h = c.unsqueeze(1)  # (B, 1, n_mels, frames): Conv2d treats (mel, time) as an image
+        for s, conv in zip(self.scales, self.stretch, strict=True):
+            h = conv(h.repeat_interleave(s, dim=-1))
+        return h.squeeze(1)
+
+
+class ResidualLayer(nn.Module):
+    """One gated residual block; returns (residual output, skip contribution)."""
+
+    def __init__(self, residual: int, gate: int, skip: int, kernel_size: int, dilation: int,
+                 cin: int, gin: int = 0, dropout: float = 0.0, residual_out: bool = True) -> None:
+        super().__init__()
+        self.dilation, self.kernel_size, self.dropout = dilation, kernel_size, dropout
+        self.padding = (kernel_size - 1) * dilation  # left padding only: causal
+        self.conv = nn.Conv1d(residual, gate, kernel_size, dilation=dilation)
+        self.cond = nn.Conv1d(cin, gate, 1, bias=False)
+        self.gcond = nn.Conv1d(gin, gate, 1, bias=False) if gin else None
+        # the last layer's residual output would feed nothing (and leave DDP unused parameters)
+        self.out = nn.Conv1d(gate // 2, residual, 1) if residual_out else None
+        self.skip = nn.Conv1d(gate // 2, skip, 1)
+
+    def gate(self, z: Tensor) -> Tensor:
+        """Pre-activation (B, G, T) -> gated unit (B, G/2, T)."""
+        a, b = z.chunk(2, dim=1)
+        return torch.tanh(a) * torch.sigmoid(b)
+
+    def forward(self, h: Tensor, c: Tensor, g: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z = F.dropout(h, self.dropout, self.training)
+        z = self.conv(F.pad(z, (self.padding, 0))) + self.cond(c)
+        if self.gcond is not None and g is not None:
+            z = z + self.gcond(g)  # g is (B, gin, 1): broadcast over time
+        u = self.gate(z)
+        if self.out is None:
+            return h, self.skip(u)
+        return (h + self.out(u)) * math.sqrt(0.5), self.skip(u)
+
+
+class WaveNet(nn.Module):
+    """The vocoder network; see the module docstring for the exact structure.
+
+    Args:
+        cfg: a :class:`~dmol.wavenet.presets.WaveNetConfig`.
+
+    Attributes:
+        head: the output :class:`~dmol.wavenet.heads.Head` (loss, sampling, distribution).
+    """
+
+    def __init__(self, cfg: WaveNetConfig) -> None:
+        super().__init__()
+        if not isinstance(cfg, WaveNetConfig):
+            raise TypeError(f"WaveNet expects a WaveNetConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.head: Head = make_head(cfg.head, **cfg.head_kwargs())
+        R, G, S = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels
+        self.first = nn.Conv1d(1, R, 1)
+        self.upsample_net = UpsampleNetwork(cfg.n_mels, cfg.upsample_scales, cfg.cin_pad,
+                                            cfg.freq_axis_kernel_size)
+        self.embed_speakers = (
+            nn.Embedding(cfg.n_speakers, cfg.gin_channels) if cfg.gin_channels else None
+        )
+        self.layers = nn.ModuleList(
+            ResidualLayer(R, G, S, cfg.kernel_size, d, cfg.n_mels, cfg.gin_channels, cfg.dropout,
+                          residual_out=i < cfg.layers - 1)
+            for i, d in enumerate(cfg.dilations)
+        )
+        self.post = nn.Sequential(
+            nn.ReLU(), nn.Conv1d(S, S, 1), nn.ReLU(), nn.Conv1d(S, self.head.out_channels, 1)
+        )
+        # constants from the config (which checkpoints carry), kept out of the state_dict
+        self.register_buffer("mel_mean", torch.tensor(float(cfg.mel_mean)), persistent=False)
+        self.register_buffer("mel_std", torch.tensor(float(cfg.mel_std)), persistent=False)
+
+    # ---- properties ---------------------------------------------------------------------
+    @property
+    def hop_length(self) -> int:
+        return self.cfg.hop_length
+
+    @property
+    def receptive_field(self) -> ReceptiveField:
+        """Past samples each output sees, and the same in milliseconds at ``cfg.sample_rate``."""
+        n = self.cfg.receptive_field
+        return ReceptiveField(n, 1000.0 * n / self.cfg.sample_rate)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- checks -------------------------------------------------------------------------
+    def _check_mel(self, mel: Tensor) -> None:
+        if not isinstance(mel, Tensor):
+            raise TypeError(f"mel must be a torch.Tensor, got {type(mel).__name__}")
+        if not mel.is_floating_point():
+            raise TypeError(f"mel must be floating point, got dtype {mel.dtype}")
+        if mel.dim() != 3 or mel.shape[1] != self.cfg.n_mels:
+            hint = ""
+            if mel.dim() == 3 and mel.shape[2] == self.cfg.n_mels:
+                hint = " (transposed? expected (B, n_mels, frames))"
+            raise ValueError(
+                f"mel must have shape (B, n_mels={self.cfg.n_mels}, frames), "
+                f"got {tuple(mel.shape)}{hint}"
+            )
+        if mel.shape[2] == 0:
+            raise ValueError("mel has 0 frames")
+
+    def _global(self, speaker: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
+        if self.embed_speakers is None:
+            if speaker is not None:
+                raise ValueError("speaker ids given, but the model has no global conditioning "
+                                 "(n_speakers = 0)")
+            return None
+        if speaker is None:
+            raise ValueError(f"this model is conditioned on {self.cfg.n_speakers} speakers: "
+                             f"pass speaker ids of shape (B,)")
+        speaker = torch.as_tensor(speaker, device=device)
+        if speaker.dtype.is_floating_point or speaker.shape != (batch,):
+            raise ValueError(f"speaker must be integer ids of shape ({batch},), got "
+                             f"{tuple(speaker.shape)} {speaker.dtype}")
+        lo, hi = int(speaker.min()), int(speaker.max())
+        if lo < 0 or hi >= self.cfg.n_speakers:
+            raise ValueError(f"speaker ids must lie in [0, {self.cfg.n_speakers - 1}], got "
+                             f"min {lo}, max {hi}")
+        return self.embed_speakers(speaker.long()).unsqueeze(-1)  # (B, gin, 1)
+
+    # ---- forward ------------------------------------------------------------------------
+    def upsample(self, mel: Tensor) -> Tensor:
+        """Normalized, upsampled conditioning: (B, n_mels, frames) -> (B, n_mels, frames * hop)."""
+        self._check_mel(mel)
+        return self.upsample_net((mel - self.mel_mean) / self.mel_std)
+
+    def forward(self, x: Tensor, mel: Tensor, speaker: Tensor | None = None) -> Tensor:
+        """Teacher-forced pass: ``y_hat[:, :, t]`` parameterizes p(x[t] | x[<t], mel, speaker).
+
+        Args:
+            x: (B, T) waveform in [-1, 1], T = frames * hop_length.
+            mel: (B, n_mels, frames) log-mel.
+            speaker: (B,) integer ids if the model has global conditioning.
+
+        Returns:
+            y_hat: (B, head.out_channels, T).
+        """
+        if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a floating point tensor (B, T), got {got}")
+        self._check_mel(mel)
+        B, T = x.shape
+        if mel.shape[0] != B:
+            raise ValueError(f"batch sizes differ: x has {B}, mel has {mel.shape[0]}")
+        if T != mel.shape[2] * self.hop_length:
+            raise ValueError(
+                f"x has {T} samples but mel has {mel.shape[2]} frames: expected T = frames * "
+                f"hop_length = {mel.shape[2] * self.hop_length}"
+            )
+        g = self._global(speaker, B, x.device)
+        c = self.upsample(mel)
+        # x_in[t] = x[t - 1], x_in[0] = 0: the prediction at t never sees x[t]
+        x_in = F.pad(x[:, :-1], (1, 0)).unsqueeze(1)
+        return self.forward_features(x_in, c, g)
+
+    def forward_features(self, x_in: Tensor, c: Tensor, g: Tensor | None = None) -> Tensor:
+        """The stack on already-shifted input (B, 1, T) and upsampled conditioning (B, cin, T)."""
+        h = self.first(x_in)
+        skips = 0
+        for layer in self.layers:
+            h, s = layer(h, c, g)
+            skips = skips + s
+        # sum of L skips has ~L times the variance of one; rescale (as r9y9 does)
+        return self.post(skips * math.sqrt(1.0 / len(self.layers)))
+
+    def extra_repr(self) -> str:
+        rf = self.receptive_field
+        return (f"head={self.head!r}, receptive_field={rf.samples} samples "
+                f"({rf.ms:.1f} ms), parameters={self.num_parameters:,}")

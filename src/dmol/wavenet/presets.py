@@ -1,0 +1,293 @@
+"""WaveNet vocoder configurations: the model (:class:`WaveNetConfig`), the training run
+(:class:`TrainConfig`), and named presets pairing the two.
+
+Every preset name is also a mel recipe name in :data:`dmol.audio.features.MEL_RECIPES`, so
+``recipe_for(preset)`` gives the features the model is conditioned on; the model's
+``sample_rate``, ``n_mels`` and ``prod(upsample_scales)`` (= hop length) must match it.
+
+Example::
+
+    >>> model_cfg, train_cfg = get_preset("tiny")
+    >>> model_cfg.hop_length, model_cfg.receptive_field
+    (64, 29)
+    >>> model_cfg, train_cfg = get_preset("tiny", overrides={"head": "mulaw", "max_steps": 10})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "HEADS",
+    "PRESETS",
+    "TrainConfig",
+    "WaveNetConfig",
+    "apply_overrides",
+    "get_preset",
+]
+
+HEADS = ("mol", "gaussian", "mog", "mulaw")
+LR_SCHEDULES = ("cosine", "exponential", "constant")
+PRECISIONS = ("fp32", "bf16")
+
+
+def _positive_int(obj: object, name: str) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"{type(obj).__name__}.{name} must be a positive integer, got {v!r}")
+
+
+@dataclass
+class WaveNetConfig:
+    """Architecture of :class:`dmol.wavenet.model.WaveNet` and its output head.
+
+    Layer ``i`` (0-based) has dilation ``2 ** (i % (layers // stacks))``. ``gate_channels`` is
+    split in two halves (tanh and sigmoid), so the gated activation has ``gate_channels // 2``
+    channels. ``num_classes=None`` means the head's default (65536 bins for "mol", "gaussian"
+    and "mog", i.e. 16-bit targets; 256 classes for "mulaw").
+    ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
+    :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
+    checkpoint carries them.
+    """
+
+    layers: int = 24
+    stacks: int = 4
+    residual_channels: int = 128
+    gate_channels: int = 256
+    skip_channels: int = 128
+    kernel_size: int = 3
+    upsample_scales: tuple[int, ...] = (4, 4, 4, 4)
+    freq_axis_kernel_size: int = 3  # mel-axis width of each upsampling Conv2d
+    cin_pad: int = 2  # the first conditioning conv sees 2 * cin_pad + 1 mel frames
+    n_mels: int = 80
+    sample_rate: int = 22050
+    gin_channels: int = 0  # 0: no global (speaker) conditioning
+    n_speakers: int = 0
+    head: str = "mol"
+    n_mixtures: int = 10
+    num_classes: int | None = None
+    log_scale_min: float = -16.0
+    dropout: float = 0.0
+    mel_mean: float = 0.0
+    mel_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
+        for name in ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels",
+                     "kernel_size", "n_mels", "sample_rate", "n_mixtures", "freq_axis_kernel_size"):
+            _positive_int(self, name)
+        if self.layers % self.stacks:
+            raise ValueError(f"layers ({self.layers}) must be a multiple of stacks ({self.stacks})")
+        if self.gate_channels % 2:
+            raise ValueError(f"gate_channels must be even (tanh|sigmoid halves), got "
+                             f"{self.gate_channels}")
+        if not self.upsample_scales or any(s <= 0 for s in self.upsample_scales):
+            raise ValueError(f"upsample_scales must be positive integers, got "
+                             f"{self.upsample_scales}")
+        if self.freq_axis_kernel_size % 2 == 0:
+            raise ValueError("freq_axis_kernel_size must be odd (same padding on the mel axis)")
+        if self.cin_pad < 0 or self.gin_channels < 0 or self.n_speakers < 0:
+            raise ValueError("cin_pad, gin_channels and n_speakers must be >= 0")
+        if (self.gin_channels > 0) != (self.n_speakers > 0):
+            raise ValueError(
+                f"global conditioning needs both gin_channels and n_speakers > 0, got "
+                f"gin_channels={self.gin_channels}, n_speakers={self.n_speakers}"
+            )
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}: expected one of {HEADS}")
+        if self.num_classes is not None and (
+            isinstance(self.num_classes, bool) or int(self.num_classes) != self.num_classes
+            or self.num_classes < 2
+        ):
+            raise ValueError(f"num_classes must be an integer >= 2 or None, "
+                             f"got {self.num_classes!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if not (math.isfinite(self.mel_std) and self.mel_std > 0 and math.isfinite(self.mel_mean)):
+            raise ValueError(f"mel_std must be positive and finite, got mean {self.mel_mean!r}, "
+                             f"std {self.mel_std!r}")
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per mel frame: the product of the upsampling scales."""
+        return math.prod(self.upsample_scales)
+
+    @property
+    def dilations(self) -> list[int]:
+        per_stack = self.layers // self.stacks
+        return [2 ** (i % per_stack) for i in range(self.layers)]
+
+    @property
+    def receptive_field(self) -> int:
+        """Past samples each prediction sees: ``(kernel_size - 1) * sum(dilations) + 1``.
+
+        The output at t depends on x[t - receptive_field .. t - 1] (the input is shifted by one).
+        """
+        return (self.kernel_size - 1) * sum(self.dilations) + 1
+
+    def head_kwargs(self) -> dict[str, Any]:
+        """Arguments for :func:`dmol.wavenet.heads.make_head` (besides the name)."""
+        return {"n_mixtures": self.n_mixtures, "num_classes": self.num_classes,
+                "log_scale_min": self.log_scale_min}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["upsample_scales"] = list(self.upsample_scales)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WaveNetConfig:
+        return cls(**_checked_fields(cls, d))
+
+
+@dataclass
+class TrainConfig:
+    """A training run. ``segment_length`` (samples) is rounded down to whole mel frames.
+
+    The learning rate warms up linearly over ``warmup_steps``, then follows ``lr_schedule``:
+    ``"cosine"`` decays to ``lr * lr_min_ratio`` at ``lr_decay_steps`` (default: ``max_steps``)
+    and stays there; ``"exponential"`` multiplies by ``lr_gamma`` every ``lr_decay_steps``
+    (smoothly); ``"constant"`` keeps ``lr``. EMA weights use decay
+    ``min(ema_decay, (1 + step) / (10 + step))`` so that they are useful early in a short run.
+    """
+
+    batch_size: int = 4
+    segment_length: int = 8000
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 200
+    lr_decay_steps: int | None = None
+    lr_min_ratio: float = 0.05
+    lr_gamma: float = 0.5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0  # max global grad norm; <= 0 disables clipping
+    ema_decay: float = 0.9999
+    max_steps: int = 100_000
+    log_interval: int = 10
+    ckpt_interval: int = 1000
+    val_interval: int = 1000
+    media_interval: int = 2000  # TensorBoard audio + distribution image
+    keep_checkpoints: int = 3
+    val_utterances: int = 8
+    val_max_seconds: float = 2.0
+    seed: int = 1234
+    num_workers: int = 0
+    precision: str = "fp32"  # "bf16": autocast on CUDA (the loss itself runs in float32)
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)
+        for name in ("batch_size", "segment_length", "max_steps", "log_interval", "ckpt_interval",
+                     "val_interval", "media_interval", "keep_checkpoints", "val_utterances"):
+            _positive_int(self, name)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: expected {LR_SCHEDULES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}: expected {PRECISIONS}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be positive and finite, got {self.lr!r}")
+        if self.warmup_steps < 0 or self.num_workers < 0:
+            raise ValueError("warmup_steps and num_workers must be >= 0")
+        if self.lr_decay_steps is not None and self.lr_decay_steps <= 0:
+            raise ValueError(f"lr_decay_steps must be positive or None, got {self.lr_decay_steps}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+        if self.val_max_seconds <= 0:
+            raise ValueError(f"val_max_seconds must be positive, got {self.val_max_seconds!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**_checked_fields(cls, d))
+
+
+def _checked_fields(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
+    return dict(d)
+
+
+PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
+    # r9y9/wavenet_vocoder's LJSpeech MoL recipe: 24 layers in 4 stacks, 10 logistics, 16-bit
+    # targets, 4x4x4x4 upsampling (hop 256) with a 5-frame input conv (cin_pad=2).
+    "r9y9-ljspeech-mol": (
+        WaveNetConfig(
+            layers=24, stacks=4, residual_channels=128, gate_channels=256, skip_channels=128,
+            kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=22050,
+            head="mol", n_mixtures=10, num_classes=65536, log_scale_min=-16.0, dropout=0.05,
+        ),
+        TrainConfig(
+            batch_size=8, segment_length=10240, lr=1e-3, lr_schedule="exponential",
+            warmup_steps=1000, lr_decay_steps=200_000, lr_gamma=0.5, grad_clip=1.0,
+            ema_decay=0.9999, max_steps=1_000_000, ckpt_interval=10_000, val_interval=10_000,
+            media_interval=10_000, num_workers=2,
+        ),
+    ),
+    # Learns intelligible-ish speech structure on 2 CPU cores in 10-20 minutes.
+    "small-16k": (
+        WaveNetConfig(
+            layers=12, stacks=2, residual_channels=32, gate_channels=64, skip_channels=32,
+            kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=16000,
+            head="mol", n_mixtures=10, log_scale_min=-16.0, dropout=0.0,
+        ),
+        TrainConfig(
+            batch_size=4, segment_length=4096, lr=2e-3, lr_schedule="cosine", warmup_steps=50,
+            grad_clip=1.0, ema_decay=0.999, max_steps=3000, log_interval=10, ckpt_interval=250,
+            val_interval=250, media_interval=500, val_utterances=4, val_max_seconds=1.0,
+        ),
+    ),
+    # For tests and smoke runs: seconds per hundred steps.
+    "tiny": (
+        WaveNetConfig(
+            layers=6, stacks=2, residual_channels=16, gate_channels=16, skip_channels=16,
+            kernel_size=3, upsample_scales=(4, 4, 4), cin_pad=1, n_mels=20, sample_rate=16000,
+            head="mol", n_mixtures=4, log_scale_min=-16.0, dropout=0.0,
+        ),
+        TrainConfig(
+            batch_size=2, segment_length=1024, lr=3e-3, lr_schedule="cosine", warmup_steps=5,
+            grad_clip=1.0, ema_decay=0.99, max_steps=200, log_interval=10, ckpt_interval=50,
+            val_interval=50, media_interval=100, val_utterances=2, val_max_seconds=0.5,
+        ),
+    ),
+}
+
+
+def apply_overrides(
+    model_cfg: WaveNetConfig, train_cfg: TrainConfig, overrides: dict[str, Any] | None
+) -> tuple[WaveNetConfig, TrainConfig]:
+    """Replace fields by name in whichever config owns them (the two share no field names).
+
+    Unknown names raise a ValueError listing the valid ones.
+    """
+    overrides = dict(overrides or {})
+    m_names = {f.name for f in dataclasses.fields(WaveNetConfig)}
+    t_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - m_names - t_names)
+    if unknown:
+        raise ValueError(
+            f"unknown config field(s) {unknown}; model fields: {sorted(m_names)}; "
+            f"training fields: {sorted(t_names)}"
+        )
+    m = {k: v for k, v in overrides.items() if k in m_names}
+    t = {k: v for k, v in overrides.items() if k in t_names}
+    return dataclasses.replace(model_cfg, **m), dataclasses.replace(train_cfg, **t)
+
+
+def get_preset(
+    name: str, overrides: dict[str, Any] | None = None
+) -> tuple[WaveNetConfig, TrainConfig]:
+    """Fresh copies of preset ``name``'s configs, with ``overrides`` applied by field name."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: known presets are {sorted(PRESETS)}")
+    m, t = PRESETS[name]
+    return apply_overrides(dataclasses.replace(m), dataclasses.replace(t), overrides)
+
