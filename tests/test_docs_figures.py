@@ -6,8 +6,6 @@ from __future__ import annotations
 import re
 import runpy
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,8 +25,8 @@ def generated(tmp_path_factory):
     # stale numbers would survive a failed update: blank every marked block first
     doc.write_text(re.sub(r"(<!-- mol_figures:[\w-]+ -->\n).*?(\n<!-- /mol_figures -->)",
                           r"\1(stale)\2", doc.read_text(), flags=re.S))
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--doc", str(doc)],
-                   check=True, capture_output=True, timeout=120, cwd=out)
+    # in-process: torch and matplotlib are imported once for the whole session
+    runpy.run_path(str(SCRIPT))["main"](["--out", str(out), "--doc", str(doc)])
     return out, doc
 
 

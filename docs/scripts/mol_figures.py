@@ -85,12 +85,13 @@ def fig_logistic(out: Path) -> Path:
     c, width = centres(K), 2.0 / (K - 1)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
     for s, col in ((0.08, BLUE), (0.15, ORANGE), (0.3, GREEN)):
-        a1.plot(x, logistic_pdf(x, mu, s), color=col, label=f"s = {s}")
-        a2.plot(x, torch.sigmoid((x - mu) / s), color=col, label=f"sigmoid((x - mu)/s), s = {s}")
+        a1.plot(x, logistic_pdf(x, mu, s).numpy(), color=col, label=f"s = {s}")
+        a2.plot(x, torch.sigmoid((x - mu) / s).numpy(), color=col,
+                label=f"sigmoid((x - mu)/s), s = {s}")
         d = dlm([0.0], [mu], [math.log(s)], K)
         inner = slice(1, K - 1)  # the edge bins hold tails, not a density
-        a1.plot(c[inner], (pmf(d) / width)[inner], ".", color=col, ms=4)
-        a2.plot(c + width / 2, d.cdf(c), ".", color=col, ms=4)
+        a1.plot(c[inner], (pmf(d) / width)[inner].numpy(), ".", color=col, ms=4)
+        a2.plot((c + width / 2).numpy(), d.cdf(c).numpy(), ".", color=col, ms=4)
     a1.set(title=f"PDF; dots: dmol bin mass / bin width (K = {K})", xlabel="x")
     a2.set(title="CDF = sigmoid; dots: dmol .cdf at bin upper edges", xlabel="x")
     a1.legend(fontsize=8)
@@ -110,15 +111,15 @@ def fig_bin_mass(out: Path) -> Path:
     cdf_hi = float(d.cdf(torch.tensor(c, dtype=F64)))
     x = torch.linspace(-1.2, 1.2, 481, dtype=F64)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a1.plot(x, logistic_pdf(x, mu, s), color=BLUE)
+    a1.plot(x, logistic_pdf(x, mu, s).numpy(), color=BLUE)
     xb = torch.linspace(lo, hi, 50, dtype=F64)
-    a1.fill_between(xb, logistic_pdf(xb, mu, s), color=ORANGE, alpha=0.6,
+    a1.fill_between(xb, logistic_pdf(xb, mu, s).numpy(), color=ORANGE, alpha=0.6,
                     label=f"bin {k}: [c - h, c + h], mass {mass:.4f}")
     for e in range(K + 1):
         a1.axvline(-1 - h + 2 * h * e, color=GREY, lw=0.4)
     a1.set(title=f"PDF, K = {K} bins of width 2/(K-1)", xlabel="x")
     a1.legend(fontsize=8, loc="upper left")
-    a2.plot(x, torch.sigmoid((x - mu) / s), color=BLUE)
+    a2.plot(x, torch.sigmoid((x - mu) / s).numpy(), color=BLUE)
     a2.hlines([cdf_lo, cdf_hi], -1.2, [lo, hi], colors=ORANGE, lw=0.8, ls="--")
     a2.annotate("", (hi, cdf_hi), (hi, cdf_lo), arrowprops={"arrowstyle": "<->", "color": RED})
     a2.text(hi + 0.04, (cdf_lo + cdf_hi) / 2, f"sigmoid(b) - sigmoid(a)\n= {cdf_hi - cdf_lo:.4f}",
@@ -148,11 +149,11 @@ def fig_edge_bins(out: Path) -> Path:
     fig, axes = plt.subplots(1, ncols, figsize=(4.7 * ncols, 3.3), squeeze=False)
     a1 = axes[0, 0]
     colours = [RED if i in (0, K - 1) else BLUE for i in range(K)]
-    a1.bar(c, p, width=2 * h * 0.9, color=colours, alpha=0.7)
-    a1.plot(x, logistic_pdf(x, mu, s) * 2 * h, color="k", lw=1, label="PDF x bin width")
+    a1.bar(c, p.numpy(), width=2 * h * 0.9, color=colours, alpha=0.7)
+    a1.plot(x, (logistic_pdf(x, mu, s) * 2 * h).numpy(), color="k", lw=1, label="PDF x bin width")
     for sign in (-1, 1):
         t = x[(x * sign) > 1 - h]
-        a1.fill_between(t, logistic_pdf(t, mu, s) * 2 * h, color=RED, alpha=0.25)
+        a1.fill_between(t.numpy(), (logistic_pdf(t, mu, s) * 2 * h).numpy(), color=RED, alpha=0.25)
     a1.set(title=f"K = {K}: edge bins (red) hold the tails; sum = {float(p.sum()):.6f}",
            xlabel="bin centre", ylabel="mass")
     a1.title.set_fontsize(9)
@@ -162,10 +163,10 @@ def fig_edge_bins(out: Path) -> Path:
         q = r9y9_masses(mu, ls, K)
         exact = pmf(dlm([0.0], [mu], [ls], K))
         n = 48
-        idx = torch.arange(K - n, K)
+        k = (torch.arange(K - n, K) - (K - 1)).numpy()
         a2 = axes[0, 1]
-        a2.semilogy(idx - (K - 1), q[-n:], "o", ms=3, color=ORANGE, label="r9y9 (y > 0.999)")
-        a2.semilogy(idx - (K - 1), exact[-n:], ".", ms=3, color=BLUE, label="dmol (bin index)")
+        a2.semilogy(k, q[-n:].numpy(), "o", ms=3, color=ORANGE, label="r9y9 (y > 0.999)")
+        a2.semilogy(k, exact[-n:].numpy(), ".", ms=3, color=BLUE, label="dmol (bin index)")
         nthr = int((centres(K) > 0.999).sum())
         a2.axvline(-nthr + 0.5, color=GREY, lw=0.8, ls="--")
         a2.set(title=f"K = 65536, mu = {mu}, log s = {ls}: top {nthr} bins",
@@ -192,9 +193,9 @@ def fig_gumbel(out: Path) -> Path:
         comp = torch.round((x + 0.8) / 0.4).long()
         freq = torch.bincount(comp, minlength=M).double() / n
         probs = torch.softmax(torch.tensor(logits, dtype=F64) / t, 0)
-        pos = torch.arange(M) + (j - 1) * w
-        ax.bar(pos, freq, width=w, color=col, alpha=0.6, label=f"draws, temperature {t}")
-        ax.plot(pos, probs, "_", color="k", ms=12, mew=2)
+        pos = (torch.arange(M) + (j - 1) * w).numpy()
+        ax.bar(pos, freq.numpy(), width=w, color=col, alpha=0.6, label=f"draws, temperature {t}")
+        ax.plot(pos, probs.numpy(), "_", color="k", ms=12, mew=2)
     ax.plot([], [], "_", color="k", ms=12, mew=2, label="softmax(logits / T)")
     ax.set(xticks=range(M), xlabel="component m", ylabel="fraction",
            title=f"Gumbel-max: argmax(logits/T + G), {n} draws each")
@@ -212,9 +213,10 @@ def fig_inverse_cdf(out: Path) -> Path:
     u = torch.linspace(1e-4, 1 - 1e-4, 801, dtype=F64)
     q = mu + s * torch.logit(u)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a1.plot(u, q, color=BLUE, label="quantile mu + s (log u - log(1 - u))")
+    a1.plot(u.numpy(), q.numpy(), color=BLUE, label="quantile mu + s (log u - log(1 - u))")
     emp = x.sort().values
-    a1.plot(((torch.arange(n) + 0.5) / n)[::200], emp[::200], ".", color=ORANGE, ms=4,
+    levels = (torch.arange(n) + 0.5) / n
+    a1.plot(levels[::200].numpy(), emp[::200].numpy(), ".", color=ORANGE, ms=4,
             label="dmol draws, sorted")
     a1.axhline(1.0, color=RED, lw=0.8, ls="--")
     for ui in (0.1, 0.5, 0.9):
@@ -225,10 +227,10 @@ def fig_inverse_cdf(out: Path) -> Path:
            title=f"inverse CDF, mu = {mu}, s = {s}")
     a1.legend(fontsize=8, loc="upper left")
     clipped = float((x >= 1.0).double().mean())
-    a2.hist(x, bins=80, range=(-1, 1), density=True, color=ORANGE, alpha=0.6,
+    a2.hist(x.numpy(), bins=80, range=(-1, 1), density=True, color=ORANGE, alpha=0.6,
             label=f"dmol draws (clipped at 1: {clipped:.1%})")
     t = torch.linspace(-1, 1, 401, dtype=F64)
-    a2.plot(t, logistic_pdf(t, mu, s), color=BLUE, label="logistic PDF")
+    a2.plot(t.numpy(), logistic_pdf(t, mu, s).numpy(), color=BLUE, label="logistic PDF")
     a2.set(xlabel="x", title="histogram of the draws")
     a2.legend(fontsize=8, loc="upper left")
     return save(fig, out, "mol_inverse_cdf.png")
@@ -246,8 +248,8 @@ def fig_mixture(out: Path) -> Path:
     freq = torch.bincount(k, minlength=K).double() / n
     ent = float(d.entropy())
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
-    a1.bar(c, freq, width=2 / (K - 1), color=ORANGE, alpha=0.6, label=f"{n} samples")
-    a1.step(c, p, where="mid", color=BLUE, lw=1, label=f"pmf (entropy {ent:.3f} nats)")
+    a1.bar(c, freq.numpy(), width=2 / (K - 1), color=ORANGE, alpha=0.6, label=f"{n} samples")
+    a1.step(c, p.numpy(), where="mid", color=BLUE, lw=1, label=f"pmf (entropy {ent:.3f} nats)")
     a1.axvline(float(d.mean), color=GREEN, ls="--", label=f".mean = {float(d.mean):.3f}")
     a1.axvline(float(d.mode), color=RED, ls=":", label=f".mode = {float(d.mode):.3f}")
     a1.axvline(float(c[p.argmax()]), color="k", lw=0.6,
@@ -256,7 +258,7 @@ def fig_mixture(out: Path) -> Path:
     a1.legend(fontsize=7, loc="upper left")
     for t, ts, col in ((1.0, 1.0, BLUE), (0.5, 1.0, ORANGE), (1.0, 0.5, GREEN)):
         pt = pmf(d.with_temperature(t, ts))
-        a2.step(c, pt, where="mid", color=col, lw=1,
+        a2.step(c, pt.numpy(), where="mid", color=col, lw=1,
                 label=f"temperature {t}, scale_temperature {ts}")
     a2.set(title="with_temperature: logits / T, scales x T_s", xlabel="y")
     a2.legend(fontsize=7, loc="upper left")
@@ -294,7 +296,7 @@ def fig_compat_error(out: Path) -> Path | None:
     for ax, (K, z) in zip(axes, cases, strict=True):
         for (name, e), col, st in zip(compat_errors(K, z, ls).items(), (ORANGE, RED, BLUE),
                                       ("-", "--", "-"), strict=True):
-            ax.semilogy(ls, e.clamp(min=1e-17), st, color=col, lw=1, label=name)
+            ax.semilogy(ls.numpy(), e.clamp(min=1e-17).numpy(), st, color=col, lw=1, label=name)
         ax.set(title=f"K = {K}, y = mu + {z:g} s", xlabel="log-scale")
     axes[0].set_ylabel("|NLL - exact| (nats)")
     axes[0].legend(fontsize=8)
