@@ -72,8 +72,9 @@ class CoupledDiscretizedLogisticMixture(Distribution):
             (also the only choice for C = 1, where there are no coefficients).
         num_classes: K bins per channel, any K >= 2 (``2**bits``; 256 for 8-bit images).
         log_scale_min: optional lower clamp of the log-scales (PixelCNN++ uses -7).
-        validate_args: check parameters for NaN/inf and values for range (default: torch's
-            global setting, on unless Python runs with -O).
+        validate_args: check parameters for NaN/inf and values for range. Default: torch's
+            global setting, which is on unless Python runs with -O, but which the first
+            ``torch.compile`` in the process switches off; pass True to be sure.
 
     Values have shape (*sample, *batch, C), lie in [-1, 1], and are snapped to the nearest bin.
 
@@ -310,6 +311,9 @@ def coupled_mix_logistic_loss(
             over the C channels (a mixture does not split into per-channel terms).
         log_scale_min: lower clamp of the log-scales (PixelCNN++: -7; None: no clamp).
 
+    ``x`` outside [-1, 1] (or NaN) raises ``ValueError``; ``l`` is not scanned for NaN (use the
+    class with ``validate_args=True`` for that).
+
     Example::
 
         >>> x = torch.rand(2, 3, 4, 4) * 2 - 1
@@ -320,8 +324,11 @@ def coupled_mix_logistic_loss(
     if not isinstance(x, Tensor) or x.dim() < 2:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be (B, C, *spatial), got {got}")
+    # Checked here, not through validate_args: torch.compile switches torch.distributions'
+    # default validation off process-wide, and a loss must not depend on that.
+    V.check_range(x)
     d = CoupledDiscretizedLogisticMixture.from_pixelcnn_params(
-        l, x.shape[1], num_classes=num_classes, log_scale_min=log_scale_min
+        l, x.shape[1], num_classes=num_classes, log_scale_min=log_scale_min, validate_args=False
     )
     if (x.shape[0], *x.shape[2:]) != tuple(d.batch_shape):
         raise ValueError(
