@@ -44,6 +44,13 @@ def _split(l_nhwc: Tensor, nr_mix: int) -> tuple[Tensor, Tensor, Tensor, Tensor]
     return logits, rest[..., :nr_mix], rest[..., nr_mix : 2 * nr_mix], rest[..., 2 * nr_mix :]
 
 
+def _uniform(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """U(1e-5, 1 - 1e-5) in a fresh contiguous float32 tensor shaped like ``like``, as the
+    original draws them (so the same seed gives the same numbers in the same places)."""
+    u = torch.empty(like.shape, dtype=torch.float32, device=like.device)
+    return u.uniform_(1e-5, 1.0 - 1e-5, generator=generator)
+
+
 def _check_l(l: Tensor) -> int:
     """Validate the network output; return M."""
     if not isinstance(l, Tensor):
@@ -153,7 +160,7 @@ def sample_from_discretized_mix_logistic(
     logits, means, log_scales, coeffs = _split(l.permute(0, 2, 3, 1), nr_mix)
 
     # Component by the Gumbel-max trick; uniforms kept off 0 and 1 so the logs stay finite.
-    u = torch.empty_like(logits).uniform_(1e-5, 1.0 - 1e-5, generator=generator)
+    u = _uniform(logits, generator)
     k = (logits.detach() - torch.log(-torch.log(u))).argmax(dim=-1)
     index = k[..., None, None].expand(*k.shape, 3, 1)
     mean, log_scale, coeff = (
@@ -162,7 +169,7 @@ def sample_from_discretized_mix_logistic(
     log_scale = torch.clamp(log_scale, min=-7.0)
 
     # Logistic inverse-CDF noise for all three channels, then the channel-coupled means.
-    u = torch.empty_like(mean).uniform_(1e-5, 1.0 - 1e-5, generator=generator)
+    u = _uniform(mean, generator)
     z = mean + torch.exp(log_scale) * (torch.log(u) - torch.log(1.0 - u))
     x0 = torch.clamp(z[..., 0], -1.0, 1.0)
     x1 = torch.clamp(z[..., 1] + coeff[..., 0] * x0, -1.0, 1.0)

@@ -67,12 +67,19 @@ def _targets(y: Tensor, y_hat_btc: Tensor) -> Tensor:
     return target_bt(y, y_hat_btc.shape[0], y_hat_btc.shape[1]).unsqueeze(-1)
 
 
+def _uniform(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """U(1e-5, 1 - 1e-5) shaped like ``like`` but in a fresh contiguous tensor, as the original
+    draws them: the same seed then gives the same numbers in the same places."""
+    u = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    return u.uniform_(1e-5, 1.0 - 1e-5, generator=generator)
+
+
 def _gumbel_argmax(logits: Tensor, generator: torch.Generator | None) -> Tensor:
     """Index of argmax(logits + Gumbel noise): a draw from softmax(logits).
 
     The uniforms are kept in [1e-5, 1 - 1e-5] as in the original so ``-log(-log(u))`` is finite.
     """
-    u = torch.empty_like(logits).uniform_(1e-5, 1.0 - 1e-5, generator=generator)
+    u = _uniform(logits, generator)
     return (logits.detach() - torch.log(-torch.log(u))).argmax(dim=-1)
 
 
@@ -169,7 +176,7 @@ def sample_from_discretized_mix_logistic(
     if clamp_log_scale:
         log_scale = torch.clamp(log_scale, min=log_scale_min)
     # Inverse-CDF draw from the logistic; u kept away from 0 and 1 so the logit is finite.
-    u = torch.empty_like(mean).uniform_(1e-5, 1.0 - 1e-5, generator=generator)
+    u = _uniform(mean, generator)
     x = mean + torch.exp(log_scale) * (torch.log(u) - torch.log(1.0 - u))
     return torch.clamp(x, min=-1.0, max=1.0)
 
