@@ -269,3 +269,11 @@ def test_reference_and_distribution_agree_under_broadcasting():
     assert lp.shape == (7, 5)
     one = -mixture_nll_reference(d.logits, d.means, d.log_scales, ys[2], 256)
     torch.testing.assert_close(lp[2], one)
+
+
+def test_validation_survives_torch_compile():
+    # torch.compile switches torch's global distribution validation off; dmol's stays on
+    torch.compile(lambda x: x + 1, backend="eager")(torch.zeros(1))
+    means = torch.tensor([float("nan"), 0.0])
+    with pytest.raises(ValueError, match="means contains 1 NaN/inf"):
+        DiscretizedLogisticMixture(torch.zeros(2), means, torch.zeros(2))

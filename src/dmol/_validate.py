@@ -125,3 +125,12 @@ def reduce(loss: Tensor, reduction: str, mask: Tensor | None) -> Tensor:
         return loss.sum()
     count = mask.sum() if mask is not None else torch.tensor(float(loss.numel()))
     return loss.sum() / count.clamp_min(1).to(loss.dtype)
+
+
+def resolve_validate_args(validate_args: bool | None) -> bool:
+    """dmol's distributions validate unless told not to.
+
+    torch's global default (``Distribution._validate_args``) is not consulted: the first
+    ``torch.compile`` in a process switches it off, which would silently disable these checks.
+    """
+    return True if validate_args is None else bool(validate_args)

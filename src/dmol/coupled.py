@@ -139,7 +139,7 @@ class CoupledDiscretizedLogisticMixture(Distribution):
         )
         if log_scale_min is not None:
             self.log_scales = self.log_scales.clamp(min=log_scale_min)
-        validate = Distribution._validate_args if validate_args is None else validate_args
+        validate = V.resolve_validate_args(validate_args)
         if validate:
             for name in ("logits", "means", "log_scales", "coeffs"):
                 V.check_finite(name, getattr(self, name))

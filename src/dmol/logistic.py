@@ -216,7 +216,7 @@ class DiscretizedLogisticMixture(Distribution):
         if log_scale_min is not None:
             self.log_scales = self.log_scales.clamp(min=log_scale_min)
         self.log_scale_min = log_scale_min
-        validate = Distribution._validate_args if validate_args is None else validate_args
+        validate = V.resolve_validate_args(validate_args)
         if validate:
             for name in ("logits", "means", "log_scales"):
                 V.check_finite(name, getattr(self, name))

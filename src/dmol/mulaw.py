@@ -230,7 +230,7 @@ class MuLawCategorical(Distribution):
         self.mu = int(mu)
         self.rounding = _check_rounding(rounding)
         self.logits = logits.to(dtype)
-        validate = Distribution._validate_args if validate_args is None else validate_args
+        validate = V.resolve_validate_args(validate_args)
         if validate:
             V.check_finite("logits", self.logits)
         # the check above replaces torch's generic constraint check with a clearer message
