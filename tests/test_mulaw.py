@@ -55,7 +55,11 @@ def test_numpy_in_numpy_out_and_dtype_kept():
     # the torch path gives the same numbers
     np.testing.assert_array_equal(q, mulaw_quantize(torch.from_numpy(x)).numpy())
     assert isinstance(mulaw_quantize(torch.from_numpy(x)), torch.Tensor)
-    assert mulaw_quantize(torch.tensor([0.5], dtype=torch.float16)).dtype == torch.int64
+    # half precision waveforms are quantized in float32: same classes as their float32 values
+    half = torch.linspace(-1, 1, 3001).half()
+    q16 = mulaw_quantize(half)
+    assert q16.dtype == torch.int64 and torch.equal(q16, mulaw_quantize(half.float()))
+    assert mulaw_encode(half).dtype == torch.float16
 
 
 # ----------------------------------------------------------------------------- quantization

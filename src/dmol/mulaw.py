@@ -97,18 +97,26 @@ def _float_wave(x: Tensor, what: str) -> Tensor:
     return x
 
 
+def _wide(x: Tensor) -> Tensor:
+    """Half precision is computed in float32: float16 cannot tell 256 classes apart near +-1."""
+    return x.to(V.compute_dtype(x.dtype))
+
+
 def _encode(x: Tensor, mu: float) -> Tensor:
     # log1p keeps quiet samples (mu |x| << 1) accurate
-    return torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+    w = _wide(x)
+    return (torch.sign(w) * torch.log1p(mu * w.abs()) / math.log1p(mu)).to(x.dtype)
 
 
 def _decode(y: Tensor, mu: float) -> Tensor:
     # expm1 is the exact inverse of log1p near 0, so decode(encode(x)) == x to rounding error
-    return torch.sign(y) * torch.expm1(y.abs() * math.log1p(mu)) / mu
+    w = _wide(y)
+    return (torch.sign(w) * torch.expm1(w.abs() * math.log1p(mu)) / mu).to(y.dtype)
 
 
 def _quantize(x: Tensor, mu: float, rounding: str) -> Tensor:
-    v = (_encode(x, mu) + 1) / 2 * mu
+    w = _wide(x)
+    v = (torch.sign(w) * torch.log1p(mu * w.abs()) / math.log1p(mu) + 1) / 2 * mu
     q = torch.floor(v + 0.5) if rounding == "round" else torch.floor(v)
     return q.clamp(0, mu).to(torch.int64)  # clamp: float error at x = +-1 must not leave [0, mu]
 
