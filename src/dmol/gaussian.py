@@ -275,7 +275,7 @@ class _GaussianMixtureBase(Distribution):
             )
         self.logits, self.means, self.log_scales = _prepare(*tensors, log_scale_min)
         self.log_scale_min = log_scale_min
-        validate = Distribution._validate_args if validate_args is None else validate_args
+        validate = V.resolve_validate_args(validate_args)
         if validate:
             for name in ("logits", "means", "log_scales"):
                 V.check_finite(name, getattr(self, name))
