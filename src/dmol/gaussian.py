@@ -338,8 +338,8 @@ class MixtureOfGaussians(_GaussianMixtureBase):
         means: (*batch, M) component means.
         log_scales: (*batch, M) natural log of the component standard deviations.
         log_scale_min: optional lower clamp on the log-scales. None keeps them as given.
-        validate_args: check parameters for NaN/inf and values for NaN (default: torch's
-            global setting).
+        validate_args: check parameters for NaN/inf and values for NaN (None: yes, even
+            after ``torch.compile`` turns torch's global default off; False skips the checks).
 
     ``log_prob`` is a log-*density*: it exceeds 0 (the NLL is negative) wherever the density is
     above 1, e.g. at the mean of any Gaussian with scale below 1/sqrt(2 pi) = 0.399. That is not
@@ -440,7 +440,7 @@ class DiscretizedGaussianMixture(_GaussianMixtureBase):
         logits, means, log_scales: (*batch, M) as for :class:`MixtureOfGaussians`.
         num_classes: K >= 2 (65536 for 16-bit audio, 256 for 8-bit).
         log_scale_min: optional lower clamp on the log-scales.
-        validate_args: check parameters for NaN/inf and values for range.
+        validate_args: check parameters for NaN/inf and values for range (None: yes).
 
     Values are floats in [-1, 1] of shape (*sample, *batch); they are snapped to the nearest bin.
 

@@ -201,7 +201,7 @@ class MuLawCategorical(Distribution):
         logits: (*batch, Q) unnormalized log-probabilities, Q = mu + 1.
         mu: compression parameter; ``None`` infers it as Q - 1.
         rounding: ``"round"`` (torchaudio) or ``"floor"`` (nnmnkwii) for mapping values to classes.
-        validate_args: check the logits for NaN/inf (default: torch's global setting).
+        validate_args: check the logits for NaN/inf (None: yes; False skips the check).
 
     Example:
         >>> d = MuLawCategorical(torch.zeros(4, 256))
