@@ -1,0 +1,210 @@
+"""Self-describing, crash-safe training checkpoints.
+
+A run folder holds ``ckpt_XXXXXXXX.pt`` (the step, zero-padded) and, beside each, a sidecar
+``ckpt_XXXXXXXX.pt.sha256`` with the SHA-256 and byte length of the file. A checkpoint is
+written to ``*.tmp``, flushed with ``fsync`` and renamed into place with ``os.replace``, so a
+crash leaves either the old set of files or the new one, never half a file under a final
+name. A file damaged later (truncated copy, full disk) fails its checksum and is reported with
+a :class:`CorruptCheckpointError`; :func:`latest_checkpoint` then falls back to the previous
+checkpoint and says so.
+
+Contents (a plain dict, loadable with ``torch.load(path, weights_only=True)``)::
+
+    format          "dmol-wavenet-1"
+    step            optimizer steps taken
+    preset          the preset name the run started from
+    model_config    WaveNetConfig.to_dict()
+    train_config    TrainConfig.to_dict()
+    recipe          MelRecipe.to_dict() of the training data
+    model, ema      state_dicts of the raw and the exponential-moving-average weights
+    optimizer       AdamW state_dict
+    scheduler       LR scheduler state_dict
+    rng             {"torch", "numpy", "python"} generator states (of rank 0)
+    metrics         loss curves, seconds trained, skipped steps so far
+
+Example::
+
+    >>> model, head, recipe, info = load_model("runs/small")      # newest valid checkpoint
+    >>> y_hat = model(audio[None], torch.from_numpy(mel.T)[None])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CorruptCheckpointError",
+    "checkpoint_path",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+]
+
+FORMAT = "dmol-wavenet-1"
+_NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file exists but is damaged (truncated, wrong checksum, unreadable)."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"corrupt checkpoint {self.path}: {reason}")
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f"ckpt_{int(step):08d}.pt"
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+    os.replace(tmp, path)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # not supported everywhere (e.g. Windows)
+        return
+    try:
+        os.fsync(fd)  # make the renames themselves durable
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoint files in ``run_dir``, oldest step first (no validity check)."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
+    """Write ``state`` as ``run_dir/ckpt_{step:08d}.pt`` atomically; keep the newest ``keep``."""
+    d = Path(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    for stale in d.glob("ckpt_*.tmp"):  # left by a crash during an earlier save
+        stale.unlink(missing_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    path = checkpoint_path(d, step)
+    # the sidecar goes first: a checkpoint name never exists without its checksum
+    _write_atomic(_sidecar(path), f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n".encode())
+    _write_atomic(path, data)
+    _fsync_dir(d)
+    for old in list_checkpoints(d)[: -max(1, keep)]:
+        old.unlink(missing_ok=True)
+        _sidecar(old).unlink(missing_ok=True)
+    return path
+
+
+def _verified_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    data = path.read_bytes()
+    side = _sidecar(path)
+    if side.is_file():
+        try:
+            digest, size = side.read_text().split()
+            size = int(size)
+        except ValueError:
+            raise CorruptCheckpointError(path, f"unreadable checksum file {side.name}") from None
+        if len(data) != size:
+            raise CorruptCheckpointError(
+                path, f"{len(data)} bytes on disk but {size} were written (truncated?)"
+            )
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise CorruptCheckpointError(path, "SHA-256 does not match the one written with it")
+    return data
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and verify a checkpoint; raises :class:`CorruptCheckpointError` if it is damaged."""
+    path = Path(path)
+    data = _verified_bytes(path)
+    try:
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise CorruptCheckpointError(path, f"torch.load failed: {type(e).__name__}: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CorruptCheckpointError(path, f"not a dmol WaveNet checkpoint (format {got!r})")
+    return state
+
+
+def latest_checkpoint(run_dir: str | Path, *, verbose: bool = True) -> Path | None:
+    """The newest checkpoint in ``run_dir`` that passes its checksum, or None if there is none.
+
+    A damaged newer checkpoint is skipped with a message naming it and the one used instead;
+    if every checkpoint is damaged a :class:`CorruptCheckpointError` lists them.
+    """
+    paths = list_checkpoints(run_dir)
+    bad: list[str] = []
+    for path in reversed(paths):
+        try:
+            _verified_bytes(path)
+        except (CorruptCheckpointError, FileNotFoundError) as e:
+            bad.append(str(e))
+            continue
+        if bad and verbose:
+            print(f"warning: {'; '.join(bad)}\nwarning: falling back to {path}", file=sys.stderr)
+        return path
+    if bad:
+        raise CorruptCheckpointError(run_dir, "every checkpoint is damaged: " + "; ".join(bad))
+    return None
+
+
+def load_model(
+    path: str | Path, *, ema: bool = True, map_location: str | torch.device = "cpu"
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Rebuild a trained model from a checkpoint file or a run folder (its newest checkpoint).
+
+    Returns ``(model, head, recipe, info)``: the :class:`~dmol.wavenet.model.WaveNet` in eval
+    mode with the EMA weights (``ema=False``: the raw ones), its output head, the
+    :class:`~dmol.audio.features.MelRecipe` of its training data, and ``info`` =
+    ``{"model": WaveNetConfig, "train": TrainConfig, "step": int, "preset": str, "path": Path}``.
+    """
+    from dmol.audio.features import MelRecipe
+    from dmol.wavenet.model import WaveNet
+    from dmol.wavenet.presets import TrainConfig, WaveNetConfig
+
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in {path}")
+        path = found
+    state = load_checkpoint(path, map_location)
+    cfg = WaveNetConfig.from_dict(state["model_config"])
+    model = WaveNet(cfg)
+    model.load_state_dict(state["ema" if ema else "model"])
+    model.to(map_location).eval()
+    info = {
+        "model": cfg,
+        "train": TrainConfig.from_dict(state["train_config"]),
+        "step": int(state["step"]),
+        "preset": state.get("preset"),
+        "path": path,
+    }
+    return model, model.head, MelRecipe.from_dict(state["recipe"]), info

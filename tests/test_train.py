@@ -1,0 +1,310 @@
+"""WaveNet training: real speech end to end, exact resumption after SIGKILL, damaged
+checkpoints, 2-process DDP, the NaN guard, batch sampling and the schedule."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dmol.audio.corpus import asterisk_g722_files, load_recipe, preprocess
+from dmol.wavenet import train as T
+from dmol.wavenet.checkpoint import (
+    CorruptCheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_model,
+)
+from dmol.wavenet.heads import make_head
+from dmol.wavenet.plots import distribution_image
+from dmol.wavenet.presets import TrainConfig
+
+# small, fast and quiet: no validation/media during the short runs unless a test asks
+QUICK = {"segment_length": 1024, "batch_size": 2, "log_interval": 2, "val_interval": 10_000,
+         "media_interval": 10_000, "seed": 7}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Same thread count as the subprocesses (OMP_NUM_THREADS=1): identical float reductions."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_train(data, out, **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("tensorboard", False)
+    with one_thread():
+        return T.train(data, out, "tiny", **kw)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    """A few seconds of real speech (Asterisk prompts) plus one corrupt wav, preprocessed."""
+    root = tmp_path_factory.mktemp("speech")
+    raw = root / "raw"
+    raw.mkdir()
+    files = sorted((f for f in asterisk_g722_files() if 12_000 <= f.stat().st_size <= 20_000),
+                   key=lambda f: f.name)
+    assert len(files) >= 6, "the asterisk-core-sounds-en-g722 prompts are needed (make data)"
+    for f in files[:: max(1, len(files) // 6)][:6]:
+        shutil.copy(f, raw / f.name)
+    (raw / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage, not audio")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        manifest = preprocess(raw, root / "data", "tiny", val_fraction=0.2, progress=False)
+    return root / "data", manifest, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def short_run(speech, tmp_path_factory):
+    """A finished 6-step run with checkpoints at steps 2, 4 and 6."""
+    data, _, _ = speech
+    out = tmp_path_factory.mktemp("short") / "run"
+    run_train(data, out, overrides={**QUICK, "max_steps": 6, "ckpt_interval": 2})
+    return out
+
+
+def test_real_speech_with_a_corrupt_file_trains_and_val_loss_decreases(speech, tmp_path, capsys):
+    data, manifest, preprocess_log = speech
+    # the bad file is named, skipped, and the rest is there
+    assert "broken.wav" in preprocess_log
+    assert [Path(s["path"]).name for s in manifest["skipped"]] == ["broken.wav"]
+    assert len(manifest["train"]) + len(manifest["val"]) == 6 and manifest["val"]
+    out = tmp_path / "run"
+    metrics = run_train(data, out, tensorboard=True, overrides={
+        **QUICK, "max_steps": 150, "ckpt_interval": 75, "val_interval": 75, "media_interval": 75,
+        "log_interval": 10, "ema_decay": 0.98,
+    })
+    log = capsys.readouterr().out
+    assert f"{len(manifest['train'])} train / {len(manifest['val'])} val utterances" in log
+    val = [v for _, v in metrics["val"]]
+    assert [s for s, _ in metrics["val"]] == [0, 75, 150]
+    assert val[-1] < val[0] - 0.5, val  # nats per sample, held-out speech
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["finished"] and saved["step"] == 150 and saved["samples_per_sec"] > 0
+    assert saved["final_val_loss"] == pytest.approx(val[-1])
+    assert len(saved["train"]) == 15 and all(np.isfinite(v) for _, v in saved["train"])
+    # TensorBoard holds scalars, the audio clips and the distribution picture
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tb"), size_guidance={"images": 0, "audio": 0}).Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_sec",
+            "val/loss"} <= set(tags["scalars"])
+    assert "media/distribution" in tags["images"]
+    assert {"media/teacher_forced_sample", "media/target"} <= set(tags["audio"])
+    # the run is self-describing
+    model, head, recipe, info = load_model(out)
+    assert recipe == load_recipe(data) and info["step"] == 150 and head.name == "mol"
+    assert model.cfg.mel_std != 1.0  # normalization statistics came from the data
+
+
+def _steps(run: Path) -> list[int]:
+    return [int(p.stem.split("_")[1]) for p in list_checkpoints(run)]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(speech, tmp_path):
+    data, _, _ = speech
+    overrides = {**QUICK, "max_steps": 40, "ckpt_interval": 5, "segment_length": 4096}
+    sets = [f"--set={k}={v}" for k, v in overrides.items()]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dmol.wavenet.train", str(data), "--preset", "tiny",
+         "--out", str(killed), "--no-progress", "--no-tensorboard", *sets],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(killed) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    reached = max(_steps(killed))
+    assert 5 <= reached < 40  # killed mid-training, after at least one checkpoint
+
+    full = run_train(data, tmp_path / "full", overrides=overrides)
+    resumed = run_train(data, killed, overrides=overrides, resume=True)
+    assert full["step"] == resumed["step"] == 40
+    a = load_checkpoint(latest_checkpoint(tmp_path / "full"))
+    b = load_checkpoint(latest_checkpoint(killed))
+    for key in ("model", "ema"):
+        for name, t in a[key].items():
+            torch.testing.assert_close(b[key][name], t, rtol=1e-5, atol=1e-7, msg=name)
+    torch.testing.assert_close(torch.tensor(resumed["train"]), torch.tensor(full["train"]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_truncated_checkpoint_is_detected_and_the_previous_one_used(short_run, speech, tmp_path,
+                                                                    capsys):
+    data, _, _ = speech
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    assert _steps(run) == [2, 4, 6]
+    newest = run / "ckpt_00000006.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with pytest.raises(CorruptCheckpointError, match="truncated"):
+        load_checkpoint(newest)
+    capsys.readouterr()
+    assert latest_checkpoint(run) == run / "ckpt_00000004.pt"
+    err = capsys.readouterr().err
+    assert "ckpt_00000006.pt" in err and "falling back to" in err and "ckpt_00000004.pt" in err
+
+    # without the checksum file, torch.load's own failure is reported the same way
+    (run / "ckpt_00000006.pt.sha256").unlink()
+    with pytest.raises(CorruptCheckpointError, match="torch.load failed"):
+        load_checkpoint(newest)
+    # a flipped byte keeps the length but not the checksum
+    middle = run / "ckpt_00000004.pt"
+    raw = bytearray(middle.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    middle.write_bytes(bytes(raw))
+    with pytest.raises(CorruptCheckpointError, match="SHA-256"):
+        load_checkpoint(middle)
+    newest.unlink()
+    assert latest_checkpoint(run) == run / "ckpt_00000002.pt"
+
+    # training resumes from the newest intact checkpoint
+    metrics = run_train(data, run, overrides={**QUICK, "max_steps": 4, "ckpt_interval": 2},
+                        resume=True)
+    assert "resuming from" in capsys.readouterr().out
+    assert metrics["step"] == 4 and metrics["session_steps"] == 2
+
+    for p in list_checkpoints(run):
+        p.write_bytes(b"")
+    with pytest.raises(CorruptCheckpointError, match="every checkpoint is damaged"):
+        latest_checkpoint(run)
+
+
+def test_resume_rules(short_run, speech, tmp_path):
+    data, _, _ = speech
+    with pytest.raises(ValueError, match="already has checkpoints"):
+        run_train(data, short_run, overrides={**QUICK, "max_steps": 6})
+    with pytest.raises(ValueError, match="cannot change model fields \\['layers'\\]"):
+        run_train(data, short_run, overrides={"layers": 4, "stacks": 2}, resume=True)
+    done = run_train(data, short_run, resume=True)  # already at max_steps: nothing to do
+    assert done["step"] == 6 and done["finished"]
+
+
+def test_corrupt_utterance_in_dataset_is_named_and_skipped(speech, tmp_path, capsys):
+    data, manifest, _ = speech
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    bad = copy / "train" / f"{manifest['train'][0]}.npz"
+    bad.write_bytes(b"not an npz")
+    metrics = run_train(copy, tmp_path / "run", overrides={**QUICK, "max_steps": 2})
+    assert metrics["step"] == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_nan_guard_skips_the_update_and_counts_it(speech, tmp_path, monkeypatch):
+    data, _, _ = speech
+    real_forward = T.WaveNet.forward
+    calls = {"n": 0}
+
+    def forward(self, x, mel, speaker=None):  # the 4th training step (step 3) goes NaN
+        calls["n"] += self.training
+        y = real_forward(self, x, mel, speaker)
+        return y * float("nan") if calls["n"] == 4 and self.training else y
+
+    monkeypatch.setattr(T.WaveNet, "forward", forward)
+    metrics = run_train(data, tmp_path / "run", overrides={**QUICK, "max_steps": 5})
+    assert metrics["skipped_steps"] == 1 and metrics["skipped_at"] == [3]
+    model, _, _, _ = load_model(tmp_path / "run", ema=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_keep_identical_weights(speech, tmp_path):
+    data, _, _ = speech
+    out = tmp_path / "ddp"
+    sets = [f"--set={k}={v}" for k, v in {**QUICK, "max_steps": 6, "ckpt_interval": 3}.items()]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "dmol.wavenet.train", str(data), "--preset", "tiny", "--out", str(out),
+         "--no-progress", "--no-tensorboard", *sets],
+        env={**ENV, "DMOL_DISABLE_COMPILE": "1"},  # the eager loss: no compile per process
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["step"] == 6
+    digests = metrics["replica_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    # ... and they are the digest of the weights in the final checkpoint
+    model = T.WaveNet(T.WaveNetConfig.from_dict(load_checkpoint(out / "ckpt_00000006.pt")
+                                                ["model_config"]))
+    model.load_state_dict(load_checkpoint(out / "ckpt_00000006.pt")["model"])
+    assert T._weights_digest(model) == digests[0]
+
+
+def test_batches_are_aligned_deterministic_and_padded():
+    hop, n_mels = 4, 3
+    utts = []
+    for frames in (30, 5, 50):  # the 5-frame utterance is shorter than a segment
+        audio = np.repeat(np.arange(frames, dtype=np.float32) / 100, hop)  # frame index
+        mel = np.repeat((np.arange(frames, dtype=np.float32) / 100)[:, None], n_mels, 1)
+        utts.append((audio, mel))
+    s = T.SegmentSampler(utts, hop, segment_frames=8, batch_size=16, seed=3, pad_value=-9.0)
+    x, mel, mask = s.batch(step=11, rank=1)
+    assert x.shape == (16, 32) and mel.shape == (16, n_mels, 8) and mask.shape == (16, 32)
+    valid = mask.bool()
+    # every audio sample sits under the mel frame it belongs to
+    torch.testing.assert_close(x[valid], mel[:, 0].repeat_interleave(hop, 1)[valid])
+    x2, mel2, _ = T.SegmentSampler(utts, hop, 8, 16, seed=3, pad_value=-9.0).batch(11, 1)
+    assert torch.equal(x, x2) and torch.equal(mel, mel2)
+    assert not torch.equal(x, s.batch(11, 0)[0]) and not torch.equal(x, s.batch(12, 1)[0])
+    # an utterance shorter than the segment is zero-padded, the mel with pad_value, and masked
+    x, mel, mask = T.SegmentSampler(utts[1:2], hop, 8, 2, seed=0, pad_value=-9.0).batch(0)
+    assert mask[:, : 5 * hop].all() and not mask[:, 5 * hop :].any()
+    assert (x[:, 5 * hop :] == 0).all() and (mel[:, :, 5:] == -9.0).all()
+    torch.testing.assert_close(x[:, : 5 * hop], torch.from_numpy(utts[1][0])[None].expand(2, -1))
+
+
+def test_lr_schedule():
+    tc = TrainConfig(lr_schedule="cosine", warmup_steps=10, max_steps=110, lr_min_ratio=0.1)
+    f = [T.lr_factor(s, tc) for s in range(120)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0) and f[60] == pytest.approx(0.55)
+    assert f[110] == pytest.approx(0.1) and f[119] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))
+    tc = TrainConfig(lr_schedule="exponential", warmup_steps=0, lr_decay_steps=100, lr_gamma=0.5)
+    assert T.lr_factor(100, tc) == pytest.approx(0.5) and T.lr_factor(300, tc) == pytest.approx(
+        0.125)
+
+
+def test_print_config(capsys):
+    assert T.main(["--preset", "tiny", "--print-config", "--set", "layers=8"]) == 0
+    out = capsys.readouterr().out
+    assert "layers: 8" in out
+    assert f"receptive field: {2 * (1 + 2 + 4 + 8) * 2 + 1} samples" in out
+    assert T.main(["--preset", "tiny", "--print-config", "--set", "layer=8"]) == 2
+    assert "unknown config field" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["mol", "gaussian", "mog", "mulaw"])
+def test_distribution_image(name):
+    head = make_head(name, n_mixtures=3)
+    g = torch.Generator().manual_seed(0)
+    y = torch.sin(torch.arange(300) / 9.0)[None] * 0.4
+    y_hat = torch.randn(1, head.out_channels, 300, generator=g)
+    img = distribution_image(head, y_hat, y, window=200)
+    assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
+    assert img.shape[0] > 100 and img.shape[1] > 200 and img.std() > 10
