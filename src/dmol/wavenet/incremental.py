@@ -1,0 +1,704 @@
+"""Sample-by-sample WaveNet inference with preallocated state: the engine behind synthesis.
+
+A trained :class:`~dmol.wavenet.model.WaveNet` is re-laid out once (in float64, then cast) so
+that one time step costs a handful of matrix products and no allocation of state:
+
+* **Ring buffers.** Layer ``i`` reads its input ``h_i`` at times ``t - (k-1-j) d_i``. All
+  layers share one preallocated ring ``(L, P, B, R)`` with ``P = k * lcm(dilations)``; time
+  ``t`` lives in slot ``t % P``. Nothing is concatenated or shifted per step.
+* **One matrix product per layer.** The ``k`` taps of ``conv_i`` are stacked into one
+  ``(G, k R)`` matrix; the ``k`` ring rows are gathered and multiplied at once.
+* **Amortised past taps** (``amortize=True``, layers with ``d_i >= 2``). The taps on
+  ``h(t - d_i)``, ``h(t - 2 d_i)`` of the next ``d_i`` steps only use values that already
+  exist at a multiple of ``d_i``, so they are computed for ``d_i`` steps in one matrix-matrix
+  product and added to the precomputed conditioning; per step only the current tap is left.
+  Same arithmetic, about a third less weight traffic per step, which is what bounds batch-1
+  speed on a CPU.
+* **Folded constants.** ``first``'s and every ``out``'s bias become a known offset of the
+  residual stream, moved into the conv biases (the ring starts at minus that offset, so the
+  zero padding of the real network is reproduced exactly). ``sqrt(0.5)`` and ``sqrt(1/L)``
+  go into the weights, the sigmoid half of the gate is computed as ``(1 + tanh(b/2)) / 2``
+  so one ``tanh`` covers the whole gate, and the ``skip`` 1x1s of all layers are one matrix
+  product per step over the stacked gate outputs.
+* **Conditioning up front.** Each layer's ``cond`` (and speaker) projection plus biases is one
+  matrix product per chunk of steps, ``(T, cin) @ (cin, L G)``.
+* **Fused sampling.** For the MoL head the noise of a chunk is drawn up front (Gumbel noise
+  already multiplied by the temperature, logistic noise ``log u - log(1 - u)``) and the step
+  picks the component and the value in a few ops; other heads call ``head.sample`` per step.
+
+Three backends run the same step: ``"torch"`` (eager PyTorch ops, the exact reference, any
+device), ``"compile"`` (the step through :func:`torch.compile`) and ``"cpp"`` (CPU only: the
+whole loop over a chunk of steps in a small C++ kernel, :data:`KERNEL_SOURCE`, built once with
+the system compiler and loaded with :mod:`ctypes`; batch-1 generation is bound by reading the
+weights once per step, and plain C++ loops stream them at memory speed where a BLAS matrix-vector
+product and Inductor's reductions do not). Weights may be stored in bfloat16 (``dtype=``); the
+state and every sum stay float32. The state lives on the model's device.
+
+Example::
+
+    >>> engine = IncrementalWaveNet(model)             # model: a WaveNet in eval mode
+    >>> state = engine.new_state(batch=1)
+    >>> base = engine.project(model.upsample(mel))     # (T, 1, L, G)
+    >>> x = engine.run(state, base, noise=engine.draw_noise(T, 1, generator=g))   # (1, T)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dmol.wavenet.heads import MoLHead
+from dmol.wavenet.model import WaveNet
+
+__all__ = ["BACKENDS", "IncrementalState", "IncrementalWaveNet", "MoLNoise", "cpp_available"]
+
+BACKENDS = ("torch", "compile", "cpp")
+WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@dataclass
+class MoLNoise:
+    """Pre-drawn noise for ``T`` steps of ``B`` streams of a MoL head.
+
+    ``gumbel`` (T, B, M) is Gumbel noise times the temperature (``argmax(logits / tau + g)
+    == argmax(logits + tau g)``, and ``tau = 0`` gives the most probable component), and
+    ``logistic`` (T, B) is ``log u - log(1 - u)``, the logistic inverse CDF of a uniform.
+    """
+
+    gumbel: Tensor
+    logistic: Tensor
+
+
+@dataclass
+class IncrementalState:
+    """Everything that changes from step to step, for ``batch`` parallel streams.
+
+    ``ring`` (L, P, B, R) holds each layer's (offset) input for the last ``P`` steps,
+    ``x`` (B,) the previous sample, ``t`` the number of steps taken.
+    """
+
+    ring: Tensor
+    x: Tensor
+    t: int = 0
+    speaker: Tensor | None = None
+
+    @property
+    def batch(self) -> int:
+        return self.x.shape[0]
+
+
+class IncrementalWaveNet:
+    """A :class:`WaveNet` re-laid out for fast step-by-step generation (see the module doc).
+
+    Args:
+        model: the trained network (its current weights are copied; later changes are not seen).
+        backend: ``"torch"``, ``"compile"`` or ``"cpp"`` (see the module docstring).
+        dtype: storage dtype of the per-step weight matrices: float32 (exact mode), bfloat16
+            or (not "cpp") float16. State, sums and the conditioning stay float32.
+        amortize: compute the past taps of layers with dilation >= 2 once per ``d`` steps.
+        matvec: how batch-1 products are computed when compiled: ``"auto"`` (elementwise
+            product + sum, which Inductor turns into one loop, for batch 1; ``torch.mm``
+            otherwise), ``"mm"`` or ``"sum"``.
+    """
+
+    def __init__(self, model: WaveNet, *, backend: str = "torch", dtype: torch.dtype = torch.float32,
+                 amortize: bool = True, matvec: str = "auto") -> None:
+        if not isinstance(model, WaveNet):
+            raise TypeError(f"IncrementalWaveNet expects a WaveNet, got {type(model).__name__}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"dtype must be one of {WEIGHT_DTYPES}, got {dtype}")
+        if matvec not in ("auto", "mm", "sum"):
+            raise ValueError(f"matvec must be 'auto', 'mm' or 'sum', got {matvec!r}")
+        cfg = model.cfg
+        self.model, self.cfg, self.head = model, cfg, model.head
+        self.backend, self.compile = backend, backend == "compile"
+        self.dtype, self.amortize, self.matvec = dtype, amortize, matvec
+        self.L, self.R, self.G = cfg.layers, cfg.residual_channels, cfg.gate_channels
+        self.H, self.S, self.k = self.G // 2, cfg.skip_channels, cfg.kernel_size
+        self.dilations = list(cfg.dilations)
+        self.C = self.head.out_channels
+        self.period = self.k * math.lcm(*self.dilations)
+        # layers whose past taps are precomputed in blocks of d steps
+        self.blocked = [amortize and d >= 2 and self.k >= 2 for d in self.dilations]
+        self.device = next(model.parameters()).device
+        self._fold(model)
+        self.fused_sampler = isinstance(self.head, MoLHead)
+        self._past_idx: list[Tensor] | None = None
+        self._compiled: dict[tuple[int, bool], object] = {}
+        self._kernel = None
+        if backend == "cpp":
+            if self.device.type != "cpu" or dtype == torch.float16 or not self.fused_sampler:
+                raise ValueError("backend 'cpp' needs a MoL head on the CPU with float32 or "
+                                 "bfloat16 weights; use backend='torch' or 'compile'")
+            self._kernel = _CppNet(self)
+
+    # ---- weight folding ---------------------------------------------------------------------
+    @torch.no_grad()
+    def _fold(self, model: WaveNet) -> None:
+        f64 = torch.float64
+        L, R, G, H, k = self.L, self.R, self.G, self.H, self.k
+        c = math.sqrt(0.5)
+        # the sigmoid half is evaluated as (1 + tanh(b / 2)) / 2: halve its pre-activation
+        gate_scale = torch.cat([torch.ones(H, dtype=f64), torch.full((H,), 0.5, dtype=f64)])
+        w_first = model.first.weight.detach().to(f64).reshape(R)
+        offset = model.first.bias.detach().to(f64).clone()  # e_0: h_0 - (w_first x)
+        offsets, taps, biases, conds, gconds, outs, skips = [], [], [], [], [], [], []
+        skip_bias = torch.zeros(self.S, dtype=f64)
+        for layer in model.layers:
+            offsets.append(offset.clone())
+            w = layer.conv.weight.detach().to(f64)  # (G, R, k): tap j multiplies h[t-(k-1-j)d]
+            b = layer.conv.bias.detach().to(f64) + w.sum(-1) @ offset  # the offset, moved here
+            taps.append(w * gate_scale[:, None, None])
+            biases.append(b * gate_scale)
+            conds.append(layer.cond.weight.detach().to(f64)[:, :, 0] * gate_scale[:, None])
+            if layer.gcond is not None:
+                gconds.append(layer.gcond.weight.detach().to(f64)[:, :, 0] * gate_scale[:, None])
+            if layer.out is not None:  # the last layer may have none: its h feeds nothing
+                wo = layer.out.weight.detach().to(f64)[:, :, 0]
+                # the gate output is computed as 2u: halve the 1x1s that read it
+                outs.append(wo * (0.5 * c))  # h_{i+1} = c h_i + c (W u + b)
+                offset = c * (offset + layer.out.bias.detach().to(f64))
+            ws, bs = layer.skip.weight.detach().to(f64)[:, :, 0], layer.skip.bias.detach().to(f64)
+            skips.append(ws * (0.5 * math.sqrt(1.0 / L)))
+            skip_bias += bs * math.sqrt(1.0 / L)
+        dev, wd = self.device, self.dtype
+
+        def dense(t: Tensor) -> Tensor:  # (N, K) -> (K, N): products read as x @ w
+            return t.detach().T.to(device=dev, dtype=wd).contiguous()
+
+        self.w_first = w_first.to(dev, torch.float32)
+        # the ring starts at minus the offset: the real network pads each layer with h = 0
+        self.ring_init = torch.stack(offsets).neg().to(dev, torch.float32)  # (L, R)
+        # (k R, G), row block j = tap j: the gathered rows are [h(t-(k-1)d), ..., h(t)]
+        self.w_taps = [dense(w.permute(0, 2, 1).reshape(G, k * R)) for w in taps]
+        self.w_cur = [dense(w[:, :, -1]) for w in taps]  # (R, G), amortized layers
+        self.w_past = [[w[:, :, j].T.to(dev, torch.float32).contiguous() for j in range(k - 1)]
+                       for w in taps]  # (R, G) per past tap, block products stay float32
+        self.w_out = [dense(w) for w in outs]  # (H, R)
+        self.w_skip = dense(torch.cat(skips, dim=1))  # (L H, S): one product for all layers
+        self.b_skip = skip_bias.to(dev, torch.float32)
+        self.w_cond = torch.cat(conds, 0).T.to(dev, torch.float32).contiguous()  # (cin, L G)
+        self.b_cond = torch.cat(biases).to(dev, torch.float32)  # (L G,)
+        self.w_gcond = (torch.cat(gconds, 0).T.to(dev, torch.float32).contiguous()
+                        if gconds else None)  # (gin, L G)
+        post1, post2 = model.post[1], model.post[3]
+        self.w_post1, self.b_post1 = dense(post1.weight[:, :, 0]), post1.bias.float().to(dev)
+        self.w_post2, self.b_post2 = dense(post2.weight[:, :, 0]), post2.bias.float().to(dev)
+        head = self.head
+        if isinstance(head, MoLHead):
+            self.log_scale_min = (-math.inf if head.log_scale_min is None
+                                  else float(head.log_scale_min))
+
+    # ---- state and inputs ---------------------------------------------------------------------
+    def new_state(self, batch: int = 1, speaker: Tensor | None = None) -> IncrementalState:
+        """Fresh state for ``batch`` streams (silence before t = 0, as in training).
+
+        ``speaker``: (batch,) integer ids if the model has global conditioning.
+        """
+        if int(batch) != batch or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        g = self.model._global(speaker, batch, self.device)
+        ring = self.ring_init[:, None, None, :].expand(self.L, self.period, batch, self.R)
+        return IncrementalState(ring=ring.contiguous(),
+                                x=torch.zeros(batch, device=self.device), speaker=g)
+
+    @torch.inference_mode()
+    def project(self, c: Tensor, state: IncrementalState | None = None) -> Tensor:
+        """Per-layer conditioning of every step, biases included: (B, cin, T) -> (T, B, L, G).
+
+        ``c`` is the upsampled conditioning (``model.upsample(mel)``); speaker embeddings are
+        taken from ``state``. Project a long utterance in chunks to bound memory.
+        """
+        B, cin, T = c.shape
+        if cin != self.w_cond.shape[0]:
+            raise ValueError(f"conditioning has {cin} channels, the model expects "
+                             f"{self.w_cond.shape[0]}")
+        bias = self.b_cond.expand(B, -1)
+        if state is not None and state.speaker is not None:
+            bias = bias + state.speaker[:, :, 0] @ self.w_gcond
+        base = c.permute(2, 0, 1).float().reshape(T * B, cin) @ self.w_cond
+        return (base.view(T, B, -1) + bias).view(T, B, self.L, self.G)
+
+    def draw_noise(self, steps: int, batch: int, *, generator: torch.Generator | None = None,
+                   temperature: float = 1.0) -> MoLNoise:
+        """Noise for ``steps`` steps of a MoL head, drawn in a fixed order from ``generator``."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        M = self.C // 3
+        tiny = torch.finfo(torch.float32).tiny  # log(u) and log(-log(u)) must stay finite
+        u = torch.rand(steps, batch, M + 1, generator=generator).clamp_(min=tiny)
+        u = u.to(self.device)
+        gumbel = -torch.log(-torch.log(u[..., :M])) * temperature
+        v = u[..., M]
+        return MoLNoise(gumbel, torch.log(v) - torch.log1p(-v))
+
+    # ---- the step -------------------------------------------------------------------------
+    def _mv(self, x: Tensor, w: Tensor, sum_form: bool) -> Tensor:
+        """x (B, K) float32 times w (K, N) -> (B, N) float32."""
+        if w.dtype != torch.float32:
+            x = x.to(w.dtype)
+        # batch 1 under Inductor: a product + sum becomes one streaming loop over the rows of w
+        y = (x[:, :, None] * w).sum(1) if sum_form else x @ w
+        return y.float()
+
+    def _step(self, x_prev: Tensor, base: Tensor, past: Tensor, gumbel: Tensor | None,
+              logistic: Tensor | None, sum_form: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """One time step of B streams, a pure function (what ``compile=True`` compiles).
+
+        Args:
+            x_prev: (B,) previous samples.
+            base: (B, L, G) the step's conditioning (+ past taps of blocked layers).
+            past: (n, k-1, B, R) the past tap rows of the n unblocked layers.
+            gumbel, logistic: the step's MoL noise, or None to skip sampling.
+
+        Returns:
+            sample (B,) (``x_prev`` if not sampled), y (B, C), every layer's input (L, B, R).
+        """
+        k, R, H = self.k, self.R, self.H
+        B = x_prev.shape[0]
+        h = x_prev[:, None] * self.w_first  # (B, R): the offset input of layer 0
+        hs, us, n = [], [], 0
+        for i in range(self.L):
+            hs.append(h)
+            if self.blocked[i]:
+                z = base[:, i] + self._mv(h, self.w_cur[i], sum_form)
+            else:  # rows [h(t-(k-1)d), ..., h(t-d), h(t)] against the stacked (G, k R) taps
+                taps = torch.cat([past[n].transpose(0, 1).reshape(B, (k - 1) * R), h], dim=1)
+                z = base[:, i] + self._mv(taps, self.w_taps[i], sum_form)
+                n += 1
+            z = torch.tanh(z)
+            u = z[:, :H] * (1.0 + z[:, H:])  # 2 tanh(a) sigmoid(b), see _fold
+            us.append(u)
+            if i + 1 < self.L:
+                h = self.model_scale * h + self._mv(u, self.w_out[i], sum_form)
+        s = self._mv(torch.cat(us, dim=1), self.w_skip, sum_form) + self.b_skip
+        y = self._mv(torch.relu(s), self.w_post1, sum_form) + self.b_post1
+        y = self._mv(torch.relu(y), self.w_post2, sum_form) + self.b_post2  # (B, C)
+        if gumbel is None:
+            return x_prev, y, torch.stack(hs)
+        M = self.C // 3
+        idx = (y[:, :M] + gumbel).argmax(-1, keepdim=True)
+        mu = y[:, M:2 * M].gather(1, idx)[:, 0]
+        log_s = y[:, 2 * M:].gather(1, idx)[:, 0].clamp(min=self.log_scale_min)
+        x = (mu + torch.exp(log_s) * logistic).clamp(-1.0, 1.0)
+        return x, y, torch.stack(hs)
+
+    model_scale = math.sqrt(0.5)
+
+    def _past_index(self) -> list[Tensor]:
+        """Per ring slot, the rows of ``ring.view(L * P, B, R)`` holding the unblocked past taps."""
+        P, k = self.period, self.k
+        idx = []
+        for slot in range(P):
+            rows = [i * P + (slot - (k - 1 - j) * d) % P
+                    for i, d in enumerate(self.dilations) if not self.blocked[i]
+                    for j in range(k - 1)]
+            idx.append(torch.tensor(rows, dtype=torch.long, device=self.device))
+        return idx
+
+    def _block(self, ring: Tensor, base: Tensor, t: int, row: int, steps: int) -> None:
+        """Add the past taps of blocked layers due at step ``t`` to ``base[row:row + steps]``."""
+        P, k = self.period, self.k
+        B = ring.shape[2]
+        for i, d in enumerate(self.dilations):
+            if not self.blocked[i] or (t % d and row):
+                continue
+            m = min(d - t % d, steps - row)  # up to the next multiple of d, inside the chunk
+            out = base[row:row + m, :, i].view(m * B, self.G)  # rows (t, b), stride L G
+            for j in range(k - 1):
+                s = (t - (k - 1 - j) * d) % P  # m slots from s never wrap: P is a multiple of d
+                out.addmm_(ring[i, s:s + m].view(m * B, self.R), self.w_past[i][j])
+
+    def _get_step(self, batch: int):
+        if not self.compile:
+            return lambda *a: self._step(*a, sum_form=False)
+        sum_form = self.matvec == "sum" or (self.matvec == "auto" and batch == 1)
+        key = (batch, sum_form)
+        if key not in self._compiled:
+            fn = lambda *a: self._step(*a, sum_form=sum_form)  # noqa: E731
+            self._compiled[key] = torch.compile(fn, dynamic=False, fullgraph=True)
+        return self._compiled[key]
+
+    @torch.inference_mode()
+    def run(self, state: IncrementalState, base: Tensor, *, noise: MoLNoise | None = None,
+            generator: torch.Generator | None = None, temperature: float = 1.0,
+            teacher: Tensor | None = None, return_params: bool = False,
+            callback=None) -> Tensor | tuple[Tensor, Tensor]:
+        """Generate ``T = base.shape[0]`` steps; the state advances by T.
+
+        Args:
+            state: from :meth:`new_state`.
+            base: (T, B, L, G) from :meth:`project` (modified in place for blocked layers).
+            noise: :meth:`draw_noise` output for the MoL head (drawn here from ``generator``
+                if None). Other heads sample with ``head.sample(generator=, temperature=)``.
+            teacher: (B, T) true samples: feed them instead of the samples (teacher forcing).
+            return_params: also return the network output (B, C, T).
+            callback: called with the number of steps done, every 256 steps (progress bars).
+
+        Returns:
+            samples (B, T) [, params (B, C, T)].
+        """
+        T, B = base.shape[0], base.shape[1]
+        if B != state.batch:
+            raise ValueError(f"base has batch {B}, the state {state.batch}")
+        if teacher is not None and tuple(teacher.shape) != (B, T):
+            raise ValueError(f"teacher must have shape (B, T) = {(B, T)}, got "
+                             f"{tuple(teacher.shape)}")
+        fused = self.fused_sampler and teacher is None
+        if fused and noise is None:
+            noise = self.draw_noise(T, B, generator=generator, temperature=temperature)
+        step = self._get_step(B) if self._kernel is None else None
+        out = torch.empty(B, T, device=self.device)
+        params = torch.empty(B, self.C, T, device=self.device) if return_params else None
+        if self._kernel is not None:
+            self._kernel.run(state, base, noise, teacher, out, params)
+            if callback is not None:
+                callback(T)
+        else:
+            self._loop(state, base, T, step, fused, noise, teacher, generator, temperature,
+                       out, params, callback)
+        return (out, params) if return_params else out
+
+    def _loop(self, state, base, T, step, fused, noise, teacher, generator, temperature,
+              out, params, callback) -> None:
+        B = state.batch
+        ring, x = state.ring, state.x
+        flat = ring.view(-1, B, self.R)
+        n_past = self.blocked.count(False)
+        if self._past_idx is None:
+            self._past_idx = self._past_index()
+        for r in range(T):
+            t = state.t + r
+            slot = t % self.period
+            self._block(ring, base, t, r, T)
+            past = flat.index_select(0, self._past_idx[slot]).view(n_past, self.k - 1, B, self.R)
+            if fused:
+                x, y, hs = step(x, base[r], past, noise.gumbel[r], noise.logistic[r])
+            else:
+                _, y, hs = step(x, base[r], past, None, None)
+                if teacher is not None:
+                    x = teacher[:, r].float()
+                else:
+                    x = self.head.sample(y[:, :, None], generator=generator,
+                                         temperature=temperature)[:, 0].float()
+            ring[:, slot] = hs
+            out[:, r] = x
+            if params is not None:
+                params[:, :, r] = y
+            if callback is not None and (r + 1) % 256 == 0:
+                callback(256)
+        if callback is not None and T % 256:
+            callback(T % 256)
+        state.x, state.t = x.clone(), state.t + T
+
+
+# ---- the C++ kernel ------------------------------------------------------------------------
+KERNEL_SOURCE = r"""
+// dmol WaveNet step kernel: T steps of B streams on one CPU thread (see incremental.py).
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#if defined(__AVX512F__) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+#include <immintrin.h>
+extern "C" __m512 _ZGVeN16v_tanhf(__m512);  // glibc libmvec, 16 lanes
+#define DMOL_VTANH 1
+#endif
+
+struct Net {
+    int64_t L, R, G, H, S, C, M, k, P, bf16;
+    const int64_t* dil;
+    const int64_t* blocked;
+    const float* w_first;
+    const void* const* w_main;  // per layer: (k R, G) or, blocked, (R, G)
+    const float* const* w_past;  // per layer: (k - 1, R, G) float32 (used once per d steps)
+    const void* const* w_out;   // per layer but the last: (H, R)
+    const void* w_skip;         // (L H, S)
+    const float* b_skip;
+    const void* w_post1;        // (S, S)
+    const float* b_post1;
+    const void* w_post2;        // (S, C)
+    const float* b_post2;
+    float log_scale_min;
+};
+
+static inline float wload(const float* w, int64_t i) { return w[i]; }
+static inline float wload(const uint16_t* w, int64_t i) {
+    uint32_t b = uint32_t(w[i]) << 16;  // bfloat16 is the top half of a float32
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+}
+
+// Y[m, :N] += X[m, :K] @ W (K, N) for m < rows. One row (the batch-1 hot path) streams each
+// weight row once at memory speed; many rows (past-tap blocks, batches) take KU rows of W at a
+// time, so each load and store of Y is shared by KU multiply-adds.
+template <typename W>
+static void gemm_acc(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t K,
+                     int64_t N, float* Y, int64_t ldy) {
+    constexpr int64_t KU = 8;
+    int64_t kk = 0;
+    if (rows >= KU)
+        for (; kk + KU <= K; kk += KU)
+            for (int64_t m = 0; m < rows; ++m) {
+                float xv[KU];
+                for (int64_t u = 0; u < KU; ++u) xv[u] = X[m * ldx + kk + u];
+                const W* __restrict__ wr = w + kk * N;
+                float* __restrict__ y = Y + m * ldy;
+#pragma omp simd
+                for (int64_t n = 0; n < N; ++n) {
+                    float a = y[n];
+                    for (int64_t u = 0; u < KU; ++u) a += xv[u] * wload(wr + u * N, n);
+                    y[n] = a;
+                }
+            }
+    for (; kk < K; ++kk) {
+        const W* __restrict__ wr = w + kk * N;
+        for (int64_t m = 0; m < rows; ++m) {
+            const float xv = X[m * ldx + kk];
+            float* __restrict__ y = Y + m * ldy;
+#pragma omp simd
+            for (int64_t n = 0; n < N; ++n) y[n] += xv * wload(wr, n);
+        }
+    }
+}
+
+static void tanh_inplace(float* z, int64_t n) {
+    int64_t i = 0;
+#ifdef DMOL_VTANH
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(z + i, _ZGVeN16v_tanhf(_mm512_loadu_ps(z + i)));
+#endif
+    for (; i < n; ++i) z[i] = std::tanh(z[i]);
+}
+
+static inline int64_t mod(int64_t a, int64_t p) { return ((a % p) + p) % p; }
+
+template <typename W>
+static void run(const Net& n, int64_t B, int64_t T, int64_t t0, float* ring, float* x,
+                float* base, const float* gumbel, const float* logistic, const float* teacher,
+                float* out, float* params) {
+    const int64_t L = n.L, R = n.R, G = n.G, H = n.H, S = n.S, C = n.C, M = n.M, k = n.k;
+    const int64_t P = n.P, LH = L * H;
+    const float c = std::sqrt(0.5f);
+    std::vector<float> h(B * R), z(B * G), u(B * LH), s(B * S), y1(B * S), y(B * C);
+    auto ring_row = [&](int64_t i, int64_t slot) { return ring + ((i * P + slot) * B) * R; };
+    for (int64_t r = 0; r < T; ++r) {
+        const int64_t t = t0 + r, slot = t % P;
+        float* bt = base + r * B * L * G;
+        // past taps of blocked layers for the next steps up to a multiple of d (or chunk end)
+        for (int64_t i = 0; i < L; ++i) {
+            const int64_t d = n.dil[i];
+            if (!n.blocked[i] || (t % d && r)) continue;
+            const int64_t m = std::min(d - t % d, T - r);
+            const float* wp = n.w_past[i];
+            for (int64_t j = 0; j < k - 1; ++j)
+                gemm_acc(ring_row(i, mod(t - (k - 1 - j) * d, P)), R, m * B, wp + j * R * G, R,
+                         G, bt + i * G, L * G);
+        }
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t q = 0; q < R; ++q) h[b * R + q] = x[b] * n.w_first[q];
+        for (int64_t i = 0; i < L; ++i) {
+            const int64_t d = n.dil[i];
+            std::memcpy(ring_row(i, slot), h.data(), sizeof(float) * B * R);
+            for (int64_t b = 0; b < B; ++b)
+                std::memcpy(&z[b * G], bt + (b * L + i) * G, sizeof(float) * G);
+            const W* wm = static_cast<const W*>(n.w_main[i]);
+            if (!n.blocked[i]) {  // rows h(t-(k-1)d) .. h(t-d) from the ring, then h(t)
+                for (int64_t j = 0; j < k - 1; ++j)
+                    gemm_acc(ring_row(i, mod(t - (k - 1 - j) * d, P)), R, B, wm + j * R * G, R,
+                             G, z.data(), G);
+                wm += (k - 1) * R * G;
+            }
+            gemm_acc(h.data(), R, B, wm, R, G, z.data(), G);
+            tanh_inplace(z.data(), B * G);
+            for (int64_t b = 0; b < B; ++b) {  // 2 tanh(a) sigmoid(b) = tanh(a) (1 + tanh(b/2))
+                const float* zb = &z[b * G];
+                float* ub = &u[b * LH + i * H];
+#pragma omp simd
+                for (int64_t q = 0; q < H; ++q) ub[q] = zb[q] * (1.0f + zb[H + q]);
+            }
+            if (i + 1 < L) {
+                for (int64_t q = 0; q < B * R; ++q) h[q] *= c;
+                gemm_acc(&u[i * H], LH, B, static_cast<const W*>(n.w_out[i]), H, R, h.data(), R);
+            }
+        }
+        for (int64_t b = 0; b < B; ++b) {
+            std::memcpy(&s[b * S], n.b_skip, sizeof(float) * S);
+            std::memcpy(&y1[b * S], n.b_post1, sizeof(float) * S);
+            std::memcpy(&y[b * C], n.b_post2, sizeof(float) * C);
+        }
+        gemm_acc(u.data(), LH, B, static_cast<const W*>(n.w_skip), LH, S, s.data(), S);
+        for (auto& v : s) v = v > 0.f ? v : 0.f;
+        gemm_acc(s.data(), S, B, static_cast<const W*>(n.w_post1), S, S, y1.data(), S);
+        for (auto& v : y1) v = v > 0.f ? v : 0.f;
+        gemm_acc(y1.data(), S, B, static_cast<const W*>(n.w_post2), S, C, y.data(), C);
+        for (int64_t b = 0; b < B; ++b) {
+            const float* yb = &y[b * C];
+            if (params)
+                for (int64_t q = 0; q < C; ++q) params[(b * C + q) * T + r] = yb[q];
+            if (teacher) {
+                x[b] = teacher[b * T + r];
+            } else {  // Gumbel-max component, then the logistic inverse CDF
+                const float* g = gumbel + (r * B + b) * M;
+                int64_t best = 0;
+                float top = yb[0] + g[0];
+                for (int64_t q = 1; q < M; ++q)
+                    if (yb[q] + g[q] > top) top = yb[q] + g[q], best = q;
+                const float ls = std::max(yb[2 * M + best], n.log_scale_min);
+                const float v = yb[M + best] + std::exp(ls) * logistic[r * B + b];
+                x[b] = std::min(1.0f, std::max(-1.0f, v));
+            }
+            out[b * T + r] = x[b];
+        }
+    }
+}
+
+extern "C" int dmol_wavenet_run(const Net* n, int64_t B, int64_t T, int64_t t0, float* ring,
+                                float* x, float* base, const float* gumbel,
+                                const float* logistic, const float* teacher, float* out,
+                                float* params) {
+    if (n->bf16)
+        run<uint16_t>(*n, B, T, t0, ring, x, base, gumbel, logistic, teacher, out, params);
+    else
+        run<float>(*n, B, T, t0, ring, x, base, gumbel, logistic, teacher, out, params);
+    return 0;
+}
+"""
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("DMOL_CACHE") or os.environ.get("XDG_CACHE_HOME")
+    return Path(root or Path.home() / ".cache") / "dmol"
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+
+
+_LIB: ctypes.CDLL | None = None
+
+
+def _load_kernel() -> ctypes.CDLL:
+    """Build (once per source, compiler and CPU) and load the step kernel."""
+    global _LIB
+    if _LIB is not None:
+        return _LIB
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError("backend 'cpp' needs a C++ compiler (set CXX or install g++)")
+    flags = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC", "-std=c++17"]
+    # -march=native: the library is only valid on this CPU model, so that is in its name
+    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = next((ln for ln in cpu.splitlines() if ln.startswith("flags")), sys.platform)
+    key = hashlib.sha256("\0".join([KERNEL_SOURCE, cxx, *flags, cpu]).encode()).hexdigest()[:16]
+    lib = _cache_dir() / f"wavenet_step_{key}.so"
+    if not lib.exists():
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+            src, so = Path(tmp) / "kernel.cpp", Path(tmp) / "kernel.so"
+            src.write_text(KERNEL_SOURCE)
+            libs = ["-lmvec"] if sys.platform.startswith("linux") else []
+            for extra in (libs, []):  # libmvec (vector tanh) is optional
+                done = subprocess.run([cxx, *flags, str(src), "-o", str(so), *extra],
+                                      capture_output=True, text=True)
+                if done.returncode == 0:
+                    break
+            if done.returncode:
+                raise RuntimeError(f"building the WaveNet step kernel failed:\n{done.stderr}")
+            os.replace(so, lib)  # atomic: concurrent builders never see half a library
+    _LIB = ctypes.CDLL(str(lib))
+    _LIB.dmol_wavenet_run.restype = ctypes.c_int
+    return _LIB
+
+
+def cpp_available() -> bool:
+    """Whether the ``"cpp"`` backend can be built and loaded here."""
+    try:
+        _load_kernel()
+    except (RuntimeError, OSError):
+        return False
+    return True
+
+
+class _Net(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int64) for name in
+                ("L", "R", "G", "H", "S", "C", "M", "k", "P", "bf16")] + [
+        ("dil", ctypes.c_void_p), ("blocked", ctypes.c_void_p), ("w_first", ctypes.c_void_p),
+        ("w_main", ctypes.c_void_p), ("w_past", ctypes.c_void_p), ("w_out", ctypes.c_void_p),
+        ("w_skip", ctypes.c_void_p), ("b_skip", ctypes.c_void_p),
+        ("w_post1", ctypes.c_void_p), ("b_post1", ctypes.c_void_p),
+        ("w_post2", ctypes.c_void_p), ("b_post2", ctypes.c_void_p),
+        ("log_scale_min", ctypes.c_float)]
+
+
+class _CppNet:
+    """The engine's weights laid out for :data:`KERNEL_SOURCE`, and the call into it."""
+
+    def __init__(self, e: IncrementalWaveNet) -> None:
+        self.lib = _load_kernel()
+        wd = e.dtype
+
+        def w(t: Tensor) -> Tensor:
+            return t.to(wd).contiguous()
+
+        main = [w(e.w_cur[i] if e.blocked[i] else e.w_taps[i]) for i in range(e.L)]
+        past = [torch.stack(e.w_past[i]).float().contiguous() if e.blocked[i] else None
+                for i in range(e.L)]
+        outs = [w(t) for t in e.w_out]
+        ints = torch.tensor([e.dilations, [int(b) for b in e.blocked]], dtype=torch.int64)
+        dense = [w(e.w_skip), w(e.w_post1), w(e.w_post2)]
+        biases = [e.w_first, e.b_skip, e.b_post1, e.b_post2]
+        self._keep = [main, past, outs, ints, dense, biases]  # the kernel holds raw pointers
+
+        def ptrs(ts: list) -> ctypes.Array:
+            arr = (ctypes.c_void_p * len(ts))(*[0 if t is None else t.data_ptr() for t in ts])
+            self._keep.append(arr)
+            return arr
+
+        self.net = _Net(
+            e.L, e.R, e.G, e.H, e.S, e.C, e.C // 3, e.k, e.period, int(wd == torch.bfloat16),
+            ints[0].data_ptr(), ints[1].data_ptr(), e.w_first.data_ptr(),
+            ctypes.addressof(ptrs(main)), ctypes.addressof(ptrs(past)),
+            ctypes.addressof(ptrs(outs)), dense[0].data_ptr(), e.b_skip.data_ptr(),
+            dense[1].data_ptr(), e.b_post1.data_ptr(), dense[2].data_ptr(),
+            e.b_post2.data_ptr(), e.log_scale_min)
+
+    def run(self, state: IncrementalState, base: Tensor, noise: MoLNoise | None,
+            teacher: Tensor | None, out: Tensor, params: Tensor | None) -> None:
+        T, B = base.shape[:2]
+        for name, t in (("ring", state.ring), ("x", state.x), ("base", base)):
+            if not (t.is_contiguous() and t.dtype == torch.float32):
+                raise ValueError(f"{name} must be a contiguous float32 tensor")
+        keep = []
+
+        def ptr(t: Tensor | None) -> int | None:
+            if t is None:
+                return None
+            t = t.float().contiguous()
+            keep.append(t)
+            return t.data_ptr()
+
+        self.lib.dmol_wavenet_run(
+            ctypes.byref(self.net), ctypes.c_int64(B), ctypes.c_int64(T),
+            ctypes.c_int64(state.t), ctypes.c_void_p(state.ring.data_ptr()),
+            ctypes.c_void_p(state.x.data_ptr()), ctypes.c_void_p(base.data_ptr()),
+            ctypes.c_void_p(ptr(None if noise is None else noise.gumbel)),
+            ctypes.c_void_p(ptr(None if noise is None else noise.logistic)),
+            ctypes.c_void_p(ptr(teacher)), ctypes.c_void_p(out.data_ptr()),
+            ctypes.c_void_p(None if params is None else params.data_ptr()))
+        state.t += T
