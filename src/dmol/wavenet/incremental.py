@@ -56,7 +56,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dmol.wavenet.heads import MoLHead
@@ -113,8 +112,9 @@ class IncrementalWaveNet:
             otherwise), ``"mm"`` or ``"sum"``.
     """
 
-    def __init__(self, model: WaveNet, *, backend: str = "torch", dtype: torch.dtype = torch.float32,
-                 amortize: bool = True, matvec: str = "auto") -> None:
+    def __init__(self, model: WaveNet, *, backend: str = "torch",
+                 dtype: torch.dtype = torch.float32, amortize: bool = True,
+                 matvec: str = "auto") -> None:
         if not isinstance(model, WaveNet):
             raise TypeError(f"IncrementalWaveNet expects a WaveNet, got {type(model).__name__}")
         if backend not in BACKENDS:

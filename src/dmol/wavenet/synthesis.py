@@ -1,0 +1,506 @@
+"""Waveform synthesis from log-mel frames: sequential, folded (batched) and streaming.
+
+Three ways to run a trained :class:`~dmol.wavenet.model.WaveNet` autoregressively, all on the
+step engine of :mod:`dmol.wavenet.incremental` (ring buffers, one matrix product per layer):
+
+* ``mode="incremental"``: one stream, sample after sample, exactly the model's distribution.
+  It is :class:`StreamingVocoder` fed the whole mel at once, so streaming and offline output
+  are the same numbers for the same seed.
+* ``mode="folded"``: the utterance is cut into segments generated side by side as one batch.
+  Segment ``s`` starts ``overlap`` samples before its boundary from silence (as an utterance
+  does), and that warm-up is crossfaded with the end of segment ``s - 1`` with equal-power
+  gains ``cos`` / ``sin`` of a quarter period, so no sample is dropped, repeated or zeroed.
+* :class:`StreamingVocoder`: ``push`` mel frames as they arrive, get the audio of every frame
+  whose conditioning is complete. The upsampling network looks :attr:`lookahead` frames ahead
+  (``cin_pad`` for its input convolution plus what its smoothing convolutions add), so the
+  audio of frame ``f`` comes out once frame ``f + lookahead`` has arrived: a fixed latency of
+  ``lookahead * hop_length`` samples.
+
+The conditioning of frame ``f`` is always computed from the same window of frames, whatever
+pieces the mel arrives in, and the noise of frame ``f`` is always the next ``hop_length`` draws
+of one generator: that is what makes streaming output equal offline output.
+
+Example::
+
+    >>> model, head, recipe, info = load_model("runs/small")
+    >>> audio = vocode(model, head, recipe, mel, mode="folded", seed=0)   # mel: (frames, n_mels)
+    >>> stream = StreamingVocoder(model, seed=0)
+    >>> pieces = [stream.push(mel[i:i + 10]) for i in range(0, len(mel), 10)] + [stream.flush()]
+
+Command line::
+
+    dmol vocode runs/small speech.wav mel.npy --out out/ --mode folded --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dmol.wavenet.incremental import IncrementalWaveNet, cpp_available
+from dmol.wavenet.model import WaveNet
+
+__all__ = [
+    "MODES",
+    "Conditioner",
+    "StreamingVocoder",
+    "make_engine",
+    "synthesize_folded",
+    "synthesize_incremental",
+    "vocode",
+    "vocode_main",
+]
+
+MODES = ("incremental", "folded")
+BACKEND_CHOICES = ("auto", "torch", "compile", "cpp")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# rows of per-step conditioning (steps x batch) projected at once: bounds memory to
+# MAX_BASE_ROWS * layers * gate_channels floats (r9y9: 8192 * 6144 * 4 B = 200 MB)
+MAX_BASE_ROWS = 8192
+
+
+def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | str = "float32",
+                batch: int = 1) -> IncrementalWaveNet:
+    """An :class:`IncrementalWaveNet` with a backend chosen for ``batch`` streams.
+
+    ``backend="auto"``: the C++ kernel for batch 1 on the CPU with a MoL head (it streams the
+    weights at memory speed; falls back to "torch" if no compiler is found), else eager torch
+    (batched matrix products go to BLAS, which is efficient once the batch is large).
+    """
+    if not isinstance(model, WaveNet):
+        raise TypeError(f"expected a WaveNet, got {type(model).__name__}")
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    if backend == "auto":
+        cpu = next(model.parameters()).device.type == "cpu"
+        backend = "torch"
+        if cpu and batch <= 4 and model.head.name == "mol":
+            if cpp_available():
+                backend = "cpp"
+            else:
+                warnings.warn("no C++ compiler found: sequential synthesis runs on the slower "
+                              "'torch' backend", RuntimeWarning, stacklevel=2)
+    return IncrementalWaveNet(model, backend=backend, dtype=dtype)
+
+
+# ---- conditioning, frame by frame ----------------------------------------------------------
+class Conditioner:
+    """The model's upsampled conditioning for any range of frames, from a finite window.
+
+    :attr:`lookback` / :attr:`lookahead`: how many frames before / after a frame its
+    ``hop_length`` conditioning samples depend on. ``conv_in`` (kernel ``2 cin_pad + 1``) adds
+    ``cin_pad`` each way; each stretch level (repeat ``s`` times, then a kernel of ``2 s + 1``
+    samples) adds one sample of the level below, which the loop below follows down to frames.
+    """
+
+    def __init__(self, model: WaveNet) -> None:
+        self.model = model
+        self.hop = model.hop_length
+        scales, pad = model.upsample_net.scales, model.upsample_net.cin_pad
+        ahead = back = 0
+        for f in range(4 * math.prod(scales)):  # the pattern repeats; cover a few periods
+            hi, lo = (f + 1) * self.hop - 1, f * self.hop
+            for s in reversed(scales):
+                hi, lo = hi // s + 1, lo // s - 1
+            ahead, back = max(ahead, hi - f), max(back, f - lo)
+        self.lookahead, self.lookback = ahead + pad, back + pad
+
+    @torch.inference_mode()
+    def frames(self, mel: Tensor, start: int, stop: int, total: int | None = None) -> Tensor:
+        """Conditioning (B, n_mels, (stop - start) hop) of frames ``[start, stop)``.
+
+        ``mel`` (B, n_mels, F) holds frames ``0 .. F-1`` (or, see :meth:`StreamingVocoder`,
+        a suffix of them: pass ``offset``-shifted indices); ``total`` is the utterance length
+        when its end is known (the last frames are padded as in ``model.upsample``), else the
+        window must not reach past ``F``.
+        """
+        F_ = mel.shape[-1]
+        lo = max(0, start - self.lookback)
+        hi = stop + self.lookahead  # exclusive: frame stop - 1 needs up to stop - 1 + lookahead
+        if total is not None:
+            hi = min(hi, total)
+        if hi > F_:
+            raise ValueError(f"frames {start}..{stop} need mel frames up to {hi - 1}, have {F_}")
+        c = self.model.upsample(mel[..., lo:hi])
+        return c[..., (start - lo) * self.hop:(stop - lo) * self.hop]
+
+
+def _as_frames(model: WaveNet, frames: np.ndarray | Tensor, recipe=None) -> Tensor:
+    """Check (n, n_mels) frames; return them as a float32 CPU tensor."""
+    n_mels = model.cfg.n_mels
+    if isinstance(frames, Tensor):
+        frames = frames.detach().cpu().numpy()
+    m = np.asarray(frames)
+    if m.ndim != 2 or m.shape[1] != n_mels:
+        hint = " (transposed?)" if m.ndim == 2 and m.shape[0] == n_mels else ""
+        raise ValueError(f"mel frames must have shape (n, n_mels={n_mels}), got {m.shape}{hint}")
+    if m.shape[0] and recipe is not None:
+        m = recipe.validate_mel(m)
+    if not np.issubdtype(m.dtype, np.floating):
+        raise TypeError(f"mel frames must be floating point, got dtype {m.dtype}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"mel frames contain {int((~np.isfinite(m)).sum())} NaN/inf value(s)")
+    return torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))
+
+
+# ---- streaming and sequential --------------------------------------------------------------
+class StreamingVocoder:
+    """Mel frames in, audio out, with a fixed latency of :attr:`lookahead` frames.
+
+    Args:
+        model: the trained WaveNet (eval mode).
+        seed: seeds the sampling noise (a ``torch.Generator``).
+        temperature: divides the mixture logits (0: most probable component).
+        backend, dtype: see :func:`make_engine`.
+        speaker: integer speaker id for a multi-speaker model.
+        recipe: if given, pushed frames are checked with ``recipe.validate_mel``.
+
+    Frames are (n, n_mels) arrays (the layout of :meth:`MelRecipe.compute`). ``push``
+    returns the float32 audio of every frame whose lookahead has now arrived (possibly none);
+    ``flush`` ends the utterance and returns the rest.
+
+    Example::
+
+        >>> stream = StreamingVocoder(model, seed=0)
+        >>> a = stream.push(mel[:7]); b = stream.push(mel[7:]); c = stream.flush()
+        >>> np.concatenate([a, b, c]).shape == (len(mel) * model.hop_length,)
+        True
+    """
+
+    def __init__(self, model: WaveNet, *, seed: int = 0, temperature: float = 1.0,
+                 backend: str = "auto", dtype: torch.dtype | str = "float32",
+                 speaker: int | None = None, recipe=None,
+                 engine: IncrementalWaveNet | None = None) -> None:
+        if temperature < 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}")
+        self.model, self.recipe, self.temperature = model, recipe, float(temperature)
+        self.engine = engine or make_engine(model, backend=backend, dtype=dtype, batch=1)
+        self.cond = Conditioner(model)
+        self.lookahead, self.hop = self.cond.lookahead, model.hop_length
+        self.generator = torch.Generator().manual_seed(int(seed))
+        sp = None if speaker is None else torch.tensor([int(speaker)])
+        self.state = self.engine.new_state(1, speaker=sp)
+        self._device = self.engine.device
+        n_mels = model.cfg.n_mels
+        self._mel = torch.empty(1, n_mels, 0, device=self._device)  # frames offset ..
+        self._offset = 0  # index of the first frame kept in _mel
+        self._received = 0  # frames pushed so far
+        self._done = 0  # frames whose audio has been returned
+        self._closed = False
+
+    @property
+    def latency_samples(self) -> int:
+        """Audio samples between a frame's arrival and the end of its audio (algorithmic)."""
+        return self.lookahead * self.hop
+
+    def push(self, frames: np.ndarray | Tensor) -> np.ndarray:
+        """Add (n, n_mels) frames; return the audio now complete, float32 (m * hop_length,)."""
+        if self._closed:
+            raise RuntimeError("this stream was flushed; start a new StreamingVocoder")
+        m = self._check(frames)
+        if m.shape[0]:
+            self._mel = torch.cat([self._mel, m.T[None].to(self._device)], dim=-1)
+            self._received += m.shape[0]
+        return self._generate(self._received - self.lookahead, total=None)
+
+    def flush(self) -> np.ndarray:
+        """End of utterance: return the audio of the remaining frames."""
+        if self._closed:
+            raise RuntimeError("this stream was already flushed")
+        self._closed = True
+        return self._generate(self._received, total=self._received)
+
+    def _check(self, frames: np.ndarray | Tensor) -> Tensor:
+        return _as_frames(self.model, frames, self.recipe)
+
+    def _generate(self, until: int, total: int | None,
+                  callback: Callable[[int], None] | None = None) -> np.ndarray:
+        """Generate frames ``_done .. until - 1``, one frame per engine call."""
+        out = []
+        with torch.inference_mode():
+            while self._done < until:
+                f, off = self._done, self._offset
+                tot = None if total is None else total - off
+                c = self.cond.frames(self._mel, f - off, f - off + 1, tot)
+                base = self.engine.project(c, self.state)
+                noise = self.engine.draw_noise(self.hop, 1, generator=self.generator,
+                                               temperature=self.temperature)
+                x = self.engine.run(self.state, base, noise=noise, generator=self.generator,
+                                    temperature=self.temperature, callback=callback)
+                out.append(x[0].float().cpu().numpy())
+                self._done += 1
+                # keep only the frames later windows can still read
+                drop = self._done - self.cond.lookback - self._offset
+                if drop > 64:
+                    self._mel = self._mel[..., drop:].contiguous()
+                    self._offset += drop
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
+                           temperature: float = 1.0, backend: str = "auto",
+                           dtype: torch.dtype | str = "float32", speaker: int | None = None,
+                           progress: bool = False,
+                           engine: IncrementalWaveNet | None = None) -> np.ndarray:
+    """Sequential synthesis of a whole (frames, n_mels) mel: (frames * hop_length,) float32.
+
+    The same numbers as pushing the mel into a :class:`StreamingVocoder` in any pieces.
+    """
+    stream = StreamingVocoder(model, seed=seed, temperature=temperature, backend=backend,
+                              dtype=dtype, speaker=speaker, engine=engine)
+    m = stream._check(mel)
+    stream._mel = m.T[None].to(stream._device).contiguous()
+    stream._received = m.shape[0]
+    stream._closed = True
+    with _progress(progress, m.shape[0] * stream.hop, "vocoding") as bar:
+        return stream._generate(stream._received, total=stream._received, callback=bar)
+
+
+# ---- folded (batched) synthesis ------------------------------------------------------------
+def segment_plan(T: int, segment: int, overlap: int) -> list[tuple[int, int, int]]:
+    """``(start, boundary, stop)`` per segment: generate ``[start, stop)``, own ``[boundary,
+    stop)``; ``[start, boundary)`` (``overlap`` samples, none for the first) is crossfaded."""
+    if segment < 1 or overlap < 0:
+        raise ValueError(f"need segment >= 1 and overlap >= 0, got {segment}, {overlap}")
+    if overlap >= segment:
+        raise ValueError(f"overlap ({overlap}) must be shorter than a segment ({segment})")
+    bounds = list(range(0, T, segment)) + [T]
+    return [(max(0, b - overlap), b, e) for b, e in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def crossfade(pieces: list[Tensor], plan: list[tuple[int, int, int]], T: int) -> Tensor:
+    """Join segment outputs (each ``stop - start`` samples) with equal-power crossfades."""
+    out = torch.zeros(T)
+    for x, (start, b, stop) in zip(pieces, plan, strict=True):
+        out[b:stop] = x[b - start:]
+        if b > start:
+            # gains cos, sin of a quarter period: cos^2 + sin^2 = 1 keeps the power of two
+            # unrelated signals; (n + 0.5) / X keeps both gains off exactly 0 and 1
+            tau = (torch.arange(b - start) + 0.5) / (b - start)
+            fade_in, fade_out = torch.sin(0.5 * math.pi * tau), torch.cos(0.5 * math.pi * tau)
+            out[start:b] = out[start:b] * fade_out + x[:b - start] * fade_in
+    return out
+
+
+def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
+                      temperature: float = 1.0, segment_seconds: float | None = None,
+                      overlap_seconds: float = 0.05, max_batch: int = 32,
+                      backend: str = "auto", dtype: torch.dtype | str = "float32",
+                      speaker: int | None = None, progress: bool = False,
+                      engine: IncrementalWaveNet | None = None) -> np.ndarray:
+    """Folded synthesis: segments generated in parallel, joined by equal-power crossfades.
+
+    Args:
+        mel: (frames, n_mels).
+        segment_seconds: length of each segment; default: the utterance split into
+            ``max_batch`` segments, but at least 8 overlaps long.
+        overlap_seconds: warm-up of each segment (after the first), crossfaded with the end
+            of the previous one. Longer than the receptive field is a good choice.
+        max_batch: the most segments generated at once (more run in rounds).
+
+    Returns:
+        (frames * hop_length,) float32.
+    """
+    if temperature < 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}")
+    if int(max_batch) != max_batch or max_batch < 1:
+        raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+    sr, hop = model.cfg.sample_rate, model.hop_length
+    m = _as_frames(model, mel)
+    F_ = m.shape[0]
+    if F_ == 0:
+        raise ValueError("mel has 0 frames")
+    T = F_ * hop
+    overlap = max(0, round(overlap_seconds * sr))
+    if segment_seconds is None:
+        segment = max(math.ceil(T / max_batch), 8 * overlap, hop)
+    elif not segment_seconds > 0:
+        raise ValueError(f"segment_seconds must be positive, got {segment_seconds!r}")
+    else:
+        segment = max(1, round(segment_seconds * sr))
+    overlap = min(overlap, segment - 1)
+    plan = segment_plan(T, segment, overlap)
+    e = engine or make_engine(model, backend=backend, dtype=dtype,
+                              batch=min(len(plan), max_batch))
+    cond = Conditioner(model)
+    g = torch.Generator().manual_seed(int(seed))
+    sp = None if speaker is None else torch.tensor([int(speaker)])
+    mel_t = m.T[None].to(e.device)
+    with torch.inference_mode():
+        c = torch.cat([cond.frames(mel_t, a, min(a + 256, F_), F_)
+                       for a in range(0, F_, 256)], dim=-1)[0]  # (cin, T)
+    pieces: list[Tensor] = []
+    with _progress(progress, sum(stop - start for start, _, stop in plan), "vocoding") as bar:
+        for r0 in range(0, len(plan), max_batch):
+            rnd = plan[r0:r0 + max_batch]
+            B = len(rnd)
+            steps = max(stop - start for start, _, stop in rnd)
+            state = e.new_state(B, speaker=None if sp is None else sp.expand(B))
+            # time index of every (segment, step); past the utterance end: the last frame's
+            # conditioning (those samples are dropped)
+            starts = torch.tensor([start for start, _, _ in rnd])
+            outs = []
+            chunk = max(1, MAX_BASE_ROWS // B)
+            for j0 in range(0, steps, chunk):
+                j1 = min(steps, j0 + chunk)
+                t_idx = (starts[:, None] + torch.arange(j0, j1)[None]).clamp(max=T - 1)
+                base = e.project(c[:, t_idx.to(c.device)].permute(1, 0, 2), state)
+                noise = e.draw_noise(j1 - j0, B, generator=g, temperature=temperature)
+                outs.append(e.run(state, base, noise=noise, generator=g,
+                                  temperature=temperature).float().cpu())
+                if bar is not None:
+                    bar(sum(max(0, min(j1, stop - start) - j0) for start, _, stop in rnd))
+            x = torch.cat(outs, dim=1)
+            pieces += [x[i, :stop - start] for i, (start, _, stop) in enumerate(rnd)]
+    return crossfade(pieces, plan, T).numpy()
+
+
+# ---- the public entry point ----------------------------------------------------------------
+def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str = "incremental",
+           seed: int = 0, temperature: float = 1.0, progress: bool = True,
+           backend: str = "auto", dtype: torch.dtype | str = "float32",
+           speaker: int | None = None, **folded: Any) -> np.ndarray:
+    """Synthesize the waveform of a (frames, n_mels) log-mel: float32 (frames * hop_length,).
+
+    Args:
+        model, head, recipe: as returned by :func:`dmol.wavenet.checkpoint.load_model`
+            (``head`` must be the model's head; ``recipe`` checks the mel and the model agree).
+        mel: (frames, n_mels) from ``recipe.compute``.
+        mode: "incremental" (sequential, exact) or "folded" (segments in parallel).
+        seed: the same seed gives the same audio (same mode, backend and dtype).
+        temperature: divides the mixture logits (0: most probable component).
+        progress: show a tqdm bar.
+        backend, dtype: see :func:`make_engine`; float32 is exact, bfloat16 faster.
+        **folded: ``segment_seconds``, ``overlap_seconds``, ``max_batch`` for folded mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: expected one of {MODES}")
+    if not isinstance(model, WaveNet):
+        raise TypeError(f"model must be a WaveNet, got {type(model).__name__}")
+    if head is not None and (type(head) is not type(model.head)
+                             or head.config() != model.head.config()):
+        raise ValueError(f"head {head!r} is not the model's head {model.head!r}")
+    if recipe is not None:
+        _check_recipe(model, recipe)
+        mel = recipe.validate_mel(mel.detach().cpu().numpy() if isinstance(mel, Tensor) else mel)
+    if mode == "folded":
+        return synthesize_folded(model, mel, seed=seed, temperature=temperature,
+                                 backend=backend, dtype=dtype, speaker=speaker,
+                                 progress=progress, **folded)
+    if folded:
+        raise TypeError(f"options {sorted(folded)} only apply to mode='folded'")
+    return synthesize_incremental(model, mel, seed=seed, temperature=temperature,
+                                  backend=backend, dtype=dtype, speaker=speaker,
+                                  progress=progress)
+
+
+def _check_recipe(model: WaveNet, recipe) -> None:
+    cfg = model.cfg
+    for name, want in (("sample_rate", cfg.sample_rate), ("hop_length", model.hop_length),
+                       ("n_mels", cfg.n_mels)):
+        if getattr(recipe, name) != want:
+            raise ValueError(f"the mel recipe has {name}={getattr(recipe, name)} but the model "
+                             f"expects {want}: model and features do not belong together")
+
+
+class _progress:
+    """A tqdm bar as a callback ``bar(n_done)``, or None when disabled."""
+
+    def __init__(self, enabled: bool, total: int, desc: str) -> None:
+        self.enabled, self.total, self.desc, self.bar = enabled, total, desc, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc=self.desc, unit="sample", unit_scale=True,
+                        leave=False, file=sys.stderr)
+        return self.bar.update
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- command line --------------------------------------------------------------------------
+def _load_input(path: Path, recipe) -> np.ndarray:
+    """A (frames, n_mels) mel from a .npy (checked against the recipe) or any audio file."""
+    from dmol.audio.features import load_audio
+
+    if path.suffix.lower() == ".npy":
+        try:
+            mel = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+        try:
+            return recipe.validate_mel(mel)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None
+    return recipe.compute(load_audio(path, recipe.sample_rate))
+
+
+def vocode_main(argv: list[str] | None = None) -> int:
+    """``dmol vocode CHECKPOINT MEL_OR_WAV... --out DIR``: write ``DIR/NAME.wav`` per input."""
+    import soundfile as sf
+
+    from dmol.wavenet.checkpoint import load_model
+
+    p = argparse.ArgumentParser(
+        prog="dmol vocode",
+        description="Synthesize speech from log-mels (.npy, (frames, n_mels), made with the "
+                    "checkpoint's recipe) or from audio files (analysed with that recipe).")
+    p.add_argument("checkpoint", help="checkpoint file or run folder (its newest checkpoint)")
+    p.add_argument("inputs", nargs="+", metavar="MEL_OR_WAV", help=".npy mels or audio files")
+    p.add_argument("--out", required=True, help="output folder for NAME.wav")
+    p.add_argument("--mode", choices=MODES, default="incremental")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                   help="weight precision (bfloat16: faster, not exact)")
+    p.add_argument("--speaker", type=int, default=None, help="speaker id (multi-speaker models)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    if a.temperature < 0:
+        p.error("--temperature must be >= 0")
+    model, head, recipe, _ = load_model(a.checkpoint)
+    out = Path(a.out)
+    paths = [Path(x) for x in a.inputs]
+    missing = [str(x) for x in paths if not x.is_file()]
+    if missing:
+        print(f"dmol vocode: no such file(s): {', '.join(missing)}", file=sys.stderr)
+        return 2
+    mels = {}
+    try:
+        for path in paths:
+            mels[path] = _load_input(path, recipe)
+    except ValueError as e:
+        print(f"dmol vocode: {e}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    for path, mel in mels.items():
+        audio = vocode(model, head, recipe, mel, mode=a.mode, seed=a.seed,
+                       temperature=a.temperature, progress=not a.no_progress,
+                       backend=a.backend, dtype=a.dtype, speaker=a.speaker)
+        dest = out / f"{path.stem}.wav"
+        sf.write(str(dest), audio, recipe.sample_rate, subtype="PCM_16")
+        print(f"{path} -> {dest} ({len(audio) / recipe.sample_rate:.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(vocode_main())
