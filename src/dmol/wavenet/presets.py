@@ -27,6 +27,7 @@ __all__ = [
     "WaveNetConfig",
     "apply_overrides",
     "get_preset",
+    "presets_table",
 ]
 
 HEADS = ("mol", "gaussian", "mog", "mulaw")
@@ -241,7 +242,7 @@ PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
         ),
         TrainConfig(
             batch_size=4, segment_length=4096, lr=2e-3, lr_schedule="cosine", warmup_steps=50,
-            grad_clip=1.0, ema_decay=0.999, max_steps=3000, log_interval=10, ckpt_interval=250,
+            grad_clip=1.0, ema_decay=0.999, max_steps=1500, log_interval=10, ckpt_interval=250,
             val_interval=250, media_interval=500, val_utterances=4, val_max_seconds=1.0,
         ),
     ),
@@ -291,3 +292,28 @@ def get_preset(
     m, t = PRESETS[name]
     return apply_overrides(dataclasses.replace(m), dataclasses.replace(t), overrides)
 
+
+def presets_table() -> str:
+    """Markdown table of every preset: shape, head, receptive field, parameter count.
+
+    ``docs/wavenet.md`` embeds this output (a test keeps the two in sync).
+    """
+    from dmol.wavenet.model import WaveNet  # lazy: model imports this module
+
+    lines = [
+        "| preset | rate (Hz) | hop | layers / stacks | residual / gate / skip | kernel "
+        "| head | receptive field | parameters |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in PRESETS:
+        m, t = get_preset(name)
+        model = WaveNet(m)
+        rf = model.receptive_field
+        lines.append(
+            f"| `{name}` | {m.sample_rate} | {m.hop_length} "
+            f"({'x'.join(map(str, m.upsample_scales))}) | {m.layers} / {m.stacks} "
+            f"| {m.residual_channels} / {m.gate_channels} / {m.skip_channels} | {m.kernel_size} "
+            f"| {m.head}, {model.head.out_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
+            f"| {model.num_parameters:,} |"
+        )
+    return "\n".join(lines)

@@ -252,6 +252,7 @@ def train(
     seed: int | None = None,
     batch_size: int | None = None,
     device: str | None = None,
+    threads: int | None = None,
     progress: bool = True,
     tensorboard: bool = True,
 ) -> dict[str, Any]:
@@ -268,6 +269,8 @@ def train(
         max_steps, seed, batch_size: shortcuts for the same-named overrides.
         minutes: stop (with a checkpoint) after this much wall-clock training time.
         device: "cpu", "cuda", "cuda:1"...; default: this rank's GPU if there is one.
+        threads: ``torch.set_num_threads`` for this process (None: leave torch's default).
+            On a CPU shared with other work, 1 thread can be several times faster than 2.
 
     Example::
 
@@ -285,6 +288,8 @@ def train(
         if v is not None:
             overrides[k] = v
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
     env, dev = _init_distributed(device)
 
     def log(msg: str) -> None:
@@ -651,7 +656,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--print-config", action="store_true",
                    help="print the configuration and receptive field, then exit")
+    p.add_argument("--list-presets", action="store_true",
+                   help="print a table of the presets (receptive field, parameters), then exit")
     a = p.parse_args(argv)
+    if a.list_presets:
+        from dmol.wavenet.presets import presets_table
+
+        print(presets_table())
+        return 0
     try:
         overrides = _parse_set(a.set)
         for key in ("segment_length", "lr", "head", "max_steps", "seed", "batch_size"):
@@ -662,10 +674,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not a.data_dir or not a.out:
             p.error("DATA_DIR and --out are required (unless --print-config)")
-        if a.threads is not None:
-            torch.set_num_threads(max(1, a.threads))
         train(a.data_dir, a.out, a.preset, overrides=overrides, resume=a.resume,
-              minutes=a.minutes, device=a.device, progress=not a.no_progress,
+              minutes=a.minutes, device=a.device, threads=a.threads, progress=not a.no_progress,
               tensorboard=not a.no_tensorboard)
     except (ValueError, FileNotFoundError, CorruptCheckpointError) as e:
         print(f"dmol train: error: {e}", file=sys.stderr)
