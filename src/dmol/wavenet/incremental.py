@@ -61,7 +61,8 @@ from torch import Tensor
 from dmol.wavenet.heads import MoLHead
 from dmol.wavenet.model import WaveNet
 
-__all__ = ["BACKENDS", "IncrementalState", "IncrementalWaveNet", "MoLNoise", "cpp_available"]
+__all__ = ["BACKENDS", "IncrementalState", "IncrementalWaveNet", "MoLNoise", "cpp_available",
+           "sample_mol"]
 
 BACKENDS = ("torch", "compile", "cpp")
 WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -78,6 +79,19 @@ class MoLNoise:
 
     gumbel: Tensor
     logistic: Tensor
+
+
+def sample_mol(y: Tensor, gumbel: Tensor, logistic: Tensor, log_scale_min: float) -> Tensor:
+    """One draw per row from MoL parameters ``y`` (B, 3M) given :class:`MoLNoise` rows.
+
+    The same draw as :func:`dmol.logistic.sample_discretized_mix_logistic`: the Gumbel-max
+    component, then the logistic inverse CDF at the pre-drawn uniform, clipped to [-1, 1].
+    """
+    M = y.shape[1] // 3
+    idx = (y[:, :M] + gumbel).argmax(-1, keepdim=True)
+    mu = y[:, M:2 * M].gather(1, idx)[:, 0]
+    log_s = y[:, 2 * M:].gather(1, idx)[:, 0].clamp(min=log_scale_min)
+    return (mu + torch.exp(log_s) * logistic).clamp(-1.0, 1.0)
 
 
 @dataclass
@@ -290,12 +304,7 @@ class IncrementalWaveNet:
         y = self._mv(torch.relu(y), self.w_post2, sum_form) + self.b_post2  # (B, C)
         if gumbel is None:
             return x_prev, y, torch.stack(hs)
-        M = self.C // 3
-        idx = (y[:, :M] + gumbel).argmax(-1, keepdim=True)
-        mu = y[:, M:2 * M].gather(1, idx)[:, 0]
-        log_s = y[:, 2 * M:].gather(1, idx)[:, 0].clamp(min=self.log_scale_min)
-        x = (mu + torch.exp(log_s) * logistic).clamp(-1.0, 1.0)
-        return x, y, torch.stack(hs)
+        return sample_mol(y, gumbel, logistic, self.log_scale_min), y, torch.stack(hs)
 
     model_scale = math.sqrt(0.5)
 

@@ -282,7 +282,11 @@ def segment_plan(T: int, segment: int, overlap: int) -> list[tuple[int, int, int
 
 
 def crossfade(pieces: list[Tensor], plan: list[tuple[int, int, int]], T: int) -> Tensor:
-    """Join segment outputs (each ``stop - start`` samples) with equal-power crossfades."""
+    """Join segment outputs (each ``stop - start`` samples) with equal-power crossfades.
+
+    Over ``[start, boundary)`` of segment ``s`` the output is ``cos(pi/2 tau) prev +
+    sin(pi/2 tau) cur`` with ``tau`` rising from 0 to 1, clipped to [-1, 1].
+    """
     out = torch.zeros(T)
     for x, (start, b, stop) in zip(pieces, plan, strict=True):
         out[b:stop] = x[b - start:]
@@ -292,7 +296,8 @@ def crossfade(pieces: list[Tensor], plan: list[tuple[int, int, int]], T: int) ->
             tau = (torch.arange(b - start) + 0.5) / (b - start)
             fade_in, fade_out = torch.sin(0.5 * math.pi * tau), torch.cos(0.5 * math.pi * tau)
             out[start:b] = out[start:b] * fade_out + x[:b - start] * fade_in
-    return out
+    # two segments in phase can add up to sqrt(2) times their level: audio stays in [-1, 1]
+    return out.clamp_(-1.0, 1.0)
 
 
 def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,

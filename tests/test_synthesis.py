@@ -1,0 +1,372 @@
+"""Fast WaveNet synthesis: the incremental engine reproduces the network, seeds reproduce audio,
+streaming equals offline, folded joins are seamless. Tiny models, random or hand-set weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dmol.audio.features import recipe_for
+from dmol.logistic import DiscretizedLogisticMixture, mixture_nll_reference
+from dmol.wavenet.incremental import IncrementalWaveNet, cpp_available, sample_mol
+from dmol.wavenet.model import WaveNet
+from dmol.wavenet.presets import get_preset
+from dmol.wavenet.synthesis import (
+    Conditioner,
+    StreamingVocoder,
+    crossfade,
+    make_engine,
+    segment_plan,
+    synthesize_folded,
+    synthesize_incremental,
+    vocode,
+    vocode_main,
+)
+
+HAVE_CPP = cpp_available()
+needs_cpp = pytest.mark.skipif(not HAVE_CPP, reason="no C++ compiler for the 'cpp' backend")
+BACKENDS = ["torch", pytest.param("cpp", marks=needs_cpp)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny ops: extra OpenMP threads only add overhead (and stall on a busy 2-core machine)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_model(seed: int = 0, **overrides) -> WaveNet:
+    """The tiny preset with every parameter perturbed (non-zero biases test the folding)."""
+    torch.manual_seed(seed)
+    cfg, _ = get_preset("tiny", overrides)
+    model = WaveNet(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def random_mel(frames: int, n_mels: int = 20, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((frames, n_mels)) - 4.0).astype(np.float32)
+
+
+# ---- the engine reproduces model.forward --------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("amortize", [True, False])
+@pytest.mark.parametrize("speakers", [0, 3])
+def test_teacher_forced_matches_forward(backend, amortize, speakers):
+    """Fed the true previous samples, every step's output equals the parallel forward pass."""
+    over = {"gin_channels": 4, "n_speakers": speakers} if speakers else {}
+    model = tiny_model(1, **over)
+    B, F_ = 2, 9
+    hop = model.hop_length
+    mel = torch.from_numpy(np.stack([random_mel(F_, seed=s) for s in range(B)])).transpose(1, 2)
+    x = torch.rand(B, F_ * hop, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8
+    spk = torch.tensor([2, 0]) if speakers else None
+    with torch.no_grad():
+        ref = model(x, mel, spk)
+        c = model.upsample(mel)
+    e = IncrementalWaveNet(model, backend=backend, amortize=amortize)
+    state = e.new_state(B, speaker=spk)
+    parts = []
+    for a, b in [(0, 1), (1, 70), (70, 71), (71, 200), (200, F_ * hop)]:  # uneven chunks
+        base = e.project(c[..., a:b], state)
+        _, p = e.run(state, base, teacher=x[:, a:b], return_params=True)
+        parts.append(p)
+    got = torch.cat(parts, dim=-1)
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max().item() < 1e-4
+
+
+def test_sum_form_step_matches_forward():
+    """The step as ``backend="compile"`` traces it (batch-1 products as product + sum)."""
+    model = tiny_model(3)
+    mel = torch.from_numpy(random_mel(4)).T[None]
+    x = torch.rand(1, 4 * model.hop_length, generator=torch.Generator().manual_seed(0)) - 0.5
+    with torch.no_grad():
+        ref, c = model(x, mel), model.upsample(mel)
+    e = IncrementalWaveNet(model)
+    e._get_step = lambda batch: (lambda *a: e._step(*a, sum_form=True))
+    _, got = e.run(e.new_state(1), e.project(c), teacher=x, return_params=True)
+    assert (got - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bfloat16_weights_close(backend):
+    """bfloat16 weights (state and sums in float32): within 2e-2 of the float32 network."""
+    model = tiny_model(4)
+    mel = torch.from_numpy(random_mel(6)).T[None]
+    x = torch.rand(1, 6 * model.hop_length, generator=torch.Generator().manual_seed(1)) - 0.5
+    with torch.no_grad():
+        ref, c = model(x, mel), model.upsample(mel)
+    e = IncrementalWaveNet(model, backend=backend, dtype=torch.bfloat16)
+    _, got = e.run(e.new_state(1), e.project(c), teacher=x, return_params=True)
+    err = (got - ref).abs().max().item()
+    assert 0 < err < 2e-2  # not exact (else the weights were not rounded), but close
+
+
+def test_baseline_matches_forward():
+    """The benchmark's baseline loop computes the same network (so the timing is fair)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "baseline_synth.py"
+    spec = importlib.util.spec_from_file_location("baseline_synth", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = tiny_model(5)
+    mel = torch.from_numpy(random_mel(3)).T[None]
+    x = torch.rand(1, 3 * model.hop_length, generator=torch.Generator().manual_seed(3)) - 0.5
+    with torch.no_grad():
+        ref = model(x, mel)
+    _, got = mod.BaselineIncremental(model).generate(mel, teacher=x)
+    assert (got - ref).abs().max().item() < 1e-4
+
+
+# ---- sampling ------------------------------------------------------------------------------
+def test_fused_sampler_draws_the_mixture():
+    """Kolmogorov-Smirnov: samples of the fused step sampler follow the discretized mixture."""
+    torch.manual_seed(0)
+    M, N = 4, 20000
+    y = torch.cat([torch.randn(M), torch.rand(M) * 1.6 - 0.8, torch.rand(M) * 2 - 5])[None]
+    model = tiny_model()
+    e = IncrementalWaveNet(model)
+    noise = e.draw_noise(N, 1, generator=torch.Generator().manual_seed(1))
+    x = sample_mol(y.expand(N, -1), noise.gumbel[:, 0], noise.logistic[:, 0], -16.0)
+    dist = DiscretizedLogisticMixture(y[0, :M], y[0, M:2 * M], y[0, 2 * M:], num_classes=65536)
+    xs = x.sort().values
+    cdf = dist.cdf(xs.double().clamp(-1, 1)).double()
+    ecdf = torch.arange(1, N + 1, dtype=torch.float64) / N
+    ks = (cdf - ecdf).abs().max().item()
+    assert ks < 1.63 / math.sqrt(N)  # the 1% critical value
+    # temperature 0: always the most probable component
+    noise0 = e.draw_noise(100, 1, generator=torch.Generator().manual_seed(2), temperature=0.0)
+    y0 = y.clone()
+    y0[0, 2 * M:] = -12.0  # narrow components: a sample sits on its component's mean
+    x0 = sample_mol(y0.expand(100, -1), noise0.gumbel[:, 0], noise0.logistic[:, 0], -16.0)
+    best = y[0, :M].argmax()
+    assert torch.allclose(x0, y0[0, M + best].expand(100), atol=1e-3)
+
+
+@needs_cpp
+def test_cpp_and_torch_draw_the_same_samples():
+    model = tiny_model(6)
+    mel = random_mel(5)
+    a = synthesize_incremental(model, mel, seed=3, backend="torch")
+    b = synthesize_incremental(model, mel, seed=3, backend="cpp")
+    assert np.abs(a - b).max() < 1e-4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_audio(backend):
+    model = tiny_model(7)
+    mel = random_mel(6)
+    a = synthesize_incremental(model, mel, seed=11, backend=backend)
+    b = synthesize_incremental(model, mel, seed=11, backend=backend)
+    c = synthesize_incremental(model, mel, seed=12, backend=backend)
+    assert a.shape == (6 * model.hop_length,) and a.dtype == np.float32
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert np.abs(a).max() <= 1.0
+    f1 = synthesize_folded(model, mel, seed=5, segment_seconds=0.01, overlap_seconds=0.002)
+    f2 = synthesize_folded(model, mel, seed=5, segment_seconds=0.01, overlap_seconds=0.002)
+    assert f1.shape == a.shape and np.array_equal(f1, f2)
+
+
+# ---- conditioning and streaming ---------------------------------------------------------
+@pytest.mark.parametrize("preset", ["tiny", "r9y9-ljspeech-mol"])
+def test_conditioner_windows_are_exact(preset):
+    """Frame-by-frame conditioning equals the whole-utterance upsampling, and the lookahead /
+    lookback are tight: frame f changes with frame f + lookahead, not with f + lookahead + 1."""
+    cfg, _ = get_preset(preset)
+    torch.manual_seed(0)
+    model = WaveNet(cfg).eval()
+    with torch.no_grad():
+        for p in model.upsample_net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cond, hop, F_ = Conditioner(model), model.hop_length, 24
+    mel = torch.from_numpy(random_mel(F_, cfg.n_mels)).T[None]
+    with torch.no_grad():
+        full = model.upsample(mel)
+    per_frame = torch.cat([cond.frames(mel, f, f + 1, F_) for f in range(F_)], dim=-1)
+    assert (per_frame - full).abs().max().item() < 1e-5
+    if preset == "r9y9-ljspeech-mol":
+        assert cond.lookahead == 4  # cin_pad 2 + 2 from the four 4x stretch convolutions
+    f = 12
+
+    def moved(df: int) -> float:
+        m2 = mel.clone()
+        m2[..., f + df] += 1.0
+        with torch.no_grad():
+            return (model.upsample(m2) - full)[..., f * hop:(f + 1) * hop].abs().max().item()
+
+    assert moved(cond.lookahead) > 1e-4 and moved(cond.lookahead + 1) == 0.0
+    assert moved(-cond.lookback) > 1e-4 and moved(-cond.lookback - 1) == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_streaming_equals_offline(backend):
+    model = tiny_model(8)
+    mel, hop = random_mel(30), model.hop_length
+    offline = synthesize_incremental(model, mel, seed=4, backend=backend)
+    stream = StreamingVocoder(model, seed=4, backend=backend)
+    la = stream.lookahead
+    assert stream.latency_samples == la * hop
+    got, received = [], 0
+    for n in (0, 2, 1, 5, 0, 13, 9):
+        out = stream.push(mel[received:received + n])
+        received += n
+        got.append(out)
+        # everything whose lookahead has arrived, nothing more
+        assert sum(map(len, got)) == max(0, received - la) * hop
+    got.append(stream.flush())
+    assert np.array_equal(np.concatenate(got), offline)
+    with pytest.raises(RuntimeError):
+        stream.push(mel[:1])
+
+
+def test_streaming_checks_frames():
+    model = tiny_model()
+    stream = StreamingVocoder(model, recipe=recipe_for("tiny"), backend="torch")
+    with pytest.raises(ValueError, match="transposed"):
+        stream.push(random_mel(30).T)
+    with pytest.raises(ValueError, match="NaN"):
+        stream.push(np.full((2, 20), np.nan, np.float32))
+    with pytest.raises(ValueError, match="normalization"):
+        stream.push(np.full((2, 20), 40.0, np.float32))
+
+
+# ---- folded synthesis ----------------------------------------------------------------------
+def ar2_model(f0: float = 150.0, r: float = 0.995, scale: float = 1e-3) -> WaveNet:
+    """A tiny WaveNet set by hand to x[t] = a1 x[t-1] + a2 x[t-2] + logistic noise: a
+    narrow-band resonance at f0 whose samples change smoothly (so seams would show)."""
+    cfg, _ = get_preset("tiny")
+    model = WaveNet(cfg).eval()
+    a1, a2 = 2 * r * math.cos(2 * math.pi * f0 / cfg.sample_rate), -r * r
+    eps, shift, M, H = 1e-3, 5.0, cfg.n_mixtures, cfg.gate_channels // 2
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.first.weight[0, 0, 0] = 1.0  # channel 0 carries x[t-1]
+        conv = model.layers[0].conv  # dilation 1: taps on x[t-1] (j = 2) and x[t-2] (j = 1)
+        conv.weight[0, 0, 2], conv.weight[0, 0, 1] = eps * a1, eps * a2
+        conv.bias[H] = 20.0  # sigmoid gate fully open; tanh(eps v) ~ eps v
+        skip = model.layers[0].skip
+        skip.weight[0, 0, 0], skip.bias[0] = 1 / eps, shift  # shift keeps the ReLUs linear
+        model.post[1].weight[0, 0, 0] = math.sqrt(cfg.layers)
+        model.post[3].weight[M:2 * M, 0, 0], model.post[3].bias[M:2 * M] = 1.0, -shift
+        model.post[3].bias[2 * M:] = math.log(scale)
+    return model
+
+
+def test_folded_is_seamless_and_as_likely_as_sequential():
+    """No jump and no unlikely sample where segments join; same NLL per sample as sequential.
+
+    Tolerance: mean NLL within 0.05 nats/sample of the sequential output's (two sequential
+    draws of this length differ by about 0.01). A hard cut at the same boundaries, the
+    negative control, jumps 10x more than anywhere else.
+    """
+    model = ar2_model()
+    F_, hop, sr = 125, model.hop_length, model.cfg.sample_rate
+    T, segment, overlap = F_ * hop, 2000, 800
+    mel = np.zeros((F_, model.cfg.n_mels), np.float32)
+    e = make_engine(model)  # the C++ kernel where there is a compiler: this is 8000 steps
+    seq = synthesize_incremental(model, mel, seed=0, engine=e)
+    fold = synthesize_folded(model, mel, seed=0, segment_seconds=segment / sr,
+                             overlap_seconds=overlap / sr)
+    plan = segment_plan(T, segment, overlap)
+    assert len(plan) == 4 and fold.shape == seq.shape
+    assert 0.2 < np.abs(fold).max() < 1.0  # a real signal, not clipped
+
+    near = np.zeros(T - 1, bool)  # the jumps x[t+1] - x[t] touching a crossfade's start or end
+    for start, b, _ in plan[1:]:
+        for edge in (start, b):
+            near[edge - 8:edge + 8] = True
+    jump = np.abs(np.diff(fold))
+    assert jump[near].max() <= jump[~near].max()
+
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack([seq, fold]))
+        y = model(x, torch.zeros(2, model.cfg.n_mels, F_)).transpose(1, 2)  # (B, T, 3M)
+        nll = mixture_nll_reference(*y.chunk(3, dim=-1), x, 65536, -16.0)  # (B, T) nats
+    assert abs(nll[1].mean().item() - nll[0].mean().item()) < 0.05
+    at = np.concatenate([[False], near])
+    assert nll[1][at].max() <= nll[1][~at].max()
+
+    # negative control: the same segments, cut instead of crossfaded
+    pieces = [torch.from_numpy(synthesize_incremental(model, mel, seed=i, engine=e)[b:stop])
+              for i, (_, b, stop) in enumerate(plan)]
+    cut = crossfade(pieces, [(b, b, stop) for _, b, stop in plan], T).numpy()
+    cut_jump = np.abs(np.diff(cut))
+    assert cut_jump[near].max() > 3 * cut_jump[~near].max()
+
+
+def test_segment_plan_and_crossfade():
+    plan = segment_plan(1000, 300, 50)
+    assert plan == [(0, 0, 300), (250, 300, 600), (550, 600, 900), (850, 900, 1000)]
+    with pytest.raises(ValueError, match="overlap"):
+        segment_plan(1000, 100, 100)
+    # equal-power: crossfading a constant with itself rises to sqrt(2), never dips
+    pieces = [torch.full((stop - start,), 0.5) for start, _, stop in plan]
+    out = crossfade(pieces, plan, 1000).numpy()
+    assert out.min() >= 0.5 - 1e-6 and out.max() <= 0.5 * math.sqrt(2) + 1e-6
+    assert np.allclose(out[:250], 0.5) and np.allclose(out[300:550], 0.5)
+
+
+# ---- vocode() and the command line --------------------------------------------------------------
+def test_vocode_checks_its_inputs():
+    model = tiny_model()
+    recipe = recipe_for("tiny")
+    mel = random_mel(5)
+    assert vocode(model, model.head, recipe, mel, progress=False, backend="torch").shape == (320,)
+    with pytest.raises(ValueError, match="mode"):
+        vocode(model, model.head, recipe, mel, mode="fast", progress=False)
+    with pytest.raises(ValueError, match="n_mels"):
+        vocode(model, model.head, recipe, random_mel(5, 21), progress=False)
+    with pytest.raises(ValueError, match="transposed"):
+        vocode(model, model.head, recipe, random_mel(5).T.copy(), progress=False)
+    with pytest.raises(ValueError, match="normalization"):
+        vocode(model, model.head, recipe, mel + 50.0, progress=False)
+    with pytest.raises(ValueError, match="head"):
+        from dmol.wavenet.heads import make_head
+
+        vocode(model, make_head("mol", n_mixtures=3), recipe, mel, progress=False)
+    with pytest.raises(ValueError, match="hop_length"):
+        vocode(model, model.head, recipe_for("small-16k"), random_mel(5, 80), progress=False)
+    with pytest.raises(TypeError, match="folded"):
+        vocode(model, model.head, recipe, mel, progress=False, segment_seconds=0.1)
+
+
+def test_vocode_command_line(tmp_path, capsys):
+    import soundfile as sf
+
+    from dmol.wavenet.checkpoint import save_checkpoint
+
+    model, recipe = tiny_model(9), recipe_for("tiny")
+    cfg, tc = get_preset("tiny")
+    run = tmp_path / "run"
+    save_checkpoint(run, 5, {
+        "format": "dmol-wavenet-1", "step": 5, "preset": "tiny",
+        "model_config": model.cfg.to_dict(), "train_config": tc.to_dict(),
+        "recipe": recipe.to_dict(), "model": model.state_dict(), "ema": model.state_dict()})
+    np.save(tmp_path / "a.npy", random_mel(4))
+    t = np.arange(8 * recipe.hop_length) / recipe.sample_rate
+    sf.write(tmp_path / "b.wav", 0.3 * np.sin(2 * np.pi * 220 * t), recipe.sample_rate)
+    out = tmp_path / "out"
+    rc = vocode_main([str(run), str(tmp_path / "a.npy"), str(tmp_path / "b.wav"), "--out",
+                      str(out), "--no-progress", "--backend", "torch", "--seed", "1"])
+    assert rc == 0
+    a, sr = sf.read(out / "a.wav")
+    assert sr == recipe.sample_rate and len(a) == 4 * recipe.hop_length
+    assert len(sf.read(out / "b.wav")[0]) == 8 * recipe.hop_length
+    # a mel made with another recipe: a clear error naming the file, nothing written
+    np.save(tmp_path / "bad.npy", random_mel(4, 80))
+    rc = vocode_main([str(run), str(tmp_path / "bad.npy"), "--out", str(tmp_path / "o2"),
+                      "--no-progress"])
+    assert rc == 2 and "bad.npy" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
