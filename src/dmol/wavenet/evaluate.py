@@ -52,7 +52,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the trainer's validation pass already compiled this
 def teacher_forced_bits(model, head, audio: np.ndarray, mel: np.ndarray) -> float:
     """Mean NLL of ``audio`` (T,) given its ``mel`` (frames, n_mels), in bits per sample.
 
