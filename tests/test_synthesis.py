@@ -162,6 +162,24 @@ def test_cpp_and_torch_draw_the_same_samples():
     assert np.abs(a - b).max() < 1e-4
 
 
+@needs_cpp
+def test_cpp_threads_give_the_same_numbers():
+    """Threads split the columns of each product; every column is summed in the same order."""
+    model = tiny_model(10)
+    mel = random_mel(5)
+    one = synthesize_incremental(model, mel, seed=2, backend="cpp", threads=1)
+    two = synthesize_incremental(model, mel, seed=2, backend="cpp", threads=2)
+    assert np.array_equal(one, two)
+    x = torch.from_numpy(one)[None]
+    with torch.no_grad():
+        c = model.upsample(torch.from_numpy(mel).T[None])
+    outs = []
+    for th in (1, 3):
+        e = IncrementalWaveNet(model, backend="cpp", threads=th, amortize=False)
+        outs.append(e.run(e.new_state(1), e.project(c), teacher=x, return_params=True)[1])
+    assert torch.equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_same_seed_same_audio(backend):
     model = tiny_model(7)

@@ -17,8 +17,8 @@ that one time step costs a handful of matrix products and no allocation of state
 * **Folded constants.** ``first``'s and every ``out``'s bias become a known offset of the
   residual stream, moved into the conv biases (the ring starts at minus that offset, so the
   zero padding of the real network is reproduced exactly). ``sqrt(0.5)`` and ``sqrt(1/L)``
-  go into the weights, the sigmoid half of the gate is computed as ``(1 + tanh(b/2)) / 2``
-  so one ``tanh`` covers the whole gate, and the ``skip`` 1x1s of all layers are one matrix
+  go into the weights, the tanh half of the gate is computed as ``2 sigmoid(2a) - 1`` so one
+  ``sigmoid`` covers the whole gate, and the ``skip`` 1x1s of all layers are one matrix
   product per step over the stacked gate outputs.
 * **Conditioning up front.** Each layer's ``cond`` (and speaker) projection plus biases is one
   matrix product per chunk of steps, ``(T, cin) @ (cin, L G)``.
@@ -124,11 +124,13 @@ class IncrementalWaveNet:
         matvec: how batch-1 products are computed when compiled: ``"auto"`` (elementwise
             product + sum, which Inductor turns into one loop, for batch 1; ``torch.mm``
             otherwise), ``"mm"`` or ``"sum"``.
+        threads: CPU threads of the "cpp" kernel (each computes a share of every product's
+            columns; more than one pays off on otherwise idle cores).
     """
 
     def __init__(self, model: WaveNet, *, backend: str = "torch",
                  dtype: torch.dtype = torch.float32, amortize: bool = True,
-                 matvec: str = "auto") -> None:
+                 matvec: str = "auto", threads: int = 1) -> None:
         if not isinstance(model, WaveNet):
             raise TypeError(f"IncrementalWaveNet expects a WaveNet, got {type(model).__name__}")
         if backend not in BACKENDS:
@@ -137,6 +139,9 @@ class IncrementalWaveNet:
             raise ValueError(f"dtype must be one of {WEIGHT_DTYPES}, got {dtype}")
         if matvec not in ("auto", "mm", "sum"):
             raise ValueError(f"matvec must be 'auto', 'mm' or 'sum', got {matvec!r}")
+        if isinstance(threads, bool) or int(threads) != threads or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = int(threads)
         cfg = model.cfg
         self.model, self.cfg, self.head = model, cfg, model.head
         self.backend, self.compile = backend, backend == "compile"
@@ -166,8 +171,9 @@ class IncrementalWaveNet:
         f64 = torch.float64
         L, R, G, H, k = self.L, self.R, self.G, self.H, self.k
         c = math.sqrt(0.5)
-        # the sigmoid half is evaluated as (1 + tanh(b / 2)) / 2: halve its pre-activation
-        gate_scale = torch.cat([torch.ones(H, dtype=f64), torch.full((H,), 0.5, dtype=f64)])
+        # tanh(a) = 2 sigmoid(2a) - 1: double the tanh half's pre-activation, so one sigmoid
+        # covers the gate; the step computes u / 2 = (sigmoid(2a) - 1/2) sigmoid(b)
+        gate_scale = torch.cat([torch.full((H,), 2.0, dtype=f64), torch.ones(H, dtype=f64)])
         w_first = model.first.weight.detach().to(f64).reshape(R)
         offset = model.first.bias.detach().to(f64).clone()  # e_0: h_0 - (w_first x)
         offsets, taps, biases, conds, gconds, outs, skips = [], [], [], [], [], [], []
@@ -183,11 +189,11 @@ class IncrementalWaveNet:
                 gconds.append(layer.gcond.weight.detach().to(f64)[:, :, 0] * gate_scale[:, None])
             if layer.out is not None:  # the last layer may have none: its h feeds nothing
                 wo = layer.out.weight.detach().to(f64)[:, :, 0]
-                # the gate output is computed as 2u: halve the 1x1s that read it
-                outs.append(wo * (0.5 * c))  # h_{i+1} = c h_i + c (W u + b)
+                # the gate output is computed as u / 2: double the 1x1s that read it
+                outs.append(wo * (2.0 * c))  # h_{i+1} = c h_i + c (W u + b)
                 offset = c * (offset + layer.out.bias.detach().to(f64))
             ws, bs = layer.skip.weight.detach().to(f64)[:, :, 0], layer.skip.bias.detach().to(f64)
-            skips.append(ws * (0.5 * math.sqrt(1.0 / L)))
+            skips.append(ws * (2.0 * math.sqrt(1.0 / L)))
             skip_bias += bs * math.sqrt(1.0 / L)
         dev, wd = self.device, self.dtype
 
@@ -244,8 +250,12 @@ class IncrementalWaveNet:
         bias = self.b_cond.expand(B, -1)
         if state is not None and state.speaker is not None:
             bias = bias + state.speaker[:, :, 0] @ self.w_gcond
-        base = c.permute(2, 0, 1).float().reshape(T * B, cin) @ self.w_cond
-        return (base.view(T, B, -1) + bias).view(T, B, self.L, self.G)
+        if B == 1:  # one pass: the bias is added by the product
+            base = torch.addmm(bias, c[0].T.float(), self.w_cond)
+        else:
+            base = (c.permute(2, 0, 1).float().reshape(T * B, cin) @ self.w_cond).view(T, B, -1)
+            base += bias
+        return base.view(T, B, self.L, self.G)
 
     def draw_noise(self, steps: int, batch: int, *, generator: torch.Generator | None = None,
                    temperature: float = 1.0) -> MoLNoise:
@@ -294,8 +304,8 @@ class IncrementalWaveNet:
                 taps = torch.cat([past[n].transpose(0, 1).reshape(B, (k - 1) * R), h], dim=1)
                 z = base[:, i] + self._mv(taps, self.w_taps[i], sum_form)
                 n += 1
-            z = torch.tanh(z)
-            u = z[:, :H] * (1.0 + z[:, H:])  # 2 tanh(a) sigmoid(b), see _fold
+            z = torch.sigmoid(z)
+            u = (z[:, :H] - 0.5) * z[:, H:]  # tanh(a) sigmoid(b) / 2, see _fold
             us.append(u)
             if i + 1 < self.L:
                 h = self.model_scale * h + self._mv(u, self.w_out[i], sum_form)
@@ -417,16 +427,19 @@ class IncrementalWaveNet:
 
 # ---- the C++ kernel ------------------------------------------------------------------------
 KERNEL_SOURCE = r"""
-// dmol WaveNet step kernel: T steps of B streams on one CPU thread (see incremental.py).
+// dmol WaveNet step kernel: T steps of B streams on nt CPU threads (see incremental.py).
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <vector>
 #if defined(__AVX512F__) && defined(__GLIBC__) && \
     (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
 #include <immintrin.h>
-extern "C" __m512 _ZGVeN16v_tanhf(__m512);  // glibc libmvec, 16 lanes
-#define DMOL_VTANH 1
+extern "C" __m512 _ZGVeN16v_expf(__m512);  // glibc libmvec, 16 lanes
+#define DMOL_VEXP 1
 #endif
 
 struct Net {
@@ -434,14 +447,14 @@ struct Net {
     const int64_t* dil;
     const int64_t* blocked;
     const float* w_first;
-    const void* const* w_main;  // per layer: (k R, G) or, blocked, (R, G)
+    const void* const* w_main;   // per layer: (k R, G) or, blocked, (R, G)
     const float* const* w_past;  // per layer: (k - 1, R, G) float32 (used once per d steps)
-    const void* const* w_out;   // per layer but the last: (H, R)
-    const void* w_skip;         // (L H, S)
+    const void* const* w_out;    // per layer but the last: (H, R)
+    const void* w_skip;          // (L H, S)
     const float* b_skip;
-    const void* w_post1;        // (S, S)
+    const void* w_post1;         // (S, S)
     const float* b_post1;
-    const void* w_post2;        // (S, C)
+    const void* w_post2;         // (S, C)
     const float* b_post2;
     float log_scale_min;
 };
@@ -454,12 +467,12 @@ static inline float wload(const uint16_t* w, int64_t i) {
     return f;
 }
 
-// Y[m, :N] += X[m, :K] @ W (K, N) for m < rows. One row (the batch-1 hot path) streams each
-// weight row once at memory speed; many rows (past-tap blocks, batches) take KU rows of W at a
-// time, so each load and store of Y is shared by KU multiply-adds.
+// Y[m, :n] += X[m, :K] @ W[:K, :n] for m < rows (W rows ldw apart). One row (the batch-1 hot
+// path) streams each weight row once at memory speed; many rows (past-tap blocks, batches)
+// take KU rows of W at a time, so each load and store of Y is shared by KU multiply-adds.
 template <typename W>
-static void gemm_acc(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t K,
-                     int64_t N, float* Y, int64_t ldy) {
+static void gemm_acc(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t ldw,
+                     int64_t K, int64_t n, float* Y, int64_t ldy) {
     constexpr int64_t KU = 8;
     int64_t kk = 0;
     if (rows >= KU)
@@ -467,124 +480,199 @@ static void gemm_acc(const float* X, int64_t ldx, int64_t rows, const W* w, int6
             for (int64_t m = 0; m < rows; ++m) {
                 float xv[KU];
                 for (int64_t u = 0; u < KU; ++u) xv[u] = X[m * ldx + kk + u];
-                const W* __restrict__ wr = w + kk * N;
+                const W* __restrict__ wr = w + kk * ldw;
                 float* __restrict__ y = Y + m * ldy;
 #pragma omp simd
-                for (int64_t n = 0; n < N; ++n) {
-                    float a = y[n];
-                    for (int64_t u = 0; u < KU; ++u) a += xv[u] * wload(wr + u * N, n);
-                    y[n] = a;
+                for (int64_t q = 0; q < n; ++q) {
+                    float a = y[q];
+                    for (int64_t u = 0; u < KU; ++u) a += xv[u] * wload(wr + u * ldw, q);
+                    y[q] = a;
                 }
             }
     for (; kk < K; ++kk) {
-        const W* __restrict__ wr = w + kk * N;
+        const W* __restrict__ wr = w + kk * ldw;
         for (int64_t m = 0; m < rows; ++m) {
             const float xv = X[m * ldx + kk];
             float* __restrict__ y = Y + m * ldy;
 #pragma omp simd
-            for (int64_t n = 0; n < N; ++n) y[n] += xv * wload(wr, n);
+            for (int64_t q = 0; q < n; ++q) y[q] += xv * wload(wr, q);
         }
     }
 }
 
-static void tanh_inplace(float* z, int64_t n) {
+// z = 1 / (1 + exp(-z)), vectorized where glibc has a vector exp
+static void sigmoid_inplace(float* z, int64_t n) {
     int64_t i = 0;
-#ifdef DMOL_VTANH
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(z + i, _ZGVeN16v_tanhf(_mm512_loadu_ps(z + i)));
+#ifdef DMOL_VEXP
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(z + i));
+        _mm512_storeu_ps(z + i, _mm512_div_ps(one, _mm512_add_ps(one, _ZGVeN16v_expf(v))));
+    }
 #endif
-    for (; i < n; ++i) z[i] = std::tanh(z[i]);
+    for (; i < n; ++i) z[i] = 1.0f / (1.0f + std::exp(-z[i]));
 }
 
 static inline int64_t mod(int64_t a, int64_t p) { return ((a % p) + p) % p; }
 
+// all threads wait here until every one has arrived; spins briefly, then yields the core
+// (on a busy machine a spinning thread would steal the time of the one it waits for)
+struct Barrier {
+    std::atomic<int64_t> count{0}, gen{0};
+    int64_t n = 1;
+    void wait() {
+        if (n == 1) return;
+        const int64_t g = gen.load(std::memory_order_acquire);
+        if (count.fetch_add(1, std::memory_order_acq_rel) == n - 1) {
+            count.store(0, std::memory_order_relaxed);
+            gen.fetch_add(1, std::memory_order_release);
+            return;
+        }
+        for (int spins = 0; gen.load(std::memory_order_acquire) == g; ++spins)
+            if (spins > 4000) std::this_thread::yield();
+    }
+};
+
+// thread tid's share [a, b) of n columns, in whole 16-float vectors where possible
+static inline void share(int64_t n, int64_t tid, int64_t nt, int64_t& a, int64_t& b) {
+    const int64_t v = (n + 15) / 16;
+    a = std::min(n, v * tid / nt * 16);
+    b = std::min(n, v * (tid + 1) / nt * 16);
+}
+
+struct Job {
+    const Net* n;
+    int64_t B, T, t0, nt;
+    float *ring, *x, *base;
+    const float *gumbel, *logistic, *teacher;
+    float *out, *params;
+    std::vector<float> h, z, u, s, y1, y;
+    Barrier bar;
+};
+
+// Each thread computes its own columns of every product (gate columns in matching tanh and
+// sigmoid halves, so the gate needs no exchange); a barrier follows every product whose full
+// result the next one reads.
 template <typename W>
-static void run(const Net& n, int64_t B, int64_t T, int64_t t0, float* ring, float* x,
-                float* base, const float* gumbel, const float* logistic, const float* teacher,
-                float* out, float* params) {
+static void work(Job& j, int64_t tid) {
+    const Net& n = *j.n;
     const int64_t L = n.L, R = n.R, G = n.G, H = n.H, S = n.S, C = n.C, M = n.M, k = n.k;
-    const int64_t P = n.P, LH = L * H;
+    const int64_t P = n.P, LH = L * H, B = j.B, T = j.T;
     const float c = std::sqrt(0.5f);
-    std::vector<float> h(B * R), z(B * G), u(B * LH), s(B * S), y1(B * S), y(B * C);
-    auto ring_row = [&](int64_t i, int64_t slot) { return ring + ((i * P + slot) * B) * R; };
+    int64_t ga, gb, ra, rb, sa, sb;
+    share(H, tid, j.nt, ga, gb);  // gate columns [ga, gb) and [H + ga, H + gb)
+    share(R, tid, j.nt, ra, rb);
+    share(S, tid, j.nt, sa, sb);
+    const int64_t halves[2] = {ga, H + ga}, width = gb - ga;
+    float *h = j.h.data(), *z = j.z.data(), *u = j.u.data(), *s = j.s.data();
+    float *y1 = j.y1.data(), *y = j.y.data();
+    auto ring_row = [&](int64_t i, int64_t slot) { return j.ring + ((i * P + slot) * B) * R; };
     for (int64_t r = 0; r < T; ++r) {
-        const int64_t t = t0 + r, slot = t % P;
-        float* bt = base + r * B * L * G;
+        const int64_t t = j.t0 + r, slot = t % P;
+        float* bt = j.base + r * B * L * G;
         // past taps of blocked layers for the next steps up to a multiple of d (or chunk end)
         for (int64_t i = 0; i < L; ++i) {
             const int64_t d = n.dil[i];
             if (!n.blocked[i] || (t % d && r)) continue;
             const int64_t m = std::min(d - t % d, T - r);
-            const float* wp = n.w_past[i];
-            for (int64_t j = 0; j < k - 1; ++j)
-                gemm_acc(ring_row(i, mod(t - (k - 1 - j) * d, P)), R, m * B, wp + j * R * G, R,
-                         G, bt + i * G, L * G);
+            for (int64_t tap = 0; tap < k - 1; ++tap)
+                for (int64_t o : halves)
+                    gemm_acc(ring_row(i, mod(t - (k - 1 - tap) * d, P)), R, m * B,
+                             n.w_past[i] + tap * R * G + o, G, R, width, bt + i * G + o, L * G);
         }
         for (int64_t b = 0; b < B; ++b)
-            for (int64_t q = 0; q < R; ++q) h[b * R + q] = x[b] * n.w_first[q];
+            for (int64_t q = ra; q < rb; ++q) h[b * R + q] = j.x[b] * n.w_first[q];
+        j.bar.wait();  // h complete
         for (int64_t i = 0; i < L; ++i) {
             const int64_t d = n.dil[i];
-            std::memcpy(ring_row(i, slot), h.data(), sizeof(float) * B * R);
             for (int64_t b = 0; b < B; ++b)
-                std::memcpy(&z[b * G], bt + (b * L + i) * G, sizeof(float) * G);
+                std::memcpy(ring_row(i, slot) + b * R + ra, h + b * R + ra,
+                            sizeof(float) * (rb - ra));
             const W* wm = static_cast<const W*>(n.w_main[i]);
-            if (!n.blocked[i]) {  // rows h(t-(k-1)d) .. h(t-d) from the ring, then h(t)
-                for (int64_t j = 0; j < k - 1; ++j)
-                    gemm_acc(ring_row(i, mod(t - (k - 1 - j) * d, P)), R, B, wm + j * R * G, R,
-                             G, z.data(), G);
-                wm += (k - 1) * R * G;
+            for (int64_t o : halves) {
+                for (int64_t b = 0; b < B; ++b)
+                    std::memcpy(z + b * G + o, bt + (b * L + i) * G + o, sizeof(float) * width);
+                const W* w = wm;
+                if (!n.blocked[i]) {  // rows h(t-(k-1)d) .. h(t-d) from the ring, then h(t)
+                    for (int64_t tap = 0; tap < k - 1; ++tap, w += R * G)
+                        gemm_acc(ring_row(i, mod(t - (k - 1 - tap) * d, P)), R, B, w + o, G, R,
+                                 width, z + o, G);
+                }
+                gemm_acc(h, R, B, w + o, G, R, width, z + o, G);
             }
-            gemm_acc(h.data(), R, B, wm, R, G, z.data(), G);
-            tanh_inplace(z.data(), B * G);
-            for (int64_t b = 0; b < B; ++b) {  // 2 tanh(a) sigmoid(b) = tanh(a) (1 + tanh(b/2))
-                const float* zb = &z[b * G];
-                float* ub = &u[b * LH + i * H];
+            for (int64_t b = 0; b < B; ++b) {  // tanh(a) sigmoid(b) / 2 = (s(2a) - 1/2) s(b)
+                float* zb = z + b * G;
+                sigmoid_inplace(zb + ga, width);
+                sigmoid_inplace(zb + H + ga, width);
+                float* ub = u + b * LH + i * H;
 #pragma omp simd
-                for (int64_t q = 0; q < H; ++q) ub[q] = zb[q] * (1.0f + zb[H + q]);
+                for (int64_t q = ga; q < gb; ++q) ub[q] = (zb[q] - 0.5f) * zb[H + q];
             }
+            j.bar.wait();  // u_i complete; everyone is done reading h
             if (i + 1 < L) {
-                for (int64_t q = 0; q < B * R; ++q) h[q] *= c;
-                gemm_acc(&u[i * H], LH, B, static_cast<const W*>(n.w_out[i]), H, R, h.data(), R);
+                for (int64_t b = 0; b < B; ++b)
+                    for (int64_t q = ra; q < rb; ++q) h[b * R + q] *= c;
+                gemm_acc(u + i * H, LH, B, static_cast<const W*>(n.w_out[i]) + ra, R, H,
+                         rb - ra, h + ra, R);
+                j.bar.wait();  // h complete
             }
         }
         for (int64_t b = 0; b < B; ++b) {
-            std::memcpy(&s[b * S], n.b_skip, sizeof(float) * S);
-            std::memcpy(&y1[b * S], n.b_post1, sizeof(float) * S);
-            std::memcpy(&y[b * C], n.b_post2, sizeof(float) * C);
+            std::memcpy(s + b * S + sa, n.b_skip + sa, sizeof(float) * (sb - sa));
+            std::memcpy(y1 + b * S + sa, n.b_post1 + sa, sizeof(float) * (sb - sa));
         }
-        gemm_acc(u.data(), LH, B, static_cast<const W*>(n.w_skip), LH, S, s.data(), S);
-        for (auto& v : s) v = v > 0.f ? v : 0.f;
-        gemm_acc(s.data(), S, B, static_cast<const W*>(n.w_post1), S, S, y1.data(), S);
-        for (auto& v : y1) v = v > 0.f ? v : 0.f;
-        gemm_acc(y1.data(), S, B, static_cast<const W*>(n.w_post2), S, C, y.data(), C);
-        for (int64_t b = 0; b < B; ++b) {
-            const float* yb = &y[b * C];
-            if (params)
-                for (int64_t q = 0; q < C; ++q) params[(b * C + q) * T + r] = yb[q];
-            if (teacher) {
-                x[b] = teacher[b * T + r];
-            } else {  // Gumbel-max component, then the logistic inverse CDF
-                const float* g = gumbel + (r * B + b) * M;
-                int64_t best = 0;
-                float top = yb[0] + g[0];
-                for (int64_t q = 1; q < M; ++q)
-                    if (yb[q] + g[q] > top) top = yb[q] + g[q], best = q;
-                const float ls = std::max(yb[2 * M + best], n.log_scale_min);
-                const float v = yb[M + best] + std::exp(ls) * logistic[r * B + b];
-                x[b] = std::min(1.0f, std::max(-1.0f, v));
+        gemm_acc(u, LH, B, static_cast<const W*>(n.w_skip) + sa, S, LH, sb - sa, s + sa, S);
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t q = sa; q < sb; ++q) s[b * S + q] = std::max(s[b * S + q], 0.0f);
+        j.bar.wait();
+        gemm_acc(s, S, B, static_cast<const W*>(n.w_post1) + sa, S, S, sb - sa, y1 + sa, S);
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t q = sa; q < sb; ++q) y1[b * S + q] = std::max(y1[b * S + q], 0.0f);
+        j.bar.wait();
+        if (tid == 0) {
+            for (int64_t b = 0; b < B; ++b) std::memcpy(y + b * C, n.b_post2, sizeof(float) * C);
+            gemm_acc(y1, S, B, static_cast<const W*>(n.w_post2), C, S, C, y, C);
+            for (int64_t b = 0; b < B; ++b) {
+                const float* yb = y + b * C;
+                if (j.params)
+                    for (int64_t q = 0; q < C; ++q) j.params[(b * C + q) * T + r] = yb[q];
+                if (j.teacher) {
+                    j.x[b] = j.teacher[b * T + r];
+                } else {  // Gumbel-max component, then the logistic inverse CDF
+                    const float* g = j.gumbel + (r * B + b) * M;
+                    int64_t best = 0;
+                    float top = yb[0] + g[0];
+                    for (int64_t q = 1; q < M; ++q)
+                        if (yb[q] + g[q] > top) top = yb[q] + g[q], best = q;
+                    const float ls = std::max(yb[2 * M + best], n.log_scale_min);
+                    const float v = yb[M + best] + std::exp(ls) * j.logistic[r * B + b];
+                    j.x[b] = std::min(1.0f, std::max(-1.0f, v));
+                }
+                j.out[b * T + r] = j.x[b];
             }
-            out[b * T + r] = x[b];
         }
+        j.bar.wait();  // x complete
     }
 }
 
 extern "C" int dmol_wavenet_run(const Net* n, int64_t B, int64_t T, int64_t t0, float* ring,
                                 float* x, float* base, const float* gumbel,
                                 const float* logistic, const float* teacher, float* out,
-                                float* params) {
-    if (n->bf16)
-        run<uint16_t>(*n, B, T, t0, ring, x, base, gumbel, logistic, teacher, out, params);
-    else
-        run<float>(*n, B, T, t0, ring, x, base, gumbel, logistic, teacher, out, params);
+                                float* params, int64_t threads) {
+    Job j;
+    j.n = n, j.B = B, j.T = T, j.t0 = t0, j.nt = std::max<int64_t>(1, threads);
+    j.ring = ring, j.x = x, j.base = base, j.gumbel = gumbel, j.logistic = logistic;
+    j.teacher = teacher, j.out = out, j.params = params;
+    j.h.resize(B * n->R), j.z.resize(B * n->G), j.u.resize(B * n->L * n->H);
+    j.s.resize(B * n->S), j.y1.resize(B * n->S), j.y.resize(B * n->C);
+    j.bar.n = j.nt;
+    auto body = [&j, n](int64_t tid) {
+        if (n->bf16) work<uint16_t>(j, tid); else work<float>(j, tid);
+    };
+    std::vector<std::thread> pool;
+    for (int64_t tid = 1; tid < j.nt; ++tid) pool.emplace_back(body, tid);
+    body(0);
+    for (auto& th : pool) th.join();
     return 0;
 }
 """
@@ -610,7 +698,8 @@ def _load_kernel() -> ctypes.CDLL:
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("backend 'cpp' needs a C++ compiler (set CXX or install g++)")
-    flags = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC", "-std=c++17"]
+    flags = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC", "-std=c++17",
+             "-pthread"]
     # -march=native: the library is only valid on this CPU model, so that is in its name
     cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     cpu = next((ln for ln in cpu.splitlines() if ln.startswith("flags")), sys.platform)
@@ -622,7 +711,7 @@ def _load_kernel() -> ctypes.CDLL:
             src, so = Path(tmp) / "kernel.cpp", Path(tmp) / "kernel.so"
             src.write_text(KERNEL_SOURCE)
             libs = ["-lmvec"] if sys.platform.startswith("linux") else []
-            for extra in (libs, []):  # libmvec (vector tanh) is optional
+            for extra in (libs, []):  # libmvec (vector exp) is optional
                 done = subprocess.run([cxx, *flags, str(src), "-o", str(so), *extra],
                                       capture_output=True, text=True)
                 if done.returncode == 0:
@@ -660,6 +749,7 @@ class _CppNet:
 
     def __init__(self, e: IncrementalWaveNet) -> None:
         self.lib = _load_kernel()
+        self.threads = e.threads
         wd = e.dtype
 
         def w(t: Tensor) -> Tensor:
@@ -709,5 +799,6 @@ class _CppNet:
             ctypes.c_void_p(ptr(None if noise is None else noise.gumbel)),
             ctypes.c_void_p(ptr(None if noise is None else noise.logistic)),
             ctypes.c_void_p(ptr(teacher)), ctypes.c_void_p(out.data_ptr()),
-            ctypes.c_void_p(None if params is None else params.data_ptr()))
+            ctypes.c_void_p(None if params is None else params.data_ptr()),
+            ctypes.c_int64(self.threads))
         state.t += T

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dmol.wavenet.incremental import IncrementalWaveNet, cpp_available
@@ -69,12 +70,13 @@ MAX_BASE_ROWS = 8192
 
 
 def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | str = "float32",
-                batch: int = 1) -> IncrementalWaveNet:
+                batch: int = 1, threads: int = 1) -> IncrementalWaveNet:
     """An :class:`IncrementalWaveNet` with a backend chosen for ``batch`` streams.
 
-    ``backend="auto"``: the C++ kernel for batch 1 on the CPU with a MoL head (it streams the
-    weights at memory speed; falls back to "torch" if no compiler is found), else eager torch
-    (batched matrix products go to BLAS, which is efficient once the batch is large).
+    ``backend="auto"``: the C++ kernel for up to 4 streams on the CPU with a MoL head (it
+    streams the weights at memory speed; "torch" if no compiler is found), else eager torch
+    (batched products go to BLAS, which is efficient once the batch is large). ``threads``:
+    threads of the C++ kernel (worth it on otherwise idle cores).
     """
     if not isinstance(model, WaveNet):
         raise TypeError(f"expected a WaveNet, got {type(model).__name__}")
@@ -93,7 +95,10 @@ def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | s
             else:
                 warnings.warn("no C++ compiler found: sequential synthesis runs on the slower "
                               "'torch' backend", RuntimeWarning, stacklevel=2)
-    return IncrementalWaveNet(model, backend=backend, dtype=dtype)
+    # past taps in blocks save weight traffic, which bounds batch 1; a batch is bound by
+    # arithmetic, and one product over all k taps is then the cheaper layout
+    return IncrementalWaveNet(model, backend=backend, dtype=dtype, amortize=batch <= 2,
+                              threads=threads)
 
 
 # ---- conditioning, frame by frame ----------------------------------------------------------
@@ -122,10 +127,10 @@ class Conditioner:
     def frames(self, mel: Tensor, start: int, stop: int, total: int | None = None) -> Tensor:
         """Conditioning (B, n_mels, (stop - start) hop) of frames ``[start, stop)``.
 
-        ``mel`` (B, n_mels, F) holds frames ``0 .. F-1`` (or, see :meth:`StreamingVocoder`,
-        a suffix of them: pass ``offset``-shifted indices); ``total`` is the utterance length
-        when its end is known (the last frames are padded as in ``model.upsample``), else the
-        window must not reach past ``F``.
+        ``mel`` (B, n_mels, F) holds frames ``0 .. F-1``; ``total`` is the utterance length
+        when its end is known (edge frames are then padded as in ``model.upsample``), else the
+        frames must not need more than ``F``. The result equals ``model.upsample(mel)`` over
+        those samples; each stretch level is evaluated only where the next one reads it.
         """
         F_ = mel.shape[-1]
         lo = max(0, start - self.lookback)
@@ -134,8 +139,31 @@ class Conditioner:
             hi = min(hi, total)
         if hi > F_:
             raise ValueError(f"frames {start}..{stop} need mel frames up to {hi - 1}, have {F_}")
-        c = self.model.upsample(mel[..., lo:hi])
-        return c[..., (start - lo) * self.hop:(stop - lo) * self.hop]
+        model, net = self.model, self.model.upsample_net
+        x = (mel[..., lo:hi] - model.mel_mean) / model.mel_std
+        if net.conv_in is not None:  # replicate padding at the window edge: the real edge, or
+            p = net.cin_pad          # out of reach of the frames asked for
+            x = net.conv_in(F.pad(x, (p, p), mode="replicate"))
+        # sample ranges [a, b) each level must provide, from the output back to the frames
+        need = [(start * self.hop, stop * self.hop)]
+        for s in reversed(net.scales):
+            a, b = need[0]
+            need.insert(0, ((a - s) // s, (b - 1 + s) // s + 1))
+        a, b = need[0]
+        n = None if total is None else total  # length of the current level, if known
+        a, b = max(a, 0), b if n is None else min(b, n)
+        h, have = x[..., a - lo:b - lo], (a, b)  # values of samples have[0] .. have[1] - 1
+        for s, conv, (o0, o1) in zip(net.scales, net.stretch, need[1:], strict=True):
+            n = None if n is None else n * s
+            rep = h.repeat_interleave(s, dim=-1)  # samples have[0] s .. have[1] s - 1
+            # the kernel reads o0 - s .. o1 + s - 1; outside 0 .. n - 1 it sees zero padding
+            r0, r1 = max(o0 - s, 0), o1 + s if n is None else min(o1 + s, n)
+            rep = rep[..., r0 - have[0] * s:r1 - have[0] * s]
+            rep = F.pad(rep, (r0 - (o0 - s), (o1 + s) - r1))
+            w = conv.weight
+            h = F.conv2d(rep.unsqueeze(1), w, padding=(w.shape[-2] // 2, 0)).squeeze(1)
+            have = (o0, o1)
+        return h
 
 
 def _as_frames(model: WaveNet, frames: np.ndarray | Tensor, recipe=None) -> Tensor:
@@ -164,7 +192,7 @@ class StreamingVocoder:
         model: the trained WaveNet (eval mode).
         seed: seeds the sampling noise (a ``torch.Generator``).
         temperature: divides the mixture logits (0: most probable component).
-        backend, dtype: see :func:`make_engine`.
+        backend, dtype, threads: see :func:`make_engine`.
         speaker: integer speaker id for a multi-speaker model.
         recipe: if given, pushed frames are checked with ``recipe.validate_mel``.
 
@@ -182,12 +210,13 @@ class StreamingVocoder:
 
     def __init__(self, model: WaveNet, *, seed: int = 0, temperature: float = 1.0,
                  backend: str = "auto", dtype: torch.dtype | str = "float32",
-                 speaker: int | None = None, recipe=None,
+                 threads: int = 1, speaker: int | None = None, recipe=None,
                  engine: IncrementalWaveNet | None = None) -> None:
         if temperature < 0 or not math.isfinite(temperature):
             raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}")
         self.model, self.recipe, self.temperature = model, recipe, float(temperature)
-        self.engine = engine or make_engine(model, backend=backend, dtype=dtype, batch=1)
+        self.engine = engine or make_engine(model, backend=backend, dtype=dtype, batch=1,
+                                            threads=threads)
         self.cond = Conditioner(model)
         self.lookahead, self.hop = self.cond.lookahead, model.hop_length
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -252,15 +281,15 @@ class StreamingVocoder:
 
 def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
                            temperature: float = 1.0, backend: str = "auto",
-                           dtype: torch.dtype | str = "float32", speaker: int | None = None,
-                           progress: bool = False,
+                           dtype: torch.dtype | str = "float32", threads: int = 1,
+                           speaker: int | None = None, progress: bool = False,
                            engine: IncrementalWaveNet | None = None) -> np.ndarray:
     """Sequential synthesis of a whole (frames, n_mels) mel: (frames * hop_length,) float32.
 
     The same numbers as pushing the mel into a :class:`StreamingVocoder` in any pieces.
     """
     stream = StreamingVocoder(model, seed=seed, temperature=temperature, backend=backend,
-                              dtype=dtype, speaker=speaker, engine=engine)
+                              dtype=dtype, threads=threads, speaker=speaker, engine=engine)
     m = stream._check(mel)
     stream._mel = m.T[None].to(stream._device).contiguous()
     stream._received = m.shape[0]
@@ -304,7 +333,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
                       temperature: float = 1.0, segment_seconds: float | None = None,
                       overlap_seconds: float = 0.05, max_batch: int = 32,
                       backend: str = "auto", dtype: torch.dtype | str = "float32",
-                      speaker: int | None = None, progress: bool = False,
+                      threads: int = 1, speaker: int | None = None, progress: bool = False,
                       engine: IncrementalWaveNet | None = None) -> np.ndarray:
     """Folded synthesis: segments generated in parallel, joined by equal-power crossfades.
 
@@ -339,7 +368,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
     overlap = min(overlap, segment - 1)
     plan = segment_plan(T, segment, overlap)
     e = engine or make_engine(model, backend=backend, dtype=dtype,
-                              batch=min(len(plan), max_batch))
+                              batch=min(len(plan), max_batch), threads=threads)
     cond = Conditioner(model)
     g = torch.Generator().manual_seed(int(seed))
     sp = None if speaker is None else torch.tensor([int(speaker)])
@@ -376,7 +405,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
 # ---- the public entry point ----------------------------------------------------------------
 def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str = "incremental",
            seed: int = 0, temperature: float = 1.0, progress: bool = True,
-           backend: str = "auto", dtype: torch.dtype | str = "float32",
+           backend: str = "auto", dtype: torch.dtype | str = "float32", threads: int = 1,
            speaker: int | None = None, **folded: Any) -> np.ndarray:
     """Synthesize the waveform of a (frames, n_mels) log-mel: float32 (frames * hop_length,).
 
@@ -388,7 +417,7 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
         seed: the same seed gives the same audio (same mode, backend and dtype).
         temperature: divides the mixture logits (0: most probable component).
         progress: show a tqdm bar.
-        backend, dtype: see :func:`make_engine`; float32 is exact, bfloat16 faster.
+        backend, dtype, threads: see :func:`make_engine`; float32 is exact, bfloat16 faster.
         **folded: ``segment_seconds``, ``overlap_seconds``, ``max_batch`` for folded mode.
     """
     if mode not in MODES:
@@ -403,13 +432,13 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
         mel = recipe.validate_mel(mel.detach().cpu().numpy() if isinstance(mel, Tensor) else mel)
     if mode == "folded":
         return synthesize_folded(model, mel, seed=seed, temperature=temperature,
-                                 backend=backend, dtype=dtype, speaker=speaker,
-                                 progress=progress, **folded)
+                                 backend=backend, dtype=dtype, threads=threads,
+                                 speaker=speaker, progress=progress, **folded)
     if folded:
         raise TypeError(f"options {sorted(folded)} only apply to mode='folded'")
     return synthesize_incremental(model, mel, seed=seed, temperature=temperature,
-                                  backend=backend, dtype=dtype, speaker=speaker,
-                                  progress=progress)
+                                  backend=backend, dtype=dtype, threads=threads,
+                                  speaker=speaker, progress=progress)
 
 
 def _check_recipe(model: WaveNet, recipe) -> None:
@@ -477,11 +506,18 @@ def vocode_main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="weight precision (bfloat16: faster, not exact)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (torch and the C++ kernel); default: torch's setting for "
+                        "torch, 1 for the kernel")
     p.add_argument("--speaker", type=int, default=None, help="speaker id (multi-speaker models)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.temperature < 0:
         p.error("--temperature must be >= 0")
+    if a.threads is not None:
+        if a.threads < 1:
+            p.error("--threads must be >= 1")
+        torch.set_num_threads(a.threads)
     model, head, recipe, _ = load_model(a.checkpoint)
     out = Path(a.out)
     paths = [Path(x) for x in a.inputs]
@@ -500,7 +536,8 @@ def vocode_main(argv: list[str] | None = None) -> int:
     for path, mel in mels.items():
         audio = vocode(model, head, recipe, mel, mode=a.mode, seed=a.seed,
                        temperature=a.temperature, progress=not a.no_progress,
-                       backend=a.backend, dtype=a.dtype, speaker=a.speaker)
+                       backend=a.backend, dtype=a.dtype, threads=a.threads or 1,
+                       speaker=a.speaker)
         dest = out / f"{path.stem}.wav"
         sf.write(str(dest), audio, recipe.sample_rate, subtype="PCM_16")
         print(f"{path} -> {dest} ({len(audio) / recipe.sample_rate:.2f} s)")
