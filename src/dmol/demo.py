@@ -253,7 +253,7 @@ pre {{ background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; }}
 <table>{"".join(players)}</table>
 <h2>Objective metrics (mean over the utterances above)</h2>
 {_metrics_html(systems)}
-<p class=note>See <code>metrics.json</code> for per-utterance values. NLL is the WaveNet's
+<p class=note>Per-utterance values: <a href="metrics.json">metrics.json</a>. NLL is the WaveNet's
 teacher-forced negative log-likelihood of the original audio.</p>
 <h2>Pictures</h2>
 {pics}
@@ -304,10 +304,13 @@ def run_demo(
     _stage(3, n, f"vocoding {utterances} held-out utterance(s) ({mode} mode)", t0)
     chosen = pick_utterances(list_split(data_dir, "val"), utterances, max_seconds,
                              recipe.sample_rate)
+    if len(chosen) < utterances:
+        print(f"note: the corpus has only {len(chosen)} validation utterance(s)")
     vocoded = {"checkpoint_sha256": _sha256(ckpt), "utterances": [p.stem for p in chosen],
                "mode": mode, "seed": seed, "max_seconds": max_seconds}
     result = _cached_result(out, vocoded)
-    if result is not None:
+    reused = result is not None
+    if reused:
         print(f"reusing the vocoded utterances in {out}: same checkpoint, utterances and "
               f"settings as the run that wrote them")
     else:
@@ -316,22 +319,28 @@ def run_demo(
     print("\n" + result["table"])
 
     _stage(4, n, "report pictures", t0)
-    from dmol.audio.corpus import load_utterance
-    from dmol.inspect import predict, render
-
-    first = result["utterances"][0]
-    audio, mel = load_utterance(chosen[0])
-    frames = min(mel.shape[0], len(audio) // recipe.hop_length,
-                 max(1, int(max_seconds * recipe.sample_rate) // recipe.hop_length))
-    audio, mel = audio[: frames * recipe.hop_length], mel[:frames]
-    pred = predict(model, head, audio, mel, sample_rate=recipe.sample_rate,
-                   window=min(len(audio), int(0.05 * recipe.sample_rate)))
-    inspect_png = render(pred, out / "inspect.png", title=f"{ckpt.name} on {first['name']}")
     title = f"dmol demo: {preset} WaveNet on built-in speech"
-    write_report(out / "report.png", run_dir=run_dir,
-                 wavs={k: out / f for k, f in first["wavs"].items()},
-                 sample_rate=recipe.sample_rate, inspect_png=inspect_png,
-                 title=f"{title} ({first['name']})")
+    first = result["utterances"][0]
+    pictures = (out / "report.png", out / "inspect.png")
+    if reused and all(p.is_file() for p in pictures):
+        # metrics.json is written after the pictures: they belong to the same model and audio
+        print("reusing report.png and inspect.png (same model and audio)")
+    else:
+        from dmol.audio.corpus import load_utterance
+        from dmol.inspect import predict, render
+
+        audio, mel = load_utterance(chosen[0])
+        frames = min(mel.shape[0], len(audio) // recipe.hop_length,
+                     max(1, int(max_seconds * recipe.sample_rate) // recipe.hop_length))
+        audio, mel = audio[: frames * recipe.hop_length], mel[:frames]
+        pred = predict(model, head, audio, mel, sample_rate=recipe.sample_rate,
+                       window=min(len(audio), int(0.05 * recipe.sample_rate)))
+        render(pred, pictures[1], title=f"{ckpt.name} on {first['name']}")
+        write_report(pictures[0], run_dir=run_dir,
+                     wavs={k: out / f for k, f in first["wavs"].items()},
+                     sample_rate=recipe.sample_rate, inspect_png=pictures[1],
+                     title=f"{title} ({first['name']})")
+        print(f"wrote {pictures[0]} and {pictures[1]}")
 
     _stage(5, n, "metrics.json and index.html", t0)
     run = _run_metrics(run_dir)

@@ -1,0 +1,159 @@
+"""`dmol demo` end to end on a tiny budget: corpus, training, vocoding, report, offline page."""
+
+import contextlib
+import io
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dmol.audio.corpus import load_utterance
+from dmol.demo import _train_or_reuse, main, pick_utterances
+from dmol.wavenet.checkpoint import list_checkpoints
+
+ARGS = ["--preset", "tiny", "--minutes", "0.2", "--utterances", "1", "--limit", "4",
+        "--max-seconds", "0.5"]
+
+
+def _run(out) -> tuple[int, str]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main([*ARGS, "--out", str(out)])
+    return rc, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    # tiny convolutions: a second intra-op thread only adds spin-waiting on a shared machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("demo") / "out"
+    try:
+        rc, printed = _run(out)
+        assert rc == 0, printed
+        first = {p.name: p.stat().st_mtime_ns for p in list_checkpoints(out / "run")}
+        rc2, printed2 = _run(out)
+        assert rc2 == 0, printed2
+    finally:
+        torch.set_num_threads(before)
+    return out, printed, printed2, first
+
+
+class _Refs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def test_first_run_writes_everything(demo):
+    out, printed, _, _ = demo
+    for i in range(1, 6):
+        assert f"[{i}/5]" in printed
+    assert "training preset 'tiny' from scratch" in printed
+    assert re.search(r"total wall time .* \(\d+ s\)", printed)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["systems"]) == {"WaveNet", "Griffin-Lim"}
+    assert metrics["table"] in printed  # the table with both systems was printed
+    (utt,) = metrics["utterances"]
+    names = [f"{utt['name']}_{s}.wav" for s in ("original", "wavenet", "griffinlim")]
+    assert sorted(utt["wavs"].values()) == sorted(names)
+    lengths = set()
+    for name in names:
+        audio, sr = sf.read(str(out / name), dtype="float32")
+        assert sr == 16000 and np.isfinite(audio).all() and np.abs(audio).max() > 0
+        lengths.add(len(audio))
+    assert lengths == {round(utt["seconds"] * 16000)} and utt["seconds"] <= 0.5
+    ref, _ = load_utterance(out / "data" / "val" / f"{utt['name']}.npz")
+    orig, _ = sf.read(str(out / names[0]), dtype="float32")
+    np.testing.assert_allclose(orig, ref[: len(orig)], atol=1 / 32768 + 1e-6)
+    from matplotlib.image import imread
+
+    for png in ("report.png", "inspect.png"):
+        img = imread(out / png)
+        assert img.shape[0] > 500 and img[..., :3].std() > 0.05
+
+
+def test_index_html_is_offline_and_complete(demo):
+    out = demo[0]
+    page = (out / "index.html").read_text()
+    parser = _Refs()
+    parser.feed(page)
+    assert parser.refs, "the page links nothing"
+    for ref in parser.refs:
+        assert "://" not in ref and not ref.startswith("/"), ref  # relative paths only
+        assert (out / ref).is_file(), f"index.html references missing {ref}"
+    assert not {"script", "link", "iframe"} & set(parser.tags)
+    assert parser.tags.count("audio") == 3
+    assert {"report.png", "inspect.png", "metrics.json"} <= set(parser.refs)
+    assert "CC-BY-SA-3.0" in page and "Allison Smith" in page and "Digium" in page
+    assert "WaveNet" in page and "Griffin-Lim" in page
+
+
+def test_second_run_reuses_the_model(demo):
+    out, _, printed2, first = demo
+    assert "skipping training" in printed2 and "from scratch" not in printed2
+    assert "resuming" not in printed2
+    assert "reusing the complete built-in corpus" in printed2
+    assert "reusing the vocoded utterances" in printed2
+    assert "reusing report.png and inspect.png" in printed2
+    # the checkpoints are the very same files: nothing was trained or rewritten
+    assert {p.name: p.stat().st_mtime_ns for p in list_checkpoints(out / "run")} == first
+    step = json.loads((out / "run" / "metrics.json").read_text())["step"]
+    assert json.loads((out / "metrics.json").read_text())["demo"]["step"] == step
+
+
+def test_resume_or_skip_decision(tmp_path, monkeypatch):
+    import dmol.wavenet.checkpoint as C
+    import dmol.wavenet.train as T
+
+    calls = []
+    monkeypatch.setattr(T, "train", lambda *a, **k: calls.append(k))
+    monkeypatch.setattr(C, "latest_checkpoint", lambda d: d / "ckpt_00000010.pt")
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def state(seconds, finished=False):
+        (run / "metrics.json").write_text(json.dumps({"train_seconds": seconds,
+                                                      "finished": finished}))
+        calls.clear()
+        with contextlib.redirect_stdout(io.StringIO()) as buf:
+            _train_or_reuse(tmp_path, run, "tiny", 2.0, None)
+        return calls, buf.getvalue()
+
+    c, text = state(30.0)  # a quarter of the budget used: resume for the rest
+    assert len(c) == 1 and c[0]["resume"] and c[0]["minutes"] == pytest.approx(1.5)
+    assert "resuming" in text
+    c, text = state(121.0)
+    assert c == [] and "skipping training" in text
+    c, text = state(10.0, finished=True)  # reached max_steps: nothing left to train
+    assert c == [] and "skipping training" in text
+
+
+def test_pick_utterances_prefers_long_ones_that_fit(tmp_path):
+    paths = []
+    for name, seconds in (("a", 0.3), ("b", 1.5), ("c", 3.0), ("d", 1.9), ("e", 2.5)):
+        p = tmp_path / f"{name}.npz"
+        n = int(seconds * 16000) // 64 * 64
+        np.savez(p, audio=np.zeros(n, np.float32), mel=np.zeros((n // 64, 20), np.float32))
+        paths.append(p)
+    names = [p.stem for p in pick_utterances(paths, 4, 2.0, 16000)]
+    assert names == ["d", "b", "e", "c"]  # fitting, longest first; then the shortest too-long
+    assert [p.stem for p in pick_utterances(paths, 9, 2.0, 16000)][-1] == "a"  # too short: last
+    with pytest.raises(ValueError, match="validation"):
+        pick_utterances([], 1, 2.0, 16000)
+
+
+def test_bad_arguments(tmp_path, capsys):
+    assert main(["--preset", "nope", "--out", str(tmp_path / "x")]) == 1
+    assert "unknown mel preset" in capsys.readouterr().err
+    assert main(["--minutes", "0", "--out", str(tmp_path / "x")]) == 1
+    assert "minutes" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
