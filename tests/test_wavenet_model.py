@@ -228,3 +228,16 @@ def test_docs_show_the_current_presets_table():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "wavenet.md").read_text()
     assert presets_table() in doc, "paste `dmol train --list-presets` into docs/wavenet.md"
+
+
+@pytest.mark.parametrize("name,channels", [("mol", slice(6, 9)), ("mog", slice(6, 9)),
+                                           ("gaussian", slice(1, 2))])
+def test_scales_start_at_init_log_scale(name, channels):
+    from dmol.wavenet.heads import INIT_LOG_SCALE
+
+    model = WaveNet(tiny(head=name, n_mixtures=3))
+    bias = model.post[3].bias.detach()
+    assert (bias[channels] == INIT_LOG_SCALE).all()
+    rest = torch.ones_like(bias, dtype=torch.bool)
+    rest[channels] = False
+    assert (bias[rest] != INIT_LOG_SCALE).all()  # only the log-scale channels

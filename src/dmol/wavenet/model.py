@@ -144,6 +144,7 @@ class WaveNet(nn.Module):
         self.post = nn.Sequential(
             nn.ReLU(), nn.Conv1d(S, S, 1), nn.ReLU(), nn.Conv1d(S, self.head.out_channels, 1)
         )
+        self.head.init_output(self.post[3])  # e.g. start the scales at a sensible width
         # constants from the config (which checkpoints carry), kept out of the state_dict
         self.register_buffer("mel_mean", torch.tensor(float(cfg.mel_mean)), persistent=False)
         self.register_buffer("mel_std", torch.tensor(float(cfg.mel_std)), persistent=False)
