@@ -1,0 +1,241 @@
+"""Fused vs unfused MoL loss and sampler: time and peak memory, in one process.
+
+    python benchmarks/bench_loss.py            # or: dmol bench loss / make bench
+    python benchmarks/bench_loss.py --quick    # smaller shapes, fewer repeats (smoke test)
+
+Times are medians of >= 7 runs, the two implementations alternating run by run so that a
+change in machine load hits both. Peak extra memory is measured in a fresh subprocess per
+case (glibc told to return large blocks to the OS at once, VmHWM reset through
+/proc/self/clear_refs after the inputs exist and one warm-up run) and reported as a multiple
+of the parameter tensor's size; it includes the gradient, which is itself 1x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline_mol import coupled_nll_baseline, mol_nll_baseline, mol_sample_baseline  # noqa: E402
+
+# name -> (kind, shape parameters)
+CASES = {
+    "wavenet": ("mol", dict(B=8, M=10, T=10240, K=65536, lsm=-16.0)),
+    "long": ("mol", dict(B=2, M=10, T=65536, K=65536, lsm=-16.0)),
+    "pixelcnn": ("coupled", dict(B=16, M=10, H=32, W=32, K=256, lsm=-7.0)),
+    "sample": ("sample", dict(B=8, M=10, T=10240, K=65536, lsm=-16.0)),
+}
+QUICK = {
+    "wavenet": dict(B=2, T=2048),
+    "long": dict(B=1, T=8192),
+    "pixelcnn": dict(B=2, H=8, W=8),
+    "sample": dict(B=2, T=2048),
+}
+
+
+def _coupled_available() -> bool:
+    try:
+        import dmol.coupled  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_inputs(kind: str, p: dict, seed: int = 0):
+    """Network-output-like parameters (a leaf that requires grad) and targets."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "coupled":
+        B, M, H, W, K = p["B"], p["M"], p["H"], p["W"], p["K"]
+        l = torch.randn(B, 10 * M, H, W, generator=g)
+        x = (torch.randint(0, K, (B, 3, H, W), generator=g) * (2.0 / (K - 1)) - 1.0)
+        return l.requires_grad_(), x
+    B, M, T, K = p["B"], p["M"], p["T"], p["K"]
+    y_hat = torch.randn(B, 3 * M, T, generator=g)
+    y_hat[:, 2 * M :] -= 4.0  # narrow components, as a trained vocoder predicts
+    y = torch.randint(0, K, (B, T), generator=g) * (2.0 / (K - 1)) - 1.0
+    return y_hat.requires_grad_(), y
+
+
+def implementations(kind: str, p: dict):
+    """{name: (forward, forward+backward)} callables over (params, target)."""
+    if kind == "mol":
+        from dmol.logistic import discretized_mix_logistic_loss
+
+        def fused(y_hat, y):
+            return discretized_mix_logistic_loss(
+                y_hat, y, num_classes=p["K"], log_scale_min=p["lsm"], reduction="mean"
+            )
+
+        def base(y_hat, y):
+            return mol_nll_baseline(y_hat, y, p["K"], p["lsm"]).mean()
+
+        return {"dmol (fused)": fused, "baseline": base}
+    if kind == "coupled":
+        def base(l, x):
+            return coupled_nll_baseline(x, l, p["K"], p["lsm"]).sum() / x.numel()
+
+        if _coupled_available():
+            from dmol.coupled import coupled_mix_logistic_loss
+
+            def ours(l, x):
+                return coupled_mix_logistic_loss(
+                    x, l, num_classes=p["K"], log_scale_min=p["lsm"], reduction="mean"
+                )
+
+            return {"dmol.coupled": ours, "baseline": base}
+        # per-channel, uncoupled MoL of the same size: 3 channels x (logits, means, scales)
+        from dmol.logistic import discretized_mix_logistic_loss
+
+        def uncoupled(l, x):
+            B, M = l.shape[0], p["M"]
+            y_hat = l[:, : 9 * M].reshape(B * 3, 3 * M, -1)
+            return discretized_mix_logistic_loss(
+                y_hat, x.reshape(B * 3, -1), num_classes=p["K"], log_scale_min=p["lsm"]
+            )
+
+        return {"dmol (fused, uncoupled)": uncoupled, "baseline": base}
+    from dmol.logistic import sample_discretized_mix_logistic
+
+    def fused_sample(y_hat, y):
+        return sample_discretized_mix_logistic(
+            y_hat, num_classes=p["K"], log_scale_min=p["lsm"], generator=torch.Generator()
+        )
+
+    def base_sample(y_hat, y):
+        return mol_sample_baseline(y_hat, p["lsm"], generator=torch.Generator())
+
+    return {"dmol (fused)": fused_sample, "baseline": base_sample}
+
+
+def run_once(fn, params, target, backward: bool) -> None:
+    if backward:
+        fn(params, target).backward()
+        params.grad = None
+    else:
+        with torch.no_grad():
+            fn(params, target)
+
+
+def time_case(name: str, kind: str, p: dict, repeats: int) -> dict:
+    params, target = make_inputs(kind, p)
+    impls = implementations(kind, p)
+    modes = [False] if kind == "sample" else [False, True]
+    out = {}
+    for backward in modes:
+        for fn in impls.values():  # warm-up: compile, allocator caches
+            run_once(fn, params, target, backward)
+        times = {k: [] for k in impls}
+        for _ in range(repeats):
+            for k, fn in impls.items():  # alternate, so load changes hit both
+                t0 = time.perf_counter()
+                run_once(fn, params, target, backward)
+                times[k].append(time.perf_counter() - t0)
+        for k, ts in times.items():
+            out[(k, "fwd+bwd" if backward else "fwd")] = statistics.median(ts)
+    return out
+
+
+# -- memory, one fresh process per (case, implementation) -------------------------------------
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_child(case: str, impl: str, quick: bool) -> None:
+    kind, p = CASES[case]
+    p = {**p, **(QUICK[case] if quick else {})}
+    params, target = make_inputs(kind, p)
+    fn = implementations(kind, p)[impl]
+    backward = kind != "sample"
+    run_once(fn, params, target, backward)  # warm-up (compilation happens here)
+    gc.collect()
+    base = _status("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    run_once(fn, params, target, backward)
+    peak = _status("VmHWM")
+    print(json.dumps({"extra": peak - base, "params": params.numel() * params.element_size()}))
+
+
+def measure_memory(case: str, impl: str, quick: bool) -> float | None:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    cmd = [sys.executable, __file__, "--memory-child", case, impl] + (["--quick"] if quick else [])
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode or not lines:
+        print(f"  memory measurement failed for {case}/{impl}:\n{res.stderr[-2000:]}")
+        return None
+    r = json.loads(lines[-1])
+    return r["extra"] / r["params"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small shapes, 7 repeats")
+    ap.add_argument("--repeats", type=int, default=9, help="runs per timing (median; >= 7)")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.memory_child:
+        memory_child(*args.memory_child, args.quick)
+        return 0
+    repeats = max(7, args.repeats)
+
+    from dmol import fused
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), platform.processor())
+    print(f"# dmol bench loss  {datetime.datetime.now():%Y-%m-%d %H:%M}  torch {torch.__version__}"
+          f"  threads {torch.get_num_threads()}  {cpu}  os.cpu_count() {os.cpu_count()}")
+    print(f"# fused backend: {fused.backend()}; median of {repeats} alternating runs")
+    rows = []
+    for case in args.cases.split(","):
+        kind, p = CASES[case]
+        p = {**p, **(QUICK[case] if args.quick else {})}
+        shape = ", ".join(f"{k}={v}" for k, v in p.items())
+        times = time_case(case, kind, p, repeats)
+        impls = list(implementations(kind, p))
+        mem = {} if args.no_memory else {i: measure_memory(case, i, args.quick) for i in impls}
+        for impl in impls:
+            rows.append((f"{case} ({shape})" if impl == impls[0] else "", impl,
+                         times.get((impl, "fwd")), times.get((impl, "fwd+bwd")), mem.get(impl)))
+        ours, base = impls
+        ratio = [times[(base, m)] / times[(ours, m)] for m in ("fwd", "fwd+bwd")
+                 if (ours, m) in times]
+        mem_ratio = (mem[base] / mem[ours]) if mem.get(ours) and mem.get(base) else None
+        rows.append(("", "  speed-up / memory saving",
+                     *[f"{r:.1f}x" for r in ratio], *([""] * (2 - len(ratio))),
+                     f"{mem_ratio:.1f}x" if mem_ratio else ""))
+
+    def fmt(v, unit):
+        if v is None or v == "":
+            return ""
+        return v if isinstance(v, str) else (f"{v * 1e3:.1f} ms" if unit == "ms" else f"{v:.2f}x")
+
+    head = ("case", "implementation", "fwd", "fwd+bwd", "peak extra / params")
+    table = [head] + [(c, i, fmt(f, "ms"), fmt(b, "ms"), fmt(m, "x")) for c, i, f, b, m in rows]
+    widths = [max(len(r[k]) for r in table) for k in range(5)]
+    for n, r in enumerate(table):
+        print("| " + " | ".join(s.ljust(w) for s, w in zip(r, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
