@@ -1,0 +1,23 @@
+"""A WaveNet vocoder built on dmol's distributions (mel spectrogram -> waveform).
+
+The model imports the distributions through its heads (:mod:`dmol.wavenet.heads`); nothing in
+the distributions imports this package. Training: :func:`train` / ``dmol train``; synthesis:
+:mod:`dmol.wavenet.synthesis` / ``dmol vocode``.
+"""
+
+from dmol.wavenet.checkpoint import load_model
+from dmol.wavenet.heads import make_head
+from dmol.wavenet.model import WaveNet
+from dmol.wavenet.presets import PRESETS, TrainConfig, WaveNetConfig, get_preset
+from dmol.wavenet.train import train
+
+__all__ = [
+    "PRESETS",
+    "TrainConfig",
+    "WaveNet",
+    "WaveNetConfig",
+    "get_preset",
+    "load_model",
+    "make_head",
+    "train",
+]
