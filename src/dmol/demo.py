@@ -65,14 +65,14 @@ def pick_utterances(paths: Sequence[Path], n: int, max_seconds: float, sample_ra
 def _train_or_reuse(data_dir: Path, run_dir: Path, preset: str, minutes: float,
                     overrides: dict[str, Any] | None) -> Path:
     """Train ``preset`` for ``minutes`` in ``run_dir``, resuming or skipping as appropriate."""
-    from dmol.wavenet import train as T
     from dmol.wavenet.checkpoint import latest_checkpoint
+    from dmol.wavenet.train import train
 
     ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
     budget = 60.0 * minutes
     if ckpt is None:
         print(f"training preset {preset!r} from scratch for {minutes:g} min into {run_dir}")
-        T.train(data_dir, run_dir, preset, minutes=minutes, overrides=overrides)
+        train(data_dir, run_dir, preset, minutes=minutes, overrides=overrides)
     else:
         spent = _seconds_trained(run_dir)
         if spent >= 0.98 * budget or _finished(run_dir):
@@ -82,7 +82,7 @@ def _train_or_reuse(data_dir: Path, run_dir: Path, preset: str, minutes: float,
         left = (budget - spent) / 60.0
         print(f"resuming training from {ckpt} ({spent / 60:.1f} of {minutes:g} min used, "
               f"{left:.1f} min left)")
-        T.train(data_dir, run_dir, preset, minutes=left, resume=True, overrides=overrides)
+        train(data_dir, run_dir, preset, minutes=left, resume=True, overrides=overrides)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise RuntimeError(f"training wrote no checkpoint into {run_dir}")
@@ -276,23 +276,53 @@ def run_demo(
     max_seconds: float = 2.0,
     mode: str = "folded",
     seed: int = 0,
+    threads: int | None = 1,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo into ``out``; returns the metrics dict written to ``out/metrics.json``."""
-    from dmol.audio.corpus import build_builtin, list_split
-    from dmol.audio.features import recipe_for
-    from dmol.wavenet.checkpoint import load_model
-    from dmol.wavenet.evaluate import evaluate_model, write_json
+    """Run the demo into ``out``; returns the evaluation written to ``out/metrics.json``.
+
+    ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards; None: leave
+    torch's default). One thread is the default because these models are small: per-step
+    work is a few small matrix products, and a second thread mostly adds synchronization,
+    which turns into long stalls when the cores are shared with anything else.
+    """
+    import torch
 
     if not minutes > 0:
         raise ValueError(f"minutes must be positive, got {minutes!r}")
     if not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+    if utterances < 1:
+        raise ValueError(f"utterances must be >= 1, got {utterances!r}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads!r}")
+    from dmol.audio.features import recipe_for
+
     recipe_for(preset)  # a bad preset fails before any work
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(Path(out), minutes, preset, utterances, limit, max_seconds, mode, seed,
+                    overrides)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(out: Path, minutes: float, preset: str, utterances: int, limit: int | None,
+         max_seconds: float, mode: str, seed: int,
+         overrides: dict[str, Any] | None) -> dict[str, Any]:
+    import torch
+
+    from dmol.audio.corpus import build_builtin, list_split
+    from dmol.wavenet.checkpoint import load_model
+    from dmol.wavenet.evaluate import evaluate_model, write_json
+
     t0 = time.perf_counter()
-    out = Path(out)
     data_dir, run_dir = out / "data", out / "run"
     n = 5
+    print(f"dmol demo: preset {preset}, {minutes:g} min of training, output in {out} "
+          f"({torch.get_num_threads()} CPU thread(s))")
 
     _stage(1, n, f"built-in speech corpus -> {data_dir}", t0)
     manifest = build_builtin(data_dir, preset, limit=limit)
@@ -381,10 +411,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=2.0, help="crop each utterance (s)")
     p.add_argument("--mode", default="folded", help="synthesis mode: folded or incremental")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (default 1: fastest for these small models on shared cores)")
     a = p.parse_args(argv)
     try:
         run_demo(a.out, minutes=a.minutes, preset=a.preset, utterances=a.utterances,
-                 limit=a.limit, max_seconds=a.max_seconds, mode=a.mode, seed=a.seed)
+                 limit=a.limit, max_seconds=a.max_seconds, mode=a.mode, seed=a.seed,
+                 threads=a.threads)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
