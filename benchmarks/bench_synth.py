@@ -1,12 +1,14 @@
 """Synthesis speed: the plain incremental loop (baseline_synth.py) vs dmol's engine, one process.
 
-    python benchmarks/bench_synth.py --preset r9y9-ljspeech-mol --seconds 2
+    python benchmarks/bench_synth.py --preset r9y9-ljspeech-mol --seconds 2 --threads 2
     dmol bench synth --preset r9y9-ljspeech-mol --mode folded --json
 
 Random weights (speed does not depend on them) and a random log-mel in the recipe's range.
 Every system runs in this one process, one after the other, so the ratios compare like with
 like even on a busy machine; "wall" is elapsed time, "cpu" the process's CPU time (all
-threads). RTF = wall seconds per second of audio (<= 1 is real time).
+threads). RTF = wall seconds per second of audio (<= 1 is real time). ``--profile`` adds where
+the time of sequential synthesis goes, and the weight traffic per step against this machine's
+measured read bandwidth.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dmol.audio.features import recipe_for  # noqa: E402
 from dmol.wavenet.model import WaveNet  # noqa: E402
 from dmol.wavenet.presets import PRESETS, get_preset  # noqa: E402
 from dmol.wavenet.synthesis import (  # noqa: E402
+    Conditioner,
     make_engine,
     synthesize_folded,
     synthesize_incremental,
@@ -47,8 +50,48 @@ def _row(name: str, samples: int, wall: float, cpu: float, sr: int) -> dict:
             "rtf": wall / (samples / sr)}
 
 
+def profile_incremental(model: WaveNet, mel: np.ndarray, engine) -> dict:
+    """Seconds per frame in each stage of sequential synthesis, and the kernel's bandwidth."""
+    cond, hop = Conditioner(model), model.hop_length
+    m = torch.from_numpy(mel.T.copy())[None]
+    F_ = m.shape[-1]
+    state, g = engine.new_state(1), torch.Generator().manual_seed(0)
+    t = dict.fromkeys(("conditioning", "projection", "noise", "steps"), 0.0)
+    with torch.inference_mode():
+        for f in range(F_):
+            t0 = time.perf_counter()
+            c = cond.frames(m, f, f + 1, F_)
+            t1 = time.perf_counter()
+            base = engine.project(c, state)
+            t2 = time.perf_counter()
+            noise = engine.draw_noise(hop, 1, generator=g)
+            t3 = time.perf_counter()
+            engine.run(state, base, noise=noise)
+            t4 = time.perf_counter()
+            for k, a, b in (("conditioning", t0, t1), ("projection", t1, t2),
+                            ("noise", t2, t3), ("steps", t3, t4)):
+                t[k] += b - a
+    total = sum(t.values())
+    step_s = t["steps"] / (F_ * hop)
+    traffic = engine.weight_bytes_per_step()
+    # the same number of bytes read by a plain vectorized sum, for this machine's bandwidth
+    w = torch.ones(int(traffic // engine.w_skip.element_size()), dtype=engine.dtype)
+    w.sum()
+    reps = 50
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        w.sum()
+    read_s = (time.perf_counter() - t0) / reps
+    return {"seconds_per_frame": {k: v / F_ for k, v in t.items()},
+            "share": {k: v / total for k, v in t.items()},
+            "step_us": step_s * 1e6, "weight_bytes_per_step": traffic,
+            "step_bandwidth_GBps": traffic / step_s / 1e9,
+            "plain_read_bandwidth_GBps": traffic / read_s / 1e9}
+
+
 def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
-        dtypes: list[str], backend: str, max_batch: int, seed: int = 0) -> dict:
+        dtypes: list[str], backend: str, max_batch: int, kernel_threads: list[int],
+        profile: bool = False, seed: int = 0) -> dict:
     cfg, _ = get_preset(preset)
     torch.manual_seed(seed)
     model = WaveNet(cfg).eval()
@@ -58,7 +101,7 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
     frames = max(1, round(seconds * sr / hop))
     mel = rng.uniform(recipe.log_min + 2, recipe.log_max - 2,
                       (frames, cfg.n_mels)).astype(np.float32)
-    rows = []
+    rows, profiles = [], {}
     # baseline: the shifted-buffer loop
     base = BaselineIncremental(model)
     n_base = max(hop, round(baseline_seconds * sr))
@@ -68,12 +111,17 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
                                                 generator=torch.Generator().manual_seed(seed)))
     rows.append(_row("baseline (shifted buffers, per-layer linears)", n_base, wall, cpu, sr))
     for dtype in dtypes:
-        if "incremental" in modes:
-            engine = make_engine(model, backend=backend, dtype=dtype, batch=1)
+        for th in kernel_threads if "incremental" in modes else []:
+            engine = make_engine(model, backend=backend, dtype=dtype, batch=1, threads=th)
+            if engine.backend != "cpp" and th != kernel_threads[0]:
+                continue  # threads only apply to the C++ kernel
             synthesize_incremental(model, mel[:1], engine=engine)  # warm-up (builds, compiles)
             out, wall, cpu = _timed(lambda e=engine: synthesize_incremental(
                 model, mel, seed=seed, engine=e))
-            rows.append(_row(f"incremental, {engine.backend}, {dtype}", len(out), wall, cpu, sr))
+            tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
+            rows.append(_row(f"incremental, {tag}, {dtype}", len(out), wall, cpu, sr))
+            if profile:
+                profiles[rows[-1]["system"]] = profile_incremental(model, mel, engine)
         if "folded" in modes:
             engine = make_engine(model, backend=backend, dtype=dtype, batch=max_batch)
             synthesize_folded(model, mel[:1], engine=engine)
@@ -89,7 +137,7 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(),
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "torch": torch.__version__, "rows": rows}
+            "torch": torch.__version__, "rows": rows, "profiles": profiles}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,23 +152,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "compile", "cpp"))
     p.add_argument("--max-batch", type=int, default=32, help="segments at once (folded)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: as is)")
+    p.add_argument("--kernel-threads", type=int, nargs="+", default=[1],
+                   help="threads of the C++ kernel, one row each (incremental)")
+    p.add_argument("--profile", action="store_true", help="where sequential synthesis spends time")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     modes = ["incremental", "folded"] if a.mode == "both" else [a.mode]
-    res = run(a.preset, modes, a.seconds, a.baseline_seconds, a.dtype, a.backend, a.max_batch)
+    res = run(a.preset, modes, a.seconds, a.baseline_seconds, a.dtype, a.backend, a.max_batch,
+              a.kernel_threads, a.profile)
     if a.json:
         print(json.dumps(res, indent=2))
         return 0
     la = res["load_average"]
     print(f"preset {res['preset']} ({res['parameters']:,} parameters, {res['sample_rate']} Hz), "
-          f"torch {res['torch']}, {res['threads']} thread(s) on {res['cpus']} CPU(s)"
+          f"torch {res['torch']}, {res['threads']} torch thread(s) on {res['cpus']} CPU(s)"
           + (f", load average {la[0]:.1f}" if la else ""))
     print(f"{'system':<52} {'samples/s':>10} {'(per cpu-s)':>11} {'RTF':>7} {'x baseline':>10}")
     for r in res["rows"]:
         print(f"{r['system']:<52} {r['samples_per_s']:>10.0f} {r['samples_per_cpu_s']:>11.0f} "
               f"{r['rtf']:>7.2f} {r['speedup_vs_baseline']:>10.1f}")
+    for name, pr in res["profiles"].items():
+        share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in pr["share"].items())
+        print(f"\nprofile of {name}: {share}")
+        print(f"  one step {pr['step_us']:.0f} us reads {pr['weight_bytes_per_step'] / 1e6:.2f} "
+              f"MB of weights: {pr['step_bandwidth_GBps']:.1f} GB/s; a plain sum over as many "
+              f"bytes reads {pr['plain_read_bandwidth_GBps']:.1f} GB/s here")
     return 0
 
 

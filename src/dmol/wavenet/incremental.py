@@ -223,6 +223,20 @@ class IncrementalWaveNet:
             self.log_scale_min = (-math.inf if head.log_scale_min is None
                                   else float(head.log_scale_min))
 
+    def weight_bytes_per_step(self) -> float:
+        """Bytes of weights one batch-1 step reads (blocked past taps: their share per step).
+
+        Batch-1 generation is bound by this traffic: weights do not fit in a core's cache.
+        """
+        item = torch.tensor([], dtype=self.dtype).element_size()
+        n = sum(self.w_cur[i].numel() if b else self.w_taps[i].numel()
+                for i, b in enumerate(self.blocked))
+        n += sum(w.numel() for w in self.w_out) + self.w_skip.numel()
+        n += self.w_post1.numel() + self.w_post2.numel()
+        past = sum(sum(w.numel() for w in self.w_past[i]) / d
+                   for i, d in enumerate(self.dilations) if self.blocked[i])
+        return n * item + past * 4  # past taps are kept in float32
+
     # ---- state and inputs ---------------------------------------------------------------------
     def new_state(self, batch: int = 1, speaker: Tensor | None = None) -> IncrementalState:
         """Fresh state for ``batch`` streams (silence before t = 0, as in training).
@@ -232,7 +246,8 @@ class IncrementalWaveNet:
         if int(batch) != batch or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
         g = self.model._global(speaker, batch, self.device)
-        ring = self.ring_init[:, None, None, :].expand(self.L, self.period, batch, self.R)
+        lay = self._kernel or self
+        ring = lay.ring_init[:, None, None, :].expand(self.L, self.period, batch, lay.R)
         return IncrementalState(ring=ring.contiguous(),
                                 x=torch.zeros(batch, device=self.device), speaker=g)
 
@@ -244,18 +259,20 @@ class IncrementalWaveNet:
         taken from ``state``. Project a long utterance in chunks to bound memory.
         """
         B, cin, T = c.shape
-        if cin != self.w_cond.shape[0]:
+        lay = self._kernel or self  # the C++ kernel has its own (padded) column layout
+        w_cond, b_cond, w_gcond = lay.w_cond, lay.b_cond, lay.w_gcond
+        if cin != w_cond.shape[0]:
             raise ValueError(f"conditioning has {cin} channels, the model expects "
-                             f"{self.w_cond.shape[0]}")
-        bias = self.b_cond.expand(B, -1)
+                             f"{w_cond.shape[0]}")
+        bias = b_cond.expand(B, -1)
         if state is not None and state.speaker is not None:
-            bias = bias + state.speaker[:, :, 0] @ self.w_gcond
+            bias = bias + state.speaker[:, :, 0] @ w_gcond
         if B == 1:  # one pass: the bias is added by the product
-            base = torch.addmm(bias, c[0].T.float(), self.w_cond)
+            base = torch.addmm(bias, c[0].T.float(), w_cond)
         else:
-            base = (c.permute(2, 0, 1).float().reshape(T * B, cin) @ self.w_cond).view(T, B, -1)
+            base = (c.permute(2, 0, 1).float().reshape(T * B, cin) @ w_cond).view(T, B, -1)
             base += bias
-        return base.view(T, B, self.L, self.G)
+        return base.view(T, B, self.L, lay.G)
 
     def draw_noise(self, steps: int, batch: int, *, generator: torch.Generator | None = None,
                    temperature: float = 1.0) -> MoLNoise:
@@ -374,6 +391,10 @@ class IncrementalWaveNet:
         T, B = base.shape[0], base.shape[1]
         if B != state.batch:
             raise ValueError(f"base has batch {B}, the state {state.batch}")
+        G = (self._kernel or self).G
+        if base.dim() != 4 or base.shape[2:] != (self.L, G):
+            raise ValueError(f"base must have shape (T, B, {self.L}, {G}) (from project()), "
+                             f"got {tuple(base.shape)}")
         if teacher is not None and tuple(teacher.shape) != (B, T):
             raise ValueError(f"teacher must have shape (B, T) = {(B, T)}, got "
                              f"{tuple(teacher.shape)}")
@@ -428,6 +449,8 @@ class IncrementalWaveNet:
 # ---- the C++ kernel ------------------------------------------------------------------------
 KERNEL_SOURCE = r"""
 // dmol WaveNet step kernel: T steps of B streams on nt CPU threads (see incremental.py).
+// Every weight matrix is stored as panels of 32 columns, each a contiguous (K, 32) block:
+// a product streams the panel once while its 32 sums stay in registers.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -435,20 +458,25 @@ KERNEL_SOURCE = r"""
 #include <cstring>
 #include <thread>
 #include <vector>
-#if defined(__AVX512F__) && defined(__GLIBC__) && \
-    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+#if defined(__AVX512F__)
 #include <immintrin.h>
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
 extern "C" __m512 _ZGVeN16v_expf(__m512);  // glibc libmvec, 16 lanes
 #define DMOL_VEXP 1
 #endif
+#endif
 
+constexpr int64_t PW = 32;  // panel width (columns)
+
+// Sizes are padded: R, S, C to multiples of 32, H to a multiple of 16, G = 2 H. Gate columns
+// are interleaved per panel: 16 of the tanh half, then the 16 matching sigmoid columns.
 struct Net {
-    int64_t L, R, G, H, S, C, M, k, P, bf16;
+    int64_t L, R, G, H, S, C, M, k, P, bf16, C_out;
     const int64_t* dil;
     const int64_t* blocked;
-    const float* w_first;
-    const void* const* w_main;   // per layer: (k R, G) or, blocked, (R, G)
-    const float* const* w_past;  // per layer: (k - 1, R, G) float32 (used once per d steps)
+    const float* w_first;        // (R,)
+    const void* const* w_main;   // per layer: (k R, G), or blocked (R, G)
+    const float* const* w_past;  // per layer: k - 1 panels sets (R, G) float32, or null
     const void* const* w_out;    // per layer but the last: (H, R)
     const void* w_skip;          // (L H, S)
     const float* b_skip;
@@ -459,43 +487,86 @@ struct Net {
     float log_scale_min;
 };
 
-static inline float wload(const float* w, int64_t i) { return w[i]; }
-static inline float wload(const uint16_t* w, int64_t i) {
-    uint32_t b = uint32_t(w[i]) << 16;  // bfloat16 is the top half of a float32
-    float f;
-    std::memcpy(&f, &b, 4);
-    return f;
+// Y[m, 0:32] += X[m, 0:K] @ P (K, 32) for m < MR
+template <int MR>
+static inline void tile(const float* X, int64_t ldx, const float* p, int64_t K, float* Y,
+                        int64_t ldy) {
+#if defined(__AVX512F__)
+    __m512 a[MR][2];
+    for (int r = 0; r < MR; ++r)
+        a[r][0] = _mm512_loadu_ps(Y + r * ldy), a[r][1] = _mm512_loadu_ps(Y + r * ldy + 16);
+    for (int64_t k = 0; k < K; ++k, p += PW) {
+        const __m512 w0 = _mm512_loadu_ps(p), w1 = _mm512_loadu_ps(p + 16);
+        for (int r = 0; r < MR; ++r) {
+            const __m512 x = _mm512_set1_ps(X[r * ldx + k]);
+            a[r][0] = _mm512_fmadd_ps(x, w0, a[r][0]);
+            a[r][1] = _mm512_fmadd_ps(x, w1, a[r][1]);
+        }
+    }
+    for (int r = 0; r < MR; ++r)
+        _mm512_storeu_ps(Y + r * ldy, a[r][0]), _mm512_storeu_ps(Y + r * ldy + 16, a[r][1]);
+#else
+    float a[MR][PW];
+    for (int r = 0; r < MR; ++r) std::memcpy(a[r], Y + r * ldy, sizeof a[r]);
+    for (int64_t k = 0; k < K; ++k, p += PW)
+        for (int r = 0; r < MR; ++r)
+            for (int c = 0; c < PW; ++c) a[r][c] += X[r * ldx + k] * p[c];
+    for (int r = 0; r < MR; ++r) std::memcpy(Y + r * ldy, a[r], sizeof a[r]);
+#endif
 }
 
-// Y[m, :n] += X[m, :K] @ W[:K, :n] for m < rows (W rows ldw apart). One row (the batch-1 hot
-// path) streams each weight row once at memory speed; many rows (past-tap blocks, batches)
-// take KU rows of W at a time, so each load and store of Y is shared by KU multiply-adds.
-template <typename W>
-static void gemm_acc(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t ldw,
-                     int64_t K, int64_t n, float* Y, int64_t ldy) {
-    constexpr int64_t KU = 8;
-    int64_t kk = 0;
-    if (rows >= KU)
-        for (; kk + KU <= K; kk += KU)
-            for (int64_t m = 0; m < rows; ++m) {
-                float xv[KU];
-                for (int64_t u = 0; u < KU; ++u) xv[u] = X[m * ldx + kk + u];
-                const W* __restrict__ wr = w + kk * ldw;
-                float* __restrict__ y = Y + m * ldy;
-#pragma omp simd
-                for (int64_t q = 0; q < n; ++q) {
-                    float a = y[q];
-                    for (int64_t u = 0; u < KU; ++u) a += xv[u] * wload(wr + u * ldw, q);
-                    y[q] = a;
-                }
+// the same with bfloat16 weights (the top half of a float32: widen by a 16-bit shift)
+template <int MR>
+static inline void tile(const float* X, int64_t ldx, const uint16_t* p, int64_t K, float* Y,
+                        int64_t ldy) {
+#if defined(__AVX512F__)
+    __m512 a[MR][2];
+    for (int r = 0; r < MR; ++r)
+        a[r][0] = _mm512_loadu_ps(Y + r * ldy), a[r][1] = _mm512_loadu_ps(Y + r * ldy + 16);
+    for (int64_t k = 0; k < K; ++k, p += PW) {
+        const __m512i v = _mm512_loadu_si512(static_cast<const void*>(p));
+        const __m512 w0 = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(v)), 16));
+        const __m512 w1 = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(v, 1)), 16));
+        for (int r = 0; r < MR; ++r) {
+            const __m512 x = _mm512_set1_ps(X[r * ldx + k]);
+            a[r][0] = _mm512_fmadd_ps(x, w0, a[r][0]);
+            a[r][1] = _mm512_fmadd_ps(x, w1, a[r][1]);
+        }
+    }
+    for (int r = 0; r < MR; ++r)
+        _mm512_storeu_ps(Y + r * ldy, a[r][0]), _mm512_storeu_ps(Y + r * ldy + 16, a[r][1]);
+#else
+    float a[MR][PW];
+    for (int r = 0; r < MR; ++r) std::memcpy(a[r], Y + r * ldy, sizeof a[r]);
+    for (int64_t k = 0; k < K; ++k, p += PW)
+        for (int r = 0; r < MR; ++r)
+            for (int c = 0; c < PW; ++c) {
+                uint32_t b = uint32_t(p[c]) << 16;
+                float w;
+                std::memcpy(&w, &b, 4);
+                a[r][c] += X[r * ldx + k] * w;
             }
-    for (; kk < K; ++kk) {
-        const W* __restrict__ wr = w + kk * ldw;
-        for (int64_t m = 0; m < rows; ++m) {
-            const float xv = X[m * ldx + kk];
-            float* __restrict__ y = Y + m * ldy;
-#pragma omp simd
-            for (int64_t q = 0; q < n; ++q) y[q] += xv * wload(wr, q);
+    for (int r = 0; r < MR; ++r) std::memcpy(Y + r * ldy, a[r], sizeof a[r]);
+#endif
+}
+
+// Y[m, 32 p0 : 32 p1] += X[m, 0:K] @ W[:K, 32 p0 : 32 p1] for m < rows; W is stored as panels
+// of Kp rows (use the first K, from row k0 on)
+template <typename W>
+static void gemm(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t Kp, int64_t k0,
+                 int64_t K, int64_t p0, int64_t p1, float* Y, int64_t ldy) {
+    for (int64_t p = p0; p < p1; ++p) {
+        const W* pan = w + (p * Kp + k0) * PW;
+        float* y = Y + p * PW;
+        int64_t m = 0;
+        for (; m + 4 <= rows; m += 4) tile<4>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy);
+        switch (rows - m) {
+            case 3: tile<3>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy); break;
+            case 2: tile<2>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy); break;
+            case 1: tile<1>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy); break;
+            default: break;
         }
     }
 }
@@ -533,11 +604,9 @@ struct Barrier {
     }
 };
 
-// thread tid's share [a, b) of n columns, in whole 16-float vectors where possible
+// thread tid's share [a, b) of n panels
 static inline void share(int64_t n, int64_t tid, int64_t nt, int64_t& a, int64_t& b) {
-    const int64_t v = (n + 15) / 16;
-    a = std::min(n, v * tid / nt * 16);
-    b = std::min(n, v * (tid + 1) / nt * 16);
+    a = n * tid / nt, b = n * (tid + 1) / nt;
 }
 
 struct Job {
@@ -546,26 +615,25 @@ struct Job {
     float *ring, *x, *base;
     const float *gumbel, *logistic, *teacher;
     float *out, *params;
-    std::vector<float> h, z, u, s, y1, y;
+    std::vector<float> h, taps, z, u, s, y1, y;
     Barrier bar;
 };
 
-// Each thread computes its own columns of every product (gate columns in matching tanh and
-// sigmoid halves, so the gate needs no exchange); a barrier follows every product whose full
-// result the next one reads.
+// Each thread computes its own panels of every product (a gate panel holds matching tanh and
+// sigmoid columns, so the gate needs no exchange); a barrier follows every product whose
+// full result the next one reads.
 template <typename W>
 static void work(Job& j, int64_t tid) {
     const Net& n = *j.n;
     const int64_t L = n.L, R = n.R, G = n.G, H = n.H, S = n.S, C = n.C, M = n.M, k = n.k;
     const int64_t P = n.P, LH = L * H, B = j.B, T = j.T;
     const float c = std::sqrt(0.5f);
-    int64_t ga, gb, ra, rb, sa, sb;
-    share(H, tid, j.nt, ga, gb);  // gate columns [ga, gb) and [H + ga, H + gb)
-    share(R, tid, j.nt, ra, rb);
-    share(S, tid, j.nt, sa, sb);
-    const int64_t halves[2] = {ga, H + ga}, width = gb - ga;
-    float *h = j.h.data(), *z = j.z.data(), *u = j.u.data(), *s = j.s.data();
-    float *y1 = j.y1.data(), *y = j.y.data();
+    int64_t g0, g1, r0, r1, s0, s1;
+    share(G / PW, tid, j.nt, g0, g1);
+    share(R / PW, tid, j.nt, r0, r1);
+    share(S / PW, tid, j.nt, s0, s1);
+    float *h = j.h.data(), *taps = j.taps.data(), *z = j.z.data(), *u = j.u.data();
+    float *s = j.s.data(), *y1 = j.y1.data(), *y = j.y.data();
     auto ring_row = [&](int64_t i, int64_t slot) { return j.ring + ((i * P + slot) * B) * R; };
     for (int64_t r = 0; r < T; ++r) {
         const int64_t t = j.t0 + r, slot = t % P;
@@ -576,66 +644,74 @@ static void work(Job& j, int64_t tid) {
             if (!n.blocked[i] || (t % d && r)) continue;
             const int64_t m = std::min(d - t % d, T - r);
             for (int64_t tap = 0; tap < k - 1; ++tap)
-                for (int64_t o : halves)
-                    gemm_acc(ring_row(i, mod(t - (k - 1 - tap) * d, P)), R, m * B,
-                             n.w_past[i] + tap * R * G + o, G, R, width, bt + i * G + o, L * G);
+                gemm(ring_row(i, mod(t - (k - 1 - tap) * d, P)), R, m * B,
+                     n.w_past[i] + tap * R * G, R, 0, R, g0, g1, bt + i * G, L * G);
         }
         for (int64_t b = 0; b < B; ++b)
-            for (int64_t q = ra; q < rb; ++q) h[b * R + q] = j.x[b] * n.w_first[q];
+            for (int64_t q = r0 * PW; q < r1 * PW; ++q) h[b * R + q] = j.x[b] * n.w_first[q];
         j.bar.wait();  // h complete
         for (int64_t i = 0; i < L; ++i) {
-            const int64_t d = n.dil[i];
-            for (int64_t b = 0; b < B; ++b)
-                std::memcpy(ring_row(i, slot) + b * R + ra, h + b * R + ra,
-                            sizeof(float) * (rb - ra));
+            const int64_t d = n.dil[i], a = g0 * PW, width = (g1 - g0) * PW;
+            for (int64_t b = 0; b < B; ++b) {
+                std::memcpy(ring_row(i, slot) + b * R + r0 * PW, h + b * R + r0 * PW,
+                            sizeof(float) * (r1 - r0) * PW);
+                std::memcpy(z + b * G + a, bt + (b * L + i) * G + a, sizeof(float) * width);
+            }
             const W* wm = static_cast<const W*>(n.w_main[i]);
-            for (int64_t o : halves) {
-                for (int64_t b = 0; b < B; ++b)
-                    std::memcpy(z + b * G + o, bt + (b * L + i) * G + o, sizeof(float) * width);
-                const W* w = wm;
-                if (!n.blocked[i]) {  // rows h(t-(k-1)d) .. h(t-d) from the ring, then h(t)
-                    for (int64_t tap = 0; tap < k - 1; ++tap, w += R * G)
-                        gemm_acc(ring_row(i, mod(t - (k - 1 - tap) * d, P)), R, B, w + o, G, R,
-                                 width, z + o, G);
+            if (n.blocked[i]) {
+                gemm(h, R, B, wm, R, 0, R, g0, g1, z, G);
+            } else {  // rows [h(t-(k-1)d), ..., h(t-d), h(t)] against the stacked taps
+                for (int64_t b = 0; b < B; ++b) {
+                    for (int64_t tap = 0; tap < k - 1; ++tap)
+                        std::memcpy(taps + (b * k + tap) * R,
+                                    ring_row(i, mod(t - (k - 1 - tap) * d, P)) + b * R,
+                                    sizeof(float) * R);
+                    std::memcpy(taps + (b * k + k - 1) * R, h + b * R, sizeof(float) * R);
                 }
-                gemm_acc(h, R, B, w + o, G, R, width, z + o, G);
+                gemm(taps, k * R, B, wm, k * R, 0, k * R, g0, g1, z, G);
             }
             for (int64_t b = 0; b < B; ++b) {  // tanh(a) sigmoid(b) / 2 = (s(2a) - 1/2) s(b)
                 float* zb = z + b * G;
-                sigmoid_inplace(zb + ga, width);
-                sigmoid_inplace(zb + H + ga, width);
-                float* ub = u + b * LH + i * H;
+                sigmoid_inplace(zb + a, width);
+                for (int64_t p = g0; p < g1; ++p) {
+                    float* ub = u + b * LH + i * H + p * (PW / 2);
+                    const float* zp = zb + p * PW;
 #pragma omp simd
-                for (int64_t q = ga; q < gb; ++q) ub[q] = (zb[q] - 0.5f) * zb[H + q];
+                    for (int64_t q = 0; q < PW / 2; ++q) ub[q] = (zp[q] - 0.5f) * zp[PW / 2 + q];
+                }
             }
             j.bar.wait();  // u_i complete; everyone is done reading h
             if (i + 1 < L) {
                 for (int64_t b = 0; b < B; ++b)
-                    for (int64_t q = ra; q < rb; ++q) h[b * R + q] *= c;
-                gemm_acc(u + i * H, LH, B, static_cast<const W*>(n.w_out[i]) + ra, R, H,
-                         rb - ra, h + ra, R);
+                    for (int64_t q = r0 * PW; q < r1 * PW; ++q) h[b * R + q] *= c;
+                gemm(u + i * H, LH, B, static_cast<const W*>(n.w_out[i]), H, 0, H, r0, r1, h, R);
                 j.bar.wait();  // h complete
             }
         }
         for (int64_t b = 0; b < B; ++b) {
-            std::memcpy(s + b * S + sa, n.b_skip + sa, sizeof(float) * (sb - sa));
-            std::memcpy(y1 + b * S + sa, n.b_post1 + sa, sizeof(float) * (sb - sa));
+            std::memcpy(s + b * S + s0 * PW, n.b_skip + s0 * PW,
+                        sizeof(float) * (s1 - s0) * PW);
+            std::memcpy(y1 + b * S + s0 * PW, n.b_post1 + s0 * PW,
+                        sizeof(float) * (s1 - s0) * PW);
         }
-        gemm_acc(u, LH, B, static_cast<const W*>(n.w_skip) + sa, S, LH, sb - sa, s + sa, S);
+        gemm(u, LH, B, static_cast<const W*>(n.w_skip), LH, 0, LH, s0, s1, s, S);
         for (int64_t b = 0; b < B; ++b)
-            for (int64_t q = sa; q < sb; ++q) s[b * S + q] = std::max(s[b * S + q], 0.0f);
+            for (int64_t q = s0 * PW; q < s1 * PW; ++q)
+                s[b * S + q] = std::max(s[b * S + q], 0.f);
         j.bar.wait();
-        gemm_acc(s, S, B, static_cast<const W*>(n.w_post1) + sa, S, S, sb - sa, y1 + sa, S);
+        gemm(s, S, B, static_cast<const W*>(n.w_post1), S, 0, S, s0, s1, y1, S);
         for (int64_t b = 0; b < B; ++b)
-            for (int64_t q = sa; q < sb; ++q) y1[b * S + q] = std::max(y1[b * S + q], 0.0f);
+            for (int64_t q = s0 * PW; q < s1 * PW; ++q)
+                y1[b * S + q] = std::max(y1[b * S + q], 0.f);
         j.bar.wait();
         if (tid == 0) {
             for (int64_t b = 0; b < B; ++b) std::memcpy(y + b * C, n.b_post2, sizeof(float) * C);
-            gemm_acc(y1, S, B, static_cast<const W*>(n.w_post2), C, S, C, y, C);
+            gemm(y1, S, B, static_cast<const W*>(n.w_post2), S, 0, S, 0, C / PW, y, C);
             for (int64_t b = 0; b < B; ++b) {
                 const float* yb = y + b * C;
                 if (j.params)
-                    for (int64_t q = 0; q < C; ++q) j.params[(b * C + q) * T + r] = yb[q];
+                    for (int64_t q = 0; q < n.C_out; ++q)
+                        j.params[(b * n.C_out + q) * T + r] = yb[q];
                 if (j.teacher) {
                     j.x[b] = j.teacher[b * T + r];
                 } else {  // Gumbel-max component, then the logistic inverse CDF
@@ -663,8 +739,9 @@ extern "C" int dmol_wavenet_run(const Net* n, int64_t B, int64_t T, int64_t t0, 
     j.n = n, j.B = B, j.T = T, j.t0 = t0, j.nt = std::max<int64_t>(1, threads);
     j.ring = ring, j.x = x, j.base = base, j.gumbel = gumbel, j.logistic = logistic;
     j.teacher = teacher, j.out = out, j.params = params;
-    j.h.resize(B * n->R), j.z.resize(B * n->G), j.u.resize(B * n->L * n->H);
-    j.s.resize(B * n->S), j.y1.resize(B * n->S), j.y.resize(B * n->C);
+    j.h.resize(B * n->R), j.taps.resize(B * n->k * n->R), j.z.resize(B * n->G);
+    j.u.resize(B * n->L * n->H), j.s.resize(B * n->S), j.y1.resize(B * n->S);
+    j.y.resize(B * n->C);
     j.bar.n = j.nt;
     auto body = [&j, n](int64_t tid) {
         if (n->bf16) work<uint16_t>(j, tid); else work<float>(j, tid);
@@ -688,6 +765,10 @@ def _compiler() -> str | None:
 
 
 _LIB: ctypes.CDLL | None = None
+
+
+def _up(n: int, m: int) -> int:
+    return -(-n // m) * m
 
 
 def _load_kernel() -> ctypes.CDLL:
@@ -735,7 +816,7 @@ def cpp_available() -> bool:
 
 class _Net(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in
-                ("L", "R", "G", "H", "S", "C", "M", "k", "P", "bf16")] + [
+                ("L", "R", "G", "H", "S", "C", "M", "k", "P", "bf16", "C_out")] + [
         ("dil", ctypes.c_void_p), ("blocked", ctypes.c_void_p), ("w_first", ctypes.c_void_p),
         ("w_main", ctypes.c_void_p), ("w_past", ctypes.c_void_p), ("w_out", ctypes.c_void_p),
         ("w_skip", ctypes.c_void_p), ("b_skip", ctypes.c_void_p),
@@ -745,23 +826,67 @@ class _Net(ctypes.Structure):
 
 
 class _CppNet:
-    """The engine's weights laid out for :data:`KERNEL_SOURCE`, and the call into it."""
+    """The engine's weights laid out for :data:`KERNEL_SOURCE`, and the call into it.
+
+    Sizes are padded (R, S, C to multiples of 32, H to 16) and every matrix is cut into
+    panels of 32 columns, each stored as one contiguous (K, 32) block; the gate columns are
+    interleaved so that a panel holds 16 tanh-half columns and their 16 sigmoid-half partners.
+    The conditioning (:meth:`IncrementalWaveNet.project`) and the ring use the same layout.
+    """
 
     def __init__(self, e: IncrementalWaveNet) -> None:
         self.lib = _load_kernel()
         self.threads = e.threads
+        L, R, H, S, C, k = e.L, e.R, e.H, e.S, e.C, e.k
+        self.R, self.H, self.S, self.C = _up(R, 32), _up(H, 16), _up(S, 32), _up(C, 32)
+        Rp, Hp, Sp, Cp = self.R, self.H, self.S, self.C
+        self.G = Gp = 2 * Hp
+        q = torch.arange(H)
+        gate = torch.cat([q // 16 * 32 + q % 16, q // 16 * 32 + 16 + q % 16])  # column moves
+        ident = torch.arange
+
+        def pad(w: Tensor, rows: Tensor, cols: Tensor, shape: tuple[int, int]) -> Tensor:
+            out = torch.zeros(shape)
+            out[rows[:, None], cols[None, :]] = w.float()
+            return out
+
+        def panels(m: Tensor, dtype: torch.dtype) -> Tensor:  # (K, N) -> (N / 32, K, 32)
+            K, N = m.shape
+            return m.view(K, N // 32, 32).transpose(0, 1).to(dtype).contiguous()
+
         wd = e.dtype
+        taps_rows = (torch.arange(k)[:, None] * Rp + ident(R)[None]).reshape(-1)
+        main, past = [], []
+        for i in range(L):
+            if e.blocked[i]:
+                main.append(panels(pad(e.w_cur[i], ident(R), gate, (Rp, Gp)), wd))
+                past.append(torch.stack([panels(pad(w, ident(R), gate, (Rp, Gp)), torch.float32)
+                                         for w in e.w_past[i]]))
+            else:
+                main.append(panels(pad(e.w_taps[i], taps_rows, gate, (k * Rp, Gp)), wd))
+                past.append(None)
+        outs = [panels(pad(w, ident(H), ident(R), (Hp, Rp)), wd) for w in e.w_out]
+        skip_rows = (torch.arange(L)[:, None] * Hp + ident(H)[None]).reshape(-1)
+        dense = [panels(pad(e.w_skip, skip_rows, ident(S), (L * Hp, Sp)), wd),
+                 panels(pad(e.w_post1, ident(S), ident(S), (Sp, Sp)), wd),
+                 panels(pad(e.w_post2, ident(S), ident(C), (Sp, Cp)), wd)]
 
-        def w(t: Tensor) -> Tensor:
-            return t.to(wd).contiguous()
+        def vec(v: Tensor, n: int) -> Tensor:
+            out = torch.zeros(n)
+            out[:v.numel()] = v.float()
+            return out
 
-        main = [w(e.w_cur[i] if e.blocked[i] else e.w_taps[i]) for i in range(e.L)]
-        past = [torch.stack(e.w_past[i]).float().contiguous() if e.blocked[i] else None
-                for i in range(e.L)]
-        outs = [w(t) for t in e.w_out]
+        biases = [vec(e.w_first, Rp), vec(e.b_skip, Sp), vec(e.b_post1, Sp), vec(e.b_post2, Cp)]
+        # the conditioning projection and the ring in this layout (used by the engine)
+        cols = (torch.arange(L)[:, None] * Gp + gate[None]).reshape(-1)
+        self.w_cond = pad(e.w_cond, ident(e.w_cond.shape[0]), cols, (e.w_cond.shape[0], L * Gp))
+        self.b_cond = torch.zeros(L * Gp).index_copy_(0, cols, e.b_cond.float())
+        self.w_gcond = (None if e.w_gcond is None else
+                        pad(e.w_gcond, ident(e.w_gcond.shape[0]), cols,
+                            (e.w_gcond.shape[0], L * Gp)))
+        self.ring_init = torch.zeros(L, Rp)
+        self.ring_init[:, :R] = e.ring_init
         ints = torch.tensor([e.dilations, [int(b) for b in e.blocked]], dtype=torch.int64)
-        dense = [w(e.w_skip), w(e.w_post1), w(e.w_post2)]
-        biases = [e.w_first, e.b_skip, e.b_post1, e.b_post2]
         self._keep = [main, past, outs, ints, dense, biases]  # the kernel holds raw pointers
 
         def ptrs(ts: list) -> ctypes.Array:
@@ -770,12 +895,12 @@ class _CppNet:
             return arr
 
         self.net = _Net(
-            e.L, e.R, e.G, e.H, e.S, e.C, e.C // 3, e.k, e.period, int(wd == torch.bfloat16),
-            ints[0].data_ptr(), ints[1].data_ptr(), e.w_first.data_ptr(),
+            L, Rp, Gp, Hp, Sp, Cp, C // 3, k, e.period, int(wd == torch.bfloat16), C,
+            ints[0].data_ptr(), ints[1].data_ptr(), biases[0].data_ptr(),
             ctypes.addressof(ptrs(main)), ctypes.addressof(ptrs(past)),
-            ctypes.addressof(ptrs(outs)), dense[0].data_ptr(), e.b_skip.data_ptr(),
-            dense[1].data_ptr(), e.b_post1.data_ptr(), dense[2].data_ptr(),
-            e.b_post2.data_ptr(), e.log_scale_min)
+            ctypes.addressof(ptrs(outs)), dense[0].data_ptr(), biases[1].data_ptr(),
+            dense[1].data_ptr(), biases[2].data_ptr(), dense[2].data_ptr(),
+            biases[3].data_ptr(), e.log_scale_min)
 
     def run(self, state: IncrementalState, base: Tensor, noise: MoLNoise | None,
             teacher: Tensor | None, out: Tensor, params: Tensor | None) -> None:
