@@ -180,6 +180,19 @@ def test_cpp_threads_give_the_same_numbers():
     assert torch.equal(outs[0], outs[1])
 
 
+def test_auto_backend_falls_back_without_a_compiler(monkeypatch):
+    import dmol.wavenet.synthesis as synthesis
+
+    model = tiny_model()
+    monkeypatch.setattr(synthesis, "cpp_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="compiler"):
+        assert make_engine(model).backend == "torch"
+    with pytest.raises(ValueError, match="backend"):
+        make_engine(model, backend="gpu")
+    with pytest.raises(ValueError, match="dtype"):
+        make_engine(model, dtype="float16")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_same_seed_same_audio(backend):
     model = tiny_model(7)

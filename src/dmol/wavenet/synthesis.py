@@ -73,10 +73,10 @@ def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | s
                 batch: int = 1, threads: int = 1) -> IncrementalWaveNet:
     """An :class:`IncrementalWaveNet` with a backend chosen for ``batch`` streams.
 
-    ``backend="auto"``: the C++ kernel for up to 4 streams on the CPU with a MoL head (it
-    streams the weights at memory speed; "torch" if no compiler is found), else eager torch
-    (batched products go to BLAS, which is efficient once the batch is large). ``threads``:
-    threads of the C++ kernel (worth it on otherwise idle cores).
+    ``backend="auto"``: on the CPU with a MoL head the C++ kernel (batch 1 is bound by reading
+    the weights, which its panel layout streams at memory speed; batches by arithmetic, which
+    its register tiles keep busy), or "torch" if no C++ compiler is found; elsewhere (a GPU,
+    other heads) eager "torch". ``threads``: threads of the C++ kernel (worth it on idle cores).
     """
     if not isinstance(model, WaveNet):
         raise TypeError(f"expected a WaveNet, got {type(model).__name__}")
@@ -89,12 +89,12 @@ def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | s
     if backend == "auto":
         cpu = next(model.parameters()).device.type == "cpu"
         backend = "torch"
-        if cpu and batch <= 4 and model.head.name == "mol":
+        if cpu and model.head.name == "mol":
             if cpp_available():
                 backend = "cpp"
             else:
-                warnings.warn("no C++ compiler found: sequential synthesis runs on the slower "
-                              "'torch' backend", RuntimeWarning, stacklevel=2)
+                warnings.warn("no C++ compiler found: synthesis runs on the slower 'torch' "
+                              "backend", RuntimeWarning, stacklevel=2)
     # past taps in blocks save weight traffic, which bounds batch 1; a batch is bound by
     # arithmetic, and one product over all k taps is then the cheaper layout
     return IncrementalWaveNet(model, backend=backend, dtype=dtype, amortize=batch <= 2,
