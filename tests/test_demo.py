@@ -112,29 +112,34 @@ def test_resume_or_skip_decision(tmp_path, monkeypatch):
 
     import dmol.wavenet.train  # noqa: F401 - the module, whatever dmol.wavenet exports
 
-    calls = []
+    calls, saved = [], {}
     monkeypatch.setattr(sys.modules["dmol.wavenet.train"], "train",
                         lambda *a, **k: calls.append(k))
     monkeypatch.setattr(sys.modules["dmol.wavenet.checkpoint"], "latest_checkpoint",
                         lambda d: d / "ckpt_00000010.pt")
+    monkeypatch.setattr(sys.modules["dmol.wavenet.checkpoint"], "load_checkpoint",
+                        lambda p: saved)
     run = tmp_path / "run"
     run.mkdir()
 
-    def state(seconds, finished=False):
-        (run / "metrics.json").write_text(json.dumps({"train_seconds": seconds,
-                                                      "finished": finished}))
+    def decide(seconds, max_steps=200, preset="tiny"):
+        saved.clear()
+        saved.update(preset=preset, step=10, train_config={"max_steps": max_steps},
+                     metrics={"train_seconds": seconds})
         calls.clear()
         with contextlib.redirect_stdout(io.StringIO()) as buf:
             _train_or_reuse(tmp_path, run, "tiny", 2.0, None)
         return calls, buf.getvalue()
 
-    c, text = state(30.0)  # a quarter of the budget used: resume for the rest
+    c, text = decide(30.0)  # a quarter of the budget used: resume for the rest
     assert len(c) == 1 and c[0]["resume"] and c[0]["minutes"] == pytest.approx(1.5)
     assert "resuming" in text
-    c, text = state(121.0)
-    assert c == [] and "skipping training" in text
-    c, text = state(10.0, finished=True)  # reached max_steps: nothing left to train
-    assert c == [] and "skipping training" in text
+    c, text = decide(121.0)
+    assert c == [] and "budget is used up, skipping training" in text
+    c, text = decide(10.0, max_steps=10)  # reached max_steps: nothing left to train
+    assert c == [] and "max_steps, skipping training" in text
+    with pytest.raises(ValueError, match="preset 'small-16k'"):
+        decide(10.0, preset="small-16k")
 
 
 def test_pick_utterances_prefers_long_ones_that_fit(tmp_path):

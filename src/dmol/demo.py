@@ -64,8 +64,12 @@ def pick_utterances(paths: Sequence[Path], n: int, max_seconds: float, sample_ra
 # ---- training, or reusing what an earlier run trained --------------------------------------
 def _train_or_reuse(data_dir: Path, run_dir: Path, preset: str, minutes: float,
                     overrides: dict[str, Any] | None) -> Path:
-    """Train ``preset`` for ``minutes`` in ``run_dir``, resuming or skipping as appropriate."""
-    from dmol.wavenet.checkpoint import latest_checkpoint
+    """Train ``preset`` for ``minutes`` in ``run_dir``, resuming or skipping as appropriate.
+
+    The time already spent and whether ``max_steps`` was reached are read from the newest
+    checkpoint itself, so an interrupted run is judged by what it actually saved.
+    """
+    from dmol.wavenet.checkpoint import latest_checkpoint, load_checkpoint
     from dmol.wavenet.train import train
 
     ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
@@ -74,14 +78,20 @@ def _train_or_reuse(data_dir: Path, run_dir: Path, preset: str, minutes: float,
         print(f"training preset {preset!r} from scratch for {minutes:g} min into {run_dir}")
         train(data_dir, run_dir, preset, minutes=minutes, overrides=overrides)
     else:
-        spent = _seconds_trained(run_dir)
-        if spent >= 0.98 * budget or _finished(run_dir):
-            print(f"reusing the trained model {ckpt} ({spent / 60:.1f} of {minutes:g} min "
-                  f"used): skipping training")
+        state = load_checkpoint(ckpt)
+        if state.get("preset") != preset:
+            raise ValueError(f"{run_dir} holds a model of preset {state.get('preset')!r}, not "
+                             f"{preset!r}: pass --preset {state.get('preset')} or another --out")
+        spent = float(state.get("metrics", {}).get("train_seconds", 0.0))
+        finished = int(state["step"]) >= int(state["train_config"]["max_steps"])
+        if spent >= 0.98 * budget or finished:
+            why = "it reached max_steps" if finished else "the budget is used up"
+            print(f"reusing the trained model {ckpt} (step {state['step']}, {spent / 60:.1f} "
+                  f"of {minutes:g} min trained): {why}, skipping training")
             return ckpt
         left = (budget - spent) / 60.0
-        print(f"resuming training from {ckpt} ({spent / 60:.1f} of {minutes:g} min used, "
-              f"{left:.1f} min left)")
+        print(f"resuming training from {ckpt} (step {state['step']}, {spent / 60:.1f} of "
+              f"{minutes:g} min trained, {left:.1f} min left)")
         train(data_dir, run_dir, preset, minutes=left, resume=True, overrides=overrides)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
@@ -97,15 +107,6 @@ def _run_metrics(run_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
         return {}
-
-
-def _seconds_trained(run_dir: Path) -> float:
-    return float(_run_metrics(run_dir).get("train_seconds", 0.0))
-
-
-def _finished(run_dir: Path) -> bool:
-    m = _run_metrics(run_dir)
-    return bool(m.get("finished", False))
 
 
 # ---- reusing the vocoded outputs of an earlier run -----------------------------------------
@@ -329,7 +330,7 @@ def _run(out: Path, minutes: float, preset: str, utterances: int, limit: int | N
 
     _stage(2, n, f"training ({minutes:g} min budget) -> {run_dir}", t0)
     ckpt = _train_or_reuse(data_dir, run_dir, preset, minutes, overrides)
-    model, head, recipe, config = load_model(ckpt)
+    model, head, recipe, ckpt_info = load_model(ckpt)
 
     _stage(3, n, f"vocoding {utterances} held-out utterance(s) ({mode} mode)", t0)
     chosen = pick_utterances(list_split(data_dir, "val"), utterances, max_seconds,
@@ -375,8 +376,8 @@ def _run(out: Path, minutes: float, preset: str, utterances: int, limit: int | N
     _stage(5, n, "metrics.json and index.html", t0)
     run = _run_metrics(run_dir)
     info = {"preset": preset, "checkpoint": str(ckpt.relative_to(out)),
-            "minutes_budget": minutes, "train_seconds": _seconds_trained(run_dir),
-            "step": run.get("step"), "corpus": manifest.get("source"),
+            "minutes_budget": minutes, "train_seconds": run.get("train_seconds", 0.0),
+            "step": ckpt_info["step"], "corpus": manifest.get("source"),
             "train_utterances": len(manifest["train"]), "val_utterances": len(manifest["val"]),
             "vocoded": vocoded}
     write_json(out / "metrics.json", {k: v for k, v in result.items() if k != "demo"}, demo=info)
