@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import os
 import warnings
@@ -38,6 +39,11 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from dmol import _validate as V
+
+try:  # symbolic-shape settings (private: absent from some torch versions, then not used)
+    from torch.fx.experimental import _config as _shape_config
+except ImportError:  # pragma: no cover
+    _shape_config = None
 
 __all__ = ["mixture_nll", "mixture_nll_packed", "sample_mixture", "backend", "calls"]
 
@@ -49,23 +55,24 @@ calls: collections.Counter[str] = collections.Counter()
 
 # -- the math (plain tensor code: compiled by inductor, or run eagerly as the fallback) ---------
 #
-# The kernels see one chunk at a time: parameters as (M, c) with contiguous rows (c samples
-# of one row of the batch), per-sample values as (c,). Chunking bounds every temporary the
-# compiler chooses to keep to a few (M, c) blocks that stay in cache, whatever the batch size.
+# Parameters arrive packed as (..., 3M, T): T samples in contiguous rows, the component axis
+# just before them. Compiled, a kernel sees one (3M, T) row block of the batch at a time (for
+# a WaveNet's (B, 3M, T) output: one utterance), presented as a plain tensor at offset 0 with
+# textbook strides, so that one compiled kernel per (dtype, M) serves every shape.
 
 
-def _bins(y: Tensor, dtype: torch.dtype, num_classes: int):
+def _bins(y: Tensor, k_max: Tensor, dtype: torch.dtype):
     """Centre of y's bin as ``hi + lo`` (both in ``dtype``) and the edge-bin flags.
 
-    The bin index is taken in float64 (exact ties), and the centre is split into its rounded
-    value and the rounding error: in float32 a centre near +-1 is off by up to 6e-8, which a
-    scale of e^-16 magnifies to 0.5 standard units, while ``(hi - mu) + lo`` is as good as
-    forming the offset in float64.
+    ``k_max`` = K - 1 (float64). The bin index is taken in float64 (exact ties), and the
+    centre is split into its rounded value and the rounding error: in float32 a centre near
+    +-1 is off by up to 6e-8, which a scale of e^-16 magnifies to 0.5 standard units, while
+    ``(hi - mu) + lo`` is as good as forming the offset in float64.
     """
-    k = torch.round((y.double() + 1.0) * (0.5 * (num_classes - 1))).clamp_(0, num_classes - 1)
-    centre = (2.0 * k) / (num_classes - 1) - 1.0
+    k = torch.round((y.double() + 1.0) * (0.5 * k_max)).clamp(min=0.0).minimum(k_max)
+    centre = (2.0 * k) / k_max - 1.0
     hi = centre.to(dtype)
-    return hi, (centre - hi.double()).to(dtype), k == 0, k == num_classes - 1
+    return hi, (centre - hi.double()).to(dtype), k == 0, k == k_max
 
 
 def _one_minus_exp(c: Tensor, ec: Tensor) -> Tensor:
@@ -80,7 +87,7 @@ def _one_minus_exp(c: Tensor, ec: Tensor) -> Tensor:
 
 
 def _log_mass(mu, ls, hi, lo, first, last, h, lsm):
-    """log P(bin) under each logistic (M, c), and its derivatives w.r.t. mu and log-scale.
+    """log P(bin) under one logistic, and its derivatives w.r.t. mu and log-scale (elementwise).
 
     With d = centre - mu, a = (d - h)/s, b = (d + h)/s, c = b - a = 2h/s:
         interior  log P = log sigmoid(b) + log sigmoid(-a) + log(1 - e^-c)
@@ -117,7 +124,7 @@ def _log_mass(mu, ls, hi, lo, first, last, h, lsm):
 
 
 def _logsumexp(xs: list[Tensor]):
-    """logsumexp over a list of (c,) tensors, and the shifted exps and their sum."""
+    """logsumexp over a list of tensors, and the shifted exps and their sum."""
     top = xs[0]
     for x in xs[1:]:
         top = torch.maximum(top, x)
@@ -129,49 +136,54 @@ def _logsumexp(xs: list[Tensor]):
     return top + torch.log(total), e, total
 
 
-def _nll_kernel(lg, mu, ls, hi, lo, first, last, h, lsm, nll_out, grad_out) -> None:
-    """Writes the NLL (..., c) and its gradient w.r.t. [logits | means | log_scales]
-    (..., 3M, c) into ``nll_out`` and ``grad_out``; parameters are (..., M, c), the rest
-    (..., c). Compiled, it sees one chunk: (M, c) and (c,).
+def _rows(p: Tensor) -> list[list[Tensor]]:
+    """(..., 3M, c) -> [logits rows, means rows, log-scale rows], each M tensors (..., c)."""
+    m = p.shape[-2] // 3
+    return [[p[..., k * m + j, :] for j in range(m)] for k in range(3)]
+
+
+def _nll_kernel(p, y, k_max, lsm, nll_out, grad_out) -> None:
+    """Writes the NLL (..., T) and its gradient (..., 3M, T) w.r.t. p = [logits | means |
+    log_scales] (..., 3M, T) into ``nll_out`` and ``grad_out``; y is (..., T).
 
     NLL = logsumexp(logits) - logsumexp(logits + log P); the two softmaxes are the mixture
     weights and the responsibilities r, so dNLL/dlogits = softmax(logits) - r and
-    dNLL/dtheta = -r dlogP/dtheta. The loop over the M components is unrolled when traced:
-    the compiler then emits a single pass over the c samples, all temporaries in registers.
+    dNLL/dtheta = -r dlogP/dtheta. The loop over the M components unrolls when traced: the
+    compiler emits a single pass over the c samples, every temporary in registers.
     """
-    m = lg.shape[-2]
-    cols = [_log_mass(mu[..., j, :], ls[..., j, :], hi, lo, first, last, h, lsm) for j in range(m)]
-    logits = [lg[..., j, :] for j in range(m)]
-    lse_l, el, zl = _logsumexp(logits)
-    lse_j, ej, zj = _logsumexp([logits[j] + cols[j][0] for j in range(m)])
+    lg, mu, ls = _rows(p)
+    hi, lo, first, last = _bins(y, k_max, p.dtype)
+    h = 1.0 / k_max.to(p.dtype)
+    cols = [_log_mass(mu[j], ls[j], hi, lo, first, last, h, lsm) for j in range(len(lg))]
+    lse_l, el, zl = _logsumexp(lg)
+    lse_j, ej, zj = _logsumexp([x + col[0] for x, col in zip(lg, cols, strict=True)])
+    r = [e / zj for e in ej]  # responsibilities
+    g = [e / zl - rj for e, rj in zip(el, r, strict=True)]
+    g += [-rj * col[1] for rj, col in zip(r, cols, strict=True)]
+    g += [-rj * col[2] for rj, col in zip(r, cols, strict=True)]
     nll_out.copy_(lse_l - lse_j)
-    r = [e / zj for e in ej]
-    g = [el[j] / zl - r[j] for j in range(m)]
-    g += [-r[j] * cols[j][1] for j in range(m)]
-    g += [-r[j] * cols[j][2] for j in range(m)]
     grad_out.copy_(torch.stack(g, -2))
 
 
-def _sample_kernel(lg, mu, ls, u, inv_temp, log_st, lsm):
-    """Draws (..., c) from (..., M, c) parameters and (2, ..., c) uniforms.
+def _sample_kernel(p, u, inv_temp, log_st, lsm):
+    """Draws (..., T) from p = [logits | means | log_scales] (..., 3M, T), uniforms (2, ..., T).
 
-    The component: the first whose cumulative weight in softmax(lg * inv_temp) exceeds
+    The component: the first whose cumulative weight in softmax(logits * inv_temp) exceeds
     u[0] * total (inverse CDF of the categorical; zero weights never win). The value: the
     logistic inverse CDF ``mu + s logit(u[1])``. Unrolled over M like `_nll_kernel`: one
     pass, no (M, c) temporaries.
     """
-    lg, mu, ls = ([x[..., j, :] for j in range(x.shape[-2])] for x in (lg, mu, ls))
-    m = len(lg)
+    lg, mu, ls = _rows(p)
     top = lg[0]
-    for j in range(1, m):
-        top = torch.maximum(top, lg[j])
-    w = [torch.exp((lg[j] - top) * inv_temp) for j in range(m)]
+    for x in lg[1:]:
+        top = torch.maximum(top, x)
+    w = [torch.exp((x - top) * inv_temp) for x in lg]
     total = w[0]
-    for j in range(1, m):
-        total = total + w[j]
+    for x in w[1:]:
+        total = total + x
     target = u[0] * total
     pick_mu, pick_ls, cum = mu[0], ls[0], w[0]
-    for j in range(1, m):  # component j when target >= w_0 + ... + w_{j-1}
+    for j in range(1, len(lg)):  # component j when target >= w_0 + ... + w_{j-1}
         later = target >= cum
         pick_mu = torch.where(later, mu[j], pick_mu)
         pick_ls = torch.where(later, ls[j], pick_ls)
@@ -186,14 +198,13 @@ def _sample_kernel(lg, mu, ls, u, inv_temp, log_st, lsm):
 _KERNELS = {"nll": _nll_kernel, "sample": _sample_kernel}
 _state: dict = {"mode": None, "reason": "", "fns": {}}
 
-
 def _fallback(reason: str) -> None:
     _state.update(mode="eager", reason=reason, fns=dict(_KERNELS))
     warnings.warn(
         f"dmol.fused: torch.compile is not used ({reason}); running the eager version of the "
         "same analytic math: same numbers, several times slower",
         RuntimeWarning,
-        stacklevel=5,
+        stacklevel=2,
     )
 
 
@@ -205,9 +216,9 @@ def _init() -> None:
     if not hasattr(torch, "compile"):
         return _fallback(f"torch {torch.__version__} has no torch.compile")
     try:
-        # dynamic: one compiled kernel per (dtype, M) serves every length; the fusion options
-        # let inductor put the whole unrolled body into one loop (its defaults split it into
-        # several, joined by buffers)
+        # dynamic: one compiled kernel per (dtype, M) serves every chunk length. The fusion
+        # options let inductor put the whole unrolled body into one loop (its defaults split
+        # it into several, joined by buffers).
         opts = {"max_fusion_size": 1 << 16, "aggressive_fusion": True}
         fns = {
             name: torch.compile(fn, dynamic=True, fullgraph=True, options=opts)
@@ -218,16 +229,48 @@ def _init() -> None:
     _state.update(mode="inductor", reason="", fns=fns)
 
 
-def _kernel(name: str):
-    """The compiled kernel, or the eager one after a failure (reported once)."""
+def _compiled() -> bool:
     _init()
-    return _state["fns"][name]
+    return _state["mode"] == "inductor"
+
+
+def _plain(t: Tensor) -> Tensor:
+    """``t`` (with contiguous memory) as a plain tensor at storage offset 0 with textbook
+    strides, sharing memory. The compiler guards on a view's base, on a storage offset of
+    0 or 1 and on odd strides: any of them would make it compile again."""
+    strides = [1] * t.dim()
+    for d in range(t.dim() - 2, -1, -1):
+        strides[d] = strides[d + 1] * t.shape[d + 1]
+    try:
+        storage = t.untyped_storage()[t.storage_offset() * t.element_size():]
+        return t.new_empty(0).set_(storage, 0, t.shape, strides)
+    except (RuntimeError, TypeError):  # pragma: no cover - storage slicing unsupported
+        return t.as_strided(t.shape, strides).detach()
+
+
+def _compile_settings() -> contextlib.ExitStack:
+    """Settings for our calls only. Room for one kernel per (dtype, M) beyond dynamo's default
+    of 8; sizes not unified when equal by chance ("duck sizing"); one grad mode (a change
+    would recompile)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch._dynamo.config.patch(recompile_limit=64))
+    if hasattr(_shape_config, "use_duck_shape"):
+        stack.enter_context(_shape_config.patch(use_duck_shape=False))
+    stack.enter_context(torch.no_grad())
+    return stack
 
 
 def _call(name: str, *args):
-    if _state["mode"] == "inductor":
+    """Run a compiled kernel; if compiling fails (no C++ compiler, no Triton...), go eager.
+
+    The batch and length dims are marked unbacked: the kernel is compiled for no particular
+    size, not even 1 (dynamo would otherwise specialize on 0/1), so one kernel per (dtype, M)
+    serves every shape.
+    """
+    if _compiled():
         try:
-            return _state["fns"][name](*args)
+            with _compile_settings():
+                return _state["fns"][name](*args)
         except Exception as e:  # noqa: BLE001 - inputs are validated before we get here
             msg = str(e).strip().splitlines()
             _fallback(f"compilation failed: {type(e).__name__}: {msg[0][:200] if msg else ''}")
@@ -240,14 +283,14 @@ def backend() -> str:
     return "inductor" if _state["mode"] == "inductor" else f"eager-fallback: {_state['reason']}"
 
 
-# -- chunking ----------------------------------------------------------------------------------
+# -- layout and chunking -----------------------------------------------------------------------
 
 
 def _canon(t: Tensor) -> Tensor:
-    """(*batch, M) -> an (A, M, T) tensor with contiguous rows, T the last batch dim.
+    """(*batch, C) -> an (A, C, T) tensor with contiguous rows, T the last batch dim.
 
-    A view when it can be: for the (B, T, M) slices of a (B, 3M, T) network output this is
-    the (B, M, T) block of that output itself. Other layouts are copied.
+    A view when it can be: for the (B, T, 3M) view of a (B, 3M, T) network output it is that
+    output itself. Other layouts are copied.
     """
     x = t.reshape(1, -1) if t.dim() == 1 else t
     x = x.movedim(-1, -2)
@@ -263,50 +306,53 @@ def _uncanon(g: Tensor, batch: torch.Size) -> Tensor:
     return g.reshape(*batch[:-1], g.shape[1], batch[-1]).movedim(-2, -1)
 
 
-def _chunks(length: int, device: torch.device) -> list[tuple[int, int]]:
-    """Even chunks of [0, length); none of length 1 unless length is 1."""
-    cap = (1 << 22) if device.type == "cuda" else (1 << 14)
-    n = -(-length // cap)
-    size = -(-length // n)
-    bounds = [*range(0, length, size), length]
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-        bounds.pop(-2)
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+def _pack(parts: list[Tensor]) -> Tensor:
+    """Stack (A, C, T) blocks along dim 1; a view, not a copy, when they are consecutive
+    slices of one tensor (the logits, means and log-scales of one network output)."""
+    if len(parts) == 1:
+        return parts[0]
+    x = parts[0]
+    step = x.shape[1] * x.stride(1)
+    if all(
+        t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+        and t.shape == x.shape
+        and t.stride() == x.stride()
+        and t.storage_offset() == x.storage_offset() + k * step
+        for k, t in enumerate(parts)
+    ):
+        return x.as_strided((x.shape[0], x.shape[1] * len(parts), x.shape[2]), x.stride())
+    return torch.cat(parts, 1)
 
 
-def _nll_chunked(lg, mu, ls, y, num_classes: int, lsm: Tensor, want_grad: bool):
-    """NLL (A, T) and, if wanted, its gradient (A, 3M, T), for (A, M, T) parameters."""
-    A, M, T = lg.shape
-    dtype, dev = lg.dtype, lg.device
-    hi, lo, first, last = _bins(y, dtype, num_classes)
-    h = torch.tensor(1.0 / (num_classes - 1), dtype=dtype, device=dev)
-    nll = torch.empty(A, T, dtype=dtype, device=dev)
-    grad = torch.empty(A, 3 * M, T, dtype=dtype, device=dev) if want_grad else None
-    _init()
-    if _state["mode"] != "inductor":  # eager: one call over everything
-        out = grad if want_grad else torch.empty(A, 3 * M, T, dtype=dtype, device=dev)
-        _nll_kernel(lg, mu, ls, hi, lo, first, last, h, lsm, nll, out)
-        return nll, grad
-    chunks = _chunks(T, dev)
-    # without a gradient to keep, the kernel writes it into a chunk-sized scratch
-    scratch = None if want_grad else torch.empty(3 * M, chunks[0][1], dtype=dtype, device=dev)
-    for i in range(A):
-        for t0, t1 in chunks:
-            args = [x[i, ..., t0:t1] for x in (lg, mu, ls, hi, lo, first, last)]
-            out = grad[i, :, t0:t1] if want_grad else scratch[:, : t1 - t0]
-            if t1 - t0 > 1:
-                _call("nll", *args, h, lsm, nll[i, t0:t1], out)
-            else:  # a length-1 dim would make the compiler specialize: not worth a kernel
-                _nll_kernel(*args, h, lsm, nll[i, t0:t1], out)
-    return nll, grad
-    for i in range(A):
-        for t0, t1 in chunks:
-            args = [x[i, ..., t0:t1] for x in (lg, mu, ls, hi, lo, first, last)]
-            out = grad[i, :, t0:t1] if want_grad else scratch[:, : t1 - t0]
-            if t1 - t0 > 1:
-                _call("nll", *args, h, lsm, nll[i, t0:t1], out)
-            else:  # a length-1 dim would make the compiler specialize: not worth a kernel
-                _nll_kernel(*args, h, lsm, nll[i, t0:t1], out)
+def _rowwise(p: Tensor, *others: Tensor) -> list[Tensor]:
+    """(A, C, T) parameters and (A, T) per-sample tensors, with rows contiguous. Many short
+    rows are merged into one (a copy), since each row costs a kernel call."""
+    A, C, T = p.shape
+    if A > 1 and T < 256:
+        return [p.transpose(0, 1).reshape(1, C, A * T), *(x.reshape(1, -1) for x in others)]
+    if p.stride(2) != 1 or p.stride(1) != T:
+        p = p.contiguous()
+    return [p, *(x.contiguous() for x in others)]
+
+
+def _nll_packed(p: Tensor, y: Tensor, num_classes: int, lsm: Tensor, want_grad: bool):
+    """NLL (A, T) and, if wanted, its gradient (A, 3M, T), for p = [logits | means |
+    log_scales] as (A, 3M, T) and targets y (A, T)."""
+    A, C, T = p.shape
+    k_max = torch.tensor(num_classes - 1, dtype=torch.float64, device=y.device)
+    rows, yr = _rowwise(p, y)
+    nll = torch.empty(yr.shape, dtype=yr.dtype, device=yr.device)
+    grad = torch.empty(rows.shape, dtype=rows.dtype, device=rows.device) if want_grad else None
+    if not _compiled() or rows.shape[2] == 1:  # eager: one call over everything
+        _nll_kernel(rows, yr, k_max, lsm, nll, grad if want_grad else torch.empty_like(rows))
+    else:
+        scratch = None if want_grad else rows.new_empty(rows.shape[1:])
+        for i in range(rows.shape[0]):
+            out = grad[i] if want_grad else scratch
+            _call("nll", _plain(rows[i]), _plain(yr[i]), k_max, lsm, _plain(nll[i]), _plain(out))
+    if rows.shape[0] != A:  # undo the merge of short rows
+        nll = nll.reshape(A, T)
+        grad = grad.reshape(C, A, T).transpose(0, 1).contiguous() if want_grad else None
     return nll, grad
 
 
@@ -327,12 +373,15 @@ def _lsm_tensor(log_scale_min: float | None, dtype, device) -> Tensor:
 
 
 def _nll_and_grad(params, y, num_classes, log_scale_min, want_grad):
-    """(*batch) NLL and the (A, 3M, T) gradient buffer for [logits, means, log_scales]."""
+    """(*batch) NLL and the (A, 3M, T) gradient of [logits, means, log_scales] (or None).
+
+    ``params`` is one packed (*batch, 3M) tensor or the three (*batch, M) tensors.
+    """
     dtype = _compute_dtype(*params)
-    lg, mu, ls = (_canon(t.to(dtype)) for t in params)
-    yc = y.to(dtype).reshape(lg.shape[0], lg.shape[2])
-    lsm = _lsm_tensor(log_scale_min, dtype, lg.device)
-    nll, grad = _nll_chunked(lg, mu, ls, yc, num_classes, lsm, want_grad)
+    p = _pack([_canon(t.detach().to(dtype)) for t in params])
+    yc = y.detach().to(dtype).reshape(p.shape[0], p.shape[2])
+    lsm = _lsm_tensor(log_scale_min, dtype, yc.device)
+    nll, grad = _nll_packed(p, yc, num_classes, lsm, want_grad)
     return nll.reshape(y.shape), grad
 
 
@@ -345,7 +394,7 @@ class _MixtureNLL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, first, means, log_scales, y, num_classes, log_scale_min, recompute):
-        tensors = first.chunk(3, dim=-1) if means is None else (first, means, log_scales)
+        tensors = (first,) if means is None else (first, means, log_scales)
         want_grad = any(ctx.needs_input_grad[:3]) and not recompute
         nll, grad = _nll_and_grad(tensors, y, num_classes, log_scale_min, want_grad)
         ctx.save_for_backward(first, means, log_scales, y)
@@ -356,7 +405,7 @@ class _MixtureNLL(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_nll):
         first, means, log_scales, y = ctx.saved_tensors
-        tensors = first.chunk(3, dim=-1) if means is None else (first, means, log_scales)
+        tensors = (first,) if means is None else (first, means, log_scales)
         g, ctx.grad = ctx.grad, None  # the forward's gradient is handed out once
         if g is None:  # recompute=True, or a second backward through a retained graph
             g = _nll_and_grad(tensors, y, *ctx.meta, True)[1]
@@ -368,7 +417,7 @@ class _MixtureNLL(torch.autograd.Function):
         none = (None,) * 4
         if means is None:
             return g.to(first.dtype), None, None, *none
-        parts = g.split(tensors[0].shape[-1], dim=-1)
+        parts = g.split(first.shape[-1], dim=-1)
         return (*(p.to(t.dtype) for p, t in zip(parts, tensors, strict=True)), *none)
 
 
@@ -377,7 +426,6 @@ def _apply(first, means, log_scales, y, num_classes, log_scale_min, recompute) -
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _MixtureNLL.apply(first, means, log_scales, y, num_classes, log_scale_min,
                                  recompute)
-    tensors = first.chunk(3, dim=-1) if means is None else tensors
     return _nll_and_grad(tensors, y, num_classes, log_scale_min, False)[0]
 
 
@@ -520,22 +568,15 @@ def sample_mixture(
             lg = torch.where(top & (top.cumsum(1) == 1), 0.0, float("-inf")).to(dtype)
             temperature = 1.0
         u = torch.rand((2, *batch), generator=generator, dtype=dtype, device=dev)
-        u = u.reshape(2, lg.shape[0], lg.shape[2])
         consts = (
             torch.tensor(1.0 / temperature, dtype=dtype, device=dev),
             torch.tensor(math.log(scale_temperature) if scale_temperature > 0 else -math.inf,
                          dtype=dtype, device=dev),
             _lsm_tensor(log_scale_min, dtype, dev),
         )
-        _init()
-        if _state["mode"] != "inductor":  # eager: one call over everything
-            return _sample_kernel(lg, mu, ls, u, *consts).reshape(batch)
-        out = torch.empty(lg.shape[0], lg.shape[2], dtype=dtype, device=dev)
-        for i in range(lg.shape[0]):
-            for t0, t1 in _chunks(lg.shape[2], dev):
-                args = (lg[i, :, t0:t1], mu[i, :, t0:t1], ls[i, :, t0:t1], u[:, i, t0:t1])
-                if t1 - t0 > 1:
-                    out[i, t0:t1] = _call("sample", *args, *consts)
-                else:  # see _nll_chunked
-                    out[i, t0:t1] = _sample_kernel(*args, *consts)
-        return out.reshape(batch)
+        p, u0, u1 = _rowwise(_pack([lg, mu, ls]), *u.reshape(2, lg.shape[0], lg.shape[2]))
+        if not _compiled() or p.shape[2] == 1:  # eager: one call over everything
+            return _sample_kernel(p, torch.stack([u0, u1]), *consts).reshape(batch)
+        out = [_call("sample", _plain(p[i]), torch.stack([u0[i], u1[i]]), *consts)
+               for i in range(p.shape[0])]
+        return torch.stack(out).reshape(batch)

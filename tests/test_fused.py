@@ -1,0 +1,332 @@
+"""dmol.fused: same numbers as the unfused exact reference, analytic gradients, sampling, fallback.
+
+Compiled kernels are specialized per (dtype, M) and cached on disk, so the tests keep to few
+combinations (float32 with M = 3 and 10, float64 with M = 3, shared with the rest of the
+suite) and small shapes.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from dmol import _validate as V
+from dmol import fused
+from dmol.logistic import (
+    bin_centre,
+    discretized_mix_logistic_loss,
+    mixture_nll_reference,
+    sample_discretized_mix_logistic,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+def assert_nll_close(got, ref):
+    """The acceptance bound: |fused - reference| <= 1e-5 |reference| + 1e-5, everywhere."""
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    err = (got - ref).abs() - (1e-5 * ref.abs() + 1e-5)
+    assert bool((err <= 0).all()), f"worst excess {err.max().item():.3g} at {int(err.argmax())}"
+
+
+def assert_grad_close(got, ref):
+    """Gradients to 1e-4 relative (elementwise, with a floor of 1e-4 of the largest entry)."""
+    scale = float(ref.abs().max()) if ref.numel() else 0.0
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4 * scale + 1e-12)
+
+
+def reference_and_grads(params, y, K, lsm, weights=None):
+    """Reference NLL and its gradients w.r.t. each parameter tensor (autograd)."""
+    leaves = [p.detach().clone().requires_grad_() for p in params]
+    nll = mixture_nll_reference(*leaves, y, K, lsm)
+    w = torch.ones_like(nll) if weights is None else weights
+    return nll.detach(), torch.autograd.grad((nll * w).sum(), leaves)
+
+
+def fused_and_grads(params, y, K, lsm, weights=None, **kw):
+    leaves = [p.detach().clone().requires_grad_() for p in params]
+    nll = fused.mixture_nll(*leaves, y, K, lsm, **kw)
+    w = torch.ones_like(nll) if weights is None else weights
+    return nll.detach(), torch.autograd.grad((nll * w).sum(), leaves)
+
+
+# -- reference vectors --------------------------------------------------------------------------
+
+
+def _exact(K, dtype):
+    d = np.load(DATA / "exact_logp_vectors.npz")
+    p = [torch.from_numpy(d[f"exact_K{K}_{n}"]).to(dtype) for n in ("logits", "means",
+                                                                       "log_scales")]
+    y = bin_centre(torch.from_numpy(d[f"exact_K{K}_bin"]), K, dtype)
+    return p, y, torch.from_numpy(d[f"exact_K{K}_logp"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("K", [256, 65536])
+def test_exact_vectors(K, dtype):
+    params, y, logp = _exact(K, dtype)
+    w = torch.linspace(0.5, 1.5, len(y), dtype=dtype)  # a non-uniform upstream gradient
+    nll, grads = fused_and_grads(params, y, K, None, w)
+    ref, ref_grads = reference_and_grads(params, y, K, None, w)
+    assert_nll_close(nll, ref)
+    assert_nll_close(nll.double(), -logp)  # and against 60-digit arithmetic
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert_grad_close(g, r)
+
+
+@pytest.mark.parametrize("K,lsm", [(256, 7), (65536, 16)])
+def test_r9y9_vectors_through_the_loss(K, lsm):
+    """Realistic network outputs (B, 3M, T), M = 10, targets on and off the grid, edges."""
+    d = np.load(DATA / "r9y9_pixelcnn_vectors.npz")
+    y_hat = torch.from_numpy(d[f"dmol_K{K}_lsm{lsm}_M10_y_hat"]).requires_grad_()
+    y = torch.from_numpy(d[f"dmol_K{K}_lsm{lsm}_M10_y"])
+    loss = discretized_mix_logistic_loss(y_hat, y, num_classes=K, log_scale_min=-lsm,
+                                         reduction="none")
+    (g,) = torch.autograd.grad(loss.sum(), y_hat)
+    ref_leaf = y_hat.detach().clone().requires_grad_()
+    ref = mixture_nll_reference(*V.split_channels(ref_leaf.transpose(1, 2), 3), y.squeeze(-1),
+                                K, -lsm)
+    (ref_g,) = torch.autograd.grad(ref.sum(), ref_leaf)
+    assert_nll_close(loss.detach(), ref.detach())
+    assert_grad_close(g, ref_g)
+
+
+def test_packed_gradient_is_laid_out_like_the_network_output():
+    y_hat = torch.randn(2, 30, 50, requires_grad=True)
+    y = torch.rand(2, 50) * 2 - 1
+    nll = fused.mixture_nll_packed(y_hat.transpose(1, 2), y, 65536, -7.0)
+    nll.mean().backward()
+    assert y_hat.grad.is_contiguous()  # (B, 3M, T) as is: no copy on the way back
+    ref_leaf = y_hat.detach().clone().requires_grad_()
+    ref = mixture_nll_reference(*ref_leaf.transpose(1, 2).chunk(3, -1), y, 65536, -7.0)
+    ref.mean().backward()
+    assert_nll_close(nll.detach(), ref.detach())
+    assert_grad_close(y_hat.grad, ref_leaf.grad)
+
+
+# -- property tests -----------------------------------------------------------------------------
+
+M_FOR = {torch.float32: 10, torch.float64: 3}  # the compiled variants the suite shares
+
+
+@st.composite
+def cases(draw, dtype):
+    M = M_FOR[dtype]
+    B, T = draw(st.integers(1, 3)), draw(st.integers(1, 24))
+    K = draw(st.sampled_from([2, 3, 256, 1024, 65536]))
+    lsm = draw(st.sampled_from([None, -7.0, -16.0]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, T, M, generator=g, dtype=dtype) * draw(st.sampled_from([0.1, 3.0]))
+    means = torch.randn(B, T, M, generator=g, dtype=dtype) * draw(st.sampled_from([0.01, 0.7]))
+    log_scales = (torch.rand(B, T, M, generator=g, dtype=dtype) * 14 - 12 if
+                  draw(st.booleans()) else torch.randn(B, T, M, generator=g, dtype=dtype) - 3)
+    k = torch.randint(0, K, (B, T), generator=g)
+    k[..., 0], k[..., -1] = 0, K - 1  # both edge bins in every case
+    y = bin_centre(k, K, dtype)
+    if draw(st.booleans()):  # off-grid targets are scored at their bin's centre
+        y = (y + (torch.rand(B, T, generator=g, dtype=dtype) - 0.5) / (K - 1)).clamp(-1, 1)
+    return [logits, means, log_scales], y, K, lsm
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_matches_reference(dtype, data):
+    params, y, K, lsm = data.draw(cases(dtype))
+    w = torch.rand(y.shape, dtype=dtype) + 0.5
+    nll, grads = fused_and_grads(params, y, K, lsm, w)
+    ref, ref_grads = reference_and_grads(params, y, K, lsm, w)
+    assert_nll_close(nll, ref)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert_grad_close(g, r)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("layout", ["BCT", "BTC"])
+@settings(max_examples=8, deadline=None)
+@given(data=st.data(), masked=st.sampled_from(["none", "mask", "lengths"]))
+def test_loss_reductions_and_masks(reduction, layout, data, masked):
+    params, y, K, lsm = data.draw(cases(torch.float32))
+    B, T, M = params[0].shape
+    btc = torch.cat(params, -1)
+    y_hat = (btc.transpose(1, 2) if layout == "BCT" else btc).contiguous().requires_grad_()
+    mask = None
+    if masked == "mask":
+        mask = (torch.rand(B, T) > 0.3).float()
+    elif masked == "lengths":
+        mask = torch.randint(0, T + 1, (B,))
+    loss = discretized_mix_logistic_loss(y_hat, y, num_classes=K, log_scale_min=lsm,
+                                         layout=layout, reduction=reduction, mask=mask)
+    g = torch.autograd.grad(loss.sum(), y_hat)[0] if loss.requires_grad else None
+    ref_leaf = y_hat.detach().clone().requires_grad_()
+    ref_btc = ref_leaf.transpose(1, 2) if layout == "BCT" else ref_leaf
+    ref_nll = mixture_nll_reference(*ref_btc.chunk(3, -1), y, K, lsm)
+    ref = V.reduce(ref_nll, reduction, V.mask_bt(mask, B, T, y.device))
+    assert_nll_close(loss.detach(), ref.detach())
+    if g is not None:
+        assert_grad_close(g, torch.autograd.grad(ref.sum(), ref_leaf)[0])
+
+
+# -- autograd plumbing ---------------------------------------------------------------------------
+
+
+def _small(dtype=torch.float32, M=3):
+    g = torch.Generator().manual_seed(3)
+    params = [torch.randn(2, 7, M, generator=g, dtype=dtype) for _ in range(3)]
+    params[2] = params[2] - 3
+    return params, torch.rand(2, 7, generator=g, dtype=dtype) * 2 - 1
+
+
+def test_recompute_and_retained_graph_give_the_same_gradient():
+    params, y = _small()
+    _, g_fwd = fused_and_grads(params, y, 256, -7.0)
+    _, g_rec = fused_and_grads(params, y, 256, -7.0, recompute=True)
+    for a, b in zip(g_fwd, g_rec, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # a second backward through a retained graph must not reuse the scaled buffer
+    leaves = [p.clone().requires_grad_() for p in params]
+    loss = fused.mixture_nll(*leaves, y, 256, -7.0).sum()
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for p in leaves]
+    loss.backward()
+    for p, f in zip(leaves, first, strict=True):
+        torch.testing.assert_close(p.grad, 2 * f)
+
+
+def test_half_inputs_compute_in_float32():
+    params, y = _small()
+    half = [p.half().requires_grad_() for p in params]
+    nll = fused.mixture_nll(*half, y.half(), 256, -7.0)
+    assert nll.dtype == torch.float32
+    nll.sum().backward()
+    assert all(p.grad.dtype == torch.float16 for p in half)
+    ref = mixture_nll_reference(*(p.detach().float() for p in half), y.half(), 256, -7.0)
+    assert_nll_close(nll.detach(), ref)
+
+
+def test_no_grad_forward_and_odd_shapes():
+    params, y = _small()
+    with torch.no_grad():
+        assert_nll_close(fused.mixture_nll(*params, y, 256, -7.0),
+                         mixture_nll_reference(*params, y, 256, -7.0))
+    # batch shapes other than (B, T): (N,), (), (2, 2, 3) and a non-contiguous layout
+    for shape in [(5,), (), (2, 2, 3)]:
+        p = [torch.randn(*shape, 3) for _ in range(3)]
+        yy = torch.rand(shape) * 2 - 1
+        assert_nll_close(fused.mixture_nll(*p, yy, 256, None),
+                         mixture_nll_reference(*p, yy, 256, None))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(y=torch.zeros(2, 6)), "batch shape"),
+        (dict(means=torch.zeros(2, 7, 4)), "one shape"),
+        (dict(logits=torch.zeros(2, 7, 3, dtype=torch.long)), "floating point"),
+        (dict(num_classes=1), "num_classes"),
+    ],
+)
+def test_bad_input_names_the_problem(bad, match):
+    params, y = _small()
+    kw = dict(logits=params[0], means=params[1], log_scales=params[2], y=y, num_classes=256)
+    kw.update(bad)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fused.mixture_nll(kw["logits"], kw["means"], kw["log_scales"], kw["y"],
+                          kw["num_classes"], -7.0)
+    with pytest.raises(ValueError, match="3M"):
+        fused.mixture_nll_packed(torch.zeros(2, 7, 10), y, 256, -7.0)
+
+
+# -- the default path and the fallback -----------------------------------------------------------
+
+
+def test_loss_goes_through_the_compiled_kernel():
+    assert fused.backend() == "inductor"
+    before = fused.calls["mixture_nll"] + fused.calls["mixture_nll_packed"]
+    y_hat = torch.randn(2, 30, 16, requires_grad=True)
+    discretized_mix_logistic_loss(y_hat, torch.zeros(2, 16)).backward()
+    assert fused.calls["mixture_nll"] + fused.calls["mixture_nll_packed"] == before + 1
+    assert fused._state["mode"] == "inductor"  # no failure made it fall back
+
+
+def test_fallback_when_compilation_fails(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(fused, "_state", {"mode": None, "reason": "", "fns": {}})
+    monkeypatch.setattr(fused, "_KERNELS", {**fused._KERNELS})
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
+    params, y = _small()
+    with pytest.warns(RuntimeWarning, match="compilation failed: RuntimeError: no C"):
+        nll = fused.mixture_nll(*params, y, 256, -7.0)
+    assert fused.backend().startswith("eager-fallback: compilation failed")
+    assert_nll_close(nll, mixture_nll_reference(*params, y, 256, -7.0))
+
+
+def test_env_var_forces_the_eager_path_with_one_message():
+    code = (
+        "import torch, warnings; from dmol import fused\n"
+        "p = [torch.randn(2, 5, 3) for _ in range(3)]; y = torch.zeros(2, 5)\n"
+        "a = fused.mixture_nll(*p, y, 256, -7.0); b = fused.mixture_nll(*p, y, 256, -7.0)\n"
+        "x = fused.sample_mixture(*p)\n"
+        "print(fused.backend())\n"
+    )
+    env = {**os.environ, "DMOL_DISABLE_COMPILE": "1"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "eager-fallback: DMOL_DISABLE_COMPILE is set" in res.stdout
+    assert res.stderr.count("torch.compile is not used (DMOL_DISABLE_COMPILE is set)") == 1
+
+
+# -- sampling -------------------------------------------------------------------------------------
+
+
+def test_sampler_follows_the_pmf_chi_square():
+    K, n = 256, 200_000
+    logits = torch.tensor([0.3, -0.5, 1.0])
+    means = torch.tensor([-0.6, 0.1, 0.95])
+    log_scales = torch.tensor([-2.5, -3.5, -3.0])
+    expand = [t.expand(n, 3) for t in (logits, means, log_scales)]
+    x = fused.sample_mixture(*expand, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (n,) and float(x.min()) >= -1 and float(x.max()) <= 1
+    observed = np.bincount(torch.round((x.double() + 1) * (K - 1) / 2).long().numpy(),
+                           minlength=K)
+    centres = bin_centre(torch.arange(K), K)
+    pmf = torch.exp(-mixture_nll_reference(*(t.expand(K, 3) for t in (logits, means,
+                                                                       log_scales)),
+                                           centres, K)).double().numpy()
+    expected = pmf * n
+    keep = expected >= 5  # pool sparse cells so the chi-square approximation holds
+    obs = np.append(observed[keep], observed[~keep].sum())
+    exp = np.append(expected[keep], expected[~keep].sum())
+    _, pvalue = stats.chisquare(obs, exp * obs.sum() / exp.sum())
+    assert pvalue > 1e-3, pvalue
+    assert observed[-1] > 0.05 * n  # the upper edge bin holds the third component's tail
+
+
+def test_sampler_temperatures_and_generator():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.tensor([[0.0, 2.0, 2.0]]).expand(64, 3)  # a tie: argmax takes the first
+    means = torch.tensor([[-0.5, 0.25, 0.75]]).expand(64, 3)
+    log_scales = torch.full((64, 3), -2.0)
+    x = fused.sample_mixture(logits, means, log_scales, temperature=0, scale_temperature=0)
+    assert bool((x == 0.25).all())
+    a = fused.sample_mixture(logits, means, log_scales, generator=g.manual_seed(1))
+    b = fused.sample_mixture(logits, means, log_scales, generator=g.manual_seed(1))
+    assert torch.equal(a, b) and not bool((a == a[0]).all())
+    # the functional sampler of dmol.logistic goes through it too
+    before = fused.calls["sample_mixture"]
+    y_hat = torch.randn(2, 9, 40)
+    out = sample_discretized_mix_logistic(y_hat, num_classes=256, snap=True)
+    assert out.shape == (2, 40) and fused.calls["sample_mixture"] == before + 1
+    with pytest.raises(ValueError, match="temperature"):
+        fused.sample_mixture(logits, means, log_scales, temperature=-1.0)
