@@ -94,7 +94,8 @@ def _moments(dist, head_name: str) -> tuple[Tensor, Tensor]:
     return m, ((w * (var_c + mu**2)).sum(-1) - m**2).clamp_min(0).sqrt()
 
 
-@torch.inference_mode()
+# no_grad rather than inference_mode: it reuses the fused loss's already compiled variant
+@torch.no_grad()
 def predict(
     model,
     head,
@@ -209,8 +210,10 @@ def render(pred: Prediction, path: str | Path, title: str = "") -> Path:
 
     for i, z in enumerate(pred.zoom[:3]):
         ax = fig.add_subplot(gs[4, i])
+        # name the three heaviest components, whichever channels they sit in
+        heaviest = sorted(range(len(z["components"])), key=lambda j: -z["components"][j].max())[:3]
         for j, comp in enumerate(z["components"]):
-            ax.plot(z["x"], comp, lw=0.7, ls="--", label=f"comp {j}" if j < 3 else None)
+            ax.plot(z["x"], comp, lw=0.7, ls="--", label=f"comp {j}" if j in heaviest else None)
         ax.plot(z["x"], z["pdf"], color="k", lw=1.2, label="mixture")
         ax.axvline(z["truth"], color="C3", lw=1, label="true")
         ax.set(xlabel="amplitude", title=f"t = {z['t'] / sr * 1000:.2f} ms")
