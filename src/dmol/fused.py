@@ -235,9 +235,10 @@ def _compiled() -> bool:
 
 
 def _plain(t: Tensor) -> Tensor:
-    """``t`` (with contiguous memory) as a plain tensor at storage offset 0 with textbook
-    strides, sharing memory. The compiler guards on a view's base, on a storage offset of
+    """``t`` as a plain contiguous tensor at storage offset 0 with textbook strides (sharing
+    memory when ``t`` is contiguous). The compiler guards on a view's base, on a storage offset of
     0 or 1 and on odd strides: any of them would make it compile again."""
+    t = t.contiguous()
     strides = [1] * t.dim()
     for d in range(t.dim() - 2, -1, -1):
         strides[d] = strides[d + 1] * t.shape[d + 1]
@@ -329,7 +330,8 @@ def _rowwise(p: Tensor, *others: Tensor) -> list[Tensor]:
     rows are merged into one (a copy), since each row costs a kernel call."""
     A, C, T = p.shape
     if A > 1 and T < 256:
-        return [p.transpose(0, 1).reshape(1, C, A * T), *(x.reshape(1, -1) for x in others)]
+        merged = p.transpose(0, 1).reshape(1, C, A * T).contiguous()
+        return [merged, *(x.reshape(1, -1).contiguous() for x in others)]
     if p.stride(2) != 1 or p.stride(1) != T:
         p = p.contiguous()
     return [p, *(x.contiguous() for x in others)]
