@@ -471,7 +471,7 @@ constexpr int64_t PW = 32;  // panel width (columns)
 // Sizes are padded: R, S, C to multiples of 32, H to a multiple of 16, G = 2 H. Gate columns
 // are interleaved per panel: 16 of the tanh half, then the 16 matching sigmoid columns.
 struct Net {
-    int64_t L, R, G, H, S, C, M, k, P, bf16, C_out;
+    int64_t L, R, G, H, S, C, M, k, P, bf16, C_out;  // bf16: 0 no, 1 weights, 2 products
     const int64_t* dil;
     const int64_t* blocked;
     const float* w_first;        // (R,)
@@ -561,6 +561,7 @@ static void gemm(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t 
         const W* pan = w + (p * Kp + k0) * PW;
         float* y = Y + p * PW;
         int64_t m = 0;
+        for (; m + 8 <= rows; m += 8) tile<8>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy);
         for (; m + 4 <= rows; m += 4) tile<4>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy);
         switch (rows - m) {
             case 3: tile<3>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy); break;
@@ -569,6 +570,63 @@ static void gemm(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t 
             default: break;
         }
     }
+}
+
+// bfloat16 products (CPUs with AVX512-BF16): each panel holds pairs of rows, (K/2, 32) 32-bit
+// words of two bfloat16 weights; the activations are rounded to bfloat16 too, and one
+// vdpbf16ps adds two products per lane into float32 sums: twice the arithmetic of float32
+struct Bf16Pair {
+    uint32_t v;
+};
+#if defined(__AVX512BF16__)
+#define DMOL_DP 1
+template <int MR>
+static inline void tile_dp(const uint32_t* X, int64_t ldx, const uint32_t* p, int64_t K2,
+                           float* Y, int64_t ldy) {
+    __m512 a[MR][2];
+    for (int r = 0; r < MR; ++r)
+        a[r][0] = _mm512_loadu_ps(Y + r * ldy), a[r][1] = _mm512_loadu_ps(Y + r * ldy + 16);
+    for (int64_t k = 0; k < K2; ++k, p += PW) {
+        const __m512bh w0 = (__m512bh)_mm512_loadu_si512(static_cast<const void*>(p));
+        const __m512bh w1 = (__m512bh)_mm512_loadu_si512(static_cast<const void*>(p + 16));
+        for (int r = 0; r < MR; ++r) {
+            const __m512bh x = (__m512bh)_mm512_set1_epi32(int(X[r * ldx + k]));
+            a[r][0] = _mm512_dpbf16_ps(a[r][0], x, w0);
+            a[r][1] = _mm512_dpbf16_ps(a[r][1], x, w1);
+        }
+    }
+    for (int r = 0; r < MR; ++r)
+        _mm512_storeu_ps(Y + r * ldy, a[r][0]), _mm512_storeu_ps(Y + r * ldy + 16, a[r][1]);
+}
+
+static void gemm(const float* X, int64_t ldx, int64_t rows, const Bf16Pair* w, int64_t Kp,
+                 int64_t k0, int64_t K, int64_t p0, int64_t p1, float* Y, int64_t ldy) {
+    thread_local std::vector<uint32_t> xs;  // the rows of X as bfloat16 pairs
+    const int64_t K2 = K / 2;
+    xs.resize(rows * K2);
+    for (int64_t m = 0; m < rows; ++m)
+        for (int64_t q = 0; q < K; q += 16)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(xs.data() + m * K2 + q / 2),
+                                (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(X + m * ldx + q)));
+    const uint32_t* wv = reinterpret_cast<const uint32_t*>(w);
+    for (int64_t p = p0; p < p1; ++p) {
+        const uint32_t* pan = wv + (p * Kp + k0) / 2 * PW;
+        float* y = Y + p * PW;
+        int64_t m = 0;
+        const uint32_t* x = xs.data();
+        for (; m + 8 <= rows; m += 8) tile_dp<8>(x + m * K2, K2, pan, K2, y + m * ldy, ldy);
+        for (; m + 4 <= rows; m += 4) tile_dp<4>(x + m * K2, K2, pan, K2, y + m * ldy, ldy);
+        for (; m < rows; ++m) tile_dp<1>(x + m * K2, K2, pan, K2, y + m * ldy, ldy);
+    }
+}
+#endif
+
+extern "C" int dmol_has_bf16_products() {
+#ifdef DMOL_DP
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 // z = 1 / (1 + exp(-z)), vectorized where glibc has a vector exp
@@ -744,6 +802,9 @@ extern "C" int dmol_wavenet_run(const Net* n, int64_t B, int64_t T, int64_t t0, 
     j.y.resize(B * n->C);
     j.bar.n = j.nt;
     auto body = [&j, n](int64_t tid) {
+#ifdef DMOL_DP
+        if (n->bf16 == 2) return work<Bf16Pair>(j, tid);
+#endif
         if (n->bf16) work<uint16_t>(j, tid); else work<float>(j, tid);
     };
     std::vector<std::thread> pool;
@@ -850,11 +911,16 @@ class _CppNet:
             out[rows[:, None], cols[None, :]] = w.float()
             return out
 
+        wd = e.dtype
+        # bfloat16 on a CPU with bfloat16 dot products: the products run in bfloat16 too
+        self.dp = wd == torch.bfloat16 and bool(self.lib.dmol_has_bf16_products())
+
         def panels(m: Tensor, dtype: torch.dtype) -> Tensor:  # (K, N) -> (N / 32, K, 32)
             K, N = m.shape
+            if self.dp and dtype == torch.bfloat16:  # rows in pairs: (N / 32, K / 2, 32, 2)
+                return m.view(K // 2, 2, N // 32, 32).permute(2, 0, 3, 1).to(dtype).contiguous()
             return m.view(K, N // 32, 32).transpose(0, 1).to(dtype).contiguous()
 
-        wd = e.dtype
         taps_rows = (torch.arange(k)[:, None] * Rp + ident(R)[None]).reshape(-1)
         main, past = [], []
         for i in range(L):
@@ -895,7 +961,8 @@ class _CppNet:
             return arr
 
         self.net = _Net(
-            L, Rp, Gp, Hp, Sp, Cp, C // 3, k, e.period, int(wd == torch.bfloat16), C,
+            L, Rp, Gp, Hp, Sp, Cp, C // 3, k, e.period, 2 if self.dp else int(wd != torch.float32),
+            C,
             ints[0].data_ptr(), ints[1].data_ptr(), biases[0].data_ptr(),
             ctypes.addressof(ptrs(main)), ctypes.addressof(ptrs(past)),
             ctypes.addressof(ptrs(outs)), dense[0].data_ptr(), biases[1].data_ptr(),
