@@ -131,12 +131,16 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
             rows.append(_row(f"incremental, {tag}, {dtype}", len(out), wall, cpu, sr))
             if profile:
                 profiles[rows[-1]["system"]] = profile_incremental(model, mel, engine)
-        if "folded" in modes:
-            engine = make_engine(model, backend=backend, dtype=dtype, batch=max_batch)
+        for th in kernel_threads if "folded" in modes else []:
+            engine = make_engine(model, backend=backend, dtype=dtype, batch=max_batch,
+                                 threads=th)
+            if engine.backend != "cpp" and th != kernel_threads[0]:
+                continue
             synthesize_folded(model, mel[:1], engine=engine)
             out, wall, cpu = _timed(lambda e=engine: synthesize_folded(
                 model, mel, seed=seed, max_batch=max_batch, engine=e))
-            rows.append(_row(f"folded (<= {max_batch} segments), {engine.backend}, {dtype}",
+            tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
+            rows.append(_row(f"folded (<= {max_batch} segments), {tag}, {dtype}",
                              len(out), wall, cpu, sr))
     ref = rows[0]["samples_per_s"]
     for r in rows:
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the per-frame torch ops are small)")
     p.add_argument("--kernel-threads", type=int, nargs="+", default=[1],
-                   help="threads of the C++ kernel, one row each (incremental)")
+                   help="threads of the C++ kernel, one row each")
     p.add_argument("--profile", action="store_true", help="where sequential synthesis spends time")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     a = p.parse_args(argv)

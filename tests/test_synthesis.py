@@ -178,6 +178,16 @@ def test_cpp_threads_give_the_same_numbers():
         e = IncrementalWaveNet(model, backend="cpp", threads=th, amortize=False)
         outs.append(e.run(e.new_state(1), e.project(c), teacher=x, return_params=True)[1])
     assert torch.equal(outs[0], outs[1])
+    # a batch is split by streams instead (amortized taps too): the same numbers again
+    f1, f2 = (synthesize_folded(model, mel, seed=3, segment_seconds=0.01, overlap_seconds=0.002,
+                                backend="cpp", threads=th) for th in (1, 2))
+    assert np.array_equal(f1, f2)
+    c3 = c.expand(3, -1, -1)
+    outs = []
+    for th in (1, 2):
+        e = IncrementalWaveNet(model, backend="cpp", threads=th, amortize=True)
+        outs.append(e.run(e.new_state(3), e.project(c3), generator=torch.Generator()))
+    assert torch.equal(outs[0], outs[1])
 
 
 def test_auto_backend_falls_back_without_a_compiler(monkeypatch):

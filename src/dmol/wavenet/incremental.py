@@ -453,6 +453,7 @@ KERNEL_SOURCE = r"""
 // a product streams the panel once while its 32 sums stay in registers.
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -669,7 +670,7 @@ static inline void share(int64_t n, int64_t tid, int64_t nt, int64_t& a, int64_t
 
 struct Job {
     const Net* n;
-    int64_t B, T, t0, nt;
+    int64_t B, Bs, T, t0, nt;  // B rows of a batch whose rows are Bs apart in ring, base, noise
     float *ring, *x, *base;
     const float *gumbel, *logistic, *teacher;
     float *out, *params;
@@ -677,14 +678,14 @@ struct Job {
     Barrier bar;
 };
 
-// Each thread computes its own panels of every product (a gate panel holds matching tanh and
-// sigmoid columns, so the gate needs no exchange); a barrier follows every product whose
-// full result the next one reads.
+// With nt > 1 threads on one batch, each thread computes its own panels of every product (a
+// gate panel holds matching tanh and sigmoid columns, so the gate needs no exchange) and a
+// barrier follows every product whose full result the next one reads.
 template <typename W>
 static void work(Job& j, int64_t tid) {
     const Net& n = *j.n;
     const int64_t L = n.L, R = n.R, G = n.G, H = n.H, S = n.S, C = n.C, M = n.M, k = n.k;
-    const int64_t P = n.P, LH = L * H, B = j.B, T = j.T;
+    const int64_t P = n.P, LH = L * H, B = j.B, Bs = j.Bs, T = j.T;
     const float c = std::sqrt(0.5f);
     int64_t g0, g1, r0, r1, s0, s1;
     share(G / PW, tid, j.nt, g0, g1);
@@ -692,18 +693,25 @@ static void work(Job& j, int64_t tid) {
     share(S / PW, tid, j.nt, s0, s1);
     float *h = j.h.data(), *taps = j.taps.data(), *z = j.z.data(), *u = j.u.data();
     float *s = j.s.data(), *y1 = j.y1.data(), *y = j.y.data();
-    auto ring_row = [&](int64_t i, int64_t slot) { return j.ring + ((i * P + slot) * B) * R; };
+    auto ring_row = [&](int64_t i, int64_t slot) { return j.ring + ((i * P + slot) * Bs) * R; };
     for (int64_t r = 0; r < T; ++r) {
         const int64_t t = j.t0 + r, slot = t % P;
-        float* bt = j.base + r * B * L * G;
+        float* bt = j.base + r * Bs * L * G;
         // past taps of blocked layers for the next steps up to a multiple of d (or chunk end)
         for (int64_t i = 0; i < L; ++i) {
             const int64_t d = n.dil[i];
             if (!n.blocked[i] || (t % d && r)) continue;
             const int64_t m = std::min(d - t % d, T - r);
-            for (int64_t tap = 0; tap < k - 1; ++tap)
-                gemm(ring_row(i, mod(t - (k - 1 - tap) * d, P)), R, m * B,
-                     n.w_past[i] + tap * R * G, R, 0, R, g0, g1, bt + i * G, L * G);
+            for (int64_t tap = 0; tap < k - 1; ++tap) {
+                const float* w = n.w_past[i] + tap * R * G;
+                const int64_t from = mod(t - (k - 1 - tap) * d, P);
+                if (B == Bs)  // the m steps' rows are contiguous: one product
+                    gemm(ring_row(i, from), R, m * B, w, R, 0, R, g0, g1, bt + i * G, L * G);
+                else
+                    for (int64_t q = 0; q < m; ++q)
+                        gemm(ring_row(i, from + q), R, B, w, R, 0, R, g0, g1,
+                             bt + q * Bs * L * G + i * G, L * G);
+            }
         }
         for (int64_t b = 0; b < B; ++b)
             for (int64_t q = r0 * PW; q < r1 * PW; ++q) h[b * R + q] = j.x[b] * n.w_first[q];
@@ -773,13 +781,13 @@ static void work(Job& j, int64_t tid) {
                 if (j.teacher) {
                     j.x[b] = j.teacher[b * T + r];
                 } else {  // Gumbel-max component, then the logistic inverse CDF
-                    const float* g = j.gumbel + (r * B + b) * M;
+                    const float* g = j.gumbel + (r * Bs + b) * M;
                     int64_t best = 0;
                     float top = yb[0] + g[0];
                     for (int64_t q = 1; q < M; ++q)
                         if (yb[q] + g[q] > top) top = yb[q] + g[q], best = q;
                     const float ls = std::max(yb[2 * M + best], n.log_scale_min);
-                    const float v = yb[M + best] + std::exp(ls) * j.logistic[r * B + b];
+                    const float v = yb[M + best] + std::exp(ls) * j.logistic[r * Bs + b];
                     j.x[b] = std::min(1.0f, std::max(-1.0f, v));
                 }
                 j.out[b * T + r] = j.x[b];
@@ -789,27 +797,49 @@ static void work(Job& j, int64_t tid) {
     }
 }
 
+static void setup(Job& j, const Net* n, int64_t B, int64_t nt) {
+    j.n = n, j.B = B, j.nt = nt;
+    j.h.resize(B * n->R), j.taps.resize(B * n->k * n->R), j.z.resize(B * n->G);
+    j.u.resize(B * n->L * n->H), j.s.resize(B * n->S), j.y1.resize(B * n->S);
+    j.y.resize(B * n->C);
+    j.bar.n = nt;
+}
+
+static void run_job(Job& j, int64_t tid) {
+#ifdef DMOL_DP
+    if (j.n->bf16 == 2) return work<Bf16Pair>(j, tid);
+#endif
+    if (j.n->bf16) work<uint16_t>(j, tid); else work<float>(j, tid);
+}
+
+// threads > 1: a batch of at least that many streams is split by streams (each thread runs
+// its own rows, no synchronisation); a smaller one by columns of every product
 extern "C" int dmol_wavenet_run(const Net* n, int64_t B, int64_t T, int64_t t0, float* ring,
                                 float* x, float* base, const float* gumbel,
                                 const float* logistic, const float* teacher, float* out,
                                 float* params, int64_t threads) {
-    Job j;
-    j.n = n, j.B = B, j.T = T, j.t0 = t0, j.nt = std::max<int64_t>(1, threads);
-    j.ring = ring, j.x = x, j.base = base, j.gumbel = gumbel, j.logistic = logistic;
-    j.teacher = teacher, j.out = out, j.params = params;
-    j.h.resize(B * n->R), j.taps.resize(B * n->k * n->R), j.z.resize(B * n->G);
-    j.u.resize(B * n->L * n->H), j.s.resize(B * n->S), j.y1.resize(B * n->S);
-    j.y.resize(B * n->C);
-    j.bar.n = j.nt;
-    auto body = [&j, n](int64_t tid) {
-#ifdef DMOL_DP
-        if (n->bf16 == 2) return work<Bf16Pair>(j, tid);
-#endif
-        if (n->bf16) work<uint16_t>(j, tid); else work<float>(j, tid);
-    };
+    const int64_t nt = std::max<int64_t>(1, threads);
+    const bool by_rows = nt > 1 && B >= nt;
+    std::vector<Job> jobs(by_rows ? nt : 1);
+    for (int64_t q = 0; q < int64_t(jobs.size()); ++q) {
+        Job& j = jobs[q];
+        const int64_t b0 = by_rows ? B * q / nt : 0, b1 = by_rows ? B * (q + 1) / nt : B;
+        setup(j, n, b1 - b0, by_rows ? 1 : nt);
+        j.Bs = B, j.T = T, j.t0 = t0;
+        j.ring = ring + b0 * n->R, j.x = x + b0, j.base = base + b0 * n->L * n->G;
+        j.gumbel = gumbel ? gumbel + b0 * n->M : nullptr;
+        j.logistic = logistic ? logistic + b0 : nullptr;
+        j.teacher = teacher ? teacher + b0 * T : nullptr;
+        j.out = out + b0 * T, j.params = params ? params + b0 * n->C_out * T : nullptr;
+    }
     std::vector<std::thread> pool;
-    for (int64_t tid = 1; tid < j.nt; ++tid) pool.emplace_back(body, tid);
-    body(0);
+    if (by_rows) {
+        for (int64_t q = 1; q < nt; ++q) pool.emplace_back(run_job, std::ref(jobs[q]), 0);
+        run_job(jobs[0], 0);
+    } else {
+        for (int64_t tid = 1; tid < nt; ++tid) pool.emplace_back(run_job, std::ref(jobs[0]), tid);
+        run_job(jobs[0], 0);
+    }
     for (auto& th : pool) th.join();
     return 0;
 }
