@@ -36,10 +36,10 @@ state and every sum stay float32. The state lives on the model's device.
 
 Example::
 
-    >>> engine = IncrementalWaveNet(model)             # model: a WaveNet in eval mode
+    >>> engine = IncrementalWaveNet(model, backend="cpp")   # model: a WaveNet in eval mode
     >>> state = engine.new_state(batch=1)
-    >>> base = engine.project(model.upsample(mel))     # (T, 1, L, G)
-    >>> x = engine.run(state, base, noise=engine.draw_noise(T, 1, generator=g))   # (1, T)
+    >>> c = model.upsample(mel)                              # (1, n_mels, T)
+    >>> x = engine.run(state, c, noise=engine.draw_noise(T, 1, generator=g))   # (1, T)
 """
 
 from __future__ import annotations
@@ -251,28 +251,19 @@ class IncrementalWaveNet:
         return IncrementalState(ring=ring.contiguous(),
                                 x=torch.zeros(batch, device=self.device), speaker=g)
 
-    @torch.inference_mode()
-    def project(self, c: Tensor, state: IncrementalState | None = None) -> Tensor:
-        """Per-layer conditioning of every step, biases included: (B, cin, T) -> (T, B, L, G).
+    def _bias(self, state: IncrementalState, lay) -> Tensor:
+        """(B, L G) conditioning biases of each stream (conv biases + speaker projection)."""
+        bias = lay.b_cond.expand(state.batch, -1)
+        if state.speaker is not None:
+            bias = bias + state.speaker[:, :, 0] @ lay.w_gcond
+        return bias
 
-        ``c`` is the upsampled conditioning (``model.upsample(mel)``); speaker embeddings are
-        taken from ``state``. Project a long utterance in chunks to bound memory.
-        """
+    def _project(self, c: Tensor, state: IncrementalState) -> Tensor:
+        """Every step's per-layer conditioning, biases included: (B, cin, T) -> (T, B, L, G)."""
         B, cin, T = c.shape
-        lay = self._kernel or self  # the C++ kernel has its own (padded) column layout
-        w_cond, b_cond, w_gcond = lay.w_cond, lay.b_cond, lay.w_gcond
-        if cin != w_cond.shape[0]:
-            raise ValueError(f"conditioning has {cin} channels, the model expects "
-                             f"{w_cond.shape[0]}")
-        bias = b_cond.expand(B, -1)
-        if state is not None and state.speaker is not None:
-            bias = bias + state.speaker[:, :, 0] @ w_gcond
-        if B == 1:  # one pass: the bias is added by the product
-            base = torch.addmm(bias, c[0].T.float(), w_cond)
-        else:
-            base = (c.permute(2, 0, 1).float().reshape(T * B, cin) @ w_cond).view(T, B, -1)
-            base += bias
-        return base.view(T, B, self.L, lay.G)
+        base = (c.permute(2, 0, 1).float().reshape(T * B, cin) @ self.w_cond).view(T, B, -1)
+        base += self._bias(state, self)
+        return base.view(T, B, self.L, self.G)
 
     def draw_noise(self, steps: int, batch: int, *, generator: torch.Generator | None = None,
                    temperature: float = 1.0) -> MoLNoise:
@@ -370,15 +361,16 @@ class IncrementalWaveNet:
         return self._compiled[key]
 
     @torch.inference_mode()
-    def run(self, state: IncrementalState, base: Tensor, *, noise: MoLNoise | None = None,
+    def run(self, state: IncrementalState, cond: Tensor, *, noise: MoLNoise | None = None,
             generator: torch.Generator | None = None, temperature: float = 1.0,
             teacher: Tensor | None = None, return_params: bool = False,
             callback=None) -> Tensor | tuple[Tensor, Tensor]:
-        """Generate ``T = base.shape[0]`` steps; the state advances by T.
+        """Generate ``T = cond.shape[-1]`` steps; the state advances by T.
 
         Args:
             state: from :meth:`new_state`.
-            base: (T, B, L, G) from :meth:`project` (modified in place for blocked layers).
+            cond: (B, cin, T) the steps' upsampled conditioning (``model.upsample(mel)``);
+                each layer's projection of it is computed here, in one product per call.
             noise: :meth:`draw_noise` output for the MoL head (drawn here from ``generator``
                 if None). Other heads sample with ``head.sample(generator=, temperature=)``.
             teacher: (B, T) true samples: feed them instead of the samples (teacher forcing).
@@ -388,29 +380,29 @@ class IncrementalWaveNet:
         Returns:
             samples (B, T) [, params (B, C, T)].
         """
-        T, B = base.shape[0], base.shape[1]
+        cin = self.w_cond.shape[0]
+        if not isinstance(cond, Tensor) or cond.dim() != 3 or cond.shape[1] != cin:
+            got = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
+            raise ValueError(f"cond must have shape (B, {cin}, T), got {got}")
+        B, T = cond.shape[0], cond.shape[2]
         if B != state.batch:
-            raise ValueError(f"base has batch {B}, the state {state.batch}")
-        G = (self._kernel or self).G
-        if base.dim() != 4 or base.shape[2:] != (self.L, G):
-            raise ValueError(f"base must have shape (T, B, {self.L}, {G}) (from project()), "
-                             f"got {tuple(base.shape)}")
+            raise ValueError(f"cond has batch {B}, the state {state.batch}")
         if teacher is not None and tuple(teacher.shape) != (B, T):
             raise ValueError(f"teacher must have shape (B, T) = {(B, T)}, got "
                              f"{tuple(teacher.shape)}")
         fused = self.fused_sampler and teacher is None
         if fused and noise is None:
             noise = self.draw_noise(T, B, generator=generator, temperature=temperature)
-        step = self._get_step(B) if self._kernel is None else None
         out = torch.empty(B, T, device=self.device)
         params = torch.empty(B, self.C, T, device=self.device) if return_params else None
         if self._kernel is not None:
-            self._kernel.run(state, base, noise, teacher, out, params)
+            self._kernel.run(state, cond, self._bias(state, self._kernel), noise, teacher,
+                             out, params)
             if callback is not None:
                 callback(T)
         else:
-            self._loop(state, base, T, step, fused, noise, teacher, generator, temperature,
-                       out, params, callback)
+            self._loop(state, self._project(cond, state), T, self._get_step(B), fused, noise,
+                       teacher, generator, temperature, out, params, callback)
         return (out, params) if return_params else out
 
     def _loop(self, state, base, T, step, fused, noise, teacher, generator, temperature,
@@ -472,7 +464,7 @@ constexpr int64_t PW = 32;  // panel width (columns)
 // Sizes are padded: R, S, C to multiples of 32, H to a multiple of 16, G = 2 H. Gate columns
 // are interleaved per panel: 16 of the tanh half, then the 16 matching sigmoid columns.
 struct Net {
-    int64_t L, R, G, H, S, C, M, k, P, bf16, C_out;  // bf16: 0 no, 1 weights, 2 products
+    int64_t L, R, G, H, S, C, M, k, P, bf16, C_out, cin;  // bf16: 0 no, 1 weights, 2 products
     const int64_t* dil;
     const int64_t* blocked;
     const float* w_first;        // (R,)
@@ -485,6 +477,7 @@ struct Net {
     const float* b_post1;
     const void* w_post2;         // (S, C)
     const float* b_post2;
+    const void* w_cond;          // (cin, L G): every layer's conditioning projection
     float log_scale_min;
 };
 
@@ -664,15 +657,16 @@ struct Barrier {
 };
 
 // thread tid's share [a, b) of n panels
+static inline int64_t share_lo(int64_t n, int64_t tid, int64_t nt) { return n * tid / nt; }
 static inline void share(int64_t n, int64_t tid, int64_t nt, int64_t& a, int64_t& b) {
-    a = n * tid / nt, b = n * (tid + 1) / nt;
+    a = share_lo(n, tid, nt), b = share_lo(n, tid + 1, nt);
 }
 
 struct Job {
     const Net* n;
     int64_t B, Bs, T, t0, nt;  // B rows of a batch whose rows are Bs apart in ring, base, noise
     float *ring, *x, *base;
-    const float *gumbel, *logistic, *teacher;
+    const float *cond, *bias, *gumbel, *logistic, *teacher;
     float *out, *params;
     std::vector<float> h, taps, z, u, s, y1, y;
     Barrier bar;
@@ -694,6 +688,23 @@ static void work(Job& j, int64_t tid) {
     float *h = j.h.data(), *taps = j.taps.data(), *z = j.z.data(), *u = j.u.data();
     float *s = j.s.data(), *y1 = j.y1.data(), *y = j.y.data();
     auto ring_row = [&](int64_t i, int64_t slot) { return j.ring + ((i * P + slot) * Bs) * R; };
+    // every step's conditioning of every layer, biases included: base = bias + cond @ w_cond
+    {
+        const int64_t LG = L * G, cin = n.cin, q0 = share_lo(LG / PW, tid, j.nt);
+        const int64_t q1 = share_lo(LG / PW, tid + 1, j.nt);
+        const W* wc = static_cast<const W*>(n.w_cond);
+        for (int64_t r = 0; r < T; ++r)
+            for (int64_t b = 0; b < B; ++b)
+                std::memcpy(j.base + (r * Bs + b) * LG + q0 * PW, j.bias + b * LG + q0 * PW,
+                            sizeof(float) * (q1 - q0) * PW);
+        if (B == Bs)
+            gemm(j.cond, cin, T * B, wc, cin, 0, cin, q0, q1, j.base, LG);
+        else
+            for (int64_t r = 0; r < T; ++r)
+                gemm(j.cond + r * Bs * cin, cin, B, wc, cin, 0, cin, q0, q1,
+                     j.base + r * Bs * LG, LG);
+        j.bar.wait();
+    }
     for (int64_t r = 0; r < T; ++r) {
         const int64_t t = j.t0 + r, slot = t % P;
         float* bt = j.base + r * Bs * L * G;
@@ -815,18 +826,21 @@ static void run_job(Job& j, int64_t tid) {
 // threads > 1: a batch of at least that many streams is split by streams (each thread runs
 // its own rows, no synchronisation); a smaller one by columns of every product
 extern "C" int dmol_wavenet_run(const Net* n, int64_t B, int64_t T, int64_t t0, float* ring,
-                                float* x, float* base, const float* gumbel,
-                                const float* logistic, const float* teacher, float* out,
-                                float* params, int64_t threads) {
+                                float* x, const float* cond, const float* bias,
+                                const float* gumbel, const float* logistic,
+                                const float* teacher, float* out, float* params,
+                                int64_t threads) {
     const int64_t nt = std::max<int64_t>(1, threads);
     const bool by_rows = nt > 1 && B >= nt;
+    std::vector<float> base(T * B * n->L * n->G);
     std::vector<Job> jobs(by_rows ? nt : 1);
     for (int64_t q = 0; q < int64_t(jobs.size()); ++q) {
         Job& j = jobs[q];
         const int64_t b0 = by_rows ? B * q / nt : 0, b1 = by_rows ? B * (q + 1) / nt : B;
         setup(j, n, b1 - b0, by_rows ? 1 : nt);
         j.Bs = B, j.T = T, j.t0 = t0;
-        j.ring = ring + b0 * n->R, j.x = x + b0, j.base = base + b0 * n->L * n->G;
+        j.ring = ring + b0 * n->R, j.x = x + b0, j.base = base.data() + b0 * n->L * n->G;
+        j.cond = cond + b0 * n->cin, j.bias = bias + b0 * n->L * n->G;
         j.gumbel = gumbel ? gumbel + b0 * n->M : nullptr;
         j.logistic = logistic ? logistic + b0 : nullptr;
         j.teacher = teacher ? teacher + b0 * T : nullptr;
@@ -907,13 +921,13 @@ def cpp_available() -> bool:
 
 class _Net(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in
-                ("L", "R", "G", "H", "S", "C", "M", "k", "P", "bf16", "C_out")] + [
+                ("L", "R", "G", "H", "S", "C", "M", "k", "P", "bf16", "C_out", "cin")] + [
         ("dil", ctypes.c_void_p), ("blocked", ctypes.c_void_p), ("w_first", ctypes.c_void_p),
         ("w_main", ctypes.c_void_p), ("w_past", ctypes.c_void_p), ("w_out", ctypes.c_void_p),
         ("w_skip", ctypes.c_void_p), ("b_skip", ctypes.c_void_p),
         ("w_post1", ctypes.c_void_p), ("b_post1", ctypes.c_void_p),
         ("w_post2", ctypes.c_void_p), ("b_post2", ctypes.c_void_p),
-        ("log_scale_min", ctypes.c_float)]
+        ("w_cond", ctypes.c_void_p), ("log_scale_min", ctypes.c_float)]
 
 
 class _CppNet:
@@ -922,7 +936,7 @@ class _CppNet:
     Sizes are padded (R, S, C to multiples of 32, H to 16) and every matrix is cut into
     panels of 32 columns, each stored as one contiguous (K, 32) block; the gate columns are
     interleaved so that a panel holds 16 tanh-half columns and their 16 sigmoid-half partners.
-    The conditioning (:meth:`IncrementalWaveNet.project`) and the ring use the same layout.
+    The conditioning projection (done in the kernel) and the ring use the same layout.
     """
 
     def __init__(self, e: IncrementalWaveNet) -> None:
@@ -975,15 +989,18 @@ class _CppNet:
         biases = [vec(e.w_first, Rp), vec(e.b_skip, Sp), vec(e.b_post1, Sp), vec(e.b_post2, Cp)]
         # the conditioning projection and the ring in this layout (used by the engine)
         cols = (torch.arange(L)[:, None] * Gp + gate[None]).reshape(-1)
-        self.w_cond = pad(e.w_cond, ident(e.w_cond.shape[0]), cols, (e.w_cond.shape[0], L * Gp))
+        cin = e.w_cond.shape[0]
+        self.cin = _up(cin, 16)  # the bfloat16 products convert rows 16 values at a time
+        self.w_cond = pad(e.w_cond, ident(cin), cols, (self.cin, L * Gp))
         self.b_cond = torch.zeros(L * Gp).index_copy_(0, cols, e.b_cond.float())
         self.w_gcond = (None if e.w_gcond is None else
                         pad(e.w_gcond, ident(e.w_gcond.shape[0]), cols,
                             (e.w_gcond.shape[0], L * Gp)))
         self.ring_init = torch.zeros(L, Rp)
         self.ring_init[:, :R] = e.ring_init
+        w_cond = panels(self.w_cond, wd)
         ints = torch.tensor([e.dilations, [int(b) for b in e.blocked]], dtype=torch.int64)
-        self._keep = [main, past, outs, ints, dense, biases]  # the kernel holds raw pointers
+        self._keep = [main, past, outs, ints, dense, biases, w_cond]  # the kernel has pointers
 
         def ptrs(ts: list) -> ctypes.Array:
             arr = (ctypes.c_void_p * len(ts))(*[0 if t is None else t.data_ptr() for t in ts])
@@ -992,20 +1009,19 @@ class _CppNet:
 
         self.net = _Net(
             L, Rp, Gp, Hp, Sp, Cp, C // 3, k, e.period, 2 if self.dp else int(wd != torch.float32),
-            C,
+            C, self.cin,
             ints[0].data_ptr(), ints[1].data_ptr(), biases[0].data_ptr(),
             ctypes.addressof(ptrs(main)), ctypes.addressof(ptrs(past)),
             ctypes.addressof(ptrs(outs)), dense[0].data_ptr(), biases[1].data_ptr(),
             dense[1].data_ptr(), biases[2].data_ptr(), dense[2].data_ptr(),
-            biases[3].data_ptr(), e.log_scale_min)
+            biases[3].data_ptr(), w_cond.data_ptr(), e.log_scale_min)
 
-    def run(self, state: IncrementalState, base: Tensor, noise: MoLNoise | None,
+    def run(self, state: IncrementalState, cond: Tensor, bias: Tensor, noise: MoLNoise | None,
             teacher: Tensor | None, out: Tensor, params: Tensor | None) -> None:
-        T, B = base.shape[:2]
-        for name, t in (("ring", state.ring), ("x", state.x), ("base", base)):
-            if not (t.is_contiguous() and t.dtype == torch.float32):
-                raise ValueError(f"{name} must be a contiguous float32 tensor")
-        keep = []
+        B, cin, T = cond.shape
+        c = torch.zeros(T, B, self.cin)  # (T, B, cin) rows, zero-padded like w_cond's rows
+        c[:, :, :cin] = cond.permute(2, 0, 1)
+        keep = [c]
 
         def ptr(t: Tensor | None) -> int | None:
             if t is None:
@@ -1014,10 +1030,14 @@ class _CppNet:
             keep.append(t)
             return t.data_ptr()
 
+        for name, t in (("ring", state.ring), ("x", state.x)):
+            if not (t.is_contiguous() and t.dtype == torch.float32):
+                raise ValueError(f"state.{name} must be a contiguous float32 tensor")
         self.lib.dmol_wavenet_run(
             ctypes.byref(self.net), ctypes.c_int64(B), ctypes.c_int64(T),
             ctypes.c_int64(state.t), ctypes.c_void_p(state.ring.data_ptr()),
-            ctypes.c_void_p(state.x.data_ptr()), ctypes.c_void_p(base.data_ptr()),
+            ctypes.c_void_p(state.x.data_ptr()), ctypes.c_void_p(c.data_ptr()),
+            ctypes.c_void_p(ptr(bias)),
             ctypes.c_void_p(ptr(None if noise is None else noise.gumbel)),
             ctypes.c_void_p(ptr(None if noise is None else noise.logistic)),
             ctypes.c_void_p(ptr(teacher)), ctypes.c_void_p(out.data_ptr()),

@@ -64,8 +64,8 @@ __all__ = [
 MODES = ("incremental", "folded")
 BACKEND_CHOICES = ("auto", "torch", "compile", "cpp")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-# rows of per-step conditioning (steps x batch) projected at once: bounds memory to
-# MAX_BASE_ROWS * layers * gate_channels floats (r9y9: 8192 * 6144 * 4 B = 200 MB)
+# steps x streams per engine call: the engine holds every layer's projected conditioning of
+# a call, MAX_BASE_ROWS * layers * gate_channels floats (r9y9: 8192 * 6144 * 4 B = 200 MB)
 MAX_BASE_ROWS = 8192
 
 
@@ -264,10 +264,9 @@ class StreamingVocoder:
                 f, off = self._done, self._offset
                 tot = None if total is None else total - off
                 c = self.cond.frames(self._mel, f - off, f - off + 1, tot)
-                base = self.engine.project(c, self.state)
                 noise = self.engine.draw_noise(self.hop, 1, generator=self.generator,
                                                temperature=self.temperature)
-                x = self.engine.run(self.state, base, noise=noise, generator=self.generator,
+                x = self.engine.run(self.state, c, noise=noise, generator=self.generator,
                                     temperature=self.temperature, callback=callback)
                 out.append(x[0].float().cpu().numpy())
                 self._done += 1
@@ -391,9 +390,9 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
             for j0 in range(0, steps, chunk):
                 j1 = min(steps, j0 + chunk)
                 t_idx = (starts[:, None] + torch.arange(j0, j1)[None]).clamp(max=T - 1)
-                base = e.project(c[:, t_idx.to(c.device)].permute(1, 0, 2), state)
+                chunk_c = c[:, t_idx.to(c.device)].permute(1, 0, 2)  # (B, cin, steps)
                 noise = e.draw_noise(j1 - j0, B, generator=g, temperature=temperature)
-                outs.append(e.run(state, base, noise=noise, generator=g,
+                outs.append(e.run(state, chunk_c, noise=noise, generator=g,
                                   temperature=temperature).float().cpu())
                 if bar is not None:
                     bar(sum(max(0, min(j1, stop - start) - j0) for start, _, stop in rnd))
