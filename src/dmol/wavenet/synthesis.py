@@ -332,7 +332,8 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
                       temperature: float = 1.0, segment_seconds: float | None = None,
                       overlap_seconds: float = 0.05, max_batch: int = 32,
                       backend: str = "auto", dtype: torch.dtype | str = "float32",
-                      threads: int = 1, speaker: int | None = None, progress: bool = False,
+                      threads: int | None = None, speaker: int | None = None,
+                      progress: bool = False,
                       engine: IncrementalWaveNet | None = None) -> np.ndarray:
     """Folded synthesis: segments generated in parallel, joined by equal-power crossfades.
 
@@ -343,6 +344,8 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
         overlap_seconds: warm-up of each segment (after the first), crossfaded with the end
             of the previous one. Longer than the receptive field is a good choice.
         max_batch: the most segments generated at once (more run in rounds).
+        threads: C++ kernel threads, each running its share of the segments (default: torch's
+            thread count).
 
     Returns:
         (frames * hop_length,) float32.
@@ -366,6 +369,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
         segment = max(1, round(segment_seconds * sr))
     overlap = min(overlap, segment - 1)
     plan = segment_plan(T, segment, overlap)
+    threads = torch.get_num_threads() if threads is None else threads
     e = engine or make_engine(model, backend=backend, dtype=dtype,
                               batch=min(len(plan), max_batch), threads=threads)
     cond = Conditioner(model)
@@ -404,7 +408,8 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
 # ---- the public entry point ----------------------------------------------------------------
 def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str = "incremental",
            seed: int = 0, temperature: float = 1.0, progress: bool = True,
-           backend: str = "auto", dtype: torch.dtype | str = "float32", threads: int = 1,
+           backend: str = "auto", dtype: torch.dtype | str = "float32",
+           threads: int | None = None,
            speaker: int | None = None, **folded: Any) -> np.ndarray:
     """Synthesize the waveform of a (frames, n_mels) log-mel: float32 (frames * hop_length,).
 
@@ -416,7 +421,9 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
         seed: the same seed gives the same audio (same mode, backend and dtype).
         temperature: divides the mixture logits (0: most probable component).
         progress: show a tqdm bar.
-        backend, dtype, threads: see :func:`make_engine`; float32 is exact, bfloat16 faster.
+        backend, dtype: see :func:`make_engine`; float32 is exact, bfloat16 faster.
+        threads: C++ kernel threads; default 1 for "incremental" (splitting one stream pays
+            off only on idle cores), torch's thread count for "folded" (split by segments).
         **folded: ``segment_seconds``, ``overlap_seconds``, ``max_batch`` for folded mode.
     """
     if mode not in MODES:
@@ -436,7 +443,7 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
     if folded:
         raise TypeError(f"options {sorted(folded)} only apply to mode='folded'")
     return synthesize_incremental(model, mel, seed=seed, temperature=temperature,
-                                  backend=backend, dtype=dtype, threads=threads,
+                                  backend=backend, dtype=dtype, threads=threads or 1,
                                   speaker=speaker, progress=progress)
 
 
@@ -506,8 +513,8 @@ def vocode_main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="weight precision (bfloat16: faster, not exact)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (torch and the C++ kernel); default: torch's setting for "
-                        "torch, 1 for the kernel")
+                   help="CPU threads for torch and the C++ kernel (default: torch's setting; "
+                        "the kernel uses 1 for incremental mode)")
     p.add_argument("--speaker", type=int, default=None, help="speaker id (multi-speaker models)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -535,7 +542,7 @@ def vocode_main(argv: list[str] | None = None) -> int:
     for path, mel in mels.items():
         audio = vocode(model, head, recipe, mel, mode=a.mode, seed=a.seed,
                        temperature=a.temperature, progress=not a.no_progress,
-                       backend=a.backend, dtype=a.dtype, threads=a.threads or 1,
+                       backend=a.backend, dtype=a.dtype, threads=a.threads,
                        speaker=a.speaker)
         dest = out / f"{path.stem}.wav"
         sf.write(str(dest), audio, recipe.sample_rate, subtype="PCM_16")
