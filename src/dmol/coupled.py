@@ -242,7 +242,7 @@ class CoupledDiscretizedLogisticMixture(Distribution):
         mu = self.means + (a * centre.to(dtype)[..., None, :, None]).sum(-2)
         # Offset formed in float64 (as dmol.logistic does): a centre near +-1 carries a float32
         # rounding error that a tiny scale would magnify.
-        d = centre.unsqueeze(-1) - mu.double()  # float64: edges are formed before rounding
+        d = (centre.unsqueeze(-1) - mu.double()).to(dtype)
         k = k.unsqueeze(-1)
         log_mass = component_log_mass(d, self.log_scales, K, k == 0, k == K - 1)
         return torch.logsumexp(F.log_softmax(self.logits, -1) + log_mass.sum(-2), dim=-1)
