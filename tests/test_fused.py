@@ -1,5 +1,8 @@
 """dmol.fused: same numbers as the unfused exact reference, analytic gradients, sampling, fallback.
 
+References are `dmol.logistic.mixture_nll_reference` evaluated in float64 on the same inputs
+(so a float32 result is checked against the exact value, not the reference's own rounding).
+
 Compiled kernels are specialized per (dtype, M) and cached on disk, so the tests keep to few
 combinations (float32 with M = 3 and 10, float64 with M = 3, shared with the rest of the
 suite) and small shapes.
@@ -43,11 +46,15 @@ def assert_grad_close(got, ref):
 
 
 def reference_and_grads(params, y, K, lsm, weights=None):
-    """Reference NLL and its gradients w.r.t. each parameter tensor (autograd)."""
-    leaves = [p.detach().clone().requires_grad_() for p in params]
-    nll = mixture_nll_reference(*leaves, y, K, lsm)
-    w = torch.ones_like(nll) if weights is None else weights
-    return nll.detach(), torch.autograd.grad((nll * w).sum(), leaves)
+    """Reference NLL and its gradients w.r.t. each parameter tensor (autograd), evaluated in
+    float64 on the same inputs and returned in their dtype: the exact values for those
+    inputs, not the reference's own float32 rounding."""
+    dtype = params[0].dtype
+    leaves = [p.detach().double().requires_grad_() for p in params]
+    nll = mixture_nll_reference(*leaves, y.double(), K, lsm)
+    w = torch.ones_like(nll) if weights is None else weights.double()
+    grads = torch.autograd.grad((nll * w).sum(), leaves)
+    return nll.detach().to(dtype), [g.to(dtype) for g in grads]
 
 
 def fused_and_grads(params, y, K, lsm, weights=None, **kw):
@@ -90,12 +97,12 @@ def test_r9y9_vectors_through_the_loss(K, lsm):
     loss = discretized_mix_logistic_loss(y_hat, y, num_classes=K, log_scale_min=-lsm,
                                          reduction="none")
     (g,) = torch.autograd.grad(loss.sum(), y_hat)
-    ref_leaf = y_hat.detach().clone().requires_grad_()
-    ref = mixture_nll_reference(*V.split_channels(ref_leaf.transpose(1, 2), 3), y.squeeze(-1),
-                                K, -lsm)
+    ref_leaf = y_hat.detach().double().requires_grad_()
+    ref = mixture_nll_reference(*V.split_channels(ref_leaf.transpose(1, 2), 3),
+                                y.squeeze(-1).double(), K, -lsm)
     (ref_g,) = torch.autograd.grad(ref.sum(), ref_leaf)
-    assert_nll_close(loss.detach(), ref.detach())
-    assert_grad_close(g, ref_g)
+    assert_nll_close(loss.detach(), ref.detach().float())
+    assert_grad_close(g, ref_g.float())
 
 
 def test_packed_gradient_is_laid_out_like_the_network_output():
@@ -104,11 +111,11 @@ def test_packed_gradient_is_laid_out_like_the_network_output():
     nll = fused.mixture_nll_packed(y_hat.transpose(1, 2), y, 65536, -7.0)
     nll.mean().backward()
     assert y_hat.grad.is_contiguous()  # (B, 3M, T) as is: no copy on the way back
-    ref_leaf = y_hat.detach().clone().requires_grad_()
-    ref = mixture_nll_reference(*ref_leaf.transpose(1, 2).chunk(3, -1), y, 65536, -7.0)
+    ref_leaf = y_hat.detach().double().requires_grad_()
+    ref = mixture_nll_reference(*ref_leaf.transpose(1, 2).chunk(3, -1), y.double(), 65536, -7.0)
     ref.mean().backward()
-    assert_nll_close(nll.detach(), ref.detach())
-    assert_grad_close(y_hat.grad, ref_leaf.grad)
+    assert_nll_close(nll.detach(), ref.detach().float())
+    assert_grad_close(y_hat.grad, ref_leaf.grad.float())
 
 
 # -- property tests -----------------------------------------------------------------------------
@@ -165,14 +172,14 @@ def test_loss_reductions_and_masks(reduction, layout, data, masked):
         mask = torch.randint(0, T + 1, (B,))
     loss = discretized_mix_logistic_loss(y_hat, y, num_classes=K, log_scale_min=lsm,
                                          layout=layout, reduction=reduction, mask=mask)
-    g = torch.autograd.grad(loss.sum(), y_hat)[0] if loss.requires_grad else None
-    ref_leaf = y_hat.detach().clone().requires_grad_()
+    g = torch.autograd.grad(loss.sum(), y_hat)[0]
+    ref_leaf = y_hat.detach().double().requires_grad_()
     ref_btc = ref_leaf.transpose(1, 2) if layout == "BCT" else ref_leaf
-    ref_nll = mixture_nll_reference(*ref_btc.chunk(3, -1), y, K, lsm)
-    ref = V.reduce(ref_nll, reduction, V.mask_bt(mask, B, T, y.device))
-    assert_nll_close(loss.detach(), ref.detach())
-    if g is not None:
-        assert_grad_close(g, torch.autograd.grad(ref.sum(), ref_leaf)[0])
+    ref_nll = mixture_nll_reference(*ref_btc.chunk(3, -1), y.double(), K, lsm)
+    m = V.mask_bt(mask, B, T, y.device)
+    ref = V.reduce(ref_nll, reduction, None if m is None else m.double())
+    assert_nll_close(loss.detach(), ref.detach().float())
+    assert_grad_close(g, torch.autograd.grad(ref.sum(), ref_leaf)[0].float())
 
 
 # -- autograd plumbing ---------------------------------------------------------------------------
@@ -208,21 +215,23 @@ def test_half_inputs_compute_in_float32():
     assert nll.dtype == torch.float32
     nll.sum().backward()
     assert all(p.grad.dtype == torch.float16 for p in half)
-    ref = mixture_nll_reference(*(p.detach().float() for p in half), y.half(), 256, -7.0)
-    assert_nll_close(nll.detach(), ref)
+    ref = mixture_nll_reference(*(p.detach().double() for p in half), y.half().double(), 256,
+                                -7.0)
+    assert_nll_close(nll.detach(), ref.float())
 
 
 def test_no_grad_forward_and_odd_shapes():
     params, y = _small()
     with torch.no_grad():
-        assert_nll_close(fused.mixture_nll(*params, y, 256, -7.0),
-                         mixture_nll_reference(*params, y, 256, -7.0))
+        nll = fused.mixture_nll(*params, y, 256, -7.0)
+    assert_nll_close(nll, reference_and_grads(params, y, 256, -7.0)[0])
     # batch shapes other than (B, T): (N,), (), (2, 2, 3) and a non-contiguous layout
     for shape in [(5,), (), (2, 2, 3)]:
         p = [torch.randn(*shape, 3) for _ in range(3)]
         yy = torch.rand(shape) * 2 - 1
         assert_nll_close(fused.mixture_nll(*p, yy, 256, None),
-                         mixture_nll_reference(*p, yy, 256, None))
+                         mixture_nll_reference(*(t.double() for t in p), yy.double(), 256,
+                                               None).float())
 
 
 @pytest.mark.parametrize(
@@ -268,7 +277,7 @@ def test_fallback_when_compilation_fails(monkeypatch):
     with pytest.warns(RuntimeWarning, match="compilation failed: RuntimeError: no C"):
         nll = fused.mixture_nll(*params, y, 256, -7.0)
     assert fused.backend().startswith("eager-fallback: compilation failed")
-    assert_nll_close(nll, mixture_nll_reference(*params, y, 256, -7.0))
+    assert_nll_close(nll, reference_and_grads(params, y, 256, -7.0)[0])
 
 
 def test_env_var_forces_the_eager_path_with_one_message():

@@ -55,24 +55,31 @@ calls: collections.Counter[str] = collections.Counter()
 
 # -- the math (plain tensor code: compiled by inductor, or run eagerly as the fallback) ---------
 #
-# Parameters arrive packed as (..., 3M, T): T samples in contiguous rows, the component axis
-# just before them. Compiled, a kernel sees one (3M, T) row block of the batch at a time (for
-# a WaveNet's (B, 3M, T) output: one utterance), presented as a plain tensor at offset 0 with
-# textbook strides, so that one compiled kernel per (dtype, M) serves every shape.
+# Parameters arrive packed as (A, 3M, T): T samples in contiguous rows, the component axis
+# just before them (for a WaveNet's (B, 3M, T) output: the output itself), presented to the
+# compiler as a plain contiguous tensor at offset 0, so that one compiled kernel per
+# (dtype, M) serves every length and batch size (a batch of one gets a second kernel).
+
+
+def _split(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """A float64 value as hi + lo in ``dtype``: hi rounded, lo its rounding error."""
+    hi = x.to(dtype)
+    return hi, (x - hi.double()).to(dtype)
 
 
 def _bins(y: Tensor, k_max: Tensor, dtype: torch.dtype):
-    """Centre of y's bin as ``hi + lo`` (both in ``dtype``) and the edge-bin flags.
+    """The edges of y's bin, each as ``hi + lo`` in ``dtype``, and the edge-bin flags.
 
-    ``k_max`` = K - 1 (float64). The bin index is taken in float64 (exact ties), and the
-    centre is split into its rounded value and the rounding error: in float32 a centre near
-    +-1 is off by up to 6e-8, which a scale of e^-16 magnifies to 0.5 standard units, while
-    ``(hi - mu) + lo`` is as good as forming the offset in float64.
+    ``k_max`` = K - 1 (float64). The bin index is taken in float64 (exact ties). Each edge
+    ``(2k -+ 1)/(K - 1) - 1`` is formed in float64 and split into its rounded value and the
+    rounding error, so that ``(hi - mu) + lo`` is the distance from the mean to the edge to
+    the precision of that distance itself: a float32 edge near +-1 is off by up to 6e-8,
+    which a scale of e^-16 would magnify to half a standard unit.
     """
     k = torch.round((y.double() + 1.0) * (0.5 * k_max)).clamp(min=0.0).minimum(k_max)
-    centre = (2.0 * k) / k_max - 1.0
-    hi = centre.to(dtype)
-    return hi, (centre - hi.double()).to(dtype), k == 0, k == k_max
+    lower = _split((2.0 * k - 1.0) / k_max - 1.0, dtype)
+    upper = _split((2.0 * k + 1.0) / k_max - 1.0, dtype)
+    return lower, upper, k == 0, k == k_max
 
 
 def _one_minus_exp(c: Tensor, ec: Tensor) -> Tensor:
@@ -86,10 +93,11 @@ def _one_minus_exp(c: Tensor, ec: Tensor) -> Tensor:
     return torch.where(c < _LN2, small, 1.0 - ec)
 
 
-def _log_mass(mu, ls, hi, lo, first, last, h, lsm):
+def _log_mass(mu, ls, lower, upper, first, last, h, lsm):
     """log P(bin) under one logistic, and its derivatives w.r.t. mu and log-scale (elementwise).
 
-    With d = centre - mu, a = (d - h)/s, b = (d + h)/s, c = b - a = 2h/s:
+    With the bin's edges centre -+ h, a = (centre - h - mu)/s, b = (centre + h - mu)/s and
+    c = b - a = 2h/s:
         interior  log P = log sigmoid(b) + log sigmoid(-a) + log(1 - e^-c)
         first bin log P = log sigmoid(b),   last bin log P = log sigmoid(-a)
     computed as ``min(b, 0) + min(-a, 0) + log q`` with q = (1 - e^-c) / ((1 + e^-|a|)(1 + e^-|b|))
@@ -97,9 +105,8 @@ def _log_mass(mu, ls, hi, lo, first, last, h, lsm):
     docs/speed.md.
     """
     inv_s = torch.exp(-torch.maximum(ls, lsm))
-    d = (hi - mu) + lo
-    a = (d - h) * inv_s  # standardized lower bin edge
-    b = (d + h) * inv_s  # standardized upper bin edge
+    a = ((lower[0] - mu) + lower[1]) * inv_s  # standardized lower bin edge
+    b = ((upper[0] - mu) + upper[1]) * inv_s  # standardized upper bin edge
     c = (2.0 * h) * inv_s  # = b - a, formed from the bin width, never as a difference
     # one exp each serves log-sigmoid (forward) and sigmoid (backward)
     ea, eb, ec = torch.exp(-a.abs()), torch.exp(-b.abs()), torch.exp(-c)
@@ -142,9 +149,9 @@ def _rows(p: Tensor) -> list[list[Tensor]]:
     return [[p[..., k * m + j, :] for j in range(m)] for k in range(3)]
 
 
-def _nll_kernel(p, y, k_max, lsm, nll_out, grad_out) -> None:
-    """Writes the NLL (..., T) and its gradient (..., 3M, T) w.r.t. p = [logits | means |
-    log_scales] (..., 3M, T) into ``nll_out`` and ``grad_out``; y is (..., T).
+def _nll_kernel(p, y, k_max, lsm):
+    """NLL (..., T) and its gradient (..., 3M, T) w.r.t. p = [logits | means | log_scales]
+    (..., 3M, T); y holds the (..., T) targets (any shape with that many elements).
 
     NLL = logsumexp(logits) - logsumexp(logits + log P); the two softmaxes are the mixture
     weights and the responsibilities r, so dNLL/dlogits = softmax(logits) - r and
@@ -152,21 +159,22 @@ def _nll_kernel(p, y, k_max, lsm, nll_out, grad_out) -> None:
     compiler emits a single pass over the c samples, every temporary in registers.
     """
     lg, mu, ls = _rows(p)
-    hi, lo, first, last = _bins(y, k_max, p.dtype)
+    # y comes flat and takes p's sizes here: the compiler then sees one (A, T) iteration space
+    bins = _bins(y.view(p.shape[:-2] + p.shape[-1:]), k_max, p.dtype)
     h = 1.0 / k_max.to(p.dtype)
-    cols = [_log_mass(mu[j], ls[j], hi, lo, first, last, h, lsm) for j in range(len(lg))]
+    cols = [_log_mass(mu[j], ls[j], *bins, h, lsm) for j in range(len(lg))]
     lse_l, el, zl = _logsumexp(lg)
     lse_j, ej, zj = _logsumexp([x + col[0] for x, col in zip(lg, cols, strict=True)])
     r = [e / zj for e in ej]  # responsibilities
     g = [e / zl - rj for e, rj in zip(el, r, strict=True)]
     g += [-rj * col[1] for rj, col in zip(r, cols, strict=True)]
     g += [-rj * col[2] for rj, col in zip(r, cols, strict=True)]
-    nll_out.copy_(lse_l - lse_j)
-    grad_out.copy_(torch.stack(g, -2))
+    return lse_l - lse_j, torch.stack(g, -2)
 
 
 def _sample_kernel(p, u, inv_temp, log_st, lsm):
-    """Draws (..., T) from p = [logits | means | log_scales] (..., 3M, T), uniforms (2, ..., T).
+    """Draws (..., T) from p = [logits | means | log_scales] (..., 3M, T) and 2 * (..., T)
+    uniforms u (any shape with that many elements; the first half picks the component).
 
     The component: the first whose cumulative weight in softmax(logits * inv_temp) exceeds
     u[0] * total (inverse CDF of the categorical; zero weights never win). The value: the
@@ -174,6 +182,7 @@ def _sample_kernel(p, u, inv_temp, log_st, lsm):
     pass, no (M, c) temporaries.
     """
     lg, mu, ls = _rows(p)
+    u = u.view((2,) + p.shape[:-2] + p.shape[-1:])  # flat, like y in `_nll_kernel`
     top = lg[0]
     for x in lg[1:]:
         top = torch.maximum(top, x)
@@ -325,37 +334,15 @@ def _pack(parts: list[Tensor]) -> Tensor:
     return torch.cat(parts, 1)
 
 
-def _rowwise(p: Tensor, *others: Tensor) -> list[Tensor]:
-    """(A, C, T) parameters and (A, T) per-sample tensors, with rows contiguous. Many short
-    rows are merged into one (a copy), since each row costs a kernel call."""
-    A, C, T = p.shape
-    if A > 1 and T < 256:
-        merged = p.transpose(0, 1).reshape(1, C, A * T).contiguous()
-        return [merged, *(x.reshape(1, -1).contiguous() for x in others)]
-    if p.stride(2) != 1 or p.stride(1) != T:
-        p = p.contiguous()
-    return [p, *(x.contiguous() for x in others)]
-
-
 def _nll_packed(p: Tensor, y: Tensor, num_classes: int, lsm: Tensor, want_grad: bool):
     """NLL (A, T) and, if wanted, its gradient (A, 3M, T), for p = [logits | means |
     log_scales] as (A, 3M, T) and targets y (A, T)."""
-    A, C, T = p.shape
     k_max = torch.tensor(num_classes - 1, dtype=torch.float64, device=y.device)
-    rows, yr = _rowwise(p, y)
-    nll = torch.empty(yr.shape, dtype=yr.dtype, device=yr.device)
-    grad = torch.empty(rows.shape, dtype=rows.dtype, device=rows.device) if want_grad else None
-    if not _compiled() or rows.shape[2] == 1:  # eager: one call over everything
-        _nll_kernel(rows, yr, k_max, lsm, nll, grad if want_grad else torch.empty_like(rows))
-    else:
-        scratch = None if want_grad else rows.new_empty(rows.shape[1:])
-        for i in range(rows.shape[0]):
-            out = grad[i] if want_grad else scratch
-            _call("nll", _plain(rows[i]), _plain(yr[i]), k_max, lsm, _plain(nll[i]), _plain(out))
-    if rows.shape[0] != A:  # undo the merge of short rows
-        nll = nll.reshape(A, T)
-        grad = grad.reshape(C, A, T).transpose(0, 1).contiguous() if want_grad else None
-    return nll, grad
+    if p.shape[2] > 1:
+        nll, grad = _call("nll", _plain(p), _plain(y.reshape(-1)), k_max, lsm)
+    else:  # a length of 1 would make the compiler specialize: not worth a kernel
+        nll, grad = _nll_kernel(p, y, k_max, lsm)
+    return nll, grad if want_grad else None
 
 
 # -- autograd ---------------------------------------------------------------------------------
@@ -576,9 +563,11 @@ def sample_mixture(
                          dtype=dtype, device=dev),
             _lsm_tensor(log_scale_min, dtype, dev),
         )
-        p, u0, u1 = _rowwise(_pack([lg, mu, ls]), *u.reshape(2, lg.shape[0], lg.shape[2]))
-        if not _compiled() or p.shape[2] == 1:  # eager: one call over everything
-            return _sample_kernel(p, torch.stack([u0, u1]), *consts).reshape(batch)
-        out = [_call("sample", _plain(p[i]), torch.stack([u0[i], u1[i]]), *consts)
-               for i in range(p.shape[0])]
-        return torch.stack(out).reshape(batch)
+        p, u = _pack([lg, mu, ls]), u.reshape(2, lg.shape[0], lg.shape[2])
+        if p.shape[2] == 1:  # see _nll_packed
+            return _sample_kernel(p, u, *consts).reshape(batch)
+        # row by row: with the rows of a batch in one call inductor splits the loop in two
+        out = torch.empty(u.shape[1:], dtype=dtype, device=dev)
+        for i in range(p.shape[0]):
+            out[i] = _call("sample", _plain(p[i]), _plain(u[:, i].reshape(-1)), *consts)
+        return out.reshape(batch)
