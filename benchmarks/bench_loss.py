@@ -35,12 +35,14 @@ CASES = {
     "long": ("mol", dict(B=2, M=10, T=65536, K=65536, lsm=-16.0)),
     "pixelcnn": ("coupled", dict(B=16, M=10, H=32, W=32, K=256, lsm=-7.0)),
     "sample": ("sample", dict(B=8, M=10, T=10240, K=65536, lsm=-16.0)),
+    "recompute": ("recompute", dict(B=8, M=10, T=10240, K=65536, lsm=-16.0)),
 }
 QUICK = {
     "wavenet": dict(B=2, T=2048),
     "long": dict(B=1, T=8192),
     "pixelcnn": dict(B=2, H=8, W=8),
     "sample": dict(B=2, T=2048),
+    "recompute": dict(B=2, T=2048),
 }
 
 
@@ -68,11 +70,21 @@ def make_inputs(kind: str, p: dict, seed: int = 0):
 
 
 def implementations(kind: str, p: dict):
-    """{name: (forward, forward+backward)} callables over (params, target)."""
-    if kind == "mol":
+    """{name: loss(params, target)} callables; the last one is the baseline."""
+    if kind in ("mol", "recompute"):
+        from dmol import fused
         from dmol.logistic import discretized_mix_logistic_loss
 
-        def fused(y_hat, y):
+        def packed(y_hat, y, recompute=False):
+            nll = fused.mixture_nll_packed(y_hat.transpose(1, 2), y, p["K"], p["lsm"],
+                                           recompute=recompute)
+            return nll.mean()
+
+        if kind == "recompute":  # the two ways of getting the gradient, against each other
+            return {"fused, gradient computed in forward": packed,
+                    "fused, recomputed in backward": lambda a, b: packed(a, b, True)}
+
+        def loss(y_hat, y):
             return discretized_mix_logistic_loss(
                 y_hat, y, num_classes=p["K"], log_scale_min=p["lsm"], reduction="mean"
             )
@@ -80,7 +92,8 @@ def implementations(kind: str, p: dict):
         def base(y_hat, y):
             return mol_nll_baseline(y_hat, y, p["K"], p["lsm"]).mean()
 
-        return {"dmol (fused)": fused, "baseline": base}
+        return {"fused.mixture_nll_packed": packed, "dmol.logistic loss": loss,
+                "baseline": base}
     if kind == "coupled":
         def base(l, x):
             return coupled_nll_baseline(x, l, p["K"], p["lsm"]).sum() / x.numel()
@@ -95,16 +108,16 @@ def implementations(kind: str, p: dict):
 
             return {"dmol.coupled": ours, "baseline": base}
         # per-channel, uncoupled MoL of the same size: 3 channels x (logits, means, scales)
-        from dmol.logistic import discretized_mix_logistic_loss
+        from dmol import fused
 
         def uncoupled(l, x):
             B, M = l.shape[0], p["M"]
             y_hat = l[:, : 9 * M].reshape(B * 3, 3 * M, -1)
-            return discretized_mix_logistic_loss(
-                y_hat, x.reshape(B * 3, -1), num_classes=p["K"], log_scale_min=p["lsm"]
-            )
+            nll = fused.mixture_nll_packed(y_hat.transpose(1, 2), x.reshape(B * 3, -1), p["K"],
+                                           p["lsm"])
+            return nll.mean()
 
-        return {"dmol (fused, uncoupled)": uncoupled, "baseline": base}
+        return {"fused, per channel (uncoupled)": uncoupled, "baseline": base}
     from dmol.logistic import sample_discretized_mix_logistic
 
     def fused_sample(y_hat, y):
@@ -115,7 +128,7 @@ def implementations(kind: str, p: dict):
     def base_sample(y_hat, y):
         return mol_sample_baseline(y_hat, p["lsm"], generator=torch.Generator())
 
-    return {"dmol (fused)": fused_sample, "baseline": base_sample}
+    return {"fused sampler": fused_sample, "baseline (Gumbel-max chain)": base_sample}
 
 
 def run_once(fn, params, target, backward: bool) -> None:
@@ -173,7 +186,8 @@ def memory_child(case: str, impl: str, quick: bool) -> None:
 
 def measure_memory(case: str, impl: str, quick: bool) -> float | None:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    cmd = [sys.executable, __file__, "--memory-child", case, impl] + (["--quick"] if quick else [])
+    cmd = [sys.executable, __file__, "--memory-child", case, impl, "--threads",
+           str(torch.get_num_threads())] + (["--quick"] if quick else [])
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode or not lines:
@@ -189,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=9, help="runs per timing (median; >= 7)")
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(*args.memory_child, args.quick)
         return 0
@@ -214,13 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         for impl in impls:
             rows.append((f"{case} ({shape})" if impl == impls[0] else "", impl,
                          times.get((impl, "fwd")), times.get((impl, "fwd+bwd")), mem.get(impl)))
-        ours, base = impls
-        ratio = [times[(base, m)] / times[(ours, m)] for m in ("fwd", "fwd+bwd")
-                 if (ours, m) in times]
-        mem_ratio = (mem[base] / mem[ours]) if mem.get(ours) and mem.get(base) else None
-        rows.append(("", "  speed-up / memory saving",
-                     *[f"{r:.1f}x" for r in ratio], *([""] * (2 - len(ratio))),
-                     f"{mem_ratio:.1f}x" if mem_ratio else ""))
+        base = impls[-1]
+        for ours in impls[:-1]:
+            ratio = [f"{times[(base, m)] / times[(ours, m)]:.1f}x" if (ours, m) in times else ""
+                     for m in ("fwd", "fwd+bwd")]
+            saved = f"{mem[base] / mem[ours]:.1f}x" if mem.get(ours) and mem.get(base) else ""
+            label = f"  {base} / {ours}" if len(impls) > 2 else f"  {base} / ours"
+            rows.append(("", label, *ratio, saved))
 
     def fmt(v, unit):
         if v is None or v == "":

@@ -48,6 +48,7 @@ except ImportError:  # pragma: no cover
 __all__ = ["mixture_nll", "mixture_nll_packed", "sample_mixture", "backend", "calls"]
 
 _LN2 = math.log(2.0)
+_BIG = 1e30  # "infinite" standardized distance: e^-BIG is 0 in float32 and float64
 
 #: How many times each public entry point ran (tests use it to prove the fused path was taken).
 calls: collections.Counter[str] = collections.Counter()
@@ -85,58 +86,74 @@ def _bins(y: Tensor, k_max: Tensor, dtype: torch.dtype):
 def _one_minus_exp(c: Tensor, ec: Tensor) -> Tensor:
     """1 - e^-c to full relative precision, given ec = e^-c.
 
-    For c < ln 2, Kahan's trick (1 - u) c / -log(u) with u = fl(e^-c) cancels the rounding
-    error of u (inductor's vectorized expm1 is exp(x) - 1, useless here; tanh works but costs
-    7x an exp). u == 1 means c is below float resolution, where 1 - e^-c = c.
+    ``1 - ec`` loses up to all digits for small c (wide components, fine bins: c = 3e-5 at
+    16 bits and unit scale), and inductor's vectorized ``expm1`` is ``exp(x) - 1``. Below ln 2
+    the Taylor series c (1 - c/2! + c^2/3! - ...) converges fast: 9 terms reach float32's
+    precision, 17 float64's, a few FMAs where Kahan's (1 - u) c / -log(u) costs a log and a
+    division. Above ln 2, ``1 - ec`` is already exact to rounding.
     """
-    small = torch.where(ec < 1.0, (1.0 - ec) * c / -torch.log(ec), c)
-    return torch.where(c < _LN2, small, 1.0 - ec)
+    terms = 17 if c.dtype == torch.float64 else 9
+    poly = 1.0 / math.factorial(terms + 1)
+    for n in range(terms, 0, -1):
+        poly = 1.0 / math.factorial(n) - c * poly
+    return torch.where(c < _LN2, c * poly, 1.0 - ec)
 
 
 def _log_mass(mu, ls, lower, upper, first, last, h, lsm):
-    """log P(bin) under one logistic, and its derivatives w.r.t. mu and log-scale (elementwise).
+    """The mass of the target's bin under one logistic as ``P = e^-dist * q``, and the
+    derivatives of log P w.r.t. mu and the log-scale (elementwise).
 
     With the bin's edges centre -+ h, a = (centre - h - mu)/s, b = (centre + h - mu)/s and
     c = b - a = 2h/s:
-        interior  log P = log sigmoid(b) + log sigmoid(-a) + log(1 - e^-c)
-        first bin log P = log sigmoid(b),   last bin log P = log sigmoid(-a)
-    computed as ``min(b, 0) + min(-a, 0) + log q`` with q = (1 - e^-c) / ((1 + e^-|a|)(1 + e^-|b|))
-    in (0, 1]: one log instead of three, and nothing under or overflows. Derivatives: see
-    docs/speed.md.
+        interior  P = sigmoid(b) - sigmoid(a) = sigmoid(b) sigmoid(-a) (1 - e^-c)
+        first bin P = sigmoid(b),   last bin P = sigmoid(-a)
+    split as ``dist = max(a, 0) + max(-b, 0)`` (how many scales the bin lies from the mean;
+    e^-dist may underflow, so it stays in log form for the mixture's logsumexp) and
+    ``q = (1 - e^-c) / ((1 + e^-|a|)(1 + e^-|b|))`` in (0, 1] (does not underflow): no log
+    per component at all. Derivatives: docs/speed.md.
     """
     inv_s = torch.exp(-torch.maximum(ls, lsm))
-    a = ((lower[0] - mu) + lower[1]) * inv_s  # standardized lower bin edge
-    b = ((upper[0] - mu) + upper[1]) * inv_s  # standardized upper bin edge
-    c = (2.0 * h) * inv_s  # = b - a, formed from the bin width, never as a difference
-    # one exp each serves log-sigmoid (forward) and sigmoid (backward)
-    ea, eb, ec = torch.exp(-a.abs()), torch.exp(-b.abs()), torch.exp(-c)
-    ia = torch.where(first, 1.0, 1.0 / (1.0 + ea))  # sigmoid(|a|), or 1 when a is not used
-    ib = torch.where(last, 1.0, 1.0 / (1.0 + eb))
-    interior = ~(first | last)
+    # an edge bin's outer edge sits at -+infinity: a huge finite value makes every term it
+    # feeds vanish exactly (e^-BIG = 0, sigmoid = 0 or 1) without a NaN from inf * 0
+    a = torch.where(first, -_BIG, ((lower[0] - mu) + lower[1]) * inv_s)  # lower edge
+    b = torch.where(last, _BIG, ((upper[0] - mu) + upper[1]) * inv_s)  # upper edge
+    c = torch.where(first | last, _BIG, (2.0 * h) * inv_s)  # b - a, never as a difference
+    ec = torch.exp(-c)
+    # one exp serves both edges: with both on one side of the mean the far one is the near
+    # one times e^-c; with the mean inside the bin, e^-|a| e^-|b| = e^-c
+    a_near = a.abs() <= b.abs()
+    e_near = torch.exp(-torch.minimum(a.abs(), b.abs()))
+    inside = (a < 0) & (b > 0)
+    e_far = torch.where(inside, ec / e_near.clamp_min(torch.finfo(ec.dtype).tiny), e_near * ec)
+    ea, eb = torch.where(a_near, e_near, e_far), torch.where(a_near, e_far, e_near)
     one_m_ec = _one_minus_exp(c, ec)
-    q = torch.where(interior, one_m_ec, 1.0) * ia * ib
-    log_p = (
-        torch.where(last, 0.0, torch.clamp_max(b, 0.0))
-        + torch.where(first, 0.0, torch.clamp_max(-a, 0.0))
-        + torch.log(q)
-    )
+    # one division for sigmoid(|a|), sigmoid(|b|) and 1 / (1 - e^-c)
+    da, db = 1.0 + ea, 1.0 + eb
+    inv = 1.0 / (da * db * one_m_ec)
+    iab = one_m_ec * inv  # sigmoid(|a|) sigmoid(|b|)
+    q = one_m_ec * iab
+    neg_dist = torch.clamp_max(b, 0.0) - torch.clamp_min(a, 0.0)
     # d log sigmoid(b)/db = sigmoid(-b), d log sigmoid(-a)/da = -sigmoid(a)
-    ta = torch.where(first, 0.0, torch.where(a >= 0, 1.0, ea) * ia)  # sigmoid(a)
-    tb = torch.where(last, 0.0, torch.where(b >= 0, eb, 1.0) * ib)  # sigmoid(-b)
-    # c * d log(1 - e^-c)/dc = c / expm1(c) = c e^-c / (1 - e^-c), -> 1 as c -> 0
-    tc = torch.where(interior, torch.where(one_m_ec > 0, c * ec / one_m_ec, 1.0), 0.0)
+    ta = torch.where(a >= 0, 1.0, ea) * (db * iab)  # sigmoid(a)
+    tb = torch.where(b >= 0, eb, 1.0) * (da * iab)  # sigmoid(-b)
+    # c * d log(1 - e^-c)/dc = c e^-c / (1 - e^-c), -> 1 as c -> 0
+    tc = torch.where(one_m_ec > 0, c * ec * (da * db * inv), 1.0)
     dlogp_dmu = inv_s * (ta - tb)
     dlogp_dls = torch.where(ls >= lsm, a * ta - b * tb - tc, 0.0)  # 0 where clamped
-    return log_p, dlogp_dmu, dlogp_dls
+    return neg_dist, q, dlogp_dmu, dlogp_dls
 
 
-def _logsumexp(xs: list[Tensor]):
-    """logsumexp over a list of tensors, and the shifted exps and their sum."""
+def _logsumexp(xs: list[Tensor], weights: list[Tensor] | None = None):
+    """log sum_j w_j e^{x_j} over lists of tensors (w_j in (0, 1], default 1), and the
+    shifted terms w_j e^{x_j - top} and their sum."""
     top = xs[0]
     for x in xs[1:]:
         top = torch.maximum(top, x)
-    top = torch.where(torch.isinf(top), 0.0, top)  # all -inf (or a +inf): no shift, no NaN
+    # all -inf (or a +inf): no shift, no NaN. (|x| == inf is one vector compare, isinf a loop)
+    top = torch.where(top.abs() == math.inf, 0.0, top)
     e = [torch.exp(x - top) for x in xs]
+    if weights is not None:
+        e = [x * w for x, w in zip(e, weights, strict=True)]
     total = e[0]
     for x in e[1:]:
         total = total + x
@@ -149,9 +166,10 @@ def _rows(p: Tensor) -> list[list[Tensor]]:
     return [[p[..., k * m + j, :] for j in range(m)] for k in range(3)]
 
 
-def _nll_kernel(p, y, k_max, lsm):
+def _nll_kernel(p, y, k_max, lsm, gscale):
     """NLL (..., T) and its gradient (..., 3M, T) w.r.t. p = [logits | means | log_scales]
-    (..., 3M, T); y holds the (..., T) targets (any shape with that many elements).
+    (..., 3M, T), times ``gscale``; y holds the (..., T) targets (any shape with that many
+    elements).
 
     NLL = logsumexp(logits) - logsumexp(logits + log P); the two softmaxes are the mixture
     weights and the responsibilities r, so dNLL/dlogits = softmax(logits) - r and
@@ -164,11 +182,15 @@ def _nll_kernel(p, y, k_max, lsm):
     h = 1.0 / k_max.to(p.dtype)
     cols = [_log_mass(mu[j], ls[j], *bins, h, lsm) for j in range(len(lg))]
     lse_l, el, zl = _logsumexp(lg)
-    lse_j, ej, zj = _logsumexp([x + col[0] for x, col in zip(lg, cols, strict=True)])
-    r = [e / zj for e in ej]  # responsibilities
-    g = [e / zl - rj for e, rj in zip(el, r, strict=True)]
-    g += [-rj * col[1] for rj, col in zip(r, cols, strict=True)]
+    # log sum_j pi_j P_j with P_j = e^-dist_j q_j: shifted by the largest logit - dist, the
+    # largest term is q >= (1 - e^-c)/4, so the sum cannot underflow
+    lse_j, ej, zj = _logsumexp([x + col[0] for x, col in zip(lg, cols, strict=True)],
+                               [col[1] for col in cols])
+    izl, izj = gscale / zl, gscale / zj  # (the gradient's scale rides on the two softmaxes)
+    r = [e * izj for e in ej]  # responsibilities (times gscale)
+    g = [e * izl - rj for e, rj in zip(el, r, strict=True)]
     g += [-rj * col[2] for rj, col in zip(r, cols, strict=True)]
+    g += [-rj * col[3] for rj, col in zip(r, cols, strict=True)]
     return lse_l - lse_j, torch.stack(g, -2)
 
 
@@ -227,8 +249,10 @@ def _init() -> None:
     try:
         # dynamic: one compiled kernel per (dtype, M) serves every chunk length. The fusion
         # options let inductor put the whole unrolled body into one loop (its defaults split
-        # it into several, joined by buffers).
-        opts = {"max_fusion_size": 1 << 16, "aggressive_fusion": True}
+        # it into several, joined by buffers); a value read by many components is recomputed
+        # in registers rather than stored to a buffer and read back.
+        opts = {"max_fusion_size": 1 << 16, "aggressive_fusion": True,
+                "realize_reads_threshold": 64}
         fns = {
             name: torch.compile(fn, dynamic=True, fullgraph=True, options=opts)
             for name, fn in _KERNELS.items()
@@ -258,6 +282,40 @@ def _plain(t: Tensor) -> Tensor:
         return t.as_strided(t.shape, strides).detach()
 
 
+def _hint(t: Tensor, dims: dict[int, int]) -> Tensor:
+    """Mark ``t``'s ``dims`` dynamic with fixed size hints (a tensor made by `_plain`).
+
+    Inductor decides at compile time, from the sizes it traced with, how many loops of the
+    kernel to split across threads: traced with a tiny shape (a unit test, say) it emits a
+    serial kernel that the disk cache then hands to every later process. Fixed hints make that
+    decision the same whatever shape came first: a batch hint just above the thread count
+    puts the batch *and* length loops into the parallel region (``omp for collapse(2)``), so
+    a batch of two still keeps sixteen threads busy, and a large length hint says there is
+    enough work to split.
+    """
+    if hasattr(torch._dynamo, "mark_dynamic"):
+        for d, h in dims.items():
+            torch._dynamo.mark_dynamic(t, d, hint_override=h)
+    return t
+
+
+_HINT_T = 1 << 16  # the length hint: "long", any value far above inductor's minimum chunk
+
+
+def _hinted_args(p: Tensor, flat: list[Tensor]) -> list[Tensor]:
+    """``p`` ((A,) C, T) and flat (k A T,) companions as plain tensors with consistent hints
+    (a flat tensor's hint must be its true multiple of p's, or tracing fails)."""
+    p = _plain(p)
+    rows = p.shape[0] * p.shape[-1] if p.dim() == 3 else p.shape[-1]
+    if p.dim() == 3 and p.shape[0] > 1:
+        hint_a = max(3, torch.get_num_threads() + 1)
+        _hint(p, {0: hint_a, 2: _HINT_T})
+    else:  # no batch dim, or a batch of one (specialized by the compiler: its own kernel)
+        hint_a = 1
+        _hint(p, {p.dim() - 1: _HINT_T})
+    return [p] + [_hint(_plain(f), {0: f.numel() // rows * hint_a * _HINT_T}) for f in flat]
+
+
 def _compile_settings() -> contextlib.ExitStack:
     """Settings for our calls only. Room for one kernel per (dtype, M) beyond dynamo's default
     of 8; sizes not unified when equal by chance ("duck sizing"); one grad mode (a change
@@ -273,9 +331,8 @@ def _compile_settings() -> contextlib.ExitStack:
 def _call(name: str, *args):
     """Run a compiled kernel; if compiling fails (no C++ compiler, no Triton...), go eager.
 
-    The batch and length dims are marked unbacked: the kernel is compiled for no particular
-    size, not even 1 (dynamo would otherwise specialize on 0/1), so one kernel per (dtype, M)
-    serves every shape.
+    Compiled with dynamic shapes and fixed size hints (`_hinted_args`): one kernel per
+    (dtype, M) serves every length and batch size (a batch of one gets its own).
     """
     if _compiled():
         try:
@@ -334,14 +391,16 @@ def _pack(parts: list[Tensor]) -> Tensor:
     return torch.cat(parts, 1)
 
 
-def _nll_packed(p: Tensor, y: Tensor, num_classes: int, lsm: Tensor, want_grad: bool):
-    """NLL (A, T) and, if wanted, its gradient (A, 3M, T), for p = [logits | means |
-    log_scales] as (A, 3M, T) and targets y (A, T)."""
+def _nll_packed(p: Tensor, y: Tensor, num_classes: int, lsm: Tensor, want_grad: bool,
+                gscale: float = 1.0):
+    """NLL (A, T) and, if wanted, its gradient (A, 3M, T) times ``gscale``, for p = [logits |
+    means | log_scales] as (A, 3M, T) and targets y (A, T)."""
     k_max = torch.tensor(num_classes - 1, dtype=torch.float64, device=y.device)
+    gs = torch.tensor(gscale, dtype=p.dtype, device=p.device)
     if p.shape[2] > 1:
-        nll, grad = _call("nll", _plain(p), _plain(y.reshape(-1)), k_max, lsm)
+        nll, grad = _call("nll", *_hinted_args(p, [y.reshape(-1)]), k_max, lsm, gs)
     else:  # a length of 1 would make the compiler specialize: not worth a kernel
-        nll, grad = _nll_kernel(p, y, k_max, lsm)
+        nll, grad = _nll_kernel(p, y, k_max, lsm, gs)
     return nll, grad if want_grad else None
 
 
@@ -361,8 +420,9 @@ def _lsm_tensor(log_scale_min: float | None, dtype, device) -> Tensor:
     return torch.tensor(value, dtype=dtype, device=device)
 
 
-def _nll_and_grad(params, y, num_classes, log_scale_min, want_grad):
-    """(*batch) NLL and the (A, 3M, T) gradient of [logits, means, log_scales] (or None).
+def _nll_and_grad(params, y, num_classes, log_scale_min, want_grad, gscale=1.0):
+    """(*batch) NLL and the (A, 3M, T) gradient of [logits, means, log_scales] times
+    ``gscale`` (or None).
 
     ``params`` is one packed (*batch, 3M) tensor or the three (*batch, M) tensors.
     """
@@ -370,7 +430,7 @@ def _nll_and_grad(params, y, num_classes, log_scale_min, want_grad):
     p = _pack([_canon(t.detach().to(dtype)) for t in params])
     yc = y.detach().to(dtype).reshape(p.shape[0], p.shape[2])
     lsm = _lsm_tensor(log_scale_min, dtype, yc.device)
-    nll, grad = _nll_packed(p, yc, num_classes, lsm, want_grad)
+    nll, grad = _nll_packed(p, yc, num_classes, lsm, want_grad, gscale)
     return nll.reshape(y.shape), grad
 
 
@@ -378,16 +438,18 @@ class _MixtureNLL(torch.autograd.Function):
     """Forward computes the NLL and its gradient in one pass; backward scales the gradient.
 
     Called as (params, None, None, ...) with packed (*batch, 3M) parameters, or as
-    (logits, means, log_scales, ...).
+    (logits, means, log_scales, ...). The forward's gradient comes pre-multiplied by
+    ``gscale``, the expected dL/dNLL (1/N under a mean): when the backward's incoming gradient
+    is that constant, the gradient is handed out as it is, saving a pass over it.
     """
 
     @staticmethod
-    def forward(ctx, first, means, log_scales, y, num_classes, log_scale_min, recompute):
+    def forward(ctx, first, means, log_scales, y, num_classes, log_scale_min, recompute, gscale):
         tensors = (first,) if means is None else (first, means, log_scales)
         want_grad = any(ctx.needs_input_grad[:3]) and not recompute
-        nll, grad = _nll_and_grad(tensors, y, num_classes, log_scale_min, want_grad)
+        nll, grad = _nll_and_grad(tensors, y, num_classes, log_scale_min, want_grad, gscale)
         ctx.save_for_backward(first, means, log_scales, y)
-        ctx.grad, ctx.meta = grad, (num_classes, log_scale_min)
+        ctx.grad, ctx.meta, ctx.gscale = grad, (num_classes, log_scale_min), gscale
         return nll
 
     @staticmethod
@@ -395,26 +457,31 @@ class _MixtureNLL(torch.autograd.Function):
     def backward(ctx, grad_nll):
         first, means, log_scales, y = ctx.saved_tensors
         tensors = (first,) if means is None else (first, means, log_scales)
-        g, ctx.grad = ctx.grad, None  # the forward's gradient is handed out once
+        g, ctx.grad, pre = ctx.grad, None, ctx.gscale  # the forward's gradient, handed out once
         if g is None:  # recompute=True, or a second backward through a retained graph
-            g = _nll_and_grad(tensors, y, *ctx.meta, True)[1]
+            g = _nll_and_grad(tensors, y, *ctx.meta, True, pre)[1]  # same numbers again
+        pre = torch.tensor(pre, dtype=g.dtype)
         if grad_nll.dim() and not any(grad_nll.stride()):  # an expanded scalar (sum, mean)
-            g.mul_(grad_nll.reshape(-1)[0].to(g.dtype))  # in place: no second buffer
+            v = grad_nll.reshape(-1)[0].to(g.dtype)
+            # (on the CPU reading the value costs nothing; on a GPU it would be a sync)
+            if g.device.type != "cpu" or v.item() != pre.item():
+                g.mul_(v / pre.to(v.device))  # in place: no second buffer
         else:
-            g.mul_(grad_nll.to(g.dtype).reshape(g.shape[0], 1, g.shape[2]))
+            g.mul_((grad_nll.to(g.dtype) / pre.to(g.device)).reshape(g.shape[0], 1, g.shape[2]))
         g = _uncanon(g, y.shape)  # (*batch, 3M), laid out like the (B, 3M, T) network output
-        none = (None,) * 4
+        none = (None,) * 5
         if means is None:
             return g.to(first.dtype), None, None, *none
         parts = g.split(first.shape[-1], dim=-1)
         return (*(p.to(t.dtype) for p, t in zip(parts, tensors, strict=True)), *none)
 
 
-def _apply(first, means, log_scales, y, num_classes, log_scale_min, recompute) -> Tensor:
+def _apply(first, means, log_scales, y, num_classes, log_scale_min, recompute,
+           gscale=1.0) -> Tensor:
     tensors = (first,) if means is None else (first, means, log_scales)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _MixtureNLL.apply(first, means, log_scales, y, num_classes, log_scale_min,
-                                 recompute)
+                                 recompute, gscale)
     return _nll_and_grad(tensors, y, num_classes, log_scale_min, False)[0]
 
 
@@ -483,12 +550,17 @@ def mixture_nll_packed(
     log_scale_min: float | None,
     *,
     recompute: bool = False,
+    grad_scale: float = 1.0,
 ) -> Tensor:
     """:func:`mixture_nll` for parameters packed as (*batch, 3M): ``[logits | means | log_scales]``.
 
     The gradient is one tensor laid out in memory like ``params`` (e.g. the (B, T, 3M) view
     of a (B, 3M, T) network output), so no copy is needed to hand it back: the peak extra
     memory of forward + backward is the gradient itself plus (*batch)-sized buffers.
+    ``grad_scale`` is the dL/dNLL the caller expects to back-propagate (``1 / N`` when the
+    loss is the mean of N elements): the gradient is formed already scaled, and when the
+    incoming gradient is that constant the backward pass has nothing left to do. Any other
+    incoming gradient is still applied exactly.
 
     Example::
 
@@ -505,7 +577,9 @@ def mixture_nll_packed(
             f"{tuple(params.shape)}"
         )
     K = _check([("params[..., :M]", params.chunk(3, dim=-1)[0])], y, num_classes)
-    return _apply(params, None, None, y, K, log_scale_min, recompute)
+    if not math.isfinite(grad_scale) or grad_scale == 0:
+        raise ValueError(f"grad_scale must be finite and nonzero, got {grad_scale!r}")
+    return _apply(params, None, None, y, K, log_scale_min, recompute, float(grad_scale))
 
 
 def sample_mixture(
@@ -566,8 +640,4 @@ def sample_mixture(
         p, u = _pack([lg, mu, ls]), u.reshape(2, lg.shape[0], lg.shape[2])
         if p.shape[2] == 1:  # see _nll_packed
             return _sample_kernel(p, u, *consts).reshape(batch)
-        # row by row: with the rows of a batch in one call inductor splits the loop in two
-        out = torch.empty(u.shape[1:], dtype=dtype, device=dev)
-        for i in range(p.shape[0]):
-            out[i] = _call("sample", _plain(p[i]), _plain(u[:, i].reshape(-1)), *consts)
-        return out.reshape(batch)
+        return _call("sample", *_hinted_args(p, [u.reshape(-1)]), *consts).reshape(batch)

@@ -454,13 +454,17 @@ def discretized_mix_logistic_loss(
     """
     K = V.check_num_classes(num_classes)
     btc = V.to_btc(y_hat, layout)
-    logits, means, log_scales = V.split_channels(btc, 3)
+    V.split_channels(btc, 3)  # validates the channel count
     batch, steps = btc.shape[:2]
     y = V.check_range(V.target_bt(y, batch, steps), clamp=clamp_targets)
     m = V.mask_bt(mask, batch, steps, btc.device)
     from dmol import fused
 
-    nll = fused.mixture_nll(logits, means, log_scales, y, K, log_scale_min)
+    # the packed entry point hands back one gradient laid out like y_hat; splitting into
+    # logits/means/log-scales first would make autograd build three y_hat-sized gradients
+    expected = {"mean": 1.0 / max(batch * steps, 1), "sum": 1.0}.get(reduction, 1.0)
+    nll = fused.mixture_nll_packed(btc, y, K, log_scale_min,
+                                   grad_scale=expected if m is None else 1.0)
     return V.reduce(nll, reduction, m)
 
 

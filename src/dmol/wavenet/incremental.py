@@ -7,7 +7,7 @@ that one time step costs a handful of matrix products and no allocation of state
   layers share one preallocated ring ``(L, P, B, R)`` with ``P = k * lcm(dilations)``; time
   ``t`` lives in slot ``t % P``. Nothing is concatenated or shifted per step.
 * **One matrix product per layer.** The ``k`` taps of ``conv_i`` are stacked into one
-  ``(G, k R)`` matrix; the ``k`` ring rows are gathered and multiplied at once.
+  ``(k R, G)`` matrix; the ``k`` ring rows are gathered and multiplied at once.
 * **Amortised past taps** (``amortize=True``, layers with ``d_i >= 2``). The taps on
   ``h(t - d_i)``, ``h(t - 2 d_i)`` of the next ``d_i`` steps only use values that already
   exist at a multiple of ``d_i``, so they are computed for ``d_i`` steps in one matrix-matrix
@@ -21,18 +21,20 @@ that one time step costs a handful of matrix products and no allocation of state
   ``sigmoid`` covers the whole gate, and the ``skip`` 1x1s of all layers are one matrix
   product per step over the stacked gate outputs.
 * **Conditioning up front.** Each layer's ``cond`` (and speaker) projection plus biases is one
-  matrix product per chunk of steps, ``(T, cin) @ (cin, L G)``.
+  matrix product per call of :meth:`IncrementalWaveNet.run`, ``(T, cin) @ (cin, L G)``.
 * **Fused sampling.** For the MoL head the noise of a chunk is drawn up front (Gumbel noise
   already multiplied by the temperature, logistic noise ``log u - log(1 - u)``) and the step
   picks the component and the value in a few ops; other heads call ``head.sample`` per step.
 
 Three backends run the same step: ``"torch"`` (eager PyTorch ops, the exact reference, any
-device), ``"compile"`` (the step through :func:`torch.compile`) and ``"cpp"`` (CPU only: the
-whole loop over a chunk of steps in a small C++ kernel, :data:`KERNEL_SOURCE`, built once with
-the system compiler and loaded with :mod:`ctypes`; batch-1 generation is bound by reading the
-weights once per step, and plain C++ loops stream them at memory speed where a BLAS matrix-vector
-product and Inductor's reductions do not). Weights may be stored in bfloat16 (``dtype=``); the
-state and every sum stay float32. The state lives on the model's device.
+device), ``"compile"`` (the step through :func:`torch.compile`) and ``"cpp"`` (CPU, MoL head:
+the projection and the whole loop over a call's steps in a small C++ kernel,
+:data:`KERNEL_SOURCE`, built once with the system compiler and loaded with :mod:`ctypes`).
+Batch-1 generation is bound by reading every weight once per step; the kernel keeps each
+matrix as contiguous 32-column panels and streams them at memory speed, where a BLAS
+matrix-vector product and Inductor's reductions reach a fraction of it (docs/synthesis.md).
+Weights may be stored in bfloat16 (``dtype=``); the state and every sum stay float32. The state
+lives on the model's device.
 
 Example::
 
@@ -124,8 +126,9 @@ class IncrementalWaveNet:
         matvec: how batch-1 products are computed when compiled: ``"auto"`` (elementwise
             product + sum, which Inductor turns into one loop, for batch 1; ``torch.mm``
             otherwise), ``"mm"`` or ``"sum"``.
-        threads: CPU threads of the "cpp" kernel (each computes a share of every product's
-            columns; more than one pays off on otherwise idle cores).
+        threads: CPU threads of the "cpp" kernel: a batch of at least that many streams is
+            split by streams; a smaller one by the columns of every product (with a barrier
+            after each, which pays off only on otherwise idle cores).
     """
 
     def __init__(self, model: WaveNet, *, backend: str = "torch",
@@ -289,7 +292,7 @@ class IncrementalWaveNet:
 
     def _step(self, x_prev: Tensor, base: Tensor, past: Tensor, gumbel: Tensor | None,
               logistic: Tensor | None, sum_form: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """One time step of B streams, a pure function (what ``compile=True`` compiles).
+        """One time step of B streams, a pure function (what ``backend="compile"`` compiles).
 
         Args:
             x_prev: (B,) previous samples.
@@ -308,7 +311,7 @@ class IncrementalWaveNet:
             hs.append(h)
             if self.blocked[i]:
                 z = base[:, i] + self._mv(h, self.w_cur[i], sum_form)
-            else:  # rows [h(t-(k-1)d), ..., h(t-d), h(t)] against the stacked (G, k R) taps
+            else:  # rows [h(t-(k-1)d), ..., h(t-d), h(t)] against the stacked (k R, G) taps
                 taps = torch.cat([past[n].transpose(0, 1).reshape(B, (k - 1) * R), h], dim=1)
                 z = base[:, i] + self._mv(taps, self.w_taps[i], sum_form)
                 n += 1
@@ -316,15 +319,13 @@ class IncrementalWaveNet:
             u = (z[:, :H] - 0.5) * z[:, H:]  # tanh(a) sigmoid(b) / 2, see _fold
             us.append(u)
             if i + 1 < self.L:
-                h = self.model_scale * h + self._mv(u, self.w_out[i], sum_form)
+                h = math.sqrt(0.5) * h + self._mv(u, self.w_out[i], sum_form)
         s = self._mv(torch.cat(us, dim=1), self.w_skip, sum_form) + self.b_skip
         y = self._mv(torch.relu(s), self.w_post1, sum_form) + self.b_post1
         y = self._mv(torch.relu(y), self.w_post2, sum_form) + self.b_post2  # (B, C)
         if gumbel is None:
             return x_prev, y, torch.stack(hs)
         return sample_mol(y, gumbel, logistic, self.log_scale_min), y, torch.stack(hs)
-
-    model_scale = math.sqrt(0.5)
 
     def _past_index(self) -> list[Tensor]:
         """Per ring slot, the rows of ``ring.view(L * P, B, R)`` holding the unblocked past taps."""
