@@ -77,7 +77,7 @@ def implementations(kind: str, p: dict):
 
         def packed(y_hat, y, recompute=False):
             nll = fused.mixture_nll_packed(y_hat.transpose(1, 2), y, p["K"], p["lsm"],
-                                           recompute=recompute)
+                                           recompute=recompute, grad_scale=1.0 / y.numel())
             return nll.mean()
 
         if kind == "recompute":  # the two ways of getting the gradient, against each other

@@ -208,6 +208,47 @@ def test_recompute_and_retained_graph_give_the_same_gradient():
         torch.testing.assert_close(p.grad, 2 * f)
 
 
+def test_prescaled_gradient_with_any_incoming_gradient():
+    """The loss forms its gradient pre-scaled by 1/N (mean) or 1 (sum); an incoming gradient
+    other than that constant (a weighted loss, a second backward) must still come out exact."""
+    params, y = _small()
+    y_hat = torch.cat(params, -1).transpose(1, 2).contiguous()  # (B, 3M, T)
+    for reduction, factor in [("mean", 2.5), ("sum", -0.75), ("mean", 1.0)]:
+        leaf = y_hat.clone().requires_grad_()
+        loss = discretized_mix_logistic_loss(leaf, y, num_classes=256, log_scale_min=-7.0,
+                                             reduction=reduction)
+        (factor * loss).backward(retain_graph=True)
+        first = leaf.grad.clone()
+        loss.backward()  # recomputed: a second backward through the retained graph
+        ref_leaf = y_hat.clone().requires_grad_()
+        lg, mu, ls = ref_leaf.transpose(1, 2).chunk(3, -1)
+        ref = mixture_nll_reference(lg, mu, ls, y, 256, -7.0)
+        ref = ref.mean() if reduction == "mean" else ref.sum()
+        (factor * ref).backward()
+        assert_grad_close(first, ref_leaf.grad)
+        assert_grad_close(leaf.grad - first, ref_leaf.grad / factor)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mean_inside_a_bin_and_far_components(dtype):
+    """The kernel takes both edges' e^-|x| from one exp (e^-|a| e^-|b| = e^-c when the mean is
+    inside the bin); with a tiny scale the nearer one underflows. Also: a component hundreds
+    of scales away (its e^-dist underflows), and edge bins."""
+    K, lsm = 65536, -16.0
+    y = bin_centre(torch.tensor([0, 1, 30000, 30000, 65534, 65535]), K, dtype)
+    h = 1.0 / (K - 1)
+    means = torch.stack([y + 0.3 * h, y - 0.9 * h, y + 500 * h], -1).to(dtype)  # (6, 3)
+    log_scales = torch.tensor([-16.0, -12.0, -14.0], dtype=dtype).expand(6, 3)
+    logits = torch.tensor([0.0, -1.0, 2.0], dtype=dtype).expand(6, 3)
+    params = [logits.contiguous(), means, log_scales.contiguous()]
+    got, g_got = fused_and_grads(params, y, K, lsm)
+    ref, g_ref = reference_and_grads(params, y, K, lsm)
+    assert bool(torch.isfinite(got).all())
+    assert_nll_close(got, ref)
+    for a, b in zip(g_got, g_ref, strict=True):
+        assert_grad_close(a, b)
+
+
 def test_half_inputs_compute_in_float32():
     params, y = _small()
     half = [p.half().requires_grad_() for p in params]

@@ -252,7 +252,7 @@ def _init() -> None:
         # it into several, joined by buffers); a value read by many components is recomputed
         # in registers rather than stored to a buffer and read back.
         opts = {"max_fusion_size": 1 << 16, "aggressive_fusion": True,
-                "realize_reads_threshold": 64}
+                "realize_reads_threshold": 16}
         fns = {
             name: torch.compile(fn, dynamic=True, fullgraph=True, options=opts)
             for name, fn in _KERNELS.items()
@@ -318,10 +318,11 @@ def _hinted_args(p: Tensor, flat: list[Tensor]) -> list[Tensor]:
 
 def _compile_settings() -> contextlib.ExitStack:
     """Settings for our calls only. Room for one kernel per (dtype, M) beyond dynamo's default
-    of 8; sizes not unified when equal by chance ("duck sizing"); one grad mode (a change
-    would recompile)."""
+    of 8; Python float constants (``_BIG``, ``_LN2``) baked in, not traced as symbols (which
+    makes dynamo trace the whole kernel twice); sizes not unified when equal by chance ("duck
+    sizing"); one grad mode (a change would recompile)."""
     stack = contextlib.ExitStack()
-    stack.enter_context(torch._dynamo.config.patch(recompile_limit=64))
+    stack.enter_context(torch._dynamo.config.patch(recompile_limit=64, specialize_float=True))
     if hasattr(_shape_config, "use_duck_shape"):
         stack.enter_context(_shape_config.patch(use_duck_shape=False))
     stack.enter_context(torch.no_grad())
