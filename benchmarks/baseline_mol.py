@@ -17,6 +17,28 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _bin_log_prob(x: Tensor, means: Tensor, log_scales: Tensor, num_classes: int) -> Tensor:
+    """The usual per-component log-mass of x's bin (same shape as means), with its
+    approximations: edge bins by threshold, a density fallback for tiny masses."""
+    half_bin = 1.0 / (num_classes - 1)
+    centered = x - means
+    inv_s = torch.exp(-log_scales)
+    plus_in = inv_s * (centered + half_bin)
+    min_in = inv_s * (centered - half_bin)
+    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    log_cdf_plus = plus_in - F.softplus(plus_in)  # first bin: log CDF at the upper edge
+    log_one_minus_cdf_min = -F.softplus(min_in)  # last bin: log survival at the lower edge
+    mid_in = inv_s * centered
+    log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in)
+    inner = torch.where(
+        cdf_delta > 1e-5,
+        torch.log(torch.clamp(cdf_delta, min=1e-12)),
+        log_pdf_mid - math.log((num_classes - 1) / 2),
+    )
+    inner = torch.where(x > 0.999, log_one_minus_cdf_min, inner)
+    return torch.where(x < -0.999, log_cdf_plus, inner)
+
+
 def mol_nll_baseline(y_hat: Tensor, y: Tensor, num_classes: int = 65536,
                      log_scale_min: float = -7.0) -> Tensor:
     """Per-element NLL (B, T) of y (B, T) under y_hat (B, 3M, T) = [logits | means | log_scales]."""
@@ -26,27 +48,7 @@ def mol_nll_baseline(y_hat: Tensor, y: Tensor, num_classes: int = 65536,
     means = y_hat[..., m : 2 * m]
     log_scales = torch.clamp(y_hat[..., 2 * m :], min=log_scale_min)
     y = y.unsqueeze(-1).expand_as(means)
-    half_bin = 1.0 / (num_classes - 1)
-
-    centered = y - means
-    inv_s = torch.exp(-log_scales)
-    plus_in = inv_s * (centered + half_bin)
-    min_in = inv_s * (centered - half_bin)
-    cdf_plus = torch.sigmoid(plus_in)
-    cdf_min = torch.sigmoid(min_in)
-    log_cdf_plus = plus_in - F.softplus(plus_in)  # first bin: log CDF at the upper edge
-    log_one_minus_cdf_min = -F.softplus(min_in)  # last bin: log survival at the lower edge
-    cdf_delta = cdf_plus - cdf_min
-    mid_in = inv_s * centered
-    log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in)
-
-    inner = torch.where(
-        cdf_delta > 1e-5,
-        torch.log(torch.clamp(cdf_delta, min=1e-12)),
-        log_pdf_mid - math.log((num_classes - 1) / 2),
-    )
-    inner = torch.where(y > 0.999, log_one_minus_cdf_min, inner)
-    log_probs = torch.where(y < -0.999, log_cdf_plus, inner)
+    log_probs = _bin_log_prob(y, means, log_scales, num_classes)
     log_probs = log_probs + F.log_softmax(logits, dim=-1)
     return -torch.logsumexp(log_probs, dim=-1)
 
@@ -88,23 +90,6 @@ def coupled_nll_baseline(x: Tensor, l: Tensor, num_classes: int = 256,
     m1 = means[..., 1, :] + coeffs[..., 0, :] * x[..., 0, :]
     m2 = means[..., 2, :] + coeffs[..., 1, :] * x[..., 0, :] + coeffs[..., 2, :] * x[..., 1, :]
     means = torch.stack([means[..., 0, :], m1, m2], dim=-2)
-    half_bin = 1.0 / (num_classes - 1)
-
-    centered = x - means
-    inv_s = torch.exp(-log_scales)
-    plus_in = inv_s * (centered + half_bin)
-    min_in = inv_s * (centered - half_bin)
-    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
-    log_cdf_plus = plus_in - F.softplus(plus_in)
-    log_one_minus_cdf_min = -F.softplus(min_in)
-    mid_in = inv_s * centered
-    log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in)
-    inner = torch.where(
-        cdf_delta > 1e-5,
-        torch.log(torch.clamp(cdf_delta, min=1e-12)),
-        log_pdf_mid - math.log((num_classes - 1) / 2),
-    )
-    inner = torch.where(x > 0.999, log_one_minus_cdf_min, inner)
-    log_probs = torch.where(x < -0.999, log_cdf_plus, inner)
+    log_probs = _bin_log_prob(x, means, log_scales, num_classes)
     log_probs = log_probs.sum(-2) + F.log_softmax(logits, dim=-1)  # (B, H, W, M)
     return -torch.logsumexp(log_probs, dim=-1).sum((1, 2))
