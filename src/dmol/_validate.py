@@ -134,3 +134,30 @@ def resolve_validate_args(validate_args: bool | None) -> bool:
     ``torch.compile`` in a process switches it off, which would silently disable these checks.
     """
     return True if validate_args is None else bool(validate_args)
+
+
+def loc_bt(loc: Tensor | None, batch: int, steps: int) -> Tensor | None:
+    """A per-position shift of every mean (e.g. a linear prediction): (B, T) or None."""
+    if loc is None:
+        return None
+    if not isinstance(loc, Tensor):
+        raise TypeError(f"loc must be a torch.Tensor of shape (B, T) or None, "
+                        f"got {type(loc).__name__}")
+    if tuple(loc.shape) != (batch, steps):
+        raise ValueError(f"loc has shape {tuple(loc.shape)}, expected (B, T) = {(batch, steps)}")
+    if not loc.is_floating_point():
+        raise TypeError(f"loc must be floating point, got dtype {loc.dtype}")
+    check_finite("loc", loc)
+    return loc
+
+
+def shift_means(means: Tensor, loc: Tensor | None) -> Tensor:
+    """means (*batch, M) + loc (*batch): one shift for every component (None: unchanged)."""
+    if loc is None:
+        return means
+    if not isinstance(loc, Tensor) or tuple(loc.shape) != tuple(means.shape[:-1]):
+        got = tuple(loc.shape) if isinstance(loc, Tensor) else type(loc).__name__
+        raise ValueError(f"loc must have the batch shape {tuple(means.shape[:-1])}, got {got}")
+    check_finite("loc", loc)
+    dtype = compute_dtype(torch.promote_types(means.dtype, loc.dtype))
+    return means.to(dtype) + loc.to(dtype)[..., None]

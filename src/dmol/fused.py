@@ -166,9 +166,10 @@ def _rows(p: Tensor) -> list[list[Tensor]]:
     return [[p[..., k * m + j, :] for j in range(m)] for k in range(3)]
 
 
-def _nll_kernel(p, y, k_max, lsm, gscale):
+def _nll_kernel(p, y, loc, k_max, lsm, gscale):
     """NLL (..., T) and its gradient (..., 3M, T) w.r.t. p = [logits | means | log_scales]
-    (..., 3M, T), times ``gscale``; y holds the (..., T) targets (any shape with that many
+    (..., 3M, T), times ``gscale``, and the gradient w.r.t. ``loc`` (..., T); y holds the
+    (..., T) targets and ``loc`` a shift added to every mean (both any shape with that many
     elements).
 
     NLL = logsumexp(logits) - logsumexp(logits + log P); the two softmaxes are the mixture
@@ -179,6 +180,10 @@ def _nll_kernel(p, y, k_max, lsm, gscale):
     lg, mu, ls = _rows(p)
     # y comes flat and takes p's sizes here: the compiler then sees one (A, T) iteration space
     bins = _bins(y.view(p.shape[:-2] + p.shape[-1:]), k_max, p.dtype)
+    # the shift is added in the compute dtype before anything else: the same rounding as
+    # means shifted by hand, and dL/dloc is the sum of the means' gradients
+    loc = loc.view(p.shape[:-2] + p.shape[-1:])
+    mu = [m + loc for m in mu]
     h = 1.0 / k_max.to(p.dtype)
     cols = [_log_mass(mu[j], ls[j], *bins, h, lsm) for j in range(len(lg))]
     lse_l, el, zl = _logsumexp(lg)
@@ -189,14 +194,18 @@ def _nll_kernel(p, y, k_max, lsm, gscale):
     izl, izj = gscale / zl, gscale / zj  # (the gradient's scale rides on the two softmaxes)
     r = [e * izj for e in ej]  # responsibilities (times gscale)
     g = [e * izl - rj for e, rj in zip(el, r, strict=True)]
-    g += [-rj * col[2] for rj, col in zip(r, cols, strict=True)]
-    g += [-rj * col[3] for rj, col in zip(r, cols, strict=True)]
-    return lse_l - lse_j, torch.stack(g, -2)
+    g_mu = [-rj * col[2] for rj, col in zip(r, cols, strict=True)]
+    g_loc = g_mu[0]
+    for x in g_mu[1:]:
+        g_loc = g_loc + x
+    g += g_mu + [-rj * col[3] for rj, col in zip(r, cols, strict=True)]
+    return lse_l - lse_j, torch.stack(g, -2), g_loc
 
 
-def _sample_kernel(p, u, inv_temp, log_st, lsm):
-    """Draws (..., T) from p = [logits | means | log_scales] (..., 3M, T) and 2 * (..., T)
-    uniforms u (any shape with that many elements; the first half picks the component).
+def _sample_kernel(p, u, loc, inv_temp, log_st, lsm):
+    """Draws (..., T) from p = [logits | means | log_scales] (..., 3M, T) shifted by ``loc``
+    and 2 * (..., T) uniforms u (u and loc: any shape with that many elements; the first half
+    of u picks the component).
 
     The component: the first whose cumulative weight in softmax(logits * inv_temp) exceeds
     u[0] * total (inverse CDF of the categorical; zero weights never win). The value: the
@@ -221,6 +230,7 @@ def _sample_kernel(p, u, inv_temp, log_st, lsm):
         cum = cum + w[j]
     v = u[1].clamp_min(torch.finfo(u.dtype).tiny)  # log(v) must stay finite
     scale = torch.exp(torch.maximum(pick_ls, lsm) + log_st)
+    pick_mu = pick_mu + loc.view(p.shape[:-2] + p.shape[-1:])  # = the shifted mean's rounding
     return (pick_mu + scale * (torch.log(v) - torch.log1p(-v))).clamp(-1.0, 1.0)
 
 
@@ -392,17 +402,19 @@ def _pack(parts: list[Tensor]) -> Tensor:
     return torch.cat(parts, 1)
 
 
-def _nll_packed(p: Tensor, y: Tensor, num_classes: int, lsm: Tensor, want_grad: bool,
-                gscale: float = 1.0):
-    """NLL (A, T) and, if wanted, its gradient (A, 3M, T) times ``gscale``, for p = [logits |
-    means | log_scales] as (A, 3M, T) and targets y (A, T)."""
+def _nll_packed(p: Tensor, y: Tensor, loc: Tensor, num_classes: int, lsm: Tensor,
+                want_grad: bool, gscale: float = 1.0):
+    """NLL (A, T) and, if wanted, its gradients times ``gscale``: (A, 3M, T) w.r.t. p =
+    [logits | means | log_scales] as (A, 3M, T), and (A, T) w.r.t. ``loc``, the shift of every
+    mean; targets y (A, T)."""
     k_max = torch.tensor(num_classes - 1, dtype=torch.float64, device=y.device)
     gs = torch.tensor(gscale, dtype=p.dtype, device=p.device)
     if p.shape[2] > 1:
-        nll, grad = _call("nll", *_hinted_args(p, [y.reshape(-1)]), k_max, lsm, gs)
+        flat = _hinted_args(p, [y.reshape(-1), loc.reshape(-1)])
+        nll, grad, gloc = _call("nll", *flat, k_max, lsm, gs)
     else:  # a length of 1 would make the compiler specialize: not worth a kernel
-        nll, grad = _nll_kernel(p, y, k_max, lsm, gs)
-    return nll, grad if want_grad else None
+        nll, grad, gloc = _nll_kernel(p, y, loc, k_max, lsm, gs)
+    return nll, (grad, gloc) if want_grad else (None, None)
 
 
 # -- autograd ---------------------------------------------------------------------------------
@@ -421,18 +433,26 @@ def _lsm_tensor(log_scale_min: float | None, dtype, device) -> Tensor:
     return torch.tensor(value, dtype=dtype, device=device)
 
 
-def _nll_and_grad(params, y, num_classes, log_scale_min, want_grad, gscale=1.0):
-    """(*batch) NLL and the (A, 3M, T) gradient of [logits, means, log_scales] times
-    ``gscale`` (or None).
+def _loc_flat(loc: Tensor | None, y: Tensor, dtype: torch.dtype) -> Tensor:
+    """The shift as a flat tensor like y (zeros without one: one kernel serves both cases)."""
+    if loc is None:
+        return torch.zeros(y.numel(), dtype=dtype, device=y.device)
+    return loc.detach().to(dtype).reshape(-1)
+
+
+def _nll_and_grad(params, y, loc, num_classes, log_scale_min, want_grad, gscale=1.0):
+    """(*batch) NLL, the (A, 3M, T) gradient of [logits, means, log_scales] and the (A, T)
+    gradient of ``loc``, both times ``gscale`` (or None).
 
     ``params`` is one packed (*batch, 3M) tensor or the three (*batch, M) tensors.
     """
-    dtype = _compute_dtype(*params)
+    dtype = _compute_dtype(*params) if loc is None else _compute_dtype(*params, loc)
     p = _pack([_canon(t.detach().to(dtype)) for t in params])
     yc = y.detach().to(dtype).reshape(p.shape[0], p.shape[2])
     lsm = _lsm_tensor(log_scale_min, dtype, yc.device)
-    nll, grad = _nll_packed(p, yc, num_classes, lsm, want_grad, gscale)
-    return nll.reshape(y.shape), grad
+    nll, (grad, gloc) = _nll_packed(p, yc, _loc_flat(loc, yc, dtype), num_classes, lsm,
+                                    want_grad, gscale)
+    return nll.reshape(y.shape), grad, gloc
 
 
 class _MixtureNLL(torch.autograd.Function):
@@ -445,45 +465,65 @@ class _MixtureNLL(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, first, means, log_scales, y, num_classes, log_scale_min, recompute, gscale):
+    def forward(ctx, first, means, log_scales, y, loc, num_classes, log_scale_min, recompute,
+                gscale):
         tensors = (first,) if means is None else (first, means, log_scales)
-        want_grad = any(ctx.needs_input_grad[:3]) and not recompute
-        nll, grad = _nll_and_grad(tensors, y, num_classes, log_scale_min, want_grad, gscale)
-        ctx.save_for_backward(first, means, log_scales, y)
-        ctx.grad, ctx.meta, ctx.gscale = grad, (num_classes, log_scale_min), gscale
+        want_grad = (any(ctx.needs_input_grad[:3]) or ctx.needs_input_grad[4]) and not recompute
+        nll, grad, gloc = _nll_and_grad(tensors, y, loc, num_classes, log_scale_min, want_grad,
+                                        gscale)
+        ctx.save_for_backward(first, means, log_scales, y, loc)
+        ctx.grad, ctx.meta, ctx.gscale = (grad, gloc), (num_classes, log_scale_min), gscale
         return nll
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_nll):
-        first, means, log_scales, y = ctx.saved_tensors
+        first, means, log_scales, y, loc = ctx.saved_tensors
         tensors = (first,) if means is None else (first, means, log_scales)
-        g, ctx.grad, pre = ctx.grad, None, ctx.gscale  # the forward's gradient, handed out once
+        (g, gloc), ctx.grad, pre = ctx.grad, (None, None), ctx.gscale  # handed out once
         if g is None:  # recompute=True, or a second backward through a retained graph
-            g = _nll_and_grad(tensors, y, *ctx.meta, True, pre)[1]  # same numbers again
+            g, gloc = _nll_and_grad(tensors, y, loc, *ctx.meta, True, pre)[1:]  # same numbers
         pre = torch.tensor(pre, dtype=g.dtype)
         if grad_nll.dim() and not any(grad_nll.stride()):  # an expanded scalar (sum, mean)
             v = grad_nll.reshape(-1)[0].to(g.dtype)
             # (on the CPU reading the value costs nothing; on a GPU it would be a sync)
             if g.device.type != "cpu" or v.item() != pre.item():
                 g.mul_(v / pre.to(v.device))  # in place: no second buffer
+                gloc.mul_(v / pre.to(v.device))
         else:
-            g.mul_((grad_nll.to(g.dtype) / pre.to(g.device)).reshape(g.shape[0], 1, g.shape[2]))
+            w = (grad_nll.to(g.dtype) / pre.to(g.device)).reshape(g.shape[0], g.shape[2])
+            g.mul_(w[:, None])
+            gloc.mul_(w)
         g = _uncanon(g, y.shape)  # (*batch, 3M), laid out like the (B, 3M, T) network output
-        none = (None,) * 5
+        g_loc = gloc.reshape(y.shape).to(loc.dtype) if ctx.needs_input_grad[4] else None
+        none = (None,) * 4
         if means is None:
-            return g.to(first.dtype), None, None, *none
+            return g.to(first.dtype), None, None, None, g_loc, *none
         parts = g.split(first.shape[-1], dim=-1)
-        return (*(p.to(t.dtype) for p, t in zip(parts, tensors, strict=True)), *none)
+        return (*(p.to(t.dtype) for p, t in zip(parts, tensors, strict=True)), None, g_loc,
+                *none)
 
 
-def _apply(first, means, log_scales, y, num_classes, log_scale_min, recompute,
+def _apply(first, means, log_scales, y, loc, num_classes, log_scale_min, recompute,
            gscale=1.0) -> Tensor:
     tensors = (first,) if means is None else (first, means, log_scales)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _MixtureNLL.apply(first, means, log_scales, y, num_classes, log_scale_min,
+    if torch.is_grad_enabled() and (any(t.requires_grad for t in tensors)
+                                    or (loc is not None and loc.requires_grad)):
+        return _MixtureNLL.apply(first, means, log_scales, y, loc, num_classes, log_scale_min,
                                  recompute, gscale)
-    return _nll_and_grad(tensors, y, num_classes, log_scale_min, False)[0]
+    return _nll_and_grad(tensors, y, loc, num_classes, log_scale_min, False)[0]
+
+
+def _check_loc(loc: Tensor | None, y: Tensor) -> None:
+    if loc is None:
+        return
+    if not isinstance(loc, Tensor):
+        raise TypeError(f"loc must be a torch.Tensor or None, got {type(loc).__name__}")
+    V.compute_dtype(loc.dtype)
+    if loc.shape != y.shape:
+        raise ValueError(f"loc has shape {tuple(loc.shape)}, expected the batch shape "
+                         f"{tuple(y.shape)}")
+    V.check_finite("loc", loc)
 
 
 def _check_params(params: list[tuple[str, Tensor]]) -> tuple[int, ...]:
@@ -519,6 +559,7 @@ def mixture_nll(
     num_classes: int,
     log_scale_min: float | None,
     *,
+    loc: Tensor | None = None,
     recompute: bool = False,
 ) -> Tensor:
     """Exact per-element NLL (nats) of y's bin under the mixture, with an analytic backward.
@@ -528,6 +569,8 @@ def mixture_nll(
         y: (*batch) values in [-1, 1], scored at the centre of their bin.
         num_classes: K bins on [-1, 1]; the first and last take the tails.
         log_scale_min: lower clamp of the log-scales (None: no clamp).
+        loc: (*batch) shift added to every component's mean (e.g. a linear prediction), or
+            None. Differentiable; the same numbers as ``means + loc[..., None]``.
         recompute: compute the gradient in the backward pass instead of the forward (saves
             holding it between the two; costs a second pass of the math).
 
@@ -541,7 +584,8 @@ def mixture_nll(
     """
     calls["mixture_nll"] += 1
     K = _check([("logits", logits), ("means", means), ("log_scales", log_scales)], y, num_classes)
-    return _apply(logits, means, log_scales, y, K, log_scale_min, recompute)
+    _check_loc(loc, y)
+    return _apply(logits, means, log_scales, y, loc, K, log_scale_min, recompute)
 
 
 def mixture_nll_packed(
@@ -550,6 +594,7 @@ def mixture_nll_packed(
     num_classes: int,
     log_scale_min: float | None,
     *,
+    loc: Tensor | None = None,
     recompute: bool = False,
     grad_scale: float = 1.0,
 ) -> Tensor:
@@ -558,6 +603,7 @@ def mixture_nll_packed(
     The gradient is one tensor laid out in memory like ``params`` (e.g. the (B, T, 3M) view
     of a (B, 3M, T) network output), so no copy is needed to hand it back: the peak extra
     memory of forward + backward is the gradient itself plus (*batch)-sized buffers.
+    ``loc`` (*batch) shifts every mean, as in :func:`mixture_nll`.
     ``grad_scale`` is the dL/dNLL the caller expects to back-propagate (``1 / N`` when the
     loss is the mean of N elements): the gradient is formed already scaled, and when the
     incoming gradient is that constant the backward pass has nothing left to do. Any other
@@ -578,9 +624,10 @@ def mixture_nll_packed(
             f"{tuple(params.shape)}"
         )
     K = _check([("params[..., :M]", params.chunk(3, dim=-1)[0])], y, num_classes)
+    _check_loc(loc, y)
     if not math.isfinite(grad_scale) or grad_scale == 0:
         raise ValueError(f"grad_scale must be finite and nonzero, got {grad_scale!r}")
-    return _apply(params, None, None, y, K, log_scale_min, recompute, float(grad_scale))
+    return _apply(params, None, None, y, loc, K, log_scale_min, recompute, float(grad_scale))
 
 
 def sample_mixture(
@@ -592,6 +639,7 @@ def sample_mixture(
     scale_temperature: float = 1.0,
     log_scale_min: float | None = None,
     generator: torch.Generator | None = None,
+    loc: Tensor | None = None,
 ) -> Tensor:
     """One continuous draw per element, clamped to [-1, 1], in one fused pass.
 
@@ -606,6 +654,7 @@ def sample_mixture(
         log_scale_min: lower clamp of the log-scales before ``scale_temperature``.
         generator: for reproducible draws; 2 * prod(batch) uniforms are drawn as one
             (2, *batch) ``torch.rand`` call.
+        loc: (*batch) shift added to every mean before the draw is clamped, or None.
 
     Returns:
         (*batch) values in [-1, 1], in the compute dtype.
@@ -623,6 +672,14 @@ def sample_mixture(
             f"scale_temperature={scale_temperature}"
         )
     batch = torch.Size(shape[:-1])
+    for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
+        if not math.isfinite(t):
+            raise ValueError(f"{name} must be finite, got {t}")
+    if loc is not None:
+        if not isinstance(loc, Tensor) or loc.shape != batch:
+            got = tuple(loc.shape) if isinstance(loc, Tensor) else type(loc).__name__
+            raise ValueError(f"loc must be a tensor of the batch shape {tuple(batch)}, got {got}")
+        V.check_finite("loc", loc)
     dtype = _compute_dtype(logits, means, log_scales)
     dev = means.device
     with torch.no_grad():
@@ -639,6 +696,8 @@ def sample_mixture(
             _lsm_tensor(log_scale_min, dtype, dev),
         )
         p, u = _pack([lg, mu, ls]), u.reshape(2, lg.shape[0], lg.shape[2])
+        shift = _loc_flat(loc, u[0], dtype)
         if p.shape[2] == 1:  # see _nll_packed
-            return _sample_kernel(p, u, *consts).reshape(batch)
-        return _call("sample", *_hinted_args(p, [u.reshape(-1)]), *consts).reshape(batch)
+            return _sample_kernel(p, u, shift, *consts).reshape(batch)
+        flat = _hinted_args(p, [u.reshape(-1), shift])
+        return _call("sample", *flat, *consts).reshape(batch)

@@ -474,11 +474,14 @@ class DiscretizedGaussianMixture(_GaussianMixtureBase):
         num_classes: int = 65536,
         log_scale_min: float | None = None,
         validate_args: bool | None = None,
+        loc: Tensor | None = None,
     ) -> DiscretizedGaussianMixture:
         """Build from a network output: channels ``[logits M | means M | log_scales M]``, or
-        exactly 2 channels ``[mean, log_scale]`` for a single Gaussian; batch shape (B, T)."""
+        exactly 2 channels ``[mean, log_scale]`` for a single Gaussian; batch shape (B, T).
+        ``loc`` (B, T), if given, is added to every mean."""
         logits, means, log_scales = V.split_channels(V.to_btc(y_hat, layout), 3, allow_single=2)
-        return cls(logits, means, log_scales, num_classes, log_scale_min, validate_args)
+        return cls(logits, V.shift_means(means, loc), log_scales, num_classes, log_scale_min,
+                   validate_args)
 
     def _replace(self, logits, means, log_scales) -> DiscretizedGaussianMixture:
         return DiscretizedGaussianMixture(
@@ -592,6 +595,7 @@ def mix_gaussian_loss(
     mask: Tensor | None = None,
     num_classes: int | None = None,
     clamp_targets: bool = False,
+    loc: Tensor | None = None,
 ) -> Tensor:
     """Negative log-likelihood of targets under the (mixture of) Gaussians a network predicted.
 
@@ -605,6 +609,8 @@ def mix_gaussian_loss(
         num_classes: None -> continuous negative log-*density* (can be negative);
             an int K -> the discretized, normalized NLL in nats over K bins (>= 0).
         clamp_targets: clip targets to [-1, 1] instead of raising.
+        loc: (B, T) shift added to every component mean (a linear prediction), or None;
+            differentiable.
 
     Example::
 
@@ -620,6 +626,7 @@ def mix_gaussian_loss(
     y = V.check_range(V.target_bt(y, batch, steps), clamp=clamp_targets)
     V.check_finite("y_hat", btc)
     m = V.mask_bt(mask, batch, steps, btc.device)
+    means = V.shift_means(means, V.loc_bt(loc, batch, steps))
     if K is None:
         nll = gaussian_mixture_nll(logits, means, log_scales, y, log_scale_min)
     else:
@@ -636,6 +643,7 @@ def sample_mix_gaussian(
     scale_temperature: float = 1.0,
     generator: torch.Generator | None = None,
     num_classes: int | None = None,
+    loc: Tensor | None = None,
 ) -> Tensor:
     """Sample one value per (B, T) position from the Gaussian mixture a network predicted.
 
@@ -646,12 +654,14 @@ def sample_mix_gaussian(
         scale_temperature: multiplies component scales (0: the component's mean).
         generator: a ``torch.Generator`` for reproducible draws.
         num_classes: snap to the K-bin grid when given (otherwise continuous).
+        loc: (B, T) shift added to every component mean, or None.
 
     Returns:
         (B, T) values clipped to [-1, 1], detached from the graph.
     """
     K = None if num_classes is None else V.check_num_classes(num_classes)
     logits, means, log_scales = V.split_channels(V.to_btc(y_hat, layout), 3, allow_single=2)
+    means = V.shift_means(means, V.loc_bt(loc, *means.shape[:2]))
     logits, means, log_scales = _prepare(logits, means, log_scales, log_scale_min)
     logits, log_scales = _apply_temperature(logits, log_scales, temperature, scale_temperature)
     with torch.no_grad():

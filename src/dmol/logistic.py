@@ -232,17 +232,20 @@ class DiscretizedLogisticMixture(Distribution):
         num_classes: int = 65536,
         log_scale_min: float | None = None,
         validate_args: bool | None = None,
+        loc: Tensor | None = None,
     ) -> DiscretizedLogisticMixture:
         """Build from a network output with channels ``[logits M | means M | log_scales M]``.
 
         Args:
             y_hat: (B, 3M, T) for layout "BCT" or (B, T, 3M) for "BTC".
+            loc: optional (B, T) shift added to every mean (e.g. a linear prediction).
 
         Returns:
             A distribution with batch shape (B, T).
         """
         logits, means, log_scales = V.split_channels(V.to_btc(y_hat, layout), 3)
-        return cls(logits, means, log_scales, num_classes, log_scale_min, validate_args)
+        return cls(logits, V.shift_means(means, loc), log_scales, num_classes, log_scale_min,
+                   validate_args)
 
     @property
     def num_mixtures(self) -> int:
@@ -433,6 +436,7 @@ def discretized_mix_logistic_loss(
     reduction: str = "mean",
     mask: Tensor | None = None,
     clamp_targets: bool = False,
+    loc: Tensor | None = None,
 ) -> Tensor:
     """Negative log-likelihood (nats) of targets under the MoL a network predicted.
 
@@ -445,6 +449,9 @@ def discretized_mix_logistic_loss(
         reduction: "mean" (per valid element), "sum", or "none" -> (B, T).
         mask: (B, T) 0/1 weights for padded batches, or (B,) integer lengths.
         clamp_targets: clip targets to [-1, 1] instead of raising.
+        loc: (B, T) shift added to every component mean (LP-WaveNet: the linear prediction
+            from the past samples), or None. Differentiable: ``loc.grad`` is the sum of the
+            means' gradients. Same numbers as shifting the means by hand.
 
     Uses the fused implementation (`dmol.fused`), exact to float rounding.
 
@@ -458,12 +465,13 @@ def discretized_mix_logistic_loss(
     batch, steps = btc.shape[:2]
     y = V.check_range(V.target_bt(y, batch, steps), clamp=clamp_targets)
     m = V.mask_bt(mask, batch, steps, btc.device)
+    loc = V.loc_bt(loc, batch, steps)
     from dmol import fused
 
     # the packed entry point hands back one gradient laid out like y_hat; splitting into
     # logits/means/log-scales first would make autograd build three y_hat-sized gradients
     expected = {"mean": 1.0 / max(batch * steps, 1), "sum": 1.0}.get(reduction, 1.0)
-    nll = fused.mixture_nll_packed(btc, y, K, log_scale_min,
+    nll = fused.mixture_nll_packed(btc, y, K, log_scale_min, loc=loc,
                                    grad_scale=expected if m is None else 1.0)
     return V.reduce(nll, reduction, m)
 
@@ -478,6 +486,7 @@ def sample_discretized_mix_logistic(
     scale_temperature: float = 1.0,
     generator: torch.Generator | None = None,
     snap: bool = False,
+    loc: Tensor | None = None,
 ) -> Tensor:
     """Sample one value per (B, T) position from the MoL a network predicted.
 
@@ -487,6 +496,7 @@ def sample_discretized_mix_logistic(
         scale_temperature: multiplies component scales (0: the component's mean).
         generator: a ``torch.Generator`` for reproducible draws.
         snap: round to the K-bin grid (otherwise continuous in [-1, 1]).
+        loc: (B, T) shift added to every component mean, or None.
 
     Returns:
         (B, T) values in [-1, 1].
@@ -495,6 +505,7 @@ def sample_discretized_mix_logistic(
     logits, means, log_scales = V.split_channels(V.to_btc(y_hat, layout), 3)
     dtype = V.compute_dtype(means.dtype)
     logits, means, log_scales = logits.to(dtype), means.to(dtype), log_scales.to(dtype)
+    loc = V.loc_bt(loc, *means.shape[:2])
     from dmol import fused
 
     x = fused.sample_mixture(
@@ -505,5 +516,6 @@ def sample_discretized_mix_logistic(
         scale_temperature=scale_temperature,
         log_scale_min=log_scale_min,
         generator=generator,
+        loc=loc,
     )
     return bin_centre(bin_index(x, K), K, dtype) if snap else x

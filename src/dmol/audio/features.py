@@ -236,6 +236,7 @@ MEL_RECIPES: dict[str, MelRecipe] = {
     # r9y9/wavenet_vocoder LJSpeech MoL preset shapes (r9y9 then dB-normalizes; we keep log)
     "r9y9-ljspeech-mol": MelRecipe(22050, 1024, 256, 1024, 80, 125.0, 7600.0),
     "small-16k": MelRecipe(16000, 1024, 256, 1024, 80, 80.0, 7600.0),
+    "lp-16k": MelRecipe(16000, 1024, 256, 1024, 80, 80.0, 7600.0),
     "tiny": MelRecipe(16000, 512, 64, 512, 20, 0.0, 8000.0),
 }
 

@@ -197,7 +197,8 @@ def load_model(
         path = found
     state = load_checkpoint(path, map_location)
     cfg = WaveNetConfig.from_dict(state["model_config"])
-    model = WaveNet(cfg)
+    recipe = MelRecipe.from_dict(state["recipe"])
+    model = WaveNet(cfg, recipe)
     model.load_state_dict(state["ema" if ema else "model"])
     model.to(map_location).eval()
     info = {
@@ -207,4 +208,4 @@ def load_model(
         "preset": state.get("preset"),
         "path": path,
     }
-    return model, model.head, MelRecipe.from_dict(state["recipe"]), info
+    return model, model.head, recipe, info

@@ -12,6 +12,10 @@ name         distribution                     ``out_channels``      channels
 "mulaw"      softmax over mu-law classes      Q = mu + 1            logits
 ===========  ===============================  ====================  ===========================
 
+The continuous heads can be *shifted* (``shifted=True``, an LP-WaveNet): ``y_hat`` then has one
+more channel, last, holding ``loc`` (B, T), added to every mean (the linear prediction of the
+sample from its past); ``net_channels`` is what the network itself outputs.
+
 The three continuous-family heads are discretized to ``num_classes`` bins on [-1, 1] (65536 by
 default: 16-bit audio), so their NLLs are comparable with each other; the mu-law head's NLL is a
 cross-entropy over its Q classes.
@@ -45,13 +49,27 @@ INIT_LOG_SCALE = -3.0
 
 
 class Head:
-    """Common interface. Subclasses set ``name``, ``out_channels`` and implement the methods.
+    """Common interface. Subclasses set ``name``, ``net_channels`` and implement the methods.
 
-    ``nll``/``loss`` take ``y_hat`` (B, C, T) and targets ``y`` (B, T) in [-1, 1].
+    ``nll``/``loss`` take ``y_hat`` (B, C, T) and targets ``y`` (B, T) in [-1, 1];
+    C = ``out_channels`` = ``net_channels`` (+ 1 for the ``loc`` channel of a shifted head).
     """
 
     name: str = ""
-    out_channels: int = 0
+    net_channels: int = 0
+    shifted: bool = False
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of ``y_hat``: the network's, plus the shift of a shifted head."""
+        return self.net_channels + int(self.shifted)
+
+    def split(self, y_hat: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(distribution parameters (B, net_channels, T), loc (B, T) or None)."""
+        self._check(y_hat)
+        if not self.shifted:
+            return y_hat, None
+        return y_hat[:, :-1], y_hat[:, -1]
 
     def nll(self, y_hat: Tensor, y: Tensor) -> Tensor:
         """Per-sample negative log-likelihood in nats, (B, T)."""
@@ -64,9 +82,12 @@ class Head:
         return V.reduce(self.nll(y_hat, y), "mean", m)
 
     def sample(
-        self, y_hat: Tensor, *, generator: torch.Generator | None = None, temperature: float = 1.0
+        self, y_hat: Tensor, *, generator: torch.Generator | None = None, temperature: float = 1.0,
+        scale_temperature: float = 1.0,
     ) -> Tensor:
-        """One draw per position, (B, T) in [-1, 1]. ``temperature=0`` is (near-)greedy."""
+        """One draw per position, (B, T) in [-1, 1]. ``temperature`` divides the logits
+        (0: the most probable component or class), ``scale_temperature`` multiplies the
+        components' scales (continuous heads)."""
         raise NotImplementedError
 
     def distribution(self, y_hat: Tensor) -> Distribution:
@@ -101,11 +122,12 @@ class MoLHead(Head):
     name = "mol"
 
     def __init__(self, n_mixtures: int = 10, num_classes: int | None = None,
-                 log_scale_min: float | None = -16.0) -> None:
+                 log_scale_min: float | None = -16.0, shifted: bool = False) -> None:
         self.n_mixtures = int(n_mixtures)
         self.num_classes = V.check_num_classes(65536 if num_classes is None else num_classes)
         self.log_scale_min = log_scale_min
-        self.out_channels = 3 * self.n_mixtures
+        self.net_channels = 3 * self.n_mixtures
+        self.shifted = bool(shifted)
 
     def _kw(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "log_scale_min": self.log_scale_min,
@@ -114,28 +136,30 @@ class MoLHead(Head):
     def nll(self, y_hat: Tensor, y: Tensor) -> Tensor:
         from dmol.logistic import discretized_mix_logistic_loss
 
-        self._check(y_hat)
-        return discretized_mix_logistic_loss(y_hat, y, reduction="none", **self._kw())
+        params, loc = self.split(y_hat)
+        return discretized_mix_logistic_loss(params, y, reduction="none", loc=loc, **self._kw())
 
-    def sample(self, y_hat, *, generator=None, temperature=1.0):
+    def sample(self, y_hat, *, generator=None, temperature=1.0, scale_temperature=1.0):
         from dmol.logistic import sample_discretized_mix_logistic
 
-        self._check(y_hat)
+        params, loc = self.split(y_hat)
         return sample_discretized_mix_logistic(
-            y_hat, temperature=temperature, generator=generator, **self._kw()
+            params, temperature=temperature, scale_temperature=scale_temperature,
+            generator=generator, loc=loc, **self._kw()
         )
 
     def distribution(self, y_hat):
         from dmol.logistic import DiscretizedLogisticMixture
 
-        self._check(y_hat)
+        params, loc = self.split(y_hat)
         return DiscretizedLogisticMixture.from_params(
-            y_hat, layout="BCT", num_classes=self.num_classes, log_scale_min=self.log_scale_min
+            params, layout="BCT", num_classes=self.num_classes, log_scale_min=self.log_scale_min,
+            loc=loc,
         )
 
     def config(self):
         return {"n_mixtures": self.n_mixtures, "num_classes": self.num_classes,
-                "log_scale_min": self.log_scale_min}
+                "log_scale_min": self.log_scale_min, "shifted": self.shifted}
 
     @torch.no_grad()
     def init_output(self, conv: nn.Conv1d) -> None:
@@ -149,11 +173,12 @@ class MoGHead(Head):
     name = "mog"
 
     def __init__(self, n_mixtures: int = 10, num_classes: int | None = None,
-                 log_scale_min: float | None = -16.0) -> None:
+                 log_scale_min: float | None = -16.0, shifted: bool = False) -> None:
         self.n_mixtures = int(n_mixtures)
         self.num_classes = V.check_num_classes(65536 if num_classes is None else num_classes)
         self.log_scale_min = log_scale_min
-        self.out_channels = 3 * self.n_mixtures
+        self.net_channels = 3 * self.n_mixtures
+        self.shifted = bool(shifted)
 
     def _kw(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "log_scale_min": self.log_scale_min,
@@ -162,29 +187,30 @@ class MoGHead(Head):
     def nll(self, y_hat, y):
         from dmol.gaussian import mix_gaussian_loss
 
-        self._check(y_hat)
-        return mix_gaussian_loss(y_hat, y, reduction="none", mask=None, **self._kw())
+        params, loc = self.split(y_hat)
+        return mix_gaussian_loss(params, y, reduction="none", mask=None, loc=loc, **self._kw())
 
-    def sample(self, y_hat, *, generator=None, temperature=1.0):
+    def sample(self, y_hat, *, generator=None, temperature=1.0, scale_temperature=1.0):
         from dmol.gaussian import sample_mix_gaussian
 
-        self._check(y_hat)
+        params, loc = self.split(y_hat)
         return sample_mix_gaussian(
-            y_hat, temperature=temperature, scale_temperature=1.0, generator=generator,
-            **self._kw(),
+            params, temperature=temperature, scale_temperature=scale_temperature,
+            generator=generator, loc=loc, **self._kw(),
         )
 
     def distribution(self, y_hat):
         from dmol.gaussian import DiscretizedGaussianMixture
 
-        self._check(y_hat)
+        params, loc = self.split(y_hat)
         return DiscretizedGaussianMixture.from_params(
-            y_hat, layout="BCT", num_classes=self.num_classes, log_scale_min=self.log_scale_min
+            params, layout="BCT", num_classes=self.num_classes, log_scale_min=self.log_scale_min,
+            loc=loc,
         )
 
     def config(self):
         return {"n_mixtures": self.n_mixtures, "num_classes": self.num_classes,
-                "log_scale_min": self.log_scale_min}
+                "log_scale_min": self.log_scale_min, "shifted": self.shifted}
 
     @torch.no_grad()
     def init_output(self, conv: nn.Conv1d) -> None:
@@ -197,12 +223,14 @@ class GaussianHead(MoGHead):
 
     name = "gaussian"
 
-    def __init__(self, num_classes: int | None = None, log_scale_min: float | None = -16.0) -> None:
-        super().__init__(1, num_classes, log_scale_min)
-        self.out_channels = 2
+    def __init__(self, num_classes: int | None = None, log_scale_min: float | None = -16.0,
+                 shifted: bool = False) -> None:
+        super().__init__(1, num_classes, log_scale_min, shifted)
+        self.net_channels = 2
 
     def config(self):
-        return {"num_classes": self.num_classes, "log_scale_min": self.log_scale_min}
+        return {"num_classes": self.num_classes, "log_scale_min": self.log_scale_min,
+                "shifted": self.shifted}
 
     @torch.no_grad()
     def init_output(self, conv: nn.Conv1d) -> None:
@@ -220,7 +248,7 @@ class MuLawHead(Head):
     def __init__(self, num_classes: int | None = None, rounding: str = "round") -> None:
         self.num_classes = V.check_num_classes(256 if num_classes is None else num_classes)
         self.rounding = rounding
-        self.out_channels = self.num_classes
+        self.net_channels = self.num_classes
 
     def nll(self, y_hat, y):
         from dmol.mulaw import mulaw_loss
@@ -228,7 +256,7 @@ class MuLawHead(Head):
         self._check(y_hat)
         return mulaw_loss(y_hat, y, layout="BCT", reduction="none", rounding=self.rounding)
 
-    def sample(self, y_hat, *, generator=None, temperature=1.0):
+    def sample(self, y_hat, *, generator=None, temperature=1.0, scale_temperature=1.0):
         from dmol.mulaw import sample_mulaw
 
         self._check(y_hat)
@@ -248,15 +276,16 @@ _HEADS: dict[str, type[Head]] = {
     "mol": MoLHead, "gaussian": GaussianHead, "mog": MoGHead, "mulaw": MuLawHead,
 }
 # every head accepts these; a head ignores the ones it has no use for (e.g. mulaw: n_mixtures)
-_COMMON = ("n_mixtures", "num_classes", "log_scale_min", "rounding")
+_COMMON = ("n_mixtures", "num_classes", "log_scale_min", "rounding", "shifted")
 
 
 def make_head(name: str, **cfg: Any) -> Head:
     """Build a head by name from keyword arguments shared by all heads.
 
     Accepted keys: ``n_mixtures``, ``num_classes`` (None: the head's default),
-    ``log_scale_min``, ``rounding`` (mu-law only); keys a head does not use are ignored, any
-    other key raises a TypeError.
+    ``log_scale_min``, ``rounding`` (mu-law only), ``shifted`` (continuous heads only: a mu-law
+    head cannot be shifted); keys a head does not use are ignored, any other key raises a
+    TypeError.
 
     Example::
 
@@ -269,6 +298,8 @@ def make_head(name: str, **cfg: Any) -> Head:
     if unknown:
         raise TypeError(f"make_head got unknown argument(s) {unknown}; accepted: {list(_COMMON)}")
     cls = _HEADS[name]
+    if cfg.get("shifted") and name == "mulaw":
+        raise ValueError("the mulaw head cannot be shifted by a linear prediction")
     import inspect
 
     accepted = inspect.signature(cls.__init__).parameters

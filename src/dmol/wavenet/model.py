@@ -4,8 +4,10 @@ Structure (all convolutions are ``nn.Conv1d`` over time; ``R``/``G``/``S`` are t
 gate and skip channel counts, ``C`` the head's output channels)::
 
     x_in = [0, x[0], ..., x[T-2]]                 previous sample, 1 scalar channel  (B, 1, T)
+         (LP, lpc_order > 0: 3 channels [x[t-1], p[t], x[t-1] - p[t-1]], p the linear
+          prediction of x[t] from x[t-order..t-1] with the mel's LPC, dmol.audio.lpc)
     c    = upsample(mel)                          (B, n_mels, T), T = frames * hop
-    h    = first(x_in)                            1x1 conv, 1 -> R
+    h    = first(x_in)                            1x1 conv, in_channels -> R
     for layer i = 0 .. L-1, dilation d_i = 2 ** (i % (L / stacks)):
         z     = conv_i(left_pad(h, (k - 1) d_i))  dilated causal conv, R -> G
               + cond_i(c) [+ gcond_i(g)]          1x1 projections, no bias
@@ -14,6 +16,7 @@ gate and skip channel counts, ``C`` the head's output channels)::
         skip += skip_i(u)                         1x1, G/2 -> S
         h     = (h + out_i(u)) * sqrt(0.5)        1x1, G/2 -> R (not in the last layer: unused)
     y_hat = post(skip * sqrt(1 / L))              relu, 1x1 S -> S, relu, 1x1 S -> C
+          (LP: p appended as the last channel: the head shifts every mean by it)
 
 The output at time t depends on x[t - receptive_field .. t - 1] and on the whole mel (the
 upsampling network looks a few frames both ways). Incremental synthesis only needs, per layer,
@@ -40,6 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from dmol.audio.features import MelRecipe
+from dmol.audio.lpc import lp_predict, lpc_from_mel
 from dmol.wavenet.heads import Head, make_head
 from dmol.wavenet.presets import WaveNetConfig
 
@@ -118,19 +123,28 @@ class WaveNet(nn.Module):
 
     Args:
         cfg: a :class:`~dmol.wavenet.presets.WaveNetConfig`.
+        recipe: the :class:`~dmol.audio.features.MelRecipe` of the conditioning; required for
+            an LP model (``cfg.lpc_order > 0``), which computes its prediction from the mel.
 
     Attributes:
         head: the output :class:`~dmol.wavenet.heads.Head` (loss, sampling, distribution).
     """
 
-    def __init__(self, cfg: WaveNetConfig) -> None:
+    def __init__(self, cfg: WaveNetConfig, recipe: MelRecipe | None = None) -> None:
         super().__init__()
         if not isinstance(cfg, WaveNetConfig):
             raise TypeError(f"WaveNet expects a WaveNetConfig, got {type(cfg).__name__}")
-        self.cfg = cfg
+        if cfg.lpc_order:
+            if not isinstance(recipe, MelRecipe):
+                raise ValueError("an LP WaveNet (lpc_order > 0) computes its prediction from the "
+                                 "mel: pass the MelRecipe, WaveNet(cfg, recipe)")
+            if (recipe.n_mels, recipe.hop_length) != (cfg.n_mels, cfg.hop_length):
+                raise ValueError(f"recipe (n_mels {recipe.n_mels}, hop {recipe.hop_length}) "
+                                 f"does not fit the model ({cfg.n_mels}, {cfg.hop_length})")
+        self.cfg, self.recipe = cfg, recipe
         self.head: Head = make_head(cfg.head, **cfg.head_kwargs())
         R, G, S = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels
-        self.first = nn.Conv1d(1, R, 1)
+        self.first = nn.Conv1d(cfg.in_channels, R, 1)
         self.upsample_net = UpsampleNetwork(cfg.n_mels, cfg.upsample_scales, cfg.cin_pad,
                                             cfg.freq_axis_kernel_size)
         self.embed_speakers = (
@@ -142,7 +156,7 @@ class WaveNet(nn.Module):
             for i, d in enumerate(cfg.dilations)
         )
         self.post = nn.Sequential(
-            nn.ReLU(), nn.Conv1d(S, S, 1), nn.ReLU(), nn.Conv1d(S, self.head.out_channels, 1)
+            nn.ReLU(), nn.Conv1d(S, S, 1), nn.ReLU(), nn.Conv1d(S, self.head.net_channels, 1)
         )
         self.head.init_output(self.post[3])  # e.g. start the scales at a sensible width
         # constants from the config (which checkpoints carry), kept out of the state_dict
@@ -206,16 +220,28 @@ class WaveNet(nn.Module):
         self._check_mel(mel)
         return self.upsample_net((mel - self.mel_mean) / self.mel_std)
 
-    def forward(self, x: Tensor, mel: Tensor, speaker: Tensor | None = None) -> Tensor:
+    def lpc(self, mel: Tensor) -> Tensor:
+        """LPC coefficients of each mel frame: (B, n_mels, frames) -> (B, frames, lpc_order)."""
+        if not self.cfg.lpc_order:
+            raise ValueError("this model has no linear prediction (lpc_order = 0)")
+        self._check_mel(mel)
+        return lpc_from_mel(mel.transpose(1, 2), self.recipe, self.cfg.lpc_order).to(mel.device)
+
+    def forward(self, x: Tensor, mel: Tensor, speaker: Tensor | None = None, *,
+                past: Tensor | None = None) -> Tensor:
         """Teacher-forced pass: ``y_hat[:, :, t]`` parameterizes p(x[t] | x[<t], mel, speaker).
 
         Args:
             x: (B, T) waveform in [-1, 1], T = frames * hop_length.
             mel: (B, n_mels, frames) log-mel.
             speaker: (B,) integer ids if the model has global conditioning.
+            past: (B, T) the signal the network and the prediction read as the past (default
+                ``x``); training passes a noisy copy so the model learns to predict the clean
+                sample from an imperfect past, as in synthesis from its own samples.
 
         Returns:
-            y_hat: (B, head.out_channels, T).
+            y_hat: (B, head.out_channels, T); for an LP model the last channel is the
+            prediction p_t that shifts the head's means.
         """
         if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -229,14 +255,26 @@ class WaveNet(nn.Module):
                 f"x has {T} samples but mel has {mel.shape[2]} frames: expected T = frames * "
                 f"hop_length = {mel.shape[2] * self.hop_length}"
             )
+        if past is None:
+            past = x
+        elif past.shape != x.shape:
+            raise ValueError(f"past must have x's shape {tuple(x.shape)}, got {tuple(past.shape)}")
         g = self._global(speaker, B, x.device)
         c = self.upsample(mel)
-        # x_in[t] = x[t - 1], x_in[0] = 0: the prediction at t never sees x[t]
-        x_in = F.pad(x[:, :-1], (1, 0)).unsqueeze(1)
-        return self.forward_features(x_in, c, g)
+
+        def shift(s: Tensor) -> Tensor:  # s[t - 1], 0 at t = 0: step t never sees x[t]
+            return F.pad(s[:, :-1], (1, 0))
+
+        if not self.cfg.lpc_order:
+            return self.forward_features(shift(past).unsqueeze(1), c, g)
+        with torch.no_grad():
+            p = lp_predict(past, self.lpc(mel), self.hop_length)
+        x_in = torch.stack([shift(past), p, shift(past - p)], dim=1)
+        return torch.cat([self.forward_features(x_in, c, g), p.unsqueeze(1)], dim=1)
 
     def forward_features(self, x_in: Tensor, c: Tensor, g: Tensor | None = None) -> Tensor:
-        """The stack on already-shifted input (B, 1, T) and upsampled conditioning (B, cin, T)."""
+        """The stack on already-shifted input (B, in_channels, T) and upsampled conditioning
+        (B, cin, T); returns the network's output (B, head.net_channels, T)."""
         h = self.first(x_in)
         skips = 0
         for layer in self.layers:

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 HEADS = ("mol", "gaussian", "mog", "mulaw")
+LP_HEADS = ("mol", "gaussian", "mog")  # heads whose means a linear prediction can shift
 LR_SCHEDULES = ("cosine", "exponential", "constant")
 PRECISIONS = ("fp32", "bf16")
 
@@ -49,6 +50,9 @@ class WaveNetConfig:
     split in two halves (tanh and sigmoid), so the gated activation has ``gate_channels // 2``
     channels. ``num_classes=None`` means the head's default (65536 bins for "mol", "gaussian"
     and "mog", i.e. 16-bit targets; 256 classes for "mulaw").
+    ``lpc_order > 0`` makes an LP-WaveNet: the network's input per step is the previous
+    sample, the linear prediction ``p_t`` from the mel (:mod:`dmol.audio.lpc`) and the previous
+    excitation ``x[t-1] - p[t-1]``, and the head's means are shifted by ``p_t``.
     ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
     :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
     checkpoint carries them.
@@ -74,6 +78,7 @@ class WaveNetConfig:
     dropout: float = 0.0
     mel_mean: float = 0.0
     mel_std: float = 1.0
+    lpc_order: int = 0  # > 0: LP-WaveNet (means shifted by the mel's linear prediction)
 
     def __post_init__(self) -> None:
         self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
@@ -107,6 +112,12 @@ class WaveNetConfig:
                              f"got {self.num_classes!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if isinstance(self.lpc_order, bool) or not isinstance(self.lpc_order, int) or not (
+                0 <= self.lpc_order <= 64):
+            raise ValueError(f"lpc_order must be an integer in [0, 64], got {self.lpc_order!r}")
+        if self.lpc_order and self.head not in LP_HEADS:
+            raise ValueError(f"lpc_order > 0 needs a continuous head {LP_HEADS} (the prediction "
+                             f"shifts the means), got head {self.head!r}")
         if not (math.isfinite(self.mel_std) and self.mel_std > 0 and math.isfinite(self.mel_mean)):
             raise ValueError(f"mel_std must be positive and finite, got mean {self.mel_mean!r}, "
                              f"std {self.mel_std!r}")
@@ -132,7 +143,12 @@ class WaveNetConfig:
     def head_kwargs(self) -> dict[str, Any]:
         """Arguments for :func:`dmol.wavenet.heads.make_head` (besides the name)."""
         return {"n_mixtures": self.n_mixtures, "num_classes": self.num_classes,
-                "log_scale_min": self.log_scale_min}
+                "log_scale_min": self.log_scale_min, "shifted": self.lpc_order > 0}
+
+    @property
+    def in_channels(self) -> int:
+        """Per-step network input: x[t-1]; with LP also p_t and the excitation x[t-1] - p[t-1]."""
+        return 3 if self.lpc_order else 1
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -177,6 +193,7 @@ class TrainConfig:
     val_max_seconds: float = 2.0
     seed: int = 1234
     num_workers: int = 0
+    input_noise: float = 0.0  # std of Gaussian noise added to the past the network sees
     precision: str = "fp32"  # "bf16": autocast on CUDA (the loss itself runs in float32)
 
     def __post_init__(self) -> None:
@@ -196,6 +213,8 @@ class TrainConfig:
             raise ValueError(f"lr_decay_steps must be positive or None, got {self.lr_decay_steps}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+        if not (math.isfinite(self.input_noise) and 0.0 <= self.input_noise < 1.0):
+            raise ValueError(f"input_noise must lie in [0, 1), got {self.input_noise!r}")
         if self.val_max_seconds <= 0:
             raise ValueError(f"val_max_seconds must be positive, got {self.val_max_seconds!r}")
 
@@ -245,6 +264,23 @@ PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
             batch_size=2, segment_length=2048, lr=3e-3, lr_schedule="cosine", warmup_steps=50,
             grad_clip=1.0, ema_decay=0.999, max_steps=2000, log_interval=10, ckpt_interval=250,
             val_interval=250, media_interval=500, val_utterances=4, val_max_seconds=1.0,
+        ),
+    ),
+    # LP-WaveNet for 2 CPU cores (the shipped model's recipe): small-16k's width, a receptive
+    # field of two 64-sample dilation cycles (32 ms: two pitch periods down to ~60 Hz), the
+    # mixture's means shifted by the order-16 prediction from the mel, noise in the past it
+    # reads. Single long runs: cosine decay over max_steps, checkpoints every 500 steps.
+    "lp-16k": (
+        WaveNetConfig(
+            layers=14, stacks=2, residual_channels=32, gate_channels=64, skip_channels=32,
+            kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=16000,
+            head="mol", n_mixtures=10, log_scale_min=-16.0, dropout=0.0, lpc_order=16,
+        ),
+        TrainConfig(
+            batch_size=4, segment_length=2048, lr=2e-3, lr_schedule="cosine", warmup_steps=100,
+            grad_clip=1.0, ema_decay=0.999, max_steps=30_000, log_interval=20, ckpt_interval=500,
+            val_interval=1000, media_interval=2000, val_utterances=4, val_max_seconds=1.0,
+            input_noise=2e-4,
         ),
     ),
     # For tests and smoke runs: seconds per hundred steps.

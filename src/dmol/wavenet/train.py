@@ -211,7 +211,9 @@ def _weights_digest(model: torch.nn.Module) -> str:
 # ---- the run -------------------------------------------------------------------------------
 def describe(model_cfg: WaveNetConfig, train_cfg: TrainConfig, preset: str = "") -> str:
     """Human-readable summary: both configs, receptive field, parameter count, mel recipe."""
-    model = WaveNet(model_cfg)
+    from dmol.audio.features import MEL_RECIPES
+
+    model = WaveNet(model_cfg, MEL_RECIPES.get(preset))
     rf = model.receptive_field
     lines = [f"preset: {preset}" if preset else "preset: (custom)", "model:"]
     lines += [f"  {k}: {v}" for k, v in model_cfg.to_dict().items()]
@@ -345,7 +347,7 @@ def train(
 
     # ---- model, optimizer, EMA
     torch.manual_seed(tc.seed)
-    model = WaveNet(model_cfg).to(dev)
+    model = WaveNet(model_cfg, recipe).to(dev)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas,
                             weight_decay=tc.weight_decay)
@@ -449,8 +451,12 @@ def train(
             ddp.train()
             torch.manual_seed(derive_seed(tc.seed, step, env.rank, 1))  # dropout stream
             x, mel, mask = (t.to(dev, non_blocking=True) for t in (x, mel, mask))
+            past = x
+            if tc.input_noise > 0:  # the past as synthesis will see it: not quite the truth
+                g = torch.Generator(dev).manual_seed(derive_seed(tc.seed, step, env.rank, 2))
+                past = x + tc.input_noise * torch.randn(x.shape, generator=g, device=dev)
             with autocast:
-                y_hat = ddp(x, mel)
+                y_hat = ddp(x, mel, past=past)
             loss = head.loss(y_hat.float(), x, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
