@@ -23,12 +23,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The built-in corpus prefers real recordings from a Debian package; without apt (or root)
-# `dmol data builtin` falls back to synthesized speech and says so.
+# `dmol data builtin` falls back to synthesized speech and says so. The French and Italian
+# prompts are voices the shipped model never heard (the demo vocodes them too).
+SOUNDS := asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722
 data: $(STAMP)
-	@if dpkg -s asterisk-core-sounds-en-g722 >/dev/null 2>&1 && command -v espeak-ng >/dev/null; then :; \
+	@if dpkg -s $(SOUNDS) >/dev/null 2>&1 && command -v espeak-ng >/dev/null; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing asterisk-core-sounds-en-g722 espeak-ng (Debian packages)"; \
-	  { apt-get update -qq && apt-get install -y -qq asterisk-core-sounds-en-g722 espeak-ng >/dev/null; } \
+	  echo "installing $(SOUNDS) espeak-ng (Debian packages)"; \
+	  { apt-get update -qq && apt-get install -y -qq $(SOUNDS) espeak-ng >/dev/null; } \
 	  || echo "note: apt could not install them; the built-in corpus will fall back or explain"; \
 	else echo "note: without root and apt the built-in corpus falls back to espeak-ng, if present"; fi
 

@@ -1,4 +1,5 @@
-"""`dmol demo` end to end on a tiny budget: corpus, training, vocoding, report, offline page."""
+"""`dmol demo` end to end on a tiny budget: corpus, the pretrained model, a tiny training run,
+unseen voices, vocoding, report, offline page."""
 
 import contextlib
 import io
@@ -15,8 +16,8 @@ from dmol.audio.corpus import load_utterance
 from dmol.demo import _train_or_reuse, main, pick_utterances
 from dmol.wavenet.checkpoint import list_checkpoints
 
-ARGS = ["--preset", "tiny", "--minutes", "0.2", "--utterances", "1", "--limit", "4",
-        "--max-seconds", "0.5"]
+ARGS = ["--preset", "tiny", "--train-minutes", "0.2", "--utterances", "1", "--limit", "4",
+        "--max-seconds", "0.5", "--unseen", "1"]
 
 
 def _run(out) -> tuple[int, str]:
@@ -51,14 +52,20 @@ class _Refs(HTMLParser):
 
 def test_first_run_writes_everything(demo):
     out, printed, _, _ = demo
-    for i in range(1, 6):
-        assert f"[{i}/5]" in printed
-    assert "(1 CPU thread(s))" in printed
+    for i in range(1, 7):
+        assert f"[{i}/6]" in printed
+    assert "(1 CPU thread(s))" in printed and "lp-16k.pt (lp-16k" in printed
     assert "training preset 'tiny' from scratch" in printed
     assert re.search(r"total wall time .* \(\d+ s\)", printed)
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["systems"]) == {"WaveNet", "Griffin-Lim"}
     assert metrics["table"] in printed  # the table with both systems was printed
+    assert metrics["demo"]["trained"]["preset"] == "tiny"
+    assert set(metrics["demo"]["trained"]["systems"]) == {"WaveNet"}
+    assert set(metrics["unseen"]) == {"June (fr-CA, female)", "Carlo (it-IT, male)"}
+    for res in metrics["unseen"].values():
+        assert set(res["systems"]) == {"WaveNet", "Griffin-Lim"}
+        assert np.isfinite(res["systems"]["WaveNet"]["mcd_db"])
     (utt,) = metrics["utterances"]
     names = [f"{utt['name']}_{s}.wav" for s in ("original", "wavenet", "griffinlim")]
     assert sorted(utt["wavs"].values()) == sorted(names)
@@ -88,10 +95,12 @@ def test_index_html_is_offline_and_complete(demo):
         assert "://" not in ref and not ref.startswith("/"), ref  # relative paths only
         assert (out / ref).is_file(), f"index.html references missing {ref}"
     assert not {"script", "link", "iframe"} & set(parser.tags)
-    assert parser.tags.count("audio") == 3
+    # held-out: original, pretrained, Griffin-Lim, the tiny run; each unseen voice: three
+    assert parser.tags.count("audio") == 4 + 3 + 3
     assert {"report.png", "inspect.png", "metrics.json"} <= set(parser.refs)
     assert "CC-BY-SA-3.0" in page and "Allison Smith" in page and "Digium" in page
-    assert "WaveNet" in page and "Griffin-Lim" in page
+    assert "June Wallack" in page and "Carlo Flora" in page
+    assert "WaveNet" in page and "Griffin-Lim" in page and "0.2-min run" in page
 
 
 def test_second_run_reuses_the_model(demo):
@@ -99,12 +108,10 @@ def test_second_run_reuses_the_model(demo):
     assert "skipping training" in printed2 and "from scratch" not in printed2
     assert "resuming" not in printed2
     assert "reusing the complete built-in corpus" in printed2
-    assert "reusing the vocoded utterances" in printed2
-    assert "reusing report.png and inspect.png" in printed2
+    # held-out (pretrained and the tiny run) and two unseen voices: nothing vocoded again
+    assert printed2.count("reusing the vocoded utterances") == 4
     # the checkpoints are the very same files: nothing was trained or rewritten
     assert {p.name: p.stat().st_mtime_ns for p in list_checkpoints(out / "run")} == first
-    step = json.loads((out / "run" / "metrics.json").read_text())["step"]
-    assert json.loads((out / "metrics.json").read_text())["demo"]["step"] == step
 
 
 def test_resume_or_skip_decision(tmp_path, monkeypatch):
@@ -159,6 +166,10 @@ def test_pick_utterances_prefers_long_ones_that_fit(tmp_path):
 def test_bad_arguments(tmp_path, capsys):
     assert main(["--preset", "nope", "--out", str(tmp_path / "x")]) == 1
     assert "unknown mel preset" in capsys.readouterr().err
-    assert main(["--minutes", "0", "--out", str(tmp_path / "x")]) == 1
-    assert "minutes" in capsys.readouterr().err
+    assert main(["--train-minutes", "0", "--out", str(tmp_path / "x")]) == 1
+    assert "train_minutes" in capsys.readouterr().err
+    assert main(["--scale-temperature", "nan", "--out", str(tmp_path / "x")]) == 1
+    assert "scale_temperature" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")]) == 1
+    assert "no such model" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

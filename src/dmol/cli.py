@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("dmol.audio.corpus", "data_main", "assemble a corpus: `dmol data builtin OUT_DIR`"),
     "preprocess": ("dmol.audio.corpus", "preprocess_main", "wav/flac folder -> log-mel dataset"),
     "train": ("dmol.wavenet.train", "main", "train a WaveNet vocoder"),
+    "export": ("dmol.wavenet.checkpoint", "export_main",
+               "training run -> inference bundle (config + mel recipe + EMA weights)"),
     "vocode": ("dmol.wavenet.synthesis", "vocode_main", "mel (.npy) or wav -> wav"),
     "inspect": ("dmol.inspect", "main", "draw a model's predicted distribution over a wav"),
     "evaluate": ("dmol.wavenet.evaluate", "main", "objective copy-synthesis metrics"),

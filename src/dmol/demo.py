@@ -1,18 +1,19 @@
-"""`dmol demo`: the main job end to end on built-in real speech, on a CPU, in minutes.
+"""`dmol demo`: the main job end to end on real speech, on a CPU, in minutes.
 
 1. assemble the built-in corpus (Asterisk prompts, CC-BY-SA-3.0) into ``OUT/data``;
-2. train a WaveNet with a MoL head for a wall-clock budget into ``OUT/run`` (a second run
-   reuses that model: it resumes if the budget was not used up and skips training if it was);
+2. load the shipped pretrained LP-WaveNet (``--model``), and with ``--train-minutes N`` also
+   train a model from scratch into ``OUT/run`` (a second run resumes or reuses it);
 3. vocode a few short held-out utterances from their mels with the WaveNet and with
    Griffin-Lim, and score both against the originals;
-4. write into ``OUT``: the WAVs, ``report.png`` (loss curves, spectrograms, the model's
+4. the same for prompts of voices the model never heard (other speakers, other languages);
+5. write into ``OUT``: the WAVs, ``report.png`` (loss curve, spectrograms, the model's
    predicted distribution), ``inspect.png``, ``metrics.json`` and ``index.html``, a page that
-   opens offline with a player for every WAV, the pictures, the metrics and the licence.
+   opens offline with a player for every WAV, the pictures, the metrics and the licences.
 
 Example::
 
-    $ dmol demo                         # ~10 min of training on small-16k, writes ./demo
-    $ dmol demo --preset tiny --minutes 0.5 --utterances 1 --limit 8 --out /tmp/demo
+    $ dmol demo                                   # the pretrained model, writes ./demo
+    $ dmol demo --train-minutes 10 --out /tmp/d   # and a model trained here, side by side
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ import numpy as np
 
 __all__ = ["main", "pick_utterances", "run_demo", "write_index", "write_report"]
 
-SYSTEM_LABELS = {"original": "Original", "WaveNet": "WaveNet (dmol MoL)",
+SYSTEM_LABELS = {"original": "Original", "WaveNet": "WaveNet (dmol)",
                  "Griffin-Lim": "Griffin-Lim (no network)"}
+#: Scale temperature of the demo's sampling (a sharper excitation than the model's own).
+DEFAULT_SCALE_TEMPERATURE = 1.0
 SPEC_HOP = 64  # samples between the report's spectrogram columns (4 ms at 16 kHz)
 
 
@@ -116,16 +119,17 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cached_result(out: Path, vocoded: dict[str, Any]) -> dict[str, Any] | None:
-    """The evaluation in ``out/metrics.json`` if it was made exactly as asked and its WAVs exist."""
+def _cached_result(wav_dir: Path, vocoded: dict[str, Any]) -> dict[str, Any] | None:
+    """The evaluation in ``wav_dir/vocoded.json`` if it was made exactly as asked and its WAVs
+    exist (written after the WAVs, so a complete file means complete audio)."""
     try:
-        old = json.loads((out / "metrics.json").read_text())
-        if old["demo"]["vocoded"] != vocoded:
+        old = json.loads((wav_dir / "vocoded.json").read_text())
+        if old["demo"]["vocoded"] != json.loads(json.dumps(vocoded)):
             return None
         files = [f for u in old["utterances"] for f in u["wavs"].values()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return old if files and all((out / f).is_file() for f in files) else None
+    return old if files and all((wav_dir / f).is_file() for f in files) else None
 
 
 # ---- the report picture ------------------------------------------------------------------
@@ -149,9 +153,10 @@ def _loss_curves(run: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]
     return curves
 
 
-def write_report(path: Path, *, run_dir: Path, wavs: dict[str, Path], sample_rate: int,
+def write_report(path: Path, *, run: dict[str, Any], wavs: dict[str, Path], sample_rate: int,
                  inspect_png: Path | None, title: str) -> Path:
-    """Loss curves, three spectrograms (original/WaveNet/Griffin-Lim) and the inspect picture."""
+    """Loss curves (``run``: a metrics.json dict), the spectrograms of ``wavs`` (original,
+    WaveNet, Griffin-Lim...) and the inspect picture."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,12 +165,13 @@ def write_report(path: Path, *, run_dir: Path, wavs: dict[str, Path], sample_rat
 
     have_inspect = inspect_png is not None and inspect_png.is_file()
     # left column: loss and spectrograms; right column: the inspect picture, full height
-    fig = plt.figure(figsize=(21 if have_inspect else 11, 12), constrained_layout=True)
-    gs = fig.add_gridspec(4, 2 if have_inspect else 1, width_ratios=[1, 1] if have_inspect
+    rows = 1 + len(wavs)
+    fig = plt.figure(figsize=(21 if have_inspect else 11, 3 * rows), constrained_layout=True)
+    gs = fig.add_gridspec(rows, 2 if have_inspect else 1, width_ratios=[1, 1] if have_inspect
                           else None)
 
     ax = fig.add_subplot(gs[0, 0])
-    curves = _loss_curves(_run_metrics(run_dir))
+    curves = _loss_curves(run)
     for label, (steps, values) in curves.items():
         ax.plot(steps, values / np.log(2.0), marker="o" if len(steps) < 30 else None,
                 ms=3, lw=1, label=label)
@@ -220,21 +226,30 @@ def _metrics_html(systems: dict[str, dict[str, float]]) -> str:
             "</table>\n<p class=note>lower is better in every column</p>")
 
 
-def write_index(path: Path, *, title: str, summary: list[str], utterances: list[dict],
-                systems: dict[str, dict[str, float]], pictures: list[tuple[str, str]],
-                license_text: str) -> Path:
-    """A self-contained page: relative links only, no script, no external style or font."""
+def write_index(path: Path, *, title: str, summary: list[str],
+                sections: list[tuple[str, list[dict], str, dict[str, dict[str, float]]]],
+                pictures: list[tuple[str, str]], license_text: str) -> Path:
+    """A self-contained page: relative links only, no script, no external style or font.
+
+    ``sections``: (heading, utterances with their ``wavs``, credit line, metrics by system).
+    """
     e = html.escape
-    players = []
-    for u in utterances:
-        cells = "".join(
-            f"<td><div>{e(SYSTEM_LABELS.get(k, k))}</div>"
-            f"<audio controls preload=none src=\"{e(f)}\"></audio>"
-            f"<div><a href=\"{e(f)}\">{e(f)}</a></div></td>"
-            for k, f in u["wavs"].items()
-        )
-        players.append(f"<tr><th>{e(u['name'])}<br><small>{u['seconds']:.2f} s</small></th>"
-                       f"{cells}</tr>")
+    parts = []
+    for heading, utterances, credit, systems in sections:
+        players = []
+        for u in utterances:
+            cells = "".join(
+                f"<td><div>{e(SYSTEM_LABELS.get(k, k))}</div>"
+                f"<audio controls preload=none src=\"{e(f)}\"></audio>"
+                f"<div><a href=\"{e(f)}\">{e(f)}</a></div></td>"
+                for k, f in u["wavs"].items()
+            )
+            players.append(f"<tr><th>{e(u['name'])}<br><small>{u['seconds']:.2f} s</small>"
+                           f"</th>{cells}</tr>")
+        parts.append(f"<h2>{e(heading)}</h2>" + (f"<p class=note>{e(credit)}</p>" if credit
+                                                   else "") +
+                     f"<table>{''.join(players)}</table>\n<h3>Objective metrics (mean)</h3>\n"
+                     f"{_metrics_html(systems)}")
     pics = "\n".join(f"<h3>{e(caption)}</h3><a href=\"{e(f)}\"><img src=\"{e(f)}\" "
                      f"alt=\"{e(caption)}\"></a>" for caption, f in pictures)
     page = f"""<!DOCTYPE html>
@@ -250,15 +265,13 @@ pre {{ background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; }}
 </style></head><body>
 <h1>{e(title)}</h1>
 <ul>{"".join(f"<li>{e(s)}</li>" for s in summary)}</ul>
-<h2>Listen: copy synthesis from held-out mels</h2>
-<table>{"".join(players)}</table>
-<h2>Objective metrics (mean over the utterances above)</h2>
-{_metrics_html(systems)}
+<p>Copy synthesis: each system re-creates the waveform from the utterance's log-mel.</p>
+{"".join(parts)}
 <p class=note>Per-utterance values: <a href="metrics.json">metrics.json</a>. NLL is the WaveNet's
 teacher-forced negative log-likelihood of the original audio.</p>
 <h2>Pictures</h2>
 {pics}
-<h2>Corpus licence</h2>
+<h2>Licences</h2>
 <pre>{e(license_text)}</pre>
 </body></html>
 """
@@ -266,158 +279,284 @@ teacher-forced negative log-likelihood of the original audio.</p>
     return path
 
 
+# ---- voices the shipped model never heard ---------------------------------------------------
+#: Asterisk prompt sets of other speakers (Debian packages asterisk-core-sounds-{fr,it}-g722).
+UNSEEN_VOICES = {
+    "June (fr-CA, female)": ("/usr/share/asterisk/sounds/fr_CA_f_June",
+                             "Asterisk French prompts, voice of June Wallack, CC-BY-SA-3.0"),
+    "Carlo (it-IT, male)": ("/usr/share/asterisk/sounds/it_IT_m_Carlo",
+                            "Asterisk Italian prompts, voice of Carlo Flora, CC-BY-3.0"),
+}
+
+
+def unseen_voice_files(folder: str | Path, n: int, max_seconds: float) -> list[Path]:
+    """``n`` prompts of an unseen voice: spread over the sorted list, deterministic."""
+    files = sorted(p for p in Path(folder).glob("*.g722") if p.stat().st_size > 0)
+    # a G.722 file is 8000 bytes per second: keep prompts that fill the crop without waste
+    fits = [p for p in files if 0.6 * max_seconds * 8000 <= p.stat().st_size <= 3 * 8000]
+    pool = fits or files
+    if not pool:
+        return []
+    step = max(1, len(pool) // n)
+    return pool[::step][:n]
+
+
 # ---- the whole job -----------------------------------------------------------------------
 def run_demo(
     out: str | Path = "demo",
     *,
-    minutes: float = 10.0,
-    preset: str = "small-16k",
+    model: str = "pretrained",
+    train_minutes: float | None = None,
+    preset: str | None = None,
     utterances: int = 3,
+    unseen: int = 2,
     limit: int | None = None,
     max_seconds: float = 2.0,
     mode: str = "folded",
     seed: int = 0,
+    temperature: float = 1.0,
+    scale_temperature: float = DEFAULT_SCALE_TEMPERATURE,
     threads: int | None = 1,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the demo into ``out``; returns the evaluation written to ``out/metrics.json``.
 
+    ``model`` (default: the shipped pretrained LP-WaveNet) vocodes held-out built-in utterances
+    and ``unseen`` prompts of each voice in :data:`UNSEEN_VOICES` it never heard, next to
+    Griffin-Lim. ``train_minutes``: also train ``preset`` (default: the model's preset) from
+    scratch for that long (resumed or reused by a second run) and show it on the same page.
     ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards; None: leave
-    torch's default). One thread is the default because these models are small: per-step
-    work is a few small matrix products, and a second thread mostly adds synchronization,
-    which turns into long stalls when the cores are shared with anything else.
+    torch's default): these models are small and one thread is fastest on shared cores.
     """
     import torch
 
-    if not minutes > 0:
-        raise ValueError(f"minutes must be positive, got {minutes!r}")
+    if train_minutes is not None and not train_minutes > 0:
+        raise ValueError(f"train_minutes must be positive, got {train_minutes!r}")
     if not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
-    if utterances < 1:
-        raise ValueError(f"utterances must be >= 1, got {utterances!r}")
+    if utterances < 1 or unseen < 0:
+        raise ValueError(f"utterances must be >= 1 and unseen >= 0, got {utterances!r}, "
+                         f"{unseen!r}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1 or None, got {threads!r}")
+    for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
+        if not (np.isfinite(t) and t >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {t!r}")
     from dmol.audio.features import recipe_for
+    from dmol.wavenet.checkpoint import resolve_model_path
 
-    recipe_for(preset)  # a bad preset fails before any work
+    if preset is not None:
+        recipe_for(preset)  # a bad preset fails before any work
+    model_path = resolve_model_path(model)
+    if not model_path.exists():
+        raise FileNotFoundError(f"no such model: {model}")
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run(Path(out), minutes, preset, utterances, limit, max_seconds, mode, seed,
-                    overrides)
+        settings = {"mode": mode, "seed": seed, "temperature": temperature,
+                    "scale_temperature": scale_temperature, "max_seconds": max_seconds}
+        return _run(Path(out), model_path, train_minutes, preset, utterances, unseen, limit,
+                    settings, overrides)
     finally:
         torch.set_num_threads(before)
 
 
-def _run(out: Path, minutes: float, preset: str, utterances: int, limit: int | None,
-         max_seconds: float, mode: str, seed: int,
-         overrides: dict[str, Any] | None) -> dict[str, Any]:
-    import torch
-
-    from dmol.audio.corpus import build_builtin, list_split
+def _evaluate(model_path: Path, utts: list, out: Path, wav_dir: Path, settings: dict[str, Any],
+              baseline: bool = True) -> dict[str, Any]:
+    """evaluate_model, or the result an earlier run wrote for the same model, audio and
+    settings (``wav_dir/metrics.json``, with its WAVs)."""
     from dmol.wavenet.checkpoint import load_model
     from dmol.wavenet.evaluate import evaluate_model, write_json
 
+    names = [u if isinstance(u, str) else (u.stem if isinstance(u, Path) else u[0])
+             for u in utts]
+    key = {"model_sha256": _sha256(model_path), "utterances": names, "baseline": baseline,
+           **settings}
+    cached = _cached_result(wav_dir, key)
+    if cached is not None:
+        print(f"reusing the vocoded utterances in {wav_dir}: same model, audio and settings")
+        return cached
+    model, head, recipe, _ = load_model(model_path)
+    result = evaluate_model(model, head, recipe, utts, baseline=baseline, wav_dir=wav_dir,
+                            **settings)
+    write_json(wav_dir / "vocoded.json", result, demo={"vocoded": key})
+    return json.loads((wav_dir / "vocoded.json").read_text())  # the same either way
+
+
+def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str | None,
+         utterances: int, unseen: int, limit: int | None, settings: dict[str, Any],
+         overrides: dict[str, Any] | None) -> dict[str, Any]:
+    import torch
+
+    from dmol.audio.corpus import build_builtin, list_split, load_utterance
+    from dmol.audio.features import recipe_for
+    from dmol.inspect import predict, render
+    from dmol.wavenet.checkpoint import load_checkpoint, load_model
+    from dmol.wavenet.evaluate import audio_utterances, write_json
+
     t0 = time.perf_counter()
-    data_dir, run_dir = out / "data", out / "run"
-    n = 5
-    print(f"dmol demo: preset {preset}, {minutes:g} min of training, output in {out} "
-          f"({torch.get_num_threads()} CPU thread(s))")
+    n = 6
+    bundle = load_checkpoint(model_path, bundle_ok=True)
+    model_preset = bundle.get("preset") or "lp-16k"
+    preset = preset or model_preset
+    print(f"dmol demo: model {model_path.name} ({model_preset}, step {bundle['step']}), output "
+          f"in {out} ({torch.get_num_threads()} CPU thread(s))")
+    max_seconds = settings["max_seconds"]
 
+    data_dir = out / "data"
     _stage(1, n, f"built-in speech corpus -> {data_dir}", t0)
-    manifest = build_builtin(data_dir, preset, limit=limit)
+    manifest = build_builtin(data_dir, model_preset, limit=limit)
+    model, head, recipe, info = load_model(model_path)
+    if recipe != recipe_for(model_preset):
+        raise ValueError(f"{model_path}: its mel recipe is not the {model_preset} recipe")
 
-    _stage(2, n, f"training ({minutes:g} min budget) -> {run_dir}", t0)
-    ckpt = _train_or_reuse(data_dir, run_dir, preset, minutes, overrides)
-    model, head, recipe, ckpt_info = load_model(ckpt)
+    run_dir, trained = out / "run", None
+    _stage(2, n, "training" if train_minutes else "model", t0)
+    if train_minutes:
+        train_data = data_dir
+        if recipe_for(preset) != recipe:
+            train_data = out / f"data-{preset}"
+            build_builtin(train_data, preset, limit=limit)
+        trained = _train_or_reuse(train_data, run_dir, preset, train_minutes, overrides)
+    else:
+        print(f"using {model_path} (no training: pass --train-minutes N to train one too)")
 
-    _stage(3, n, f"vocoding {utterances} held-out utterance(s) ({mode} mode)", t0)
+    _stage(3, n, f"vocoding {utterances} held-out built-in utterance(s) "
+                 f"({settings['mode']} mode)", t0)
     chosen = pick_utterances(list_split(data_dir, "val"), utterances, max_seconds,
                              recipe.sample_rate)
     if len(chosen) < utterances:
         print(f"note: the corpus has only {len(chosen)} validation utterance(s)")
-    vocoded = {"checkpoint_sha256": _sha256(ckpt), "utterances": [p.stem for p in chosen],
-               "mode": mode, "seed": seed, "max_seconds": max_seconds}
-    result = _cached_result(out, vocoded)
-    reused = result is not None
-    if reused:
-        print(f"reusing the vocoded utterances in {out}: same checkpoint, utterances and "
-              f"settings as the run that wrote them")
-    else:
-        result = evaluate_model(model, head, recipe, chosen, mode=mode, seed=seed,
-                                max_seconds=max_seconds, wav_dir=out)
-    print("\n" + result["table"])
+    held_out = _evaluate(model_path, chosen, out, out, settings)
+    print("\n" + held_out["table"])
+    extra = None
+    if trained is not None:
+        extra_utts = chosen
+        if recipe_for(preset) != recipe:
+            extra_utts = [out / f"data-{preset}" / "val" / p.name for p in chosen]
+        extra = _evaluate(trained, extra_utts, out, out / "run-audio", settings,
+                          baseline=False)
+        print(f"\nthe {train_minutes:g}-min run:\n" + extra["table"])
 
-    _stage(4, n, "report pictures", t0)
-    title = f"dmol demo: {preset} WaveNet on built-in speech"
-    first = result["utterances"][0]
-    pictures = (out / "report.png", out / "inspect.png")
-    if reused and all(p.is_file() for p in pictures):
-        # metrics.json is written after the pictures: they belong to the same model and audio
-        print("reusing report.png and inspect.png (same model and audio)")
-    else:
-        from dmol.audio.corpus import load_utterance
-        from dmol.inspect import predict, render
+    _stage(4, n, "voices the model never heard", t0)
+    voices = {}
+    for voice, (folder, credit) in UNSEEN_VOICES.items():
+        files = unseen_voice_files(folder, unseen, max_seconds) if unseen else []
+        if not files:
+            print(f"skipping {voice}: no prompts in {folder} (make data installs them)")
+            continue
+        tag = voice.split()[0].lower()
+        utts = [(f"{tag}-{name}", a, m) for name, a, m in audio_utterances(files, recipe)]
+        voices[voice] = (_evaluate(model_path, utts, out, out / f"unseen-{tag}", settings),
+                         credit, f"unseen-{tag}")
+        print(f"\n{voice}:\n" + voices[voice][0]["table"])
 
-        audio, mel = load_utterance(chosen[0])
-        frames = min(mel.shape[0], len(audio) // recipe.hop_length,
-                     max(1, int(max_seconds * recipe.sample_rate) // recipe.hop_length))
-        audio, mel = audio[: frames * recipe.hop_length], mel[:frames]
-        pred = predict(model, head, audio, mel, sample_rate=recipe.sample_rate,
-                       window=min(len(audio), int(0.05 * recipe.sample_rate)))
-        render(pred, pictures[1], title=f"{ckpt.name} on {first['name']}")
-        write_report(pictures[0], run_dir=run_dir,
-                     wavs={k: out / f for k, f in first["wavs"].items()},
-                     sample_rate=recipe.sample_rate, inspect_png=pictures[1],
-                     title=f"{title} ({first['name']})")
-        print(f"wrote {pictures[0]} and {pictures[1]}")
+    _stage(5, n, "report pictures", t0)
+    first = held_out["utterances"][0]
+    audio, mel = load_utterance(chosen[0])
+    frames = min(mel.shape[0], len(audio) // recipe.hop_length,
+                 max(1, int(max_seconds * recipe.sample_rate) // recipe.hop_length))
+    audio, mel = audio[: frames * recipe.hop_length], mel[:frames]
+    pred = predict(model, head, audio, mel, sample_rate=recipe.sample_rate,
+                   window=min(len(audio), int(0.05 * recipe.sample_rate)))
+    render(pred, out / "inspect.png", title=f"{model_path.name} on {first['name']}")
+    title = f"dmol demo: {model_preset} LP-WaveNet on built-in and unseen speech"
+    write_report(out / "report.png", run=_curves_of(bundle, run_dir if trained else None),
+                 wavs={k: out / f for k, f in first["wavs"].items()},
+                 sample_rate=recipe.sample_rate, inspect_png=out / "inspect.png",
+                 title=f"{title} ({first['name']})")
+    print(f"wrote {out / 'report.png'} and {out / 'inspect.png'}")
 
-    _stage(5, n, "metrics.json and index.html", t0)
-    run = _run_metrics(run_dir)
-    info = {"preset": preset, "checkpoint": str(ckpt.relative_to(out)),
-            "minutes_budget": minutes, "train_seconds": run.get("train_seconds", 0.0),
-            "step": ckpt_info["step"], "corpus": manifest.get("source"),
-            "train_utterances": len(manifest["train"]), "val_utterances": len(manifest["val"]),
-            "vocoded": vocoded}
-    write_json(out / "metrics.json", {k: v for k, v in result.items() if k != "demo"}, demo=info)
+    _stage(6, n, "metrics.json and index.html", t0)
+    systems = {"held-out built-in": dict(held_out["systems"])}
+    if extra is not None:
+        systems["held-out built-in"][f"WaveNet ({train_minutes:g}-min run)"] = \
+            extra["systems"]["WaveNet"]
+    for voice, (res, _, _) in voices.items():
+        systems[voice] = res["systems"]
+    demo_info = {"model": str(model_path), "preset": model_preset, "step": info["step"],
+                 "train_seconds": bundle.get("train_seconds") or bundle.get(
+                     "metrics", {}).get("train_seconds", 0.0),
+                 "corpus": manifest.get("source"), "settings": settings,
+                 "trained": None if trained is None else {
+                     "checkpoint": str(trained), "minutes": train_minutes, "preset": preset,
+                     "systems": extra["systems"]}}
+    result = {"systems": held_out["systems"], "utterances": held_out["utterances"],
+              "table": held_out["table"], "settings": held_out["settings"],
+              "unseen": {v: r for v, (r, _, _) in voices.items()}}
+    write_json(out / "metrics.json", result, demo=demo_info)
     summary = [
-        f"model: preset {preset}, {model.num_parameters:,} parameters, {head.name} head, "
-        f"receptive field {model.receptive_field.ms:.1f} ms",
-        f"training: {info['train_seconds'] / 60:.1f} min on "
-        f"{len(manifest['train'])} utterances ({manifest.get('seconds', 0) / 60:.1f} min of "
-        f"audio in the corpus)",
-        f"held-out utterances vocoded from their mels in {mode} mode, seed {seed}",
+        f"model: {model_path.name}, preset {model_preset}, {model.num_parameters:,} parameters, "
+        f"{head.name} head{' with linear prediction' if model.cfg.lpc_order else ''}, "
+        f"receptive field {model.receptive_field.ms:.1f} ms, trained "
+        f"{demo_info['train_seconds'] / 3600:.2f} h ({info['step']} steps)",
+        f"held-out built-in utterances and unseen voices vocoded from their mels in "
+        f"{settings['mode']} mode, seed {settings['seed']}, temperature "
+        f"{settings['temperature']:g}, scale temperature {settings['scale_temperature']:g}",
         f"corpus: {manifest.get('source')}",
     ]
-    write_index(out / "index.html", title=title, summary=summary,
-                utterances=result["utterances"], systems=result["systems"],
+    if trained is not None:
+        summary.append(f"also trained here: preset {preset} for {train_minutes:g} min "
+                       f"({trained.parent.name}/{trained.name})")
+    sections = [("Held-out built-in speech (the training speaker)", held_out["utterances"], "",
+                 systems["held-out built-in"])]
+    if extra is not None:
+        for u, e in zip(sections[0][1], extra["utterances"], strict=True):
+            u["wavs"] = {**u["wavs"], f"WaveNet ({train_minutes:g}-min run)":
+                         f"run-audio/{e['wavs']['WaveNet']}"}
+    for voice, (res, credit, sub) in voices.items():
+        utts = [{**u, "wavs": {k: f"{sub}/{f}" for k, f in u["wavs"].items()}}
+                for u in res["utterances"]]
+        sections.append((f"A voice it never heard: {voice}", utts, credit, res["systems"]))
+    license_text = manifest.get("license", "unknown") + "".join(
+        f"\n{credit}" for _, credit, _ in voices.values())
+    write_index(out / "index.html", title=title, summary=summary, sections=sections,
                 pictures=[("Report: loss, spectrograms, predicted distribution", "report.png"),
                           ("Predicted distribution (full size)", "inspect.png")],
-                license_text=manifest.get("license", "unknown"))
+                license_text=license_text)
     took = time.perf_counter() - t0
     print(f"\nwrote {out / 'index.html'} (open it in a browser; it works offline)")
     print(f"total wall time {took / 60:.1f} min ({took:.0f} s)")
     return result
 
 
+def _curves_of(bundle: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
+    """Loss curves for the report: a run folder's metrics, else the bundle's validation curve."""
+    if run_dir is not None:
+        return _run_metrics(run_dir)
+    return {"val": bundle.get("val") or bundle.get("metrics", {}).get("val", [])}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``dmol demo [--out demo] [--minutes 10] [--preset small-16k] [--utterances 3]``."""
+    """``dmol demo [--out demo] [--model pretrained] [--train-minutes N] [--utterances 3]``."""
     p = argparse.ArgumentParser(prog="dmol demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default demo)")
-    p.add_argument("--minutes", type=float, default=10.0, help="training budget, wall clock")
-    p.add_argument("--preset", default="small-16k", help="model preset (default small-16k)")
+    p.add_argument("--model", default="pretrained",
+                   help="model to show: 'pretrained' (shipped), a checkpoint or a run folder")
+    p.add_argument("--train-minutes", type=float, default=None,
+                   help="also train a model from scratch for N minutes and show it")
+    p.add_argument("--preset", default=None,
+                   help="preset of that training run (default: the model's preset)")
     p.add_argument("--utterances", type=int, default=3, help="held-out utterances to vocode")
+    p.add_argument("--unseen", type=int, default=2, help="prompts of each unseen voice")
     p.add_argument("--limit", type=int, default=None, help="use only N corpus files")
     p.add_argument("--max-seconds", type=float, default=2.0, help="crop each utterance (s)")
     p.add_argument("--mode", default="folded", help="synthesis mode: folded or incremental")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divides the mixture logits (0: the most probable component)")
+    p.add_argument("--scale-temperature", type=float, default=DEFAULT_SCALE_TEMPERATURE,
+                   help="multiplies the components' scales (default "
+                        f"{DEFAULT_SCALE_TEMPERATURE:g}, chosen by measurement: docs/quality.md)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: fastest for these small models on shared cores)")
     a = p.parse_args(argv)
     try:
-        run_demo(a.out, minutes=a.minutes, preset=a.preset, utterances=a.utterances,
-                 limit=a.limit, max_seconds=a.max_seconds, mode=a.mode, seed=a.seed,
+        run_demo(a.out, model=a.model, train_minutes=a.train_minutes, preset=a.preset,
+                 utterances=a.utterances, unseen=a.unseen, limit=a.limit,
+                 max_seconds=a.max_seconds, mode=a.mode, seed=a.seed,
+                 temperature=a.temperature, scale_temperature=a.scale_temperature,
                  threads=a.threads)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)

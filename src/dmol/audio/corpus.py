@@ -44,6 +44,7 @@ __all__ = [
     "load_recipe",
     "load_utterance",
     "preprocess",
+    "prepare_audio",
     "preprocess_main",
 ]
 
@@ -153,6 +154,7 @@ def _write_npz(path: Path, audio: np.ndarray, mel: np.ndarray) -> None:
 
 # ---- preprocessing -------------------------------------------------------------------------
 def _find_audio(in_dir: Path) -> list[Path]:
+    """Audio files (AUDIO_SUFFIXES) anywhere under ``in_dir``, sorted."""
     return sorted(
         p for p in in_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
     )
@@ -182,6 +184,16 @@ def _split(names: Sequence[str], val_fraction: float, min_val: int, seed: int) -
     n_val = min(n_val, n - 1)
     order = np.random.default_rng(seed).permutation(n)
     return sorted(names[i] for i in order[:n_val])
+
+
+def prepare_audio(path: str | Path, recipe: MelRecipe, trim_db: float | None = DEFAULT_TRIM_DB
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """An audio file as a dataset utterance: load, trim, peak-normalize, crop to whole hops.
+
+    Returns (audio (frames * hop,), mel (frames, n_mels)), exactly what ``dmol preprocess``
+    stores for that file.
+    """
+    return _prepare(Path(path), recipe, trim_db)
 
 
 def _prepare(path: Path, recipe: MelRecipe, trim_db: float | None) -> tuple[np.ndarray, np.ndarray]:

@@ -22,9 +22,15 @@ Contents (a plain dict, loadable with ``torch.load(path, weights_only=True)``)::
     rng             {"torch", "numpy", "python"} generator states (of rank 0)
     metrics         loss curves, seconds trained, skipped steps so far
 
+An *inference bundle* (:func:`export_model`, format ``"dmol-wavenet-model-1"``) is what ships:
+the step, preset, configs, recipe and the EMA weights only (no optimizer, no raw weights, no
+RNG), also with a checksum sidecar. The bundle inside the package is addressed by the name
+``"pretrained"`` wherever a checkpoint is accepted (:data:`PRETRAINED`).
+
 Example::
 
     >>> model, head, recipe, info = load_model("runs/small")      # newest valid checkpoint
+    >>> model, head, recipe, info = load_model("pretrained")      # the shipped LP-WaveNet
     >>> y_hat = model(audio[None], torch.from_numpy(mel.T)[None])
 """
 
@@ -41,16 +47,22 @@ from typing import Any
 import torch
 
 __all__ = [
+    "PRETRAINED",
     "CorruptCheckpointError",
     "checkpoint_path",
+    "export_model",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "load_model",
+    "resolve_model_path",
     "save_checkpoint",
 ]
 
 FORMAT = "dmol-wavenet-1"
+BUNDLE_FORMAT = "dmol-wavenet-model-1"
+#: The inference bundle shipped inside the package (docs/pretrained.md), named "pretrained".
+PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "lp-16k.pt"
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
 
@@ -139,18 +151,75 @@ def _verified_bytes(path: Path) -> bytes:
     return data
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and verify a checkpoint; raises :class:`CorruptCheckpointError` if it is damaged."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
+                    bundle_ok: bool = False) -> dict[str, Any]:
+    """Read and verify a checkpoint; raises :class:`CorruptCheckpointError` if it is damaged.
+
+    ``bundle_ok``: also accept an inference bundle (:func:`export_model`), which has no
+    training state (so it cannot be resumed).
+    """
     path = Path(path)
     data = _verified_bytes(path)
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
         raise CorruptCheckpointError(path, f"torch.load failed: {type(e).__name__}: {e}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    formats = (FORMAT, BUNDLE_FORMAT) if bundle_ok else (FORMAT,)
+    if not isinstance(state, dict) or state.get("format") not in formats:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CorruptCheckpointError(path, f"not a dmol WaveNet checkpoint (format {got!r})")
+        what = ("an inference bundle, which holds no training state" if got == BUNDLE_FORMAT
+                else f"format {got!r}")
+        raise CorruptCheckpointError(path, f"not a dmol WaveNet training checkpoint ({what})")
     return state
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A checkpoint file, a run folder, or ``"pretrained"`` (when no such file or folder exists
+    here): the bundle shipped inside the package."""
+    p = Path(path)
+    if str(path) == "pretrained" and not p.exists():
+        if not PRETRAINED.is_file():
+            raise FileNotFoundError(f"the pretrained model is not part of this installation "
+                                    f"(expected {PRETRAINED})")
+        return PRETRAINED
+    return p
+
+
+def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | None = None
+                 ) -> Path:
+    """Write the inference bundle of a checkpoint (or a run folder's newest) to ``dst``.
+
+    The bundle keeps what synthesis needs (configs, mel recipe, EMA weights in float32, the
+    step and seconds trained) and drops the optimizer, raw weights and RNG states: about a
+    quarter of a checkpoint. Written atomically with a ``.sha256`` sidecar; ``extra`` adds
+    JSON-able facts (e.g. the training command). Returns ``dst``.
+    """
+    src = Path(src)
+    if src.is_dir():
+        found = latest_checkpoint(src)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in {src}")
+        src = found
+    state = load_checkpoint(src)
+    metrics = state.get("metrics", {})
+    bundle = {
+        "format": BUNDLE_FORMAT, "step": int(state["step"]), "preset": state.get("preset"),
+        "model_config": state["model_config"], "train_config": state["train_config"],
+        "recipe": state["recipe"],
+        "ema": {k: v.detach().float().clone() for k, v in state["ema"].items()},
+        "train_seconds": float(metrics.get("train_seconds", 0.0)),
+        "val": list(metrics.get("val", [])), "extra": dict(extra or {}),
+    }
+    buf = io.BytesIO()
+    torch.save(bundle, buf)
+    data = buf.getvalue()
+    dst = Path(dst)
+    if dst.resolve() == src.resolve():
+        raise ValueError(f"export_model would overwrite its input {src}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(_sidecar(dst), f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n".encode())
+    _write_atomic(dst, data)
+    return dst
 
 
 def latest_checkpoint(run_dir: str | Path, *, verbose: bool = True) -> Path | None:
@@ -178,7 +247,8 @@ def latest_checkpoint(run_dir: str | Path, *, verbose: bool = True) -> Path | No
 def load_model(
     path: str | Path, *, ema: bool = True, map_location: str | torch.device = "cpu"
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """Rebuild a trained model from a checkpoint file or a run folder (its newest checkpoint).
+    """Rebuild a trained model from a checkpoint file, a run folder (its newest checkpoint),
+    an inference bundle, or ``"pretrained"`` (the bundle shipped with the package).
 
     Returns ``(model, head, recipe, info)``: the :class:`~dmol.wavenet.model.WaveNet` in eval
     mode with the EMA weights (``ema=False``: the raw ones), its output head, the
@@ -189,13 +259,15 @@ def load_model(
     from dmol.wavenet.model import WaveNet
     from dmol.wavenet.presets import TrainConfig, WaveNetConfig
 
-    path = Path(path)
+    path = resolve_model_path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
         if found is None:
             raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in {path}")
         path = found
-    state = load_checkpoint(path, map_location)
+    state = load_checkpoint(path, map_location, bundle_ok=True)
+    if not ema and state["format"] == BUNDLE_FORMAT:
+        raise ValueError(f"{path} is an inference bundle: it holds the EMA weights only")
     cfg = WaveNetConfig.from_dict(state["model_config"])
     recipe = MelRecipe.from_dict(state["recipe"])
     model = WaveNet(cfg, recipe)
@@ -209,3 +281,20 @@ def load_model(
         "path": path,
     }
     return model, model.head, recipe, info
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    """``dmol export RUN_OR_CHECKPOINT OUT.pt``: write the inference bundle of a training run."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="dmol export", description=export_main.__doc__)
+    p.add_argument("source", help="a run folder (its newest checkpoint) or a ckpt_*.pt file")
+    p.add_argument("out", help="bundle file to write (a .sha256 sidecar is written beside it)")
+    a = p.parse_args(argv)
+    try:
+        dst = export_model(a.source, a.out)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"dmol export: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
+    return 0

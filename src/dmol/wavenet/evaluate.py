@@ -15,7 +15,10 @@ Example::
     >>> print(result["table"])                      # one row per system
     >>> result["systems"]["WaveNet"]["mcd_db"]
 
-From the shell: ``dmol evaluate CHECKPOINT DATA_DIR [--max-utterances N] [--json OUT]``.
+From the shell: ``dmol evaluate CHECKPOINT INPUT... [--max-utterances N] [--json OUT]``, where
+INPUT is a dmol dataset (its validation split), or audio files and folders of them, analysed
+with the checkpoint's own mel recipe (trimmed and peak-normalized as ``dmol preprocess`` does).
+CHECKPOINT may be ``pretrained``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 
 __all__ = [
     "SYSTEMS",
+    "audio_utterances",
     "evaluate_model",
     "log_metrics",
     "main",
@@ -131,6 +135,7 @@ def evaluate_model(
     mode: str = "folded",
     seed: int = 0,
     temperature: float = 1.0,
+    scale_temperature: float = 1.0,
     max_seconds: float | None = 2.0,
     gl_iters: int = 60,
     f0_method: str = "harvest",
@@ -145,8 +150,8 @@ def evaluate_model(
             ``(name, audio (T,), mel (frames, n_mels))`` tuples made with ``recipe``.
         synth: vocode with the WaveNet (the slow part); ``False`` reports only its NLL.
         baseline: also invert each mel with Griffin-Lim (``gl_iters`` iterations).
-        mode, seed, temperature: passed to :func:`dmol.wavenet.synthesis.vocode`; utterance
-            ``i`` uses seed ``seed + i``.
+        mode, seed, temperature, scale_temperature: passed to
+            :func:`dmol.wavenet.synthesis.vocode`; utterance ``i`` uses seed ``seed + i``.
         max_seconds: keep only the first ``max_seconds`` of each utterance (None: all of it).
             Autoregressive synthesis costs time per sample, so this bounds the run time.
         f0_method: "harvest" (reliable) or "dio" (~20x faster) for the F0 metrics.
@@ -167,6 +172,9 @@ def evaluate_model(
         raise ValueError("no utterances to evaluate (is the dataset's val split empty?)")
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive or None, got {max_seconds!r}")
+    for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
+        if not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {t!r}")
     if model.hop_length != recipe.hop_length:
         raise ValueError(
             f"the model upsamples by {model.hop_length} but the mel recipe has hop_length "
@@ -193,7 +201,8 @@ def evaluate_model(
         if synth:
             waves["WaveNet"] = np.asarray(
                 vocode(model, head, recipe, mel, mode=mode, seed=seed + i,
-                       temperature=temperature, progress=progress),
+                       temperature=temperature, scale_temperature=scale_temperature,
+                       progress=progress),
                 dtype=np.float32,
             ).reshape(-1)
             row["synthesis_seconds"] = time.perf_counter() - t0
@@ -226,7 +235,8 @@ def evaluate_model(
         "utterances": rows,
         "table": metrics_table(systems),
         "settings": {
-            "mode": mode, "seed": seed, "temperature": temperature, "max_seconds": max_seconds,
+            "mode": mode, "seed": seed, "temperature": temperature,
+            "scale_temperature": scale_temperature, "max_seconds": max_seconds,
             "gl_iters": gl_iters, "f0_method": f0_method, "sample_rate": sr,
             "n_utterances": len(rows), "seconds": sum(r["seconds"] for r in rows),
         },
@@ -273,22 +283,59 @@ def write_json(path: str | Path, result: Mapping[str, Any], **extra: Any) -> Pat
     return path
 
 
+def audio_utterances(inputs: Sequence[str | Path], recipe, limit: int | None = None
+                     ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, audio, mel) of audio files and of the audio files in folders, in order.
+
+    Each file is prepared as ``dmol preprocess`` would (:func:`dmol.audio.corpus.prepare_audio`:
+    the recipe's rate, leading/trailing silence trimmed, peak-normalized), so a model meets
+    the same kind of input it was trained on. Unreadable files raise, naming the file.
+    """
+    from dmol.audio.corpus import AUDIO_SUFFIXES, _find_audio, prepare_audio
+
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = _find_audio(item)
+            if not found:
+                raise ValueError(f"{item} holds no audio file ({', '.join(AUDIO_SUFFIXES)})")
+            files += found
+        elif item.is_file():
+            if item.suffix.lower() not in AUDIO_SUFFIXES:
+                raise ValueError(f"{item} is not an audio file ({', '.join(AUDIO_SUFFIXES)})")
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item}")
+    files = files[:limit] if limit is not None else files
+    return [(f.stem, *prepare_audio(f, recipe)) for f in files]
+
+
+def _is_dataset(path: Path) -> bool:
+    return path.is_dir() and (path / "recipe.json").is_file() and (path / "manifest.json").is_file()
+
+
 # ---- command line --------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    """``dmol evaluate CHECKPOINT DATA_DIR [--max-utterances N] [--max-seconds S] [--json OUT]``."""
+    """``dmol evaluate CHECKPOINT INPUT... [--max-utterances N] [--max-seconds S] [--json OUT]``."""
     p = argparse.ArgumentParser(
         prog="dmol evaluate",
         description="copy-synthesis metrics of a WaveNet checkpoint vs Griffin-Lim on held-out "
         "utterances, plus its teacher-forced NLL",
     )
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("data_dir", type=Path, help="a dmol dataset (`dmol preprocess` / `dmol data`)")
-    p.add_argument("--split", default="val", choices=("val", "train"))
+    p.add_argument("checkpoint", help="checkpoint file, run folder, or 'pretrained'")
+    p.add_argument("inputs", nargs="+", type=Path,
+                   help="a dmol dataset (`dmol preprocess` / `dmol data`), or audio files and "
+                        "folders of them")
+    p.add_argument("--split", default="val", choices=("val", "train"),
+                   help="the dataset split to evaluate (a dataset input only)")
     p.add_argument("--max-utterances", type=int, default=4)
     p.add_argument("--max-seconds", type=float, default=2.0, help="crop each utterance (s)")
     p.add_argument("--mode", default="folded", help="synthesis mode (folded or incremental)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divides the mixture logits (0: the most probable component)")
+    p.add_argument("--scale-temperature", type=float, default=1.0,
+                   help="multiplies the components' scales (< 1: a sharper excitation)")
     p.add_argument("--f0-method", default="harvest", choices=("harvest", "dio"))
     p.add_argument("--no-synth", action="store_true", help="NLL and Griffin-Lim only")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -296,30 +343,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.max_utterances < 1:
         p.error(f"--max-utterances must be >= 1, got {a.max_utterances}")
+    for name in ("temperature", "scale_temperature", "max_seconds"):
+        v = getattr(a, name)
+        if not (math.isfinite(v) and v >= 0) or (name == "max_seconds" and v == 0):
+            p.error(f"--{name.replace('_', '-')} must be a finite number >= 0 (> 0 for "
+                    f"max-seconds), got {v}")
+    if a.json is not None and a.json.is_dir():
+        p.error(f"--json {a.json} is a folder: give a file name")
     try:
         from dmol.audio.corpus import list_split, load_recipe
         from dmol.wavenet.checkpoint import load_model
 
         model, head, recipe, _ = load_model(a.checkpoint)
-        data_recipe = load_recipe(a.data_dir)
-        if data_recipe != recipe:
-            raise ValueError(
-                f"{a.data_dir} was made with mel recipe {data_recipe.to_dict()} but the "
-                f"checkpoint expects {recipe.to_dict()}: preprocess the audio with the "
-                f"checkpoint's preset"
-            )
-        paths = list_split(a.data_dir, a.split)[: a.max_utterances]
+        if len(a.inputs) == 1 and _is_dataset(a.inputs[0]):
+            data_recipe = load_recipe(a.inputs[0])
+            if data_recipe != recipe:
+                raise ValueError(
+                    f"{a.inputs[0]} was made with mel recipe {data_recipe.to_dict()} but the "
+                    f"checkpoint expects {recipe.to_dict()}: preprocess the audio with the "
+                    f"checkpoint's preset"
+                )
+            utts = list_split(a.inputs[0], a.split)[: a.max_utterances]
+            what = f"{a.split} utterance(s) of {a.inputs[0]}"
+        else:
+            utts = audio_utterances(a.inputs, recipe, limit=a.max_utterances)
+            what = "audio file(s)"
         result = evaluate_model(
-            model, head, recipe, paths, synth=not a.no_synth, mode=a.mode, seed=a.seed,
-            temperature=a.temperature, max_seconds=a.max_seconds, f0_method=a.f0_method,
-            wav_dir=a.wav_dir,
+            model, head, recipe, utts, synth=not a.no_synth, mode=a.mode, seed=a.seed,
+            temperature=a.temperature, scale_temperature=a.scale_temperature,
+            max_seconds=a.max_seconds, f0_method=a.f0_method, wav_dir=a.wav_dir,
         )
     except (ValueError, FileNotFoundError, TypeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     s = result["settings"]
-    print(f"\n{s['n_utterances']} {a.split} utterance(s), {s['seconds']:.1f} s of audio, "
-          f"{a.checkpoint.name}:\n{result['table']}")
+    print(f"\n{s['n_utterances']} {what}, {s['seconds']:.1f} s of audio, "
+          f"{a.checkpoint}:\n{result['table']}")
     if a.json is not None:
         print(f"wrote {write_json(a.json, result, checkpoint=str(a.checkpoint))}")
     return 0
