@@ -335,6 +335,7 @@ def presets_table() -> str:
 
     ``docs/wavenet.md`` embeds this output (a test keeps the two in sync).
     """
+    from dmol.audio.features import recipe_for
     from dmol.wavenet.model import WaveNet  # lazy: model imports this module
 
     lines = [
@@ -344,13 +345,14 @@ def presets_table() -> str:
     ]
     for name in PRESETS:
         m, t = get_preset(name)
-        model = WaveNet(m)
+        model = WaveNet(m, recipe_for(name))
         rf = model.receptive_field
         lines.append(
             f"| `{name}` | {m.sample_rate} | {m.hop_length} "
             f"({'x'.join(map(str, m.upsample_scales))}) | {m.layers} / {m.stacks} "
             f"| {m.residual_channels} / {m.gate_channels} / {m.skip_channels} | {m.kernel_size} "
-            f"| {m.head}, {model.head.out_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
+            f"| {m.head}{f' + LPC {m.lpc_order}' if m.lpc_order else ''}, "
+            f"{model.head.net_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
             f"| {model.num_parameters:,} |"
         )
     return "\n".join(lines)
