@@ -46,10 +46,13 @@ def test_impulse_response_spans_the_receptive_field(kernel_size, layers, stacks)
     assert len(changed) == rf
 
 
-def test_forward_is_causal():
+@pytest.mark.parametrize("lpc_order", [0, 8])
+def test_forward_is_causal(lpc_order):
+    from dmol.audio.features import recipe_for
+
     torch.manual_seed(1)
-    cfg = tiny()
-    model = WaveNet(cfg).eval()
+    cfg = tiny(lpc_order=lpc_order)
+    model = WaveNet(cfg, recipe_for("tiny")).eval()
     x, mel = inputs(cfg)
     with torch.no_grad():
         y0 = model(x, mel)
@@ -63,9 +66,11 @@ def test_forward_is_causal():
 
 
 def test_receptive_field_in_ms_and_presets():
+    from dmol.audio.features import recipe_for
+
     for name in PRESETS:
         cfg = get_preset(name)[0]
-        rf = WaveNet(cfg).receptive_field
+        rf = WaveNet(cfg, recipe_for(name)).receptive_field
         assert rf.samples == cfg.receptive_field
         assert rf.ms == pytest.approx(1000 * rf.samples / cfg.sample_rate)
     cfg = get_preset("r9y9-ljspeech-mol")[0]

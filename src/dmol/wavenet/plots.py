@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["distribution_image", "log_density"]
+__all__ = ["distribution_image", "log_density", "training_curve"]
 
 
 def log_density(head, y_hat: Tensor, grid: Tensor) -> Tensor:
@@ -102,3 +102,31 @@ def distribution_image(
     fig.tight_layout()
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def training_curve(metrics: dict, path, title: str = "") -> None:
+    """Training and validation NLL (bits/sample) against hours of training, as a PNG.
+
+    ``metrics`` is a run's ``metrics.json`` (``train``/``val`` lists of [step, nats] and
+    ``train_seconds``); steps become hours at the run's average rate.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = max([s for s, _ in metrics.get("train", [])] + [1])
+    hours_per_step = float(metrics.get("train_seconds", 0.0)) / 3600.0 / last
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for key, label, style in (("train", "training (mean of 20 steps)", "-"),
+                              ("val", "validation, held-out (EMA weights)", "o-")):
+        pts = np.asarray(metrics.get(key) or [], dtype=float).reshape(-1, 2)
+        if len(pts):
+            ax.plot(pts[:, 0] * hours_per_step, pts[:, 1] / math.log(2.0), style, ms=3, lw=1,
+                    label=label, alpha=0.6 if key == "train" else 1.0)
+    ax.set(xlabel="hours of training (CPU)", ylabel="NLL (bits/sample, 16-bit)",
+           title=title or "training curve")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
