@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
 
 import librosa
 import numpy as np
@@ -158,7 +160,7 @@ def test_rerun_replaces_stale_files(tmp_path):
     m = preprocess(src, tmp_path / "out", "tiny", progress=False)
     on_disk = sorted(p.stem for p in (tmp_path / "out").glob("*/*.npz"))
     assert on_disk == sorted(m["train"] + m["val"]) and "u0" not in on_disk
-    assert not (tmp_path / "out" / ".staging").exists()
+    assert sorted(os.listdir(tmp_path / "out")) == ["manifest.json", "recipe.json", "train", "val"]
 
 
 # ---- atomic writes -------------------------------------------------------------------------
@@ -178,9 +180,17 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
     assert os.listdir(tmp_path) == ["a.npz"]
 
 
-def test_interrupted_preprocess_does_not_look_complete(tmp_path, monkeypatch):
+def snapshot(folder) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_interrupted_preprocess_leaves_the_old_dataset_intact(tmp_path, monkeypatch):
     src = make_folder(tmp_path / "in", corrupt=False)
-    preprocess(src, tmp_path / "out", "tiny", progress=False)
+    out = tmp_path / "out"
+    m = preprocess(src, out, "tiny", progress=False)
+    before = snapshot(out)
     calls = []
     real = corpus._prepare
 
@@ -192,9 +202,195 @@ def test_interrupted_preprocess_does_not_look_complete(tmp_path, monkeypatch):
 
     monkeypatch.setattr(corpus, "_prepare", flaky)
     with pytest.raises(KeyboardInterrupt):
-        preprocess(src, tmp_path / "out", "tiny", progress=False)
+        preprocess(src, out, "tiny", progress=False, seed=5)
+    assert snapshot(out) == before  # nothing half-written, nothing left behind
+    assert load_manifest(out) == m and len(list_split(out, "train")) == len(m["train"])
+
+
+# ---- the output folder: checked first, replaced as a whole -------------------------------
+def test_preprocess_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
+    src = make_folder(tmp_path / "in", n=2, corrupt=False)
+    foreign = tmp_path / "mine"
+    for split in ("train", "val"):  # the user's own npz files, in folders named like ours
+        (foreign / split).mkdir(parents=True)
+        np.savez(foreign / split / "weights.npz", w=np.arange(3))
+    (foreign / "notes.txt").write_text("my notes")
+    before = snapshot(foreign)
     with pytest.raises(ValueError, match="not a dmol dataset"):
-        list_split(tmp_path / "out", "train")
+        preprocess(src, foreign, "tiny", progress=False)
+    assert snapshot(foreign) == before
+    assert preprocess_main([str(src), str(foreign), "--preset", "tiny", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "not a dmol dataset" in err and "Traceback" not in err and err.count("\n") == 1
+    assert snapshot(foreign) == before
+    # an empty folder is fine, and so is one that does not exist yet
+    (tmp_path / "empty").mkdir()
+    preprocess(src, tmp_path / "empty", "tiny", progress=False)
+    preprocess(src, tmp_path / "new" / "deeper", "tiny", progress=False)
+    assert load_manifest(tmp_path / "new" / "deeper")["train"]
+
+
+def test_preprocess_out_that_is_a_file(tmp_path, capsys):
+    src = make_folder(tmp_path / "in", n=2, corrupt=False)
+    f = tmp_path / "out.txt"
+    f.write_text("keep me")
+    assert preprocess_main([str(src), str(f), "--preset", "tiny", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "not a folder" in err and "Traceback" not in err and err.count("\n") == 1
+    assert f.read_text() == "keep me" and sorted(os.listdir(tmp_path)) == ["in", "out.txt"]
+
+
+def test_failed_preprocess_leaves_the_old_dataset_intact(tmp_path, capsys):
+    src = make_folder(tmp_path / "in", corrupt=False)
+    out = tmp_path / "out"
+    m = preprocess(src, out, "tiny", progress=False)
+    (out / "README.md").write_text("the user's own file, next to the dataset")
+    before = snapshot(out)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.wav").write_bytes(b"RIFF garbage")
+    with pytest.raises(ValueError, match="all were skipped"):
+        preprocess(bad, out, "small-16k", progress=False)
+    assert snapshot(out) == before and load_manifest(out) == m and load_recipe(out) == TINY
+    # a bad option is refused before anything is touched
+    with pytest.raises(ValueError, match="val_fraction"):
+        preprocess(src, out, "small-16k", progress=False, val_fraction=1.5)
+    assert snapshot(out) == before
+    # a successful re-run replaces the dataset and keeps the user's file
+    m2 = preprocess(src, out, "small-16k", progress=False)
+    assert load_recipe(out) == recipe_for("small-16k") and m2["preset"] == "small-16k"
+    assert (out / "README.md").read_text().startswith("the user's own file")
+    assert sorted(os.listdir(out)) == ["README.md", "manifest.json", "recipe.json", "train", "val"]
+
+
+def test_disk_full_during_preprocess(tmp_path, monkeypatch, capsys):
+    src = make_folder(tmp_path / "in", corrupt=False)
+    out = tmp_path / "out"
+    preprocess(src, out, "tiny", progress=False)
+    before = snapshot(out)
+    real, calls = np.savez, []
+
+    def full(f, **arrays):
+        calls.append(1)
+        if len(calls) == 3:
+            f.write(b"PK partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(f, **arrays)
+
+    monkeypatch.setattr(np, "savez", full)
+    assert preprocess_main([str(src), str(out), "--preset", "tiny", "--quiet", "--seed", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err and err.count("\n") == 1
+    assert snapshot(out) == before  # no .staging, no .tmp, the old dataset as it was
+    # the same into a new folder: nothing is left behind at all
+    calls.clear()
+    assert preprocess_main([str(src), str(tmp_path / "new"), "--preset", "tiny", "--quiet"]) == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_dataset_files_respect_the_umask(tmp_path):
+    src = make_folder(tmp_path / "in", n=2, corrupt=False)
+    old = os.umask(0o022)
+    try:
+        preprocess(src, tmp_path / "a", "tiny", progress=False)
+        os.umask(0o002)
+        preprocess(src, tmp_path / "b", "tiny", progress=False)
+    finally:
+        os.umask(old)
+    for folder, file_mode, dir_mode in ((tmp_path / "a", 0o644, 0o755),
+                                        (tmp_path / "b", 0o664, 0o775)):
+        for p in [folder, *folder.rglob("*")]:
+            want = dir_mode if p.is_dir() else file_mode
+            assert stat.S_IMODE(p.stat().st_mode) == want, (p, oct(p.stat().st_mode))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
+def test_preprocess_into_a_read_only_dataset(tmp_path, capsys):
+    src = make_folder(tmp_path / "in", n=2, corrupt=False)
+    out = tmp_path / "out"
+    preprocess(src, out, "tiny", progress=False)
+    before = snapshot(out)
+    out.chmod(0o555)
+    try:
+        assert preprocess_main([str(src), str(out), "--preset", "tiny", "--quiet"]) == 1
+    finally:
+        out.chmod(0o755)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert snapshot(out) == before
+
+
+def test_data_builtin_refuses_a_foreign_folder(tmp_path, capsys):
+    foreign = tmp_path / "docs"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    assert data_main(["builtin", str(foreign), "--preset", "tiny", "--limit", "2", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "not a dmol dataset" in err and "Traceback" not in err and err.count("\n") == 1
+    assert os.listdir(foreign) == ["thesis.tex"]  # no raw/, no LICENSE.txt
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert data_main(["builtin", str(f), "--preset", "tiny", "--limit", "2", "--quiet"]) == 1
+    assert "not a folder" in capsys.readouterr().err and f.read_text() == "x"
+
+
+# ---- what the manifest says about the inputs -----------------------------------------------
+def test_unsupported_formats_are_listed_as_skipped(tmp_path, capsys):
+    src = make_folder(tmp_path / "in", n=2, corrupt=False)
+    (src / "song.mp3").write_bytes(b"ID3\x03\x00" + bytes(200))
+    sf.write(src / "sub" / "clip.ogg", voiced(0.3, 16000, 200.0), 16000, format="OGG")
+    m = preprocess(src, tmp_path / "out", "tiny", progress=False)
+    skipped = {s["path"]: s["error"] for s in m["skipped"]}
+    assert set(skipped) == {str(src / "song.mp3"), str(src / "sub" / "clip.ogg")}
+    assert all("not supported" in e for e in skipped.values())
+    err = capsys.readouterr().err
+    assert "song.mp3" in err and "clip.ogg" in err
+    assert "notes.txt" not in err  # not audio at all: not worth a word
+
+
+def test_unicode_names_keep_a_mapping_to_their_source(tmp_path):
+    src = tmp_path / "in"
+    (src / "café").mkdir(parents=True)
+    files = ["été.wav", "日本語.wav", "naïve.wav", "café/crème brûlée.flac", "a b.wav"]
+    for i, name in enumerate(files):
+        sf.write(src / name, voiced(0.3, 16000, 150.0 + 20 * i), 16000)
+    m = preprocess(src, tmp_path / "out", "tiny", progress=False)
+    names = m["train"] + m["val"]
+    assert len(names) == len(set(names)) == len(files)
+    assert not any(set(n) <= set("_-0123456789") for n in names)  # nothing collapsed to "_"
+    assert sorted(m["sources"].values()) == sorted(files)
+    assert set(m["sources"]) == set(names)
+    for name, rel in m["sources"].items():  # each name leads back to its own file
+        stored, _ = load_utterance(next((tmp_path / "out").glob(f"*/{name}.npz")))
+        again, _ = corpus.prepare_audio(src / rel, TINY)
+        np.testing.assert_array_equal(stored, again)
+
+
+def test_upsampled_and_clipped_inputs_are_reported(tmp_path, capsys):
+    src = make_folder(tmp_path / "in", n=2, corrupt=False)
+    sf.write(src / "phone.wav", voiced(0.5, 8000, 180.0), 8000)
+    hot = np.clip(voiced(0.5, 16000, 120.0) * 20, -1, 1)  # flat tops: clipped when recorded
+    sf.write(src / "hot.wav", hot, 16000, subtype="PCM_16")
+    m = preprocess(src, tmp_path / "out", "tiny", progress=False)
+    err = capsys.readouterr().err
+    assert "phone.wav" in err and "upsampled from 8000 Hz" in err
+    assert "hot.wav" in err and "clipped" in err
+    notes = {n["path"]: n["note"] for n in m["notes"]}
+    assert set(notes) == {str(src / "phone.wav"), str(src / "hot.wav")}
+    assert "upsampled from 8000 Hz" in notes[str(src / "phone.wav")]
+    assert "clipped" in notes[str(src / "hot.wav")]
+
+
+def test_float_input_above_full_scale_is_normalized_not_clipped(tmp_path):
+    (tmp_path / "in").mkdir()
+    x = voiced(0.5, 16000, 150.0) * 20  # peaks near 4
+    assert np.abs(x).max() > 3.5
+    sf.write(tmp_path / "in" / "loud.wav", x, 16000, subtype="FLOAT")
+    preprocess(tmp_path / "in", tmp_path / "out", "tiny", progress=False, min_val=0, trim_db=None)
+    audio, _ = load_utterance(list_split(tmp_path / "out", "train")[0])
+    want = x[: len(audio)] * (corpus.PEAK / np.abs(x).max())
+    np.testing.assert_allclose(audio, want, atol=1e-6)
+    assert (np.abs(audio) >= corpus.PEAK - 1e-6).sum() <= 2  # one peak, no plateau
 
 
 # ---- reading errors ------------------------------------------------------------------------

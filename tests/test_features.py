@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import G722
 import librosa
@@ -12,6 +13,7 @@ import soundfile as sf
 
 from dmol.audio.features import (
     MEL_RECIPES,
+    AudioInputWarning,
     CorruptAudioError,
     MelRecipe,
     griffin_lim,
@@ -207,6 +209,47 @@ def test_load_audio_corrupt_and_missing_files(tmp_path):
         load_audio(tmp_path / "empty.wav", 16000)
     with pytest.raises(FileNotFoundError, match="nope.wav"):
         load_audio(tmp_path / "nope.wav", 16000)
+
+
+def test_load_audio_scales_hot_float_files_instead_of_clipping(tmp_path):
+    # a float WAV peaking at 4.0: its shape survives, only the gain changes
+    x = tone(200.0, 0.5, 16000, amp=4.0)
+    sf.write(tmp_path / "hot.wav", x, 16000, subtype="FLOAT")
+    raw = load_audio(tmp_path / "hot.wav", 16000, peak=None)
+    np.testing.assert_allclose(raw, x, atol=1e-6)  # kept as is
+    y = load_audio(tmp_path / "hot.wav", 16000)  # default: fit into [-1, 1] by scaling
+    assert np.abs(y).max() == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(y, x / np.abs(x).max(), atol=1e-6)
+    top = np.abs(y) > 0.999
+    assert not (top[1:] & top[:-1]).any()  # single peak samples, no flat clipped plateau
+    TINY.compute(y)  # usable as is
+    # a file inside [-1, 1] is returned untouched
+    sf.write(tmp_path / "ok.wav", x / 8, 16000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(tmp_path / "ok.wav", 16000), x / 8, atol=1e-6)
+
+
+def test_load_audio_warns_when_integer_input_was_clipped_at_source(tmp_path):
+    x = np.clip(tone(100.0, 0.5, 16000, amp=3.0), -1, 1)  # flat tops: clipped when recorded
+    sf.write(tmp_path / "clipped.wav", x, 16000, subtype="PCM_16")
+    with pytest.warns(AudioInputWarning, match="clipped.wav.*clipped") as rec:
+        load_audio(tmp_path / "clipped.wav", 16000)
+    assert rec[0].message.path == str(tmp_path / "clipped.wav")
+    # a full-scale sine touches the rails now and then, but is not clipped
+    sf.write(tmp_path / "full.wav", tone(440.0, 0.5, 16000, amp=1.0), 16000, subtype="PCM_16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AudioInputWarning)
+        load_audio(tmp_path / "full.wav", 16000)
+
+
+def test_load_audio_reports_upsampling(tmp_path):
+    sf.write(tmp_path / "phone.wav", tone(300.0, 0.5, 8000), 8000)
+    with pytest.warns(AudioInputWarning, match="upsampled from 8000 Hz to 16000 Hz"):
+        y = load_audio(tmp_path / "phone.wav", 16000)
+    assert abs(len(y) - 8000) <= 1
+    sf.write(tmp_path / "cd.wav", tone(300.0, 0.5, 44100), 44100)
+    with warnings.catch_warnings():  # downsampling loses nothing the model could use
+        warnings.simplefilter("error", AudioInputWarning)
+        load_audio(tmp_path / "cd.wav", 16000)
 
 
 # ---- Griffin-Lim ---------------------------------------------------------------------------

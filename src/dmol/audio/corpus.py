@@ -8,8 +8,11 @@ A dmol dataset is a folder::
     DATA_DIR/train/NAME.npz   audio: float32 (T,) in [-1, 1]; mel: float32 (frames, n_mels)
     DATA_DIR/val/NAME.npz     with T == frames * hop_length
 
-Every file is written to a temporary name and moved into place with ``os.replace``, and the
-manifest is written last, so a folder with a manifest is complete.
+A new dataset is built in a staging folder (``DATA_DIR/.staging-PID-*``) and swapped in at
+the end by renames, the manifest last, so a folder with a manifest is complete and a failed or
+interrupted run leaves the old dataset as it was. ``preprocess`` refuses an output folder that
+is neither empty nor a dmol dataset, and never deletes a file that is not part of the dataset
+it replaces. Files get the usual permissions (``0o666 & ~umask``).
 
 Example::
 
@@ -20,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -27,13 +31,23 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import unicodedata
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .features import CorruptAudioError, MelRecipe, decode_g722, load_audio, recipe_for
+from .._fs import default_file_mode, describe_os_error, fsync_dir, pid_alive
+from .features import (
+    AudioInputWarning,
+    CorruptAudioError,
+    MelRecipe,
+    decode_g722,
+    load_audio,
+    recipe_for,
+)
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -49,6 +63,12 @@ __all__ = [
 ]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".g722")
+# audio that preprocess does not read: listed as skipped (with a hint), never silently ignored
+UNSUPPORTED_AUDIO_SUFFIXES = (".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aif",
+                              ".aiff", ".aifc", ".au", ".amr", ".ac3", ".webm", ".caf")
+DATASET_ENTRIES = ("train", "val", "recipe.json", "manifest.json")  # what a dataset is made of
+BUILTIN_ENTRIES = ("raw", "LICENSE.txt")  # what `dmol data builtin` adds beside it
+_STAGING, _REPLACED = ".staging-", ".replaced-"  # our scratch folders inside DATA_DIR
 SPLITS = ("train", "val")
 PEAK = 0.95  # peak-normalization target: a little headroom below full scale
 DEFAULT_TRIM_DB = 40.0  # frames this far below the loudest one count as leading/trailing silence
@@ -131,12 +151,15 @@ def _atomic_write(path: Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
 
     ``os.replace`` within one folder is atomic, so readers see the old file or the whole new
-    one, never a half-written one (an interrupted run leaves only a ``.tmp`` file).
+    one, never a half-written one; a failure removes the temporary file. The file gets the
+    mode a plain ``open`` would give it (mkstemp's 0600 would hide it from other users).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), default_file_mode())
             write(f)
         os.replace(tmp, path)
     except BaseException:
@@ -145,11 +168,118 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, ensure_ascii=False)
+                                           + "\n").encode()))
 
 
 def _write_npz(path: Path, audio: np.ndarray, mel: np.ndarray) -> None:
     _atomic_write(path, lambda f: np.savez(f, audio=audio, mel=mel))
+
+
+# ---- the output folder ---------------------------------------------------------------------
+def _is_dataset(d: Path) -> bool:
+    """A folder a dmol command wrote a dataset into (complete or not)."""
+    return (d / "manifest.json").is_file() or (d / "recipe.json").is_file()
+
+
+def _ours(name: str, extra: Sequence[str]) -> bool:
+    return name in DATASET_ENTRIES or name in extra or name.startswith((_STAGING, _REPLACED))
+
+
+def _check_out_dir(out_dir: Path, extra: Sequence[str] = ()) -> None:
+    """Refuse, before anything is written, an output folder we must not replace: a file, a
+    non-empty folder that is not a dmol dataset, a dataset whose splits hold foreign files, or
+    a folder we cannot write to."""
+    if out_dir.exists() or out_dir.is_symlink():
+        if not out_dir.is_dir():
+            raise ValueError(f"output {out_dir} exists and is not a folder")
+        entries = list(out_dir.iterdir())
+        if entries and not _is_dataset(out_dir) and not all(_ours(e.name, extra) for e in entries):
+            shown = ", ".join(sorted(e.name for e in entries)[:4])
+            raise ValueError(
+                f"{out_dir} is not empty and is not a dmol dataset (no manifest.json or "
+                f"recipe.json; it holds {shown}{', ...' if len(entries) > 4 else ''}): refusing "
+                f"to write into it; choose a new or empty folder"
+            )
+        for name in DATASET_ENTRIES:
+            p = out_dir / name
+            if (p.exists() or p.is_symlink()) and (p.is_dir() != (name in SPLITS)
+                                                   or p.is_symlink()):
+                raise ValueError(f"{p} is not what a dmol dataset has there: {out_dir} is not a "
+                                 f"dmol dataset; refusing to replace it")
+        for split in SPLITS:
+            if (out_dir / split).is_dir():
+                foreign = sorted(p.name for p in (out_dir / split).iterdir()
+                                 if not (p.suffix == ".npz" and p.is_file())
+                                 and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+                if foreign:
+                    raise ValueError(
+                        f"{out_dir / split} holds files that are not dataset utterances "
+                        f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): "
+                        f"refusing to replace it; move them away or choose another folder"
+                    )
+        target = out_dir
+    else:
+        target = out_dir.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            raise ValueError(f"cannot create {out_dir}: {target} is not a folder")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to {target}: permission denied")
+
+
+def _make_dirs(d: Path) -> list[Path]:
+    """``mkdir -p d``; returns the folders it created, deepest last."""
+    missing = []
+    p = d
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for m in reversed(missing):
+        m.mkdir()
+    return list(reversed(missing))
+
+
+def _scratch_pid(name: str) -> int | None:
+    m = re.match(rf"^(?:{re.escape(_STAGING)}|{re.escape(_REPLACED)})(\d+)-", name)
+    return int(m.group(1)) if m else None
+
+
+def _remove_stale_scratch(out_dir: Path) -> None:
+    """Scratch folders of runs that died (their process is gone), and the ``.staging`` of
+    earlier versions: never anything of a run that is still going."""
+    for p in out_dir.iterdir():
+        pid = _scratch_pid(p.name)
+        if p.name == ".staging" or (pid is not None and pid != os.getpid() and not pid_alive(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _commit(staging: Path, out_dir: Path, names: Sequence[str]) -> None:
+    """Swap the dataset entries ``names`` (ending with manifest.json) from ``staging`` into
+    ``out_dir`` by renames: the old manifest goes first, the new one comes last, so readers
+    see the old dataset, then (for a few renames) none, then the new one; never a mix."""
+    old = Path(tempfile.mkdtemp(prefix=f"{_REPLACED}{os.getpid()}-", dir=out_dir))
+    order = ["manifest.json", *[n for n in names if n != "manifest.json"]]
+    moved_out: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in order:
+            if (out_dir / name).exists():
+                os.replace(out_dir / name, old / name)
+                moved_out.append(name)
+        for name in [*order[1:], "manifest.json"]:
+            os.replace(staging / name, out_dir / name)
+            moved_in.append(name)
+    except BaseException:  # put the old dataset back
+        for name in reversed(moved_in):
+            os.replace(out_dir / name, staging / name)
+        for name in reversed(moved_out):
+            os.replace(old / name, out_dir / name)
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    fsync_dir(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---- preprocessing -------------------------------------------------------------------------
@@ -160,18 +290,34 @@ def _find_audio(in_dir: Path) -> list[Path]:
     )
 
 
+def _find_unsupported(in_dir: Path) -> list[Path]:
+    """Audio files in formats preprocess does not read (UNSUPPORTED_AUDIO_SUFFIXES), sorted."""
+    return sorted(p for p in in_dir.rglob("*")
+                  if p.suffix.lower() in UNSUPPORTED_AUDIO_SUFFIXES and p.is_file())
+
+
+_MAX_NAME_BYTES = 200  # file names stay below the usual 255-byte limit with ".npz" and temp parts
+
+
 def _names(files: Sequence[Path], root: Path) -> list[str]:
-    """Unique file-system-safe names from paths relative to ``root`` (``a/b.wav`` -> ``a__b``)."""
+    """Unique file-system-safe names from paths relative to ``root`` (``a/b.wav`` -> ``a__b``).
+
+    Letters and digits of any script are kept (NFC-normalized, so ``été`` stays ``été``);
+    other characters become ``_``. Names differing only in case get a ``-2`` suffix, so a
+    dataset copied to a case-insensitive disk keeps every file. The manifest's ``sources``
+    maps each name back to its file.
+    """
     names, seen = [], set()
     for f in files:
-        base = re.sub(
-            r"[^A-Za-z0-9._-]+", "_", "__".join(f.relative_to(root).with_suffix("").parts)
-        )
+        rel = "__".join(f.relative_to(root).with_suffix("").parts)
+        base = re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", rel)).lstrip(".") or "_"
+        while len(base.encode()) > _MAX_NAME_BYTES:
+            base = base[:-1]
         name, k = base, 1
-        while name in seen:  # a.wav next to a.flac
+        while name.casefold() in seen:  # a.wav next to a.flac, or A.wav next to a.wav
             k += 1
             name = f"{base}-{k}"
-        seen.add(name)
+        seen.add(name.casefold())
         names.append(name)
     return names
 
@@ -200,7 +346,7 @@ def _prepare(path: Path, recipe: MelRecipe, trim_db: float | None) -> tuple[np.n
     """Load, trim, peak-normalize, crop to whole hops; return (audio, mel)."""
     import librosa
 
-    x = load_audio(path, recipe.sample_rate)
+    x = load_audio(path, recipe.sample_rate, peak=None)  # no clipping: normalized below
     if trim_db is not None:
         x, _ = librosa.effects.trim(
             x, top_db=trim_db, frame_length=recipe.win_length, hop_length=recipe.hop_length
@@ -211,7 +357,8 @@ def _prepare(path: Path, recipe: MelRecipe, trim_db: float | None) -> tuple[np.n
     frames = len(x) // recipe.hop_length
     if frames < 2:
         raise CorruptAudioError(path, f"too short after trimming ({len(x)} samples)")
-    x = (x[: frames * recipe.hop_length] * (PEAK / peak)).astype(np.float32)
+    x = x[: frames * recipe.hop_length].astype(np.float64) * (PEAK / peak)
+    x = x.astype(np.float32)
     return x, recipe.compute(x)
 
 
@@ -219,6 +366,23 @@ def _warn(msg: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(f"warning: {msg}", file=sys.stderr)
+
+
+def _prepare_noting(path: Path, recipe: MelRecipe, trim_db: float | None,
+                    notes: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_prepare`, with what load_audio had to say about the file (clipped at the
+    source, upsampled) printed as a warning and appended to ``notes``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AudioInputWarning)
+        try:
+            return _prepare(path, recipe, trim_db)
+        finally:
+            for w in caught:
+                if isinstance(w.message, AudioInputWarning):
+                    _warn(str(w.message))
+                    notes.append({"path": str(path), "note": w.message.reason})
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _preprocess_files(
@@ -235,22 +399,61 @@ def _preprocess_files(
     source: str,
     license: str,
     extra: dict[str, Any] | None = None,
+    skipped: Sequence[dict[str, str]] = (),
+    extra_files: dict[str, bytes] | None = None,
+    ours: Sequence[str] = (),
 ) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     recipe = recipe_for(preset)
+    _check_options(val_fraction, min_val, trim_db)
+    _check_out_dir(out_dir, ours)
+    created = _make_dirs(out_dir)
+    _remove_stale_scratch(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=out_dir))
+    try:
+        manifest = _build(files, root, staging, recipe, preset, val_fraction=val_fraction,
+                          min_val=min_val, seed=seed, trim_db=trim_db, progress=progress,
+                          source=source, license=license, extra=extra, skipped=skipped,
+                          extra_files=extra_files or {}, tqdm=tqdm)
+        _commit(staging, out_dir, [*SPLITS, "recipe.json", *(extra_files or {}), "manifest.json"])
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        for d in reversed(created):  # folders this run made: gone again, if nothing else is there
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"{describe_os_error(e)}; {out_dir} was left as it was"
+                          ) from None
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    if progress:
+        print(
+            f"wrote {out_dir}: {len(manifest['train'])} train / {len(manifest['val'])} val "
+            f"utterances, {manifest['seconds'] / 60:.1f} min of audio, "
+            f"{len(manifest['skipped'])} skipped"
+        )
+    return manifest
+
+
+def _check_options(val_fraction: float, min_val: int, trim_db: float | None) -> None:
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
-    if min_val < 0:
-        raise ValueError(f"min_val must be >= 0, got {min_val!r}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # an interrupted re-run must not look complete: the manifest goes first, comes back last
-    (out_dir / "manifest.json").unlink(missing_ok=True)
-    _write_json(out_dir / "recipe.json", recipe.to_dict())
-    staging = out_dir / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
+    if isinstance(min_val, bool) or int(min_val) != min_val or min_val < 0:
+        raise ValueError(f"min_val must be an integer >= 0, got {min_val!r}")
+    if trim_db is not None and not (trim_db > 0 and trim_db < float("inf")):
+        raise ValueError(f"trim_db must be positive and finite or None, got {trim_db!r}")
 
-    kept, skipped, seconds = [], [], 0.0
+
+def _build(files, root, staging: Path, recipe: MelRecipe, preset: str, *, val_fraction, min_val,
+           seed, trim_db, progress, source, license, extra, skipped, extra_files, tqdm
+           ) -> dict[str, Any]:
+    """Write a complete dataset into the (empty) folder ``staging``; return its manifest."""
+    skipped = [dict(s) for s in skipped]
+    considered = len(files) + len(skipped)
+    for s in skipped:
+        _warn(f"skipping {s['path']}: {s['error']}")
+    kept, sources, notes, seconds = [], {}, [], 0.0
     for path, name in tqdm(
         list(zip(files, _names(files, root), strict=True)),
         desc="preprocess",
@@ -258,7 +461,7 @@ def _preprocess_files(
         disable=not progress,
     ):
         try:
-            audio, mel = _prepare(path, recipe, trim_db)
+            audio, mel = _prepare_noting(path, recipe, trim_db, notes)
         except (CorruptAudioError, ImportError) as e:
             reason = e.reason if isinstance(e, CorruptAudioError) else str(e)
             _warn(f"skipping {path}: {reason}")
@@ -266,29 +469,29 @@ def _preprocess_files(
             continue
         _write_npz(staging / f"{name}.npz", audio, mel)
         kept.append(name)
+        sources[name] = path.relative_to(root).as_posix()
         seconds += len(audio) / recipe.sample_rate
     if not kept:
-        shutil.rmtree(staging, ignore_errors=True)
+        shown = "; ".join(f"{s['path']}: {s['error']}" for s in skipped[:3])
         raise ValueError(
-            f"no usable audio among {len(files)} file(s): all were skipped ({skipped})"
+            f"no usable audio among {considered} file(s): all were "
+            f"skipped ({shown}{'; ...' if len(skipped) > 3 else ''})"
         )
     if len(kept) == 1:
         _warn("only one usable file: it goes to train and the val split is empty")
 
     val = set(_split(kept, val_fraction, min_val, seed))
-    split_of = {name: "val" if name in val else "train" for name in kept}
     for split in SPLITS:
-        (out_dir / split).mkdir(exist_ok=True)
-        for stale in (out_dir / split).glob("*.npz"):  # leftovers of an earlier run
-            if split_of.get(stale.stem) != split:
-                stale.unlink()
-    for name, split in split_of.items():
-        os.replace(staging / f"{name}.npz", out_dir / split / f"{name}.npz")
-    shutil.rmtree(staging, ignore_errors=True)
-
+        (staging / split).mkdir()
+    for name in kept:
+        os.replace(staging / f"{name}.npz",
+                   staging / ("val" if name in val else "train") / f"{name}.npz")
+    _write_json(staging / "recipe.json", recipe.to_dict())
+    for name, data in extra_files.items():
+        _atomic_write(staging / name, lambda f, d=data: f.write(d))
     manifest = {
-        "train": [n for n in kept if split_of[n] == "train"],
-        "val": [n for n in kept if split_of[n] == "val"],
+        "train": [n for n in kept if n not in val],
+        "val": [n for n in kept if n in val],
         "skipped": skipped,
         "source": source,
         "license": license,
@@ -298,14 +501,12 @@ def _preprocess_files(
         "trim_db": trim_db,
         "peak": PEAK,
         "seconds": round(seconds, 3),
+        "source_root": str(root),
+        "sources": sources,  # dataset name -> its file, relative to source_root
+        "notes": notes,  # inputs that were clipped at the source or upsampled
         **(extra or {}),
     }
-    _write_json(out_dir / "manifest.json", manifest)
-    if progress:
-        print(
-            f"wrote {out_dir}: {len(manifest['train'])} train / {len(manifest['val'])} val "
-            f"utterances, {seconds / 60:.1f} min of audio, {len(skipped)} skipped"
-        )
+    _write_json(staging / "manifest.json", manifest)
     return manifest
 
 
@@ -336,12 +537,26 @@ def preprocess(
         >>> len(m["train"]), len(m["val"])
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if in_dir.exists() and not in_dir.is_dir():
+        raise ValueError(f"input {in_dir} is not a folder")
     if not in_dir.is_dir():
         raise FileNotFoundError(f"input folder {in_dir} does not exist")
-    recipe_for(preset)  # fail on a bad preset before any work
+    # everything is checked before any work, and before the output folder is touched
+    recipe_for(preset)
+    _check_options(val_fraction, min_val, trim_db)
+    _check_out_dir(out_dir)
     files = _find_audio(in_dir)
+    unsupported = _find_unsupported(in_dir)
     if not files:
-        raise ValueError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) found under {in_dir}")
+        other = (f"; {len(unsupported)} file(s) in formats it does not read "
+                 f"({', '.join(sorted({p.suffix.lower() for p in unsupported}))}): convert them "
+                 f"to .wav or .flac" if unsupported else "")
+        raise ValueError(
+            f"no audio files ({', '.join(AUDIO_SUFFIXES)}) found under {in_dir}{other}"
+        )
+    skipped = [{"path": str(p), "error": f"format {p.suffix.lower()} is not supported (only "
+                f"{', '.join(AUDIO_SUFFIXES)}): convert it, e.g. `ffmpeg -i IN OUT.wav`"}
+               for p in unsupported]
     return _preprocess_files(
         files,
         in_dir,
@@ -354,6 +569,7 @@ def preprocess(
         progress=progress,
         source=source or str(in_dir),
         license=license,
+        skipped=skipped,
     )
 
 
@@ -470,10 +686,12 @@ def _raw_from_espeak(raw: Path, limit: int | None, progress: bool) -> list[Path]
         if not dst.is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(f".{dst.name}.tmp")
-            subprocess.run(
-                ["espeak-ng", "-v", "en-us", "-w", str(tmp), text], check=True, capture_output=True
-            )
-            os.replace(tmp, dst)
+            try:
+                subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(tmp), text], check=True,
+                               capture_output=True)
+                os.replace(tmp, dst)
+            finally:
+                tmp.unlink(missing_ok=True)
         out.append(dst)
     return out
 
@@ -501,8 +719,9 @@ def build_builtin(
     """
     out_dir = Path(out_dir)
     recipe_for(preset)
-    if limit is not None and (int(limit) != limit or limit < 1):
+    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    _check_out_dir(out_dir, BUILTIN_ENTRIES)  # before raw/ is written into it
     if (out_dir / "manifest.json").is_file():
         try:
             manifest = load_manifest(out_dir)
@@ -532,8 +751,6 @@ def build_builtin(
             "G722 (pip install G722), or at least espeak-ng (apt-get install espeak-ng)"
         )
     print(f"licence of the built-in corpus:\n{license}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "LICENSE.txt", lambda f: f.write(license.encode()))
     return _preprocess_files(
         files,
         raw,
@@ -547,6 +764,8 @@ def build_builtin(
         source=source,
         license=license,
         extra={"limit": limit},
+        extra_files={"LICENSE.txt": license.encode()},  # replaced with the dataset, not before
+        ours=BUILTIN_ENTRIES,
     )
 
 
@@ -554,9 +773,15 @@ def build_builtin(
 def _run(fn, *args, **kwargs) -> int:
     try:
         fn(*args, **kwargs)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+    except (ValueError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a missing folder, permissions, a full disk
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the output folder was left as it was", file=sys.stderr)
+        return 130
     return 0
 
 

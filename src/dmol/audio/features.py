@@ -35,6 +35,7 @@ import numpy as np
 
 __all__ = [
     "MEL_RECIPES",
+    "AudioInputWarning",
     "CorruptAudioError",
     "MelRecipe",
     "decode_g722",
@@ -52,6 +53,16 @@ class CorruptAudioError(ValueError):
     def __init__(self, path: str | Path, reason: str):
         self.path, self.reason = str(path), reason
         super().__init__(f"corrupt or unreadable audio file {self.path}: {reason}")
+
+
+class AudioInputWarning(UserWarning):
+    """Something about an input file the user should know: it was clipped when it was recorded
+    (flat runs at full scale), or it was upsampled (it has no content above its own Nyquist
+    frequency). ``path`` names the file, ``reason`` says what (without the path)."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -265,39 +276,83 @@ def decode_g722(path: str | Path) -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0
 
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Read wav/flac/ogg (soundfile) or .g722 as mono float32 in [-1, 1] at ``sample_rate``.
+# PCM subtypes read by soundfile and their bits per sample (the rails are +-(2^(bits-1)))
+_PCM_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
+_CLIP_RUN = 4  # this many equal full-scale samples in a row: clipped, not just loud
 
-    Channels are averaged; other rates are resampled with ``librosa.resample``. A missing file
+
+def _clipped_samples(x: np.ndarray, bits: int) -> int:
+    """Samples of integer PCM ``x`` (read as float, (T, C)) that lie in runs of at least
+    ``_CLIP_RUN`` at either rail: the flat tops a recording clipped at the source leaves."""
+    lsb = 2.0 ** -(bits - 1)
+    hi, lo = x >= 1.0 - 1.5 * lsb, x <= -1.0 + 0.5 * lsb
+    total = 0
+    for rail in (hi, lo):
+        for col in rail.T:
+            if col.sum() < _CLIP_RUN:
+                continue
+            # lengths of the runs of True
+            edges = np.diff(np.concatenate([[0], col.astype(np.int8), [0]]))
+            runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+            total += int(runs[runs >= _CLIP_RUN].sum())
+    return total
+
+
+def load_audio(path: str | Path, sample_rate: int, *, peak: float | None = 1.0) -> np.ndarray:
+    """Read wav/flac/ogg (soundfile) or .g722 as mono float32 at ``sample_rate``.
+
+    Channels are averaged; other rates are resampled with ``librosa.resample``. Samples are
+    never clipped: a float file (or the resampling) may go beyond full scale, and then the
+    whole signal is scaled down so that its peak is ``peak`` (``None``: values are returned
+    as they are, possibly outside [-1, 1]). An :class:`AudioInputWarning` says when an
+    integer file was clipped when it was recorded, or when it is upsampled. A missing file
     raises FileNotFoundError, an undecodable one :class:`CorruptAudioError`.
 
     Example::
 
-        >>> audio = load_audio("speech.wav", 16000)   # (T,) float32
+        >>> audio = load_audio("speech.wav", 16000)   # (T,) float32 in [-1, 1]
     """
     import soundfile as sf
 
     path = Path(path)
+    if peak is not None and not (math.isfinite(peak) and peak > 0):
+        raise ValueError(f"peak must be positive and finite or None, got {peak!r}")
     if not path.is_file():
         raise FileNotFoundError(f"no such audio file: {path}")
     if path.suffix.lower() == ".g722":
         x, sr = decode_g722(path), G722_SAMPLE_RATE
+        clipped, n = _clipped_samples(x[:, None], 16), len(x)
     else:
         try:
-            x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            info = sf.info(str(path))
+            x2, sr = sf.read(str(path), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, ValueError) as e:
             raise CorruptAudioError(path, str(e)) from None
-        x = x.mean(axis=1)
+        bits = _PCM_BITS.get(info.subtype)
+        clipped, n = (_clipped_samples(x2, bits) if bits and x2.size else 0), x2.size
+        x = x2.mean(axis=1)
     if x.size == 0:
         raise CorruptAudioError(path, "contains no samples")
     if not np.isfinite(x).all():
         raise CorruptAudioError(path, "contains NaN/inf samples")
+    if clipped:
+        warnings.warn(AudioInputWarning(
+            path, f"{clipped} of {n} samples ({100 * clipped / n:.2g}%) sit in flat runs at full "
+                  f"scale: the recording was clipped at the source (distorted peaks)"),
+            stacklevel=2)
     if sr != sample_rate:
         import librosa
 
+        if sr < sample_rate:
+            warnings.warn(AudioInputWarning(
+                path, f"upsampled from {sr} Hz to {sample_rate} Hz: it has nothing above "
+                      f"{sr / 2:g} Hz"), stacklevel=2)
         x = librosa.resample(x, orig_sr=sr, target_sr=sample_rate)
-    # resampling (and float files) can overshoot full scale slightly
-    return np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)
+    x = x.astype(np.float32, copy=False)
+    top = float(np.abs(x).max())
+    if peak is not None and top > peak:  # scale, never clip: the waveform keeps its shape
+        x = (x * (peak / top)).astype(np.float32)
+    return x
 
 
 def griffin_lim(
