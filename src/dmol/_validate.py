@@ -158,6 +158,8 @@ def shift_means(means: Tensor, loc: Tensor | None) -> Tensor:
     if not isinstance(loc, Tensor) or tuple(loc.shape) != tuple(means.shape[:-1]):
         got = tuple(loc.shape) if isinstance(loc, Tensor) else type(loc).__name__
         raise ValueError(f"loc must have the batch shape {tuple(means.shape[:-1])}, got {got}")
+    if not loc.is_floating_point():
+        raise TypeError(f"loc must be floating point, got dtype {loc.dtype}")
     check_finite("loc", loc)
     dtype = compute_dtype(torch.promote_types(means.dtype, loc.dtype))
     return means.to(dtype) + loc.to(dtype)[..., None]

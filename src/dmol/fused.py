@@ -519,7 +519,8 @@ def _check_loc(loc: Tensor | None, y: Tensor) -> None:
         return
     if not isinstance(loc, Tensor):
         raise TypeError(f"loc must be a torch.Tensor or None, got {type(loc).__name__}")
-    V.compute_dtype(loc.dtype)
+    if not loc.is_floating_point():
+        raise TypeError(f"loc must be floating point, got dtype {loc.dtype}")
     if loc.shape != y.shape:
         raise ValueError(f"loc has shape {tuple(loc.shape)}, expected the batch shape "
                          f"{tuple(y.shape)}")
@@ -679,6 +680,8 @@ def sample_mixture(
         if not isinstance(loc, Tensor) or loc.shape != batch:
             got = tuple(loc.shape) if isinstance(loc, Tensor) else type(loc).__name__
             raise ValueError(f"loc must be a tensor of the batch shape {tuple(batch)}, got {got}")
+        if not loc.is_floating_point():
+            raise TypeError(f"loc must be floating point, got dtype {loc.dtype}")
         V.check_finite("loc", loc)
     dtype = _compute_dtype(logits, means, log_scales)
     dev = means.device
