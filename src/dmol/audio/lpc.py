@@ -43,9 +43,12 @@ def levinson(r: Tensor) -> tuple[Tensor, Tensor]:
     """Levinson-Durbin recursion on autocorrelations r (..., order + 1), batched.
 
     Returns ``(a, err)``: a (..., order) with A(z) = 1 + sum_k a_k z^-k (the prediction is
-    ``-sum_k a_k x[t-k]``) and the final prediction-error power err (...). Reflection
-    coefficients are clamped to |k| < 1, so A(z) is minimum phase (a stable synthesis filter)
-    even for an ill-conditioned r.
+    ``-sum_k a_k x[t-k]``) and the final prediction-error power err (...). For a valid
+    (positive definite) autocorrelation, such as :func:`lpc_from_mel`'s regularized one, every
+    reflection coefficient has |k| < 1 and A(z) is minimum phase (a stable synthesis filter).
+    Reflection coefficients are clamped to |k| <= 0.9999 so that a singular or invalid r still
+    gives finite coefficients and err >= 0; A(z) is then *not* guaranteed minimum phase (once
+    several coefficients saturate, rounding can push roots outside the unit circle).
 
     Example::
 
