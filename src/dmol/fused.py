@@ -683,7 +683,7 @@ def sample_mixture(
         if not loc.is_floating_point():
             raise TypeError(f"loc must be floating point, got dtype {loc.dtype}")
         V.check_finite("loc", loc)
-    dtype = _compute_dtype(logits, means, log_scales)
+    dtype = _compute_dtype(logits, means, log_scales, *(() if loc is None else (loc,)))
     dev = means.device
     with torch.no_grad():
         lg, mu, ls = (_canon(t.to(dtype)) for t in (logits, means, log_scales))
