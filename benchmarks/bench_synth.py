@@ -2,6 +2,7 @@
 
     python benchmarks/bench_synth.py --preset r9y9-ljspeech-mol --seconds 2 --kernel-threads 1 2
     dmol bench synth --preset r9y9-ljspeech-mol --mode folded --json
+    dmol bench synth --preset lp-16k --mode incremental --seconds 4     # an LP-WaveNet
 
 Random weights (speed does not depend on them) and a random log-mel in the recipe's range.
 Every system runs in this one process, one after the other, so the ratios compare like with
@@ -9,7 +10,8 @@ like even on a busy machine; "wall" is elapsed time, "cpu" the process's CPU tim
 threads). The baseline is timed with 1 and with ``--threads`` torch threads; the faster
 counts. RTF = wall seconds per second of audio (<= 1 is real time). ``--profile`` adds where
 the time of sequential synthesis goes, and the weight traffic per step against this machine's
-measured read bandwidth.
+measured read bandwidth. An LP-WaveNet preset (``lpc_order > 0``, e.g. ``lp-16k``) has no
+baseline (the plain loop has no linear prediction): its rows are dmol's engine alone.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_synth import BaselineIncremental  # noqa: E402
 from dmol.audio.features import recipe_for  # noqa: E402
+from dmol.wavenet.incremental import lpc_per_sample  # noqa: E402
 from dmol.wavenet.model import WaveNet  # noqa: E402
 from dmol.wavenet.presets import PRESETS, get_preset  # noqa: E402
 from dmol.wavenet.synthesis import (  # noqa: E402
@@ -59,13 +62,15 @@ def profile_incremental(model: WaveNet, mel: np.ndarray, engine) -> dict:
     state, g = engine.new_state(1), torch.Generator().manual_seed(0)
     t = dict.fromkeys(("conditioning", "noise", "steps"), 0.0)
     with torch.inference_mode():
+        coef = model.lpc(m) if model.cfg.lpc_order else None  # LP: coefficients up front
         for f in range(F_):
             t0 = time.perf_counter()
             c = cond.frames(m, f, f + 1, F_)
+            lpc = None if coef is None else lpc_per_sample(coef, f * hop, (f + 1) * hop, hop, F_)
             t1 = time.perf_counter()
             noise = engine.draw_noise(hop, 1, generator=g)
             t2 = time.perf_counter()
-            engine.run(state, c, noise=noise)  # the steps, and the projection of c
+            engine.run(state, c, noise=noise, lpc=lpc)  # the steps, and the projection of c
             t3 = time.perf_counter()
             for k, a, b in (("conditioning", t0, t1), ("noise", t1, t2), ("steps", t2, t3)):
                 t[k] += b - a
@@ -92,8 +97,8 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
         profile: bool = False, seed: int = 0) -> dict:
     cfg, _ = get_preset(preset)
     torch.manual_seed(seed)
-    model = WaveNet(cfg).eval()
     recipe = recipe_for(preset)
+    model = WaveNet(cfg, recipe if cfg.lpc_order else None).eval()
     sr, hop = cfg.sample_rate, cfg.hop_length
     rng = np.random.default_rng(seed)
     frames = max(1, round(seconds * sr / hop))
@@ -101,21 +106,26 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
                       (frames, cfg.n_mels)).astype(np.float32)
     rows, profiles = [], {}
     # baseline: the shifted-buffer loop, at its best torch thread count (batch-1 ops are tiny:
-    # a second thread mostly adds synchronisation, and stalls when the machine is busy)
-    base = BaselineIncremental(model)
-    n_base = max(hop, round(baseline_seconds * sr))
-    mel_t = torch.from_numpy(mel[: math.ceil(n_base / hop)].T.copy())[None]
+    # a second thread mostly adds synchronisation, and stalls when the machine is busy); it
+    # has no linear prediction, so an LP model runs without it
+    n_base = 0
+    if not cfg.lpc_order and baseline_seconds > 0:
+        n_base = max(hop, round(baseline_seconds * sr))
     threads = torch.get_num_threads()
-    best = None
-    for th in sorted({1, threads}):
-        torch.set_num_threads(th)
-        base.generate(mel_t, steps=16, generator=torch.Generator().manual_seed(seed))  # warm-up
-        _, wall, cpu = _timed(lambda: base.generate(
-            mel_t, steps=n_base, generator=torch.Generator().manual_seed(seed)))
-        row = _row(f"baseline (shifted buffers, per-layer linears) x{th}", n_base, wall, cpu, sr)
-        best = row if best is None or row["samples_per_s"] > best["samples_per_s"] else best
-    torch.set_num_threads(threads)
-    rows.append(best)
+    if n_base:
+        base = BaselineIncremental(model)
+        mel_t = torch.from_numpy(mel[: math.ceil(n_base / hop)].T.copy())[None]
+        best = None
+        for th in sorted({1, threads}):
+            torch.set_num_threads(th)
+            base.generate(mel_t, steps=16, generator=torch.Generator().manual_seed(seed))
+            _, wall, cpu = _timed(lambda: base.generate(
+                mel_t, steps=n_base, generator=torch.Generator().manual_seed(seed)))
+            row = _row(f"baseline (shifted buffers, per-layer linears) x{th}", n_base, wall,
+                       cpu, sr)
+            best = row if best is None or row["samples_per_s"] > best["samples_per_s"] else best
+        torch.set_num_threads(threads)
+        rows.append(best)
     for dtype in dtypes:
         for th in kernel_threads if "incremental" in modes else []:
             engine = make_engine(model, backend=backend, dtype=dtype, batch=1, threads=th)
@@ -139,10 +149,11 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
             tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
             rows.append(_row(f"folded (<= {max_batch} segments), {tag}, {dtype}",
                              len(out), wall, cpu, sr))
-    ref = rows[0]["samples_per_s"]
+    ref = rows[0]["samples_per_s"] if n_base else None
     for r in rows:
-        r["speedup_vs_baseline"] = r["samples_per_s"] / ref
+        r["speedup_vs_baseline"] = None if ref is None else r["samples_per_s"] / ref
     return {"preset": preset, "parameters": model.num_parameters, "sample_rate": sr,
+            "lpc_order": cfg.lpc_order,
             "seconds": frames * hop / sr, "baseline_seconds": n_base / sr,
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(),
@@ -156,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("incremental", "folded", "both"), default="both")
     p.add_argument("--seconds", type=float, default=2.0, help="audio generated by dmol")
     p.add_argument("--baseline-seconds", type=float, default=0.25,
-                   help="audio generated by the (slow) baseline")
+                   help="audio generated by the (slow) baseline (0: no baseline; LP presets "
+                        "have none)")
     p.add_argument("--dtype", nargs="+", default=["float32"],
                    choices=("float32", "bfloat16"))
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "compile", "cpp"))
@@ -177,13 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
         return 0
     la = res["load_average"]
-    print(f"preset {res['preset']} ({res['parameters']:,} parameters, {res['sample_rate']} Hz), "
+    lp = f", LP order {res['lpc_order']}" if res["lpc_order"] else ""
+    print(f"preset {res['preset']} ({res['parameters']:,} parameters, {res['sample_rate']} Hz"
+          f"{lp}), "
           f"torch {res['torch']}, {res['threads']} torch thread(s) on {res['cpus']} CPU(s)"
           + (f", load average {la[0]:.1f}" if la else ""))
     print(f"{'system':<52} {'samples/s':>10} {'(per cpu-s)':>11} {'RTF':>7} {'x baseline':>10}")
     for r in res["rows"]:
+        x = r["speedup_vs_baseline"]
         print(f"{r['system']:<52} {r['samples_per_s']:>10.0f} {r['samples_per_cpu_s']:>11.0f} "
-              f"{r['rtf']:>7.2f} {r['speedup_vs_baseline']:>10.1f}")
+              f"{r['rtf']:>7.2f} {'-' if x is None else f'{x:.1f}':>10}")
     for name, pr in res["profiles"].items():
         share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in pr["share"].items())
         print(f"\nprofile of {name}: {share}")

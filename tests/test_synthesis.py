@@ -410,3 +410,314 @@ def test_vocode_command_line(tmp_path, capsys):
                       "--no-progress"])
     assert rc == 2 and "bad.npy" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+# ---- LP-WaveNet: means shifted by the linear prediction from the generated past ---------------
+def lp_model(seed: int = 0, head: str = "mol", order: int = 8) -> WaveNet:
+    """The tiny preset as an LP-WaveNet, every parameter perturbed."""
+    torch.manual_seed(seed)
+    cfg, _ = get_preset("tiny", {"lpc_order": order, "head": head})
+    model = WaveNet(cfg, recipe_for("tiny")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def lp_mel(frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """(B, n_mels, frames) log-mels in the tiny recipe's range (speech-like envelopes)."""
+    return torch.from_numpy(np.stack([random_mel(frames, seed=seed + s) for s in range(batch)])
+                            ).transpose(1, 2).contiguous()
+
+
+LP_CASES = [("mol", "torch"), ("gaussian", "torch"), pytest.param("mol", "cpp", marks=needs_cpp)]
+
+
+@pytest.mark.parametrize(("head", "backend"), LP_CASES)
+@pytest.mark.parametrize("amortize", [True, False])
+def test_lp_teacher_forced_matches_forward(head, backend, amortize):
+    """Fed the true samples, the engine outputs model(x, mel) exactly, the prediction channel
+    included, across uneven chunks (the LP history carries over from call to call)."""
+    from dmol.wavenet.incremental import lpc_per_sample
+
+    model = lp_model(1, head)
+    B, F_ = 2, 9
+    hop = model.hop_length
+    mel = lp_mel(F_, B)
+    x = torch.rand(B, F_ * hop, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8
+    with torch.no_grad():
+        ref, c, a = model(x, mel), model.upsample(mel), model.lpc(mel)
+    assert ref.shape[1] == model.head.out_channels == model.head.net_channels + 1
+    e = IncrementalWaveNet(model, backend=backend, amortize=amortize)
+    state = e.new_state(B)
+    parts = []
+    for lo, hi in [(0, 1), (1, 5), (5, 70), (70, 71), (71, 200), (200, F_ * hop)]:
+        xs, p = e.run(state, c[..., lo:hi], teacher=x[:, lo:hi], return_params=True,
+                      lpc=lpc_per_sample(a, lo, hi, hop, F_))
+        assert torch.equal(xs, x[:, lo:hi])
+        parts.append(p)
+    got = torch.cat(parts, dim=-1)
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max().item() < 1e-5
+    assert torch.equal(state.hist, x[:, -8:]) and torch.equal(state.x, x[:, -1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lp_sum_form_and_bfloat16(backend):
+    """The step as ``backend="compile"`` traces it, and bfloat16 weights, for an LP model."""
+    from dmol.wavenet.incremental import lpc_per_sample
+
+    model = lp_model(5)
+    F_, hop = 5, model.hop_length
+    mel = lp_mel(F_, seed=2)
+    x = torch.rand(1, F_ * hop, generator=torch.Generator().manual_seed(4)) - 0.5
+    with torch.no_grad():
+        ref, c, a = model(x, mel), model.upsample(mel), model.lpc(mel)
+    lpc = lpc_per_sample(a, 0, F_ * hop, hop, F_)
+    if backend == "torch":
+        e = IncrementalWaveNet(model)
+        e._get_step = lambda batch: (lambda *args: e._step(*args, sum_form=True))
+        _, got = e.run(e.new_state(1), c, teacher=x, lpc=lpc, return_params=True)
+        assert (got - ref).abs().max().item() < 1e-5
+    e = IncrementalWaveNet(model, backend=backend, dtype=torch.bfloat16)
+    _, got = e.run(e.new_state(1), c, teacher=x, lpc=lpc, return_params=True)
+    err = (got - ref).abs().max().item()
+    assert 0 < err < 2e-2
+
+
+def test_lp_engine_needs_the_coefficients():
+    model = lp_model()
+    e = IncrementalWaveNet(model)
+    c = model.upsample(lp_mel(2))
+    with pytest.raises(ValueError, match="lpc"):
+        e.run(e.new_state(1), c)
+    with pytest.raises(ValueError, match="lpc"):
+        e.run(e.new_state(1), c, lpc=torch.zeros(1, c.shape[-1], 3))
+    plain = IncrementalWaveNet(tiny_model())
+    with pytest.raises(ValueError, match="lpc"):
+        plain.run(plain.new_state(1), c, lpc=torch.zeros(1, c.shape[-1], 8))
+
+
+@pytest.mark.parametrize(("head", "backend"), LP_CASES)
+def test_lp_prediction_reads_the_generated_past(head, backend):
+    """Free-running, the prediction channel is lp_predict of the engine's own samples."""
+    from dmol.audio.lpc import lp_predict
+    from dmol.wavenet.incremental import lpc_per_sample
+
+    model = lp_model(2, head)
+    B, F_ = 2, 8
+    hop = model.hop_length
+    mel = lp_mel(F_, B, seed=3)
+    with torch.no_grad():
+        c, a = model.upsample(mel), model.lpc(mel)
+    e = IncrementalWaveNet(model, backend=backend)
+    state, g = e.new_state(B), torch.Generator().manual_seed(0)
+    xs, ps = [], []
+    for lo, hi in [(0, 3), (3, 130), (130, F_ * hop)]:
+        x, p = e.run(state, c[..., lo:hi], generator=g, return_params=True,
+                     lpc=lpc_per_sample(a, lo, hi, hop, F_))
+        xs.append(x)
+        ps.append(p)
+    x, params = torch.cat(xs, -1), torch.cat(ps, -1)
+    pred = lp_predict(x, a, hop)
+    assert pred.abs().max().item() > 0.05  # the prediction is not trivially zero
+    assert (params[:, -1] - pred).abs().max().item() < 1e-5
+    # and the network saw the same samples: teacher forcing them gives the same parameters
+    with torch.no_grad():
+        ref = model(x, mel)
+    assert (params - ref).abs().max().item() < 1e-5
+
+
+@needs_cpp
+@pytest.mark.parametrize("amortize", [True, False])
+def test_lp_cpp_and_torch_draw_the_same_samples(amortize):
+    """The same noise gives the same samples (and parameters) on both backends."""
+    from dmol.wavenet.incremental import lpc_per_sample
+
+    model = lp_model(6)
+    B, F_ = 2, 7
+    hop = model.hop_length
+    mel = lp_mel(F_, B, seed=5)
+    with torch.no_grad():
+        c, a = model.upsample(mel), model.lpc(mel)
+    outs = []
+    for backend in ("torch", "cpp"):
+        e = IncrementalWaveNet(model, backend=backend, amortize=amortize)
+        state, g = e.new_state(B), torch.Generator().manual_seed(1)
+        res = []
+        for lo, hi in [(0, 100), (100, 101), (101, F_ * hop)]:
+            noise = e.draw_noise(hi - lo, B, generator=g)
+            res.append(e.run(state, c[..., lo:hi], noise=noise, return_params=True,
+                             lpc=lpc_per_sample(a, lo, hi, hop, F_)))
+        outs.append([torch.cat([r[i] for r in res], -1) for i in (0, 1)])
+    (x0, p0), (x1, p1) = outs
+    assert (x0 - x1).abs().max().item() < 1e-5
+    assert (p0 - p1).abs().max().item() < 1e-5
+    m = random_mel(6, seed=9)
+    a = synthesize_incremental(model, m, seed=3, backend="torch")
+    b = synthesize_incremental(model, m, seed=3, backend="cpp")
+    assert np.abs(a - b).max() < 1e-5
+    # kernel threads (split by columns for one stream, by streams for a batch): same numbers
+    assert np.array_equal(b, synthesize_incremental(model, m, seed=3, backend="cpp", threads=2))
+    f1, f2 = (synthesize_folded(model, m, seed=3, segment_seconds=0.01, overlap_seconds=0.002,
+                                backend="cpp", threads=th) for th in (1, 2))
+    assert np.array_equal(f1, f2)
+
+
+@pytest.mark.parametrize(("head", "backend"), LP_CASES)
+def test_lp_streaming_equals_offline(head, backend):
+    """Pushed in odd pieces (LPC blocks recomputed as frames arrive), bit for bit offline."""
+    model = lp_model(8, head)
+    mel, hop = random_mel(45, seed=1), model.hop_length
+    offline = synthesize_incremental(model, mel, seed=4, backend=backend)
+    stream = StreamingVocoder(model, seed=4, backend=backend)
+    la = stream.lookahead
+    got, received = [], 0
+    for n in (0, 2, 1, 5, 0, 13, 1, 1, 1, 9, 12):
+        got.append(stream.push(mel[received:received + n]))
+        received += n
+        assert sum(map(len, got)) == max(0, received - la) * hop
+    got.append(stream.flush())
+    assert np.array_equal(np.concatenate(got), offline)
+    assert np.abs(offline).max() <= 1.0
+
+
+def test_lp_frames_give_each_sample_its_nearest_frame():
+    """Frame by frame, in blocks, with or without the end known: the coefficients of every
+    sample are model.lpc's of its nearest frame (clamped to the last one at the end)."""
+    from dmol.wavenet.incremental import lpc_per_sample
+    from dmol.wavenet.synthesis import LPC_BLOCK, LpcFrames
+
+    model = lp_model(3)
+    F_, hop = LPC_BLOCK + 5, model.hop_length
+    mel = lp_mel(F_, seed=7)
+    with torch.no_grad():
+        want = lpc_per_sample(model.lpc(mel), 0, F_ * hop, hop, F_)  # (1, T, order)
+    lf = LpcFrames(model)
+    got = []
+    for f in range(F_):  # frames arrive one by one, one frame of lookahead
+        received = min(F_, f + 2)
+        total = F_ if received == F_ else None
+        got.append(lf.samples(mel[..., :received], 0, received, f, total))
+    assert (torch.cat(got, dim=1) - want).abs().max().item() < 1e-6
+    with pytest.raises(ValueError, match="received"):
+        lf.samples(mel[..., :3], 0, 3, 2)  # frame 3 has not arrived
+
+
+@pytest.mark.parametrize(("head", "backend"), LP_CASES)
+def test_lp_same_seed_same_audio_and_folded(head, backend):
+    model = lp_model(7, head)
+    mel = random_mel(12, seed=2)
+    T = 12 * model.hop_length
+    a = synthesize_incremental(model, mel, seed=11, backend=backend)
+    b = synthesize_incremental(model, mel, seed=11, backend=backend)
+    c = synthesize_incremental(model, mel, seed=12, backend=backend)
+    assert a.shape == (T,) and a.dtype == np.float32
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    kw = {"segment_seconds": 0.02, "overlap_seconds": 0.004, "backend": backend}
+    f1 = synthesize_folded(model, mel, seed=5, **kw)
+    f2 = synthesize_folded(model, mel, seed=5, **kw)
+    f3 = synthesize_folded(model, mel, seed=6, **kw)
+    assert f1.shape == (T,) and f1.dtype == np.float32 and np.abs(f1).max() <= 1.0
+    assert np.array_equal(f1, f2) and not np.array_equal(f1, f3)
+    if head == "mol":  # one segment: sequential synthesis with the same pre-drawn noise
+        one = synthesize_folded(model, mel, seed=11, segment_seconds=1.0, backend=backend)
+        assert np.abs(one - a).max() < 1e-5
+
+
+@pytest.mark.parametrize(("head", "backend"), LP_CASES)
+def test_lp_scale_temperature(head, backend):
+    """scale_temperature 0: every sample is its component's mean plus p_t (with temperature
+    0, the top component's: the same audio for every seed); 1 draws something else."""
+    from dmol.wavenet.incremental import lpc_per_sample
+
+    model = lp_model(4, head)
+    F_, hop = 6, model.hop_length
+    mel = lp_mel(F_, seed=4)
+    with torch.no_grad():
+        c, a = model.upsample(mel), model.lpc(mel)
+    lpc = lpc_per_sample(a, 0, F_ * hop, hop, F_)
+    e = IncrementalWaveNet(model, backend=backend)
+
+    def draw(seed, st, temperature=1.0):
+        g = torch.Generator().manual_seed(seed)
+        return e.run(e.new_state(1), c, generator=g, temperature=temperature,
+                     scale_temperature=st, lpc=lpc, return_params=True)
+
+    x, y = draw(0, 0.0)
+    M = model.head.net_channels // 3 if head == "mol" else 1
+    mu = (y[:, M:2 * M] if head == "mol" else y[:, :1]) + y[:, -1:]  # (1, M, T) means + p
+    tol = 1e-6 if head == "mol" else 1.01 / 65535  # the Gaussian head snaps to its bins
+    assert (x[:, None] - mu.clamp(-1, 1)).abs().min(1).values.max().item() < tol
+    x1, _ = draw(0, 1.0)
+    assert (x1 - x).abs().max().item() > 1e-3
+    x0a, ya = draw(1, 0.0, temperature=0.0)
+    x0b, _ = draw(2, 0.0, temperature=0.0)
+    assert torch.equal(x0a, x0b)
+    if head == "mol":  # the most probable component's mean
+        top = ya[:, :M].argmax(1, keepdim=True)
+        want = (ya[:, M:2 * M].gather(1, top)[:, 0] + ya[:, -1]).clamp(-1, 1)
+        assert (x0a - want).abs().max().item() < 1e-6
+    # the public entry points take it too
+    m = random_mel(4, seed=3)
+    kw = {"seed": 1, "backend": backend}
+    s0 = synthesize_incremental(model, m, scale_temperature=0.0, **kw)
+    assert not np.array_equal(s0, synthesize_incremental(model, m, **kw))
+    assert np.array_equal(s0, synthesize_incremental(model, m, scale_temperature=0.0, **kw))
+    assert synthesize_folded(model, m, scale_temperature=0.5, segment_seconds=0.01,
+                             overlap_seconds=0.002, **kw).shape == (4 * hop,)
+
+
+def test_scale_temperature_is_validated():
+    model = tiny_model()
+    e = IncrementalWaveNet(model)
+    mel = random_mel(3)
+    for bad in (-0.5, math.nan, math.inf):
+        for name in ("temperature", "scale_temperature"):
+            with pytest.raises(ValueError, match=name):
+                e.draw_noise(4, 1, **{name: bad})
+            with pytest.raises(ValueError, match=name):
+                StreamingVocoder(model, backend="torch", **{name: bad})
+            with pytest.raises(ValueError, match=name):
+                synthesize_folded(model, mel, backend="torch", **{name: bad})
+            with pytest.raises(ValueError, match=name):
+                vocode(model, model.head, None, mel, progress=False, backend="torch",
+                       **{name: bad})
+    # the non-LP fused draw with scale temperature 1 is the draw it always was
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    n1, n2 = e.draw_noise(50, 2, generator=g1), e.draw_noise(50, 2, generator=g2,
+                                                             scale_temperature=0.5)
+    assert torch.equal(n1.gumbel, n2.gumbel) and torch.equal(n1.logistic * 0.5, n2.logistic)
+
+
+def test_vocode_command_line_lp_and_scale_temperature(tmp_path, capsys):
+    import soundfile as sf
+
+    from dmol.wavenet.checkpoint import save_checkpoint
+
+    # rejected before anything is loaded: the checkpoint does not even exist
+    for bad in ("nan", "inf", "-1"):
+        rc = vocode_main([str(tmp_path / "none"), str(tmp_path / "a.npy"), "--out",
+                          str(tmp_path / "o"), "--scale-temperature", bad])
+        err = capsys.readouterr().err
+        assert rc == 2 and "--scale-temperature" in err and len(err.strip().splitlines()) == 1
+    rc = vocode_main([str(tmp_path / "none"), str(tmp_path / "a.npy"), "--out",
+                      str(tmp_path / "o"), "--temperature", "nan"])
+    assert rc == 2 and "--temperature" in capsys.readouterr().err
+    model, recipe = lp_model(9), recipe_for("tiny")
+    _, tc = get_preset("tiny")
+    run = tmp_path / "run"
+    save_checkpoint(run, 5, {
+        "format": "dmol-wavenet-1", "step": 5, "preset": "tiny",
+        "model_config": model.cfg.to_dict(), "train_config": tc.to_dict(),
+        "recipe": recipe.to_dict(), "model": model.state_dict(), "ema": model.state_dict()})
+    np.save(tmp_path / "a.npy", random_mel(5))
+    outs = {}
+    for mode in ("incremental", "folded"):
+        out = tmp_path / mode
+        rc = vocode_main([str(run), str(tmp_path / "a.npy"), "--out", str(out), "--mode", mode,
+                          "--no-progress", "--seed", "1", "--scale-temperature", "0.5"])
+        assert rc == 0
+        outs[mode], sr = sf.read(out / "a.wav")
+        assert sr == recipe.sample_rate and len(outs[mode]) == 5 * recipe.hop_length
+    assert not (tmp_path / "o").exists()

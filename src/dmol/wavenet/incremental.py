@@ -25,11 +25,19 @@ that one time step costs a handful of matrix products and no allocation of state
 * **Fused sampling.** For the MoL head the noise of a chunk is drawn up front (Gumbel noise
   already multiplied by the temperature, logistic noise ``log u - log(1 - u)``) and the step
   picks the component and the value in a few ops; other heads call ``head.sample`` per step.
+  The logistic noise is pre-multiplied by the scale temperature (``mu + s (st l)``).
+* **Linear prediction** (LP-WaveNet, ``cfg.lpc_order > 0``). The step predicts its sample
+  from the stream's own last ``order`` samples, ``p_t = -sum_k a_k x[t-k]``, with per-sample
+  coefficients (:func:`lpc_per_sample` of ``model.lpc(mel)``, the ``lpc=`` argument of
+  :meth:`IncrementalWaveNet.run`); the first layer reads ``[x[t-1], p_t, x[t-1] - p[t-1]]``
+  and every component mean is shifted by ``p_t``. The last ``order`` samples and the previous
+  prediction live in :class:`IncrementalState`, so successive calls continue seamlessly.
 
 Three backends run the same step: ``"torch"`` (eager PyTorch ops, the exact reference, any
-device), ``"compile"`` (the step through :func:`torch.compile`) and ``"cpp"`` (CPU, MoL head:
-the projection and the whole loop over a call's steps in a small C++ kernel,
-:data:`KERNEL_SOURCE`, built once with the system compiler and loaded with :mod:`ctypes`).
+device), ``"compile"`` (the step through :func:`torch.compile`) and ``"cpp"`` (CPU, MoL head,
+LP or not: the projection and the whole loop over a call's steps in a small C++ kernel,
+:data:`KERNEL_SOURCE`, built once with the system compiler and loaded with :mod:`ctypes`;
+AVX-512, AVX2 + FMA and portable code paths).
 Batch-1 generation is bound by reading every weight once per step; the kernel keeps each
 matrix as contiguous 32-column panels and streams them at memory speed, where a BLAS
 matrix-vector product and Inductor's reductions reach a fraction of it (docs/synthesis.md).
@@ -42,6 +50,9 @@ Example::
     >>> state = engine.new_state(batch=1)
     >>> c = model.upsample(mel)                              # (1, n_mels, T)
     >>> x = engine.run(state, c, noise=engine.draw_noise(T, 1, generator=g))   # (1, T)
+    >>> # an LP model also needs each step's coefficients
+    >>> lpc = lpc_per_sample(model.lpc(mel), 0, T, model.hop_length, mel.shape[-1])
+    >>> x = engine.run(state, c, lpc=lpc, generator=g, scale_temperature=0.8)
 """
 
 from __future__ import annotations
@@ -64,7 +75,7 @@ from dmol.wavenet.heads import MoLHead
 from dmol.wavenet.model import WaveNet
 
 __all__ = ["BACKENDS", "IncrementalState", "IncrementalWaveNet", "MoLNoise", "cpp_available",
-           "sample_mol"]
+           "lpc_per_sample", "sample_mol"]
 
 BACKENDS = ("torch", "compile", "cpp")
 WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -76,22 +87,60 @@ class MoLNoise:
 
     ``gumbel`` (T, B, M) is Gumbel noise times the temperature (``argmax(logits / tau + g)
     == argmax(logits + tau g)``, and ``tau = 0`` gives the most probable component), and
-    ``logistic`` (T, B) is ``log u - log(1 - u)``, the logistic inverse CDF of a uniform.
+    ``logistic`` (T, B) is ``log u - log(1 - u)``, the logistic inverse CDF of a uniform, times
+    the scale temperature (``mu + s (st l)`` draws from the component with its scale times st;
+    0: the component's mean).
     """
 
     gumbel: Tensor
     logistic: Tensor
 
 
-def sample_mol(y: Tensor, gumbel: Tensor, logistic: Tensor, log_scale_min: float) -> Tensor:
+def _check_temperature(name: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return v
+
+
+def lpc_per_sample(a: Tensor, start: int, stop: int, hop: int, total: int | None = None,
+                   first: int = 0) -> Tensor:
+    """The LP coefficients of samples ``start .. stop - 1``: (B, stop - start, order).
+
+    ``a`` (B, n, order) holds the coefficients of frames ``first .. first + n - 1``
+    (``model.lpc(mel)``); sample t uses frame ``min((t + hop // 2) // hop, total - 1)``, the
+    frame whose centre is nearest (as :func:`dmol.audio.lpc.lp_predict`). ``total``: the
+    utterance's frame count when its end is known (else the frames must be in ``a``).
+    """
+    t = torch.arange(start, stop, device=a.device)
+    f = (t + hop // 2) // hop
+    if total is not None:
+        f = f.clamp(max=total - 1)
+    f = f - first
+    if len(f) and (int(f.min()) < 0 or int(f.max()) >= a.shape[1]):
+        raise ValueError(f"samples {start}..{stop - 1} need coefficient frames "
+                         f"{int(f.min()) + first}..{int(f.max()) + first}, have {first}.."
+                         f"{first + a.shape[1] - 1}")
+    return a[:, f]
+
+
+def sample_mol(y: Tensor, gumbel: Tensor, logistic: Tensor, log_scale_min: float,
+               loc: Tensor | None = None) -> Tensor:
     """One draw per row from MoL parameters ``y`` (B, 3M) given :class:`MoLNoise` rows.
 
     The same draw as :func:`dmol.logistic.sample_discretized_mix_logistic`: the Gumbel-max
     component, then the logistic inverse CDF at the pre-drawn uniform, clipped to [-1, 1].
+    ``loc`` (B,): a shift of every component mean (an LP-WaveNet's prediction p_t):
+    ``clamp((mu_k + loc) + s_k l, -1, 1)``.
     """
     M = y.shape[1] // 3
     idx = (y[:, :M] + gumbel).argmax(-1, keepdim=True)
     mu = y[:, M:2 * M].gather(1, idx)[:, 0]
+    if loc is not None:
+        mu = mu + loc
     log_s = y[:, 2 * M:].gather(1, idx)[:, 0].clamp(min=log_scale_min)
     return (mu + torch.exp(log_s) * logistic).clamp(-1.0, 1.0)
 
@@ -101,13 +150,18 @@ class IncrementalState:
     """Everything that changes from step to step, for ``batch`` parallel streams.
 
     ``ring`` (L, P, B, R) holds each layer's (offset) input for the last ``P`` steps,
-    ``x`` (B,) the previous sample, ``t`` the number of steps taken.
+    ``x`` (B,) the previous sample, ``t`` the number of steps taken. An LP model also keeps
+    ``hist`` (B, order), the last ``order`` samples in time order (``hist[:, -1] == x``), and
+    ``p`` (B,), the previous step's prediction (zeros before t = 0: silence); every backend
+    reads and updates them in this layout.
     """
 
     ring: Tensor
     x: Tensor
     t: int = 0
     speaker: Tensor | None = None
+    hist: Tensor | None = None
+    p: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -152,7 +206,9 @@ class IncrementalWaveNet:
         self.L, self.R, self.G = cfg.layers, cfg.residual_channels, cfg.gate_channels
         self.H, self.S, self.k = self.G // 2, cfg.skip_channels, cfg.kernel_size
         self.dilations = list(cfg.dilations)
-        self.C = self.head.out_channels
+        self.C = self.head.out_channels  # what run(return_params=True) returns per step
+        self.C_net = self.head.net_channels  # what the network computes (C - 1 for LP)
+        self.order = int(cfg.lpc_order)  # > 0: LP-WaveNet
         self.period = self.k * math.lcm(*self.dilations)
         # layers whose past taps are precomputed in blocks of d steps
         self.blocked = [amortize and d >= 2 and self.k >= 2 for d in self.dilations]
@@ -177,7 +233,10 @@ class IncrementalWaveNet:
         # tanh(a) = 2 sigmoid(2a) - 1: double the tanh half's pre-activation, so one sigmoid
         # covers the gate; the step computes u / 2 = (sigmoid(2a) - 1/2) sigmoid(b)
         gate_scale = torch.cat([torch.full((H,), 2.0, dtype=f64), torch.ones(H, dtype=f64)])
-        w_first = model.first.weight.detach().to(f64).reshape(R)
+        # (R,), or for LP (3, R): rows multiply x[t-1], p_t, x[t-1] - p[t-1]
+        w_first = model.first.weight.detach().to(f64)[:, :, 0].T.contiguous()
+        if not self.order:
+            w_first = w_first.reshape(R)
         offset = model.first.bias.detach().to(f64).clone()  # e_0: h_0 - (w_first x)
         offsets, taps, biases, conds, gconds, outs, skips = [], [], [], [], [], [], []
         skip_bias = torch.zeros(self.S, dtype=f64)
@@ -251,8 +310,13 @@ class IncrementalWaveNet:
         g = self.model._global(speaker, batch, self.device)
         lay = self._kernel or self
         ring = lay.ring_init[:, None, None, :].expand(self.L, self.period, batch, lay.R)
+        hist = p = None
+        if self.order:
+            hist = torch.zeros(batch, self.order, device=self.device)
+            p = torch.zeros(batch, device=self.device)
         return IncrementalState(ring=ring.contiguous(),
-                                x=torch.zeros(batch, device=self.device), speaker=g)
+                                x=torch.zeros(batch, device=self.device), speaker=g,
+                                hist=hist, p=p)
 
     def _bias(self, state: IncrementalState, lay) -> Tensor:
         """(B, L G) conditioning biases of each stream (conv biases + speaker projection)."""
@@ -269,17 +333,25 @@ class IncrementalWaveNet:
         return base.view(T, B, self.L, self.G)
 
     def draw_noise(self, steps: int, batch: int, *, generator: torch.Generator | None = None,
-                   temperature: float = 1.0) -> MoLNoise:
-        """Noise for ``steps`` steps of a MoL head, drawn in a fixed order from ``generator``."""
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        M = self.C // 3
+                   temperature: float = 1.0, scale_temperature: float = 1.0) -> MoLNoise:
+        """Noise for ``steps`` steps of a MoL head, drawn in a fixed order from ``generator``.
+
+        ``temperature`` multiplies the Gumbel noise (divides the logits), ``scale_temperature``
+        the logistic noise (multiplies the components' scales); both finite and >= 0. The
+        uniforms drawn do not depend on either.
+        """
+        temperature = _check_temperature("temperature", temperature)
+        st = _check_temperature("scale_temperature", scale_temperature)
+        M = self.C_net // 3
         tiny = torch.finfo(torch.float32).tiny  # log(u) and log(-log(u)) must stay finite
         u = torch.rand(steps, batch, M + 1, generator=generator).clamp_(min=tiny)
         u = u.to(self.device)
         gumbel = -torch.log(-torch.log(u[..., :M])) * temperature
         v = u[..., M]
-        return MoLNoise(gumbel, torch.log(v) - torch.log1p(-v))
+        logistic = torch.log(v) - torch.log1p(-v)
+        if st != 1.0:
+            logistic = logistic * st
+        return MoLNoise(gumbel, logistic)
 
     # ---- the step -------------------------------------------------------------------------
     def _mv(self, x: Tensor, w: Tensor, sum_form: bool) -> Tensor:
@@ -291,7 +363,8 @@ class IncrementalWaveNet:
         return y.float()
 
     def _step(self, x_prev: Tensor, base: Tensor, past: Tensor, gumbel: Tensor | None,
-              logistic: Tensor | None, sum_form: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+              logistic: Tensor | None, p: Tensor | None = None, e: Tensor | None = None,
+              sum_form: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """One time step of B streams, a pure function (what ``backend="compile"`` compiles).
 
         Args:
@@ -299,13 +372,20 @@ class IncrementalWaveNet:
             base: (B, L, G) the step's conditioning (+ past taps of blocked layers).
             past: (n, k-1, B, R) the past tap rows of the n unblocked layers.
             gumbel, logistic: the step's MoL noise, or None to skip sampling.
+            p, e: LP models: (B,) this step's prediction p_t and the previous residual
+                x[t-1] - p[t-1]; p shifts the sampled component's mean.
 
         Returns:
-            sample (B,) (``x_prev`` if not sampled), y (B, C), every layer's input (L, B, R).
+            sample (B,) (``x_prev`` if not sampled), y (B, C_net), every layer's input
+            (L, B, R).
         """
         k, R, H = self.k, self.R, self.H
         B = x_prev.shape[0]
-        h = x_prev[:, None] * self.w_first  # (B, R): the offset input of layer 0
+        if p is None:
+            h = x_prev[:, None] * self.w_first  # (B, R): the offset input of layer 0
+        else:
+            w = self.w_first
+            h = x_prev[:, None] * w[0] + p[:, None] * w[1] + e[:, None] * w[2]
         hs, us, n = [], [], 0
         for i in range(self.L):
             hs.append(h)
@@ -325,7 +405,7 @@ class IncrementalWaveNet:
         y = self._mv(torch.relu(y), self.w_post2, sum_form) + self.b_post2  # (B, C)
         if gumbel is None:
             return x_prev, y, torch.stack(hs)
-        return sample_mol(y, gumbel, logistic, self.log_scale_min), y, torch.stack(hs)
+        return sample_mol(y, gumbel, logistic, self.log_scale_min, p), y, torch.stack(hs)
 
     def _past_index(self) -> list[Tensor]:
         """Per ring slot, the rows of ``ring.view(L * P, B, R)`` holding the unblocked past taps."""
@@ -364,7 +444,8 @@ class IncrementalWaveNet:
     @torch.inference_mode()
     def run(self, state: IncrementalState, cond: Tensor, *, noise: MoLNoise | None = None,
             generator: torch.Generator | None = None, temperature: float = 1.0,
-            teacher: Tensor | None = None, return_params: bool = False,
+            scale_temperature: float = 1.0, teacher: Tensor | None = None,
+            lpc: Tensor | None = None, return_params: bool = False,
             callback=None) -> Tensor | tuple[Tensor, Tensor]:
         """Generate ``T = cond.shape[-1]`` steps; the state advances by T.
 
@@ -373,9 +454,14 @@ class IncrementalWaveNet:
             cond: (B, cin, T) the steps' upsampled conditioning (``model.upsample(mel)``);
                 each layer's projection of it is computed here, in one product per call.
             noise: :meth:`draw_noise` output for the MoL head (drawn here from ``generator``
-                if None). Other heads sample with ``head.sample(generator=, temperature=)``.
+                with ``temperature`` and ``scale_temperature`` if None). Other heads sample
+                with ``head.sample(generator=, temperature=, scale_temperature=)``.
             teacher: (B, T) true samples: feed them instead of the samples (teacher forcing).
-            return_params: also return the network output (B, C, T).
+            lpc: LP models only, required: (B, T, order) the coefficients ``a_k`` of each step
+                (:func:`lpc_per_sample` of ``model.lpc(mel)``); step t predicts
+                ``p_t = -sum_k lpc[:, t, k - 1] x[t - k]`` from the stream's own past.
+            return_params: also return what ``model.forward`` outputs, (B, C, T) (for an LP
+                model the last channel is p_t).
             callback: called with the number of steps done, every 256 steps (progress bars).
 
         Returns:
@@ -391,52 +477,85 @@ class IncrementalWaveNet:
         if teacher is not None and tuple(teacher.shape) != (B, T):
             raise ValueError(f"teacher must have shape (B, T) = {(B, T)}, got "
                              f"{tuple(teacher.shape)}")
+        temperature = _check_temperature("temperature", temperature)
+        scale_temperature = _check_temperature("scale_temperature", scale_temperature)
+        w_lp = None
+        if self.order:
+            if not isinstance(lpc, Tensor) or tuple(lpc.shape) != (B, T, self.order):
+                got = tuple(lpc.shape) if isinstance(lpc, Tensor) else lpc
+                raise ValueError(f"an LP model needs lpc=, the coefficients of every step, "
+                                 f"shape (B, T, order) = {(B, T, self.order)}, got {got}")
+            if state.hist is None or state.p is None:
+                raise ValueError("the state has no LP history: make it with new_state()")
+            # w[..., j] = -a_{order - j}: a dot product with the samples in time order
+            w_lp = lpc.to(self.device, torch.float32).flip(-1).neg().contiguous()
+        elif lpc is not None:
+            raise ValueError("lpc= given, but the model has no linear prediction (lpc_order 0)")
         fused = self.fused_sampler and teacher is None
         if fused and noise is None:
-            noise = self.draw_noise(T, B, generator=generator, temperature=temperature)
+            noise = self.draw_noise(T, B, generator=generator, temperature=temperature,
+                                    scale_temperature=scale_temperature)
         out = torch.empty(B, T, device=self.device)
         params = torch.empty(B, self.C, T, device=self.device) if return_params else None
         if self._kernel is not None:
             self._kernel.run(state, cond, self._bias(state, self._kernel), noise, teacher,
-                             out, params)
+                             w_lp, out, params)
             if callback is not None:
                 callback(T)
         else:
             self._loop(state, self._project(cond, state), T, self._get_step(B), fused, noise,
-                       teacher, generator, temperature, out, params, callback)
+                       teacher, generator, temperature, scale_temperature, w_lp, out, params,
+                       callback)
         return (out, params) if return_params else out
 
     def _loop(self, state, base, T, step, fused, noise, teacher, generator, temperature,
-              out, params, callback) -> None:
+              scale_temperature, w_lp, out, params, callback) -> None:
         B = state.batch
         ring, x = state.ring, state.x
         flat = ring.view(-1, B, self.R)
         n_past = self.blocked.count(False)
         if self._past_idx is None:
             self._past_idx = self._past_index()
+        O = self.order
+        p = e = None
+        if O:  # buf[:, j]: sample t0 - O + j (the history, then this call's samples)
+            buf = torch.cat([state.hist.float(), x.new_zeros(B, T)], dim=1)
+            p_prev = state.p
         for r in range(T):
             t = state.t + r
             slot = t % self.period
             self._block(ring, base, t, r, T)
             past = flat.index_select(0, self._past_idx[slot]).view(n_past, self.k - 1, B, self.R)
+            if O:
+                p = (buf[:, r:r + O] * w_lp[:, r]).sum(-1)
+                e = x - p_prev
             if fused:
-                x, y, hs = step(x, base[r], past, noise.gumbel[r], noise.logistic[r])
+                x, y, hs = step(x, base[r], past, noise.gumbel[r], noise.logistic[r], p, e)
             else:
-                _, y, hs = step(x, base[r], past, None, None)
+                _, y, hs = step(x, base[r], past, None, None, p, e)
                 if teacher is not None:
                     x = teacher[:, r].float()
                 else:
-                    x = self.head.sample(y[:, :, None], generator=generator,
-                                         temperature=temperature)[:, 0].float()
+                    yl = y if p is None else torch.cat([y, p[:, None]], dim=1)
+                    x = self.head.sample(yl[:, :, None], generator=generator,
+                                         temperature=temperature,
+                                         scale_temperature=scale_temperature)[:, 0].float()
             ring[:, slot] = hs
             out[:, r] = x
+            if O:
+                buf[:, O + r] = x
+                p_prev = p
             if params is not None:
-                params[:, :, r] = y
+                params[:, :self.C_net, r] = y
+                if O:
+                    params[:, self.C_net, r] = p
             if callback is not None and (r + 1) % 256 == 0:
                 callback(256)
         if callback is not None and T % 256:
             callback(T % 256)
         state.x, state.t = x.clone(), state.t + T
+        if O:
+            state.hist, state.p = buf[:, T:].clone(), p_prev.clone()
 
 
 # ---- the C++ kernel ------------------------------------------------------------------------
@@ -458,17 +577,100 @@ KERNEL_SOURCE = r"""
 extern "C" __m512 _ZGVeN16v_expf(__m512);  // glibc libmvec, 16 lanes
 #define DMOL_VEXP 1
 #endif
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define DMOL_AVX2 1  // 16 registers of 8 floats: tiles of at most 3 rows, sums in registers
 #endif
 
 constexpr int64_t PW = 32;  // panel width (columns)
 
+#ifdef DMOL_AVX2
+static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+static inline __m256 load8(const uint16_t* p) {  // bfloat16: widen by a 16-bit shift
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+}
+
+// Y[m, 0:32] += X[m, 0:K] @ P (K, 32) for m < MR (<= 3): 4 MR sums of 8 columns, each summed
+// over k in order with one FMA per k (the same numbers as the portable loop); named variables,
+// not arrays, so that the sums stay in registers
+template <int MR, typename W>
+static inline void tile_avx2(const float* X, int64_t ldx, const W* p, int64_t K, float* Y,
+                             int64_t ldy) {
+    static_assert(MR >= 1 && MR <= 3, "AVX2 tiles have at most 3 rows");
+    const float *x0 = X, *x1 = X + (MR > 1 ? ldx : 0), *x2 = X + (MR > 2 ? 2 * ldx : 0);
+    float *y0 = Y, *y1 = Y + (MR > 1 ? ldy : 0), *y2 = Y + (MR > 2 ? 2 * ldy : 0);
+    __m256 a0 = _mm256_loadu_ps(y0), a1 = _mm256_loadu_ps(y0 + 8);
+    __m256 a2 = _mm256_loadu_ps(y0 + 16), a3 = _mm256_loadu_ps(y0 + 24);
+    __m256 b0, b1, b2, b3, c0, c1, c2, c3;
+    if (MR > 1) {
+        b0 = _mm256_loadu_ps(y1), b1 = _mm256_loadu_ps(y1 + 8);
+        b2 = _mm256_loadu_ps(y1 + 16), b3 = _mm256_loadu_ps(y1 + 24);
+    }
+    if (MR > 2) {
+        c0 = _mm256_loadu_ps(y2), c1 = _mm256_loadu_ps(y2 + 8);
+        c2 = _mm256_loadu_ps(y2 + 16), c3 = _mm256_loadu_ps(y2 + 24);
+    }
+    for (int64_t k = 0; k < K; ++k, p += PW) {
+        const __m256 w0 = load8(p), w1 = load8(p + 8), w2 = load8(p + 16), w3 = load8(p + 24);
+        __m256 x = _mm256_broadcast_ss(x0 + k);
+        a0 = _mm256_fmadd_ps(x, w0, a0), a1 = _mm256_fmadd_ps(x, w1, a1);
+        a2 = _mm256_fmadd_ps(x, w2, a2), a3 = _mm256_fmadd_ps(x, w3, a3);
+        if (MR > 1) {
+            x = _mm256_broadcast_ss(x1 + k);
+            b0 = _mm256_fmadd_ps(x, w0, b0), b1 = _mm256_fmadd_ps(x, w1, b1);
+            b2 = _mm256_fmadd_ps(x, w2, b2), b3 = _mm256_fmadd_ps(x, w3, b3);
+        }
+        if (MR > 2) {
+            x = _mm256_broadcast_ss(x2 + k);
+            c0 = _mm256_fmadd_ps(x, w0, c0), c1 = _mm256_fmadd_ps(x, w1, c1);
+            c2 = _mm256_fmadd_ps(x, w2, c2), c3 = _mm256_fmadd_ps(x, w3, c3);
+        }
+    }
+    _mm256_storeu_ps(y0, a0), _mm256_storeu_ps(y0 + 8, a1);
+    _mm256_storeu_ps(y0 + 16, a2), _mm256_storeu_ps(y0 + 24, a3);
+    if (MR > 1) {
+        _mm256_storeu_ps(y1, b0), _mm256_storeu_ps(y1 + 8, b1);
+        _mm256_storeu_ps(y1 + 16, b2), _mm256_storeu_ps(y1 + 24, b3);
+    }
+    if (MR > 2) {
+        _mm256_storeu_ps(y2, c0), _mm256_storeu_ps(y2 + 8, c1);
+        _mm256_storeu_ps(y2 + 16, c2), _mm256_storeu_ps(y2 + 24, c3);
+    }
+}
+
+// one row against two panels at once: 8 independent sums per k hide the FMA latency that
+// bounds a single panel's 4 (same order of every sum, so the same numbers)
+template <typename W>
+static inline void tile_1x2(const float* X, const W* p, const W* q, int64_t K, float* Y,
+                            float* Z) {
+    __m256 a0 = _mm256_loadu_ps(Y), a1 = _mm256_loadu_ps(Y + 8);
+    __m256 a2 = _mm256_loadu_ps(Y + 16), a3 = _mm256_loadu_ps(Y + 24);
+    __m256 b0 = _mm256_loadu_ps(Z), b1 = _mm256_loadu_ps(Z + 8);
+    __m256 b2 = _mm256_loadu_ps(Z + 16), b3 = _mm256_loadu_ps(Z + 24);
+    for (int64_t k = 0; k < K; ++k, p += PW, q += PW) {
+        const __m256 x = _mm256_broadcast_ss(X + k);
+        a0 = _mm256_fmadd_ps(x, load8(p), a0), a1 = _mm256_fmadd_ps(x, load8(p + 8), a1);
+        a2 = _mm256_fmadd_ps(x, load8(p + 16), a2), a3 = _mm256_fmadd_ps(x, load8(p + 24), a3);
+        b0 = _mm256_fmadd_ps(x, load8(q), b0), b1 = _mm256_fmadd_ps(x, load8(q + 8), b1);
+        b2 = _mm256_fmadd_ps(x, load8(q + 16), b2), b3 = _mm256_fmadd_ps(x, load8(q + 24), b3);
+    }
+    _mm256_storeu_ps(Y, a0), _mm256_storeu_ps(Y + 8, a1);
+    _mm256_storeu_ps(Y + 16, a2), _mm256_storeu_ps(Y + 24, a3);
+    _mm256_storeu_ps(Z, b0), _mm256_storeu_ps(Z + 8, b1);
+    _mm256_storeu_ps(Z + 16, b2), _mm256_storeu_ps(Z + 24, b3);
+}
+#endif
+
 // Sizes are padded: R, S, C to multiples of 32, H to a multiple of 16, G = 2 H. Gate columns
 // are interleaved per panel: 16 of the tanh half, then the 16 matching sigmoid columns.
+// C is the network's output (padded), C_out the channels of params: the network's, plus the
+// prediction p_t of an LP model (order > 0)
 struct Net {
-    int64_t L, R, G, H, S, C, M, k, P, bf16, C_out, cin;  // bf16: 0 no, 1 weights, 2 products
+    int64_t L, R, G, H, S, C, M, k, P, bf16, C_out, cin, order;  // bf16: 0 no, 1 weights, 2 dp
     const int64_t* dil;
     const int64_t* blocked;
-    const float* w_first;        // (R,)
+    const float* w_first;        // (R,), LP (3, R): rows for x[t-1], p_t, x[t-1] - p[t-1]
     const void* const* w_main;   // per layer: (k R, G), or blocked (R, G)
     const float* const* w_past;  // per layer: k - 1 panels sets (R, G) float32, or null
     const void* const* w_out;    // per layer but the last: (H, R)
@@ -500,6 +702,8 @@ static inline void tile(const float* X, int64_t ldx, const float* p, int64_t K, 
     }
     for (int r = 0; r < MR; ++r)
         _mm512_storeu_ps(Y + r * ldy, a[r][0]), _mm512_storeu_ps(Y + r * ldy + 16, a[r][1]);
+#elif defined(DMOL_AVX2)
+    tile_avx2<MR>(X, ldx, p, K, Y, ldy);
 #else
     float a[MR][PW];
     for (int r = 0; r < MR; ++r) std::memcpy(a[r], Y + r * ldy, sizeof a[r]);
@@ -532,6 +736,8 @@ static inline void tile(const float* X, int64_t ldx, const uint16_t* p, int64_t 
     }
     for (int r = 0; r < MR; ++r)
         _mm512_storeu_ps(Y + r * ldy, a[r][0]), _mm512_storeu_ps(Y + r * ldy + 16, a[r][1]);
+#elif defined(DMOL_AVX2)
+    tile_avx2<MR>(X, ldx, p, K, Y, ldy);
 #else
     float a[MR][PW];
     for (int r = 0; r < MR; ++r) std::memcpy(a[r], Y + r * ldy, sizeof a[r]);
@@ -552,12 +758,26 @@ static inline void tile(const float* X, int64_t ldx, const uint16_t* p, int64_t 
 template <typename W>
 static void gemm(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t Kp, int64_t k0,
                  int64_t K, int64_t p0, int64_t p1, float* Y, int64_t ldy) {
+#ifdef DMOL_AVX2
+    if (rows == 1) {
+        int64_t p = p0;
+        for (; p + 2 <= p1; p += 2)
+            tile_1x2(X, w + (p * Kp + k0) * PW, w + ((p + 1) * Kp + k0) * PW, K, Y + p * PW,
+                     Y + (p + 1) * PW);
+        if (p < p1) tile<1>(X, ldx, w + (p * Kp + k0) * PW, K, Y + p * PW, ldy);
+        return;
+    }
+#endif
     for (int64_t p = p0; p < p1; ++p) {
         const W* pan = w + (p * Kp + k0) * PW;
         float* y = Y + p * PW;
         int64_t m = 0;
+#ifdef DMOL_AVX2
+        for (; m + 3 <= rows; m += 3) tile<3>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy);
+#else
         for (; m + 8 <= rows; m += 8) tile<8>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy);
         for (; m + 4 <= rows; m += 4) tile<4>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy);
+#endif
         switch (rows - m) {
             case 3: tile<3>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy); break;
             case 2: tile<2>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy); break;
@@ -634,7 +854,10 @@ static void sigmoid_inplace(float* z, int64_t n) {
         _mm512_storeu_ps(z + i, _mm512_div_ps(one, _mm512_add_ps(one, _ZGVeN16v_expf(v))));
     }
 #endif
-    for (; i < n; ++i) z[i] = 1.0f / (1.0f + std::exp(-z[i]));
+    // the exponentials one by one, then the divisions as one vectorized loop (IEEE division:
+    // the same numbers as dividing one at a time)
+    for (int64_t q = i; q < n; ++q) z[q] = std::exp(-z[q]);
+    for (int64_t q = i; q < n; ++q) z[q] = 1.0f / (1.0f + z[q]);
 }
 
 static inline int64_t mod(int64_t a, int64_t p) { return ((a % p) + p) % p; }
@@ -669,6 +892,8 @@ struct Job {
     float *ring, *x, *base;
     const float *cond, *bias, *gumbel, *logistic, *teacher;
     float *out, *params;
+    float *hist, *pprev;  // LP: (B, order) last samples in time order, (B,) previous p
+    const float* lpc;     // LP: (B, T, order) per step, w[j] multiplies x[t - order + j]
     std::vector<float> h, taps, z, u, s, y1, y;
     Barrier bar;
 };
@@ -688,6 +913,14 @@ static void work(Job& j, int64_t tid) {
     share(S / PW, tid, j.nt, s0, s1);
     float *h = j.h.data(), *taps = j.taps.data(), *z = j.z.data(), *u = j.u.data();
     float *s = j.s.data(), *y1 = j.y1.data(), *y = j.y.data();
+    // LP: every thread keeps its own copy of the history (the samples are shared through
+    // j.x) and computes the same predictions; row b of hb: samples t0 - O .. t0 + T - 1
+    const int64_t O = n.order, HL = O + T;
+    std::vector<float> hb(O ? B * HL : 0), pc(O ? B : 0), pp(O ? B : 0);
+    for (int64_t b = 0; O && b < B; ++b) {
+        std::memcpy(hb.data() + b * HL, j.hist + b * O, sizeof(float) * O);
+        pp[b] = j.pprev[b];
+    }
     auto ring_row = [&](int64_t i, int64_t slot) { return j.ring + ((i * P + slot) * Bs) * R; };
     // every step's conditioning of every layer, biases included: base = bias + cond @ w_cond
     {
@@ -725,8 +958,25 @@ static void work(Job& j, int64_t tid) {
                              bt + q * Bs * L * G + i * G, L * G);
             }
         }
+        if (O) {  // p_t from the last O samples; input [x[t-1], p_t, x[t-1] - p[t-1]]
+            for (int64_t b = 0; b < B; ++b) {
+                float* hr = hb.data() + b * HL;
+                if (r) hr[O + r - 1] = j.x[b];
+                const float* w = j.lpc + (b * T + r) * O;
+                float p = 0.f;
+                for (int64_t q = 0; q < O; ++q) p += w[q] * hr[r + q];
+                const float xp = j.x[b], e = xp - pp[b];
+                pc[b] = p, pp[b] = p;
+                const float *w0 = n.w_first, *w1 = w0 + R, *w2 = w1 + R;
+                for (int64_t q = r0 * PW; q < r1 * PW; ++q)
+                    h[b * R + q] = xp * w0[q] + p * w1[q] + e * w2[q];
+            }
+        } else {
+            for (int64_t b = 0; b < B; ++b)
+                for (int64_t q = r0 * PW; q < r1 * PW; ++q) h[b * R + q] = j.x[b] * n.w_first[q];
+        }
         for (int64_t b = 0; b < B; ++b)
-            for (int64_t q = r0 * PW; q < r1 * PW; ++q) h[b * R + q] = j.x[b] * n.w_first[q];
+            std::memcpy(s + b * S + s0 * PW, n.b_skip + s0 * PW, sizeof(float) * (s1 - s0) * PW);
         j.bar.wait();  // h complete
         for (int64_t i = 0; i < L; ++i) {
             const int64_t d = n.dil[i], a = g0 * PW, width = (g1 - g0) * PW;
@@ -763,16 +1013,15 @@ static void work(Job& j, int64_t tid) {
                 for (int64_t b = 0; b < B; ++b)
                     for (int64_t q = r0 * PW; q < r1 * PW; ++q) h[b * R + q] *= c;
                 gemm(u + i * H, LH, B, static_cast<const W*>(n.w_out[i]), H, 0, H, r0, r1, h, R);
-                j.bar.wait();  // h complete
             }
+            // the skip sums over layer i's rows of the stacked (L H, S) matrix, in the order
+            // of one product over all rows (the same numbers), while the next layer runs
+            gemm(u + i * H, LH, B, static_cast<const W*>(n.w_skip), LH, i * H, H, s0, s1, s, S);
+            if (i + 1 < L) j.bar.wait();  // h complete
         }
-        for (int64_t b = 0; b < B; ++b) {
-            std::memcpy(s + b * S + s0 * PW, n.b_skip + s0 * PW,
-                        sizeof(float) * (s1 - s0) * PW);
+        for (int64_t b = 0; b < B; ++b)
             std::memcpy(y1 + b * S + s0 * PW, n.b_post1 + s0 * PW,
                         sizeof(float) * (s1 - s0) * PW);
-        }
-        gemm(u, LH, B, static_cast<const W*>(n.w_skip), LH, 0, LH, s0, s1, s, S);
         for (int64_t b = 0; b < B; ++b)
             for (int64_t q = s0 * PW; q < s1 * PW; ++q)
                 s[b * S + q] = std::max(s[b * S + q], 0.f);
@@ -785,11 +1034,14 @@ static void work(Job& j, int64_t tid) {
         if (tid == 0) {
             for (int64_t b = 0; b < B; ++b) std::memcpy(y + b * C, n.b_post2, sizeof(float) * C);
             gemm(y1, S, B, static_cast<const W*>(n.w_post2), S, 0, S, 0, C / PW, y, C);
+            const int64_t C_net = n.C_out - (O > 0);
             for (int64_t b = 0; b < B; ++b) {
                 const float* yb = y + b * C;
-                if (j.params)
-                    for (int64_t q = 0; q < n.C_out; ++q)
+                if (j.params) {
+                    for (int64_t q = 0; q < C_net; ++q)
                         j.params[(b * n.C_out + q) * T + r] = yb[q];
+                    if (O) j.params[(b * n.C_out + C_net) * T + r] = pc[b];
+                }
                 if (j.teacher) {
                     j.x[b] = j.teacher[b * T + r];
                 } else {  // Gumbel-max component, then the logistic inverse CDF
@@ -799,7 +1051,9 @@ static void work(Job& j, int64_t tid) {
                     for (int64_t q = 1; q < M; ++q)
                         if (yb[q] + g[q] > top) top = yb[q] + g[q], best = q;
                     const float ls = std::max(yb[2 * M + best], n.log_scale_min);
-                    const float v = yb[M + best] + std::exp(ls) * j.logistic[r * Bs + b];
+                    float mu = yb[M + best];
+                    if (O) mu += pc[b];  // LP: the mean shifted by the prediction
+                    const float v = mu + std::exp(ls) * j.logistic[r * Bs + b];
                     j.x[b] = std::min(1.0f, std::max(-1.0f, v));
                 }
                 j.out[b * T + r] = j.x[b];
@@ -807,6 +1061,13 @@ static void work(Job& j, int64_t tid) {
         }
         j.bar.wait();  // x complete
     }
+    if (O && tid == 0)  // the history for the next call: the last O samples, the last p
+        for (int64_t b = 0; b < B; ++b) {
+            float* hr = hb.data() + b * HL;
+            if (T) hr[O + T - 1] = j.x[b];
+            std::memcpy(j.hist + b * O, hr + T, sizeof(float) * O);
+            j.pprev[b] = pp[b];
+        }
 }
 
 static void setup(Job& j, const Net* n, int64_t B, int64_t nt) {
@@ -830,22 +1091,28 @@ extern "C" int dmol_wavenet_run(const Net* n, int64_t B, int64_t T, int64_t t0, 
                                 float* x, const float* cond, const float* bias,
                                 const float* gumbel, const float* logistic,
                                 const float* teacher, float* out, float* params,
-                                int64_t threads) {
+                                float* hist, float* pprev, const float* lpc,
+                                float* work_base, int64_t threads) {
     const int64_t nt = std::max<int64_t>(1, threads);
     const bool by_rows = nt > 1 && B >= nt;
-    std::vector<float> base(T * B * n->L * n->G);
+    // every step's projected conditioning: the caller's buffer (reused from call to call, no
+    // page faults) or a fresh one
+    std::vector<float> own(work_base ? 0 : T * B * n->L * n->G);
+    float* base = work_base ? work_base : own.data();
     std::vector<Job> jobs(by_rows ? nt : 1);
     for (int64_t q = 0; q < int64_t(jobs.size()); ++q) {
         Job& j = jobs[q];
         const int64_t b0 = by_rows ? B * q / nt : 0, b1 = by_rows ? B * (q + 1) / nt : B;
         setup(j, n, b1 - b0, by_rows ? 1 : nt);
         j.Bs = B, j.T = T, j.t0 = t0;
-        j.ring = ring + b0 * n->R, j.x = x + b0, j.base = base.data() + b0 * n->L * n->G;
+        j.ring = ring + b0 * n->R, j.x = x + b0, j.base = base + b0 * n->L * n->G;
         j.cond = cond + b0 * n->cin, j.bias = bias + b0 * n->L * n->G;
         j.gumbel = gumbel ? gumbel + b0 * n->M : nullptr;
         j.logistic = logistic ? logistic + b0 : nullptr;
         j.teacher = teacher ? teacher + b0 * T : nullptr;
         j.out = out + b0 * T, j.params = params ? params + b0 * n->C_out * T : nullptr;
+        j.hist = hist ? hist + b0 * n->order : nullptr, j.pprev = pprev ? pprev + b0 : nullptr;
+        j.lpc = lpc ? lpc + b0 * T * n->order : nullptr;
     }
     std::vector<std::thread> pool;
     if (by_rows) {
@@ -922,7 +1189,8 @@ def cpp_available() -> bool:
 
 class _Net(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in
-                ("L", "R", "G", "H", "S", "C", "M", "k", "P", "bf16", "C_out", "cin")] + [
+                ("L", "R", "G", "H", "S", "C", "M", "k", "P", "bf16", "C_out", "cin",
+                 "order")] + [
         ("dil", ctypes.c_void_p), ("blocked", ctypes.c_void_p), ("w_first", ctypes.c_void_p),
         ("w_main", ctypes.c_void_p), ("w_past", ctypes.c_void_p), ("w_out", ctypes.c_void_p),
         ("w_skip", ctypes.c_void_p), ("b_skip", ctypes.c_void_p),
@@ -940,10 +1208,13 @@ class _CppNet:
     The conditioning projection (done in the kernel) and the ring use the same layout.
     """
 
+    KEEP_BASE = 4 << 20  # floats of conditioning buffer kept between calls (16 MB)
+
     def __init__(self, e: IncrementalWaveNet) -> None:
         self.lib = _load_kernel()
+        self._base = torch.empty(0)
         self.threads = e.threads
-        L, R, H, S, C, k = e.L, e.R, e.H, e.S, e.C, e.k
+        L, R, H, S, C, k = e.L, e.R, e.H, e.S, e.C_net, e.k
         self.R, self.H, self.S, self.C = _up(R, 32), _up(H, 16), _up(S, 32), _up(C, 32)
         Rp, Hp, Sp, Cp = self.R, self.H, self.S, self.C
         self.G = Gp = 2 * Hp
@@ -987,7 +1258,10 @@ class _CppNet:
             out[:v.numel()] = v.float()
             return out
 
-        biases = [vec(e.w_first, Rp), vec(e.b_skip, Sp), vec(e.b_post1, Sp), vec(e.b_post2, Cp)]
+        w_first = torch.zeros(e.w_first.reshape(-1, R).shape[0], Rp)  # (1 or 3, Rp)
+        w_first[:, :R] = e.w_first.reshape(-1, R)
+        biases = [w_first.reshape(-1), vec(e.b_skip, Sp), vec(e.b_post1, Sp),
+                  vec(e.b_post2, Cp)]
         # the conditioning projection and the ring in this layout (used by the engine)
         cols = (torch.arange(L)[:, None] * Gp + gate[None]).reshape(-1)
         cin = e.w_cond.shape[0]
@@ -1010,7 +1284,7 @@ class _CppNet:
 
         self.net = _Net(
             L, Rp, Gp, Hp, Sp, Cp, C // 3, k, e.period, 2 if self.dp else int(wd != torch.float32),
-            C, self.cin,
+            e.C, self.cin, e.order,
             ints[0].data_ptr(), ints[1].data_ptr(), biases[0].data_ptr(),
             ctypes.addressof(ptrs(main)), ctypes.addressof(ptrs(past)),
             ctypes.addressof(ptrs(outs)), dense[0].data_ptr(), biases[1].data_ptr(),
@@ -1018,10 +1292,14 @@ class _CppNet:
             biases[3].data_ptr(), w_cond.data_ptr(), e.log_scale_min)
 
     def run(self, state: IncrementalState, cond: Tensor, bias: Tensor, noise: MoLNoise | None,
-            teacher: Tensor | None, out: Tensor, params: Tensor | None) -> None:
+            teacher: Tensor | None, w_lp: Tensor | None, out: Tensor,
+            params: Tensor | None) -> None:
         B, cin, T = cond.shape
-        c = torch.zeros(T, B, self.cin)  # (T, B, cin) rows, zero-padded like w_cond's rows
-        c[:, :, :cin] = cond.permute(2, 0, 1)
+        if cin == self.cin:  # (T, B, cin) rows
+            c = cond.permute(2, 0, 1).float().contiguous()
+        else:  # zero-padded like w_cond's rows
+            c = torch.zeros(T, B, self.cin)
+            c[:, :, :cin] = cond.permute(2, 0, 1)
         keep = [c]
 
         def ptr(t: Tensor | None) -> int | None:
@@ -1031,9 +1309,21 @@ class _CppNet:
             keep.append(t)
             return t.data_ptr()
 
-        for name, t in (("ring", state.ring), ("x", state.x)):
+        lp = w_lp is not None
+        named = [("ring", state.ring), ("x", state.x)]
+        if lp:
+            named += [("hist", state.hist), ("p", state.p)]
+        for name, t in named:
             if not (t.is_contiguous() and t.dtype == torch.float32):
                 raise ValueError(f"state.{name} must be a contiguous float32 tensor")
+        # the kernel's buffer of projected conditioning: kept for the next call when small
+        # (streaming calls are one frame each), else allocated by the kernel for this call
+        n_base = T * B * self.net.L * self.net.G
+        base = None
+        if n_base <= self.KEEP_BASE:
+            if self._base.numel() < n_base:
+                self._base = torch.empty(n_base)
+            base = self._base
         self.lib.dmol_wavenet_run(
             ctypes.byref(self.net), ctypes.c_int64(B), ctypes.c_int64(T),
             ctypes.c_int64(state.t), ctypes.c_void_p(state.ring.data_ptr()),
@@ -1043,5 +1333,8 @@ class _CppNet:
             ctypes.c_void_p(ptr(None if noise is None else noise.logistic)),
             ctypes.c_void_p(ptr(teacher)), ctypes.c_void_p(out.data_ptr()),
             ctypes.c_void_p(None if params is None else params.data_ptr()),
+            ctypes.c_void_p(state.hist.data_ptr() if lp else None),
+            ctypes.c_void_p(state.p.data_ptr() if lp else None), ctypes.c_void_p(ptr(w_lp)),
+            ctypes.c_void_p(None if base is None else base.data_ptr()),
             ctypes.c_int64(self.threads))
         state.t += T

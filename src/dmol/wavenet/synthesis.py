@@ -20,6 +20,12 @@ The conditioning of frame ``f`` is always computed from the same window of frame
 pieces the mel arrives in, and the noise of frame ``f`` is always the next ``hop_length`` draws
 of one generator: that is what makes streaming output equal offline output.
 
+An LP-WaveNet (``cfg.lpc_order > 0``) also needs each sample's LPC coefficients
+(``model.lpc(mel)``, the frame whose centre is nearest: frame ``f``'s audio reads frames ``f``
+and ``f + 1``, which the lookahead has already brought). :class:`LpcFrames` computes them in
+fixed blocks of :data:`LPC_BLOCK` frames, so a frame's coefficients are the same numbers
+however the mel arrived.
+
 Example::
 
     >>> model, head, recipe, info = load_model("runs/small")
@@ -47,12 +53,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dmol.wavenet.incremental import IncrementalWaveNet, cpp_available
+from dmol.wavenet.incremental import (
+    IncrementalWaveNet,
+    _check_temperature,
+    cpp_available,
+)
 from dmol.wavenet.model import WaveNet
 
 __all__ = [
     "MODES",
     "Conditioner",
+    "LpcFrames",
     "StreamingVocoder",
     "make_engine",
     "synthesize_folded",
@@ -67,6 +78,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # steps x streams per engine call: the engine holds every layer's projected conditioning of
 # a call, MAX_BASE_ROWS * layers * gate_channels floats (r9y9: 8192 * 6144 * 4 B = 200 MB)
 MAX_BASE_ROWS = 8192
+# an LP model's coefficients are computed this many frames at a time, in blocks aligned to
+# multiples of it (always the same shapes: the same numbers whatever pieces the mel came in)
+LPC_BLOCK = 32
 
 
 def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | str = "float32",
@@ -166,6 +180,61 @@ class Conditioner:
         return h
 
 
+class LpcFrames:
+    """An LP model's per-frame coefficients (``model.lpc``) for frames that arrive over time.
+
+    Frames are computed in blocks ``[i LPC_BLOCK, (i + 1) LPC_BLOCK)``, always a full block
+    (frames not yet received are zeros; each frame's coefficients depend on its own mel frame
+    only), so the coefficients of a frame are the same numbers whether its block was computed
+    at once or again as frames arrived. Old blocks are dropped with :meth:`forget`.
+    """
+
+    def __init__(self, model: WaveNet) -> None:
+        if not model.cfg.lpc_order:
+            raise ValueError("the model has no linear prediction (lpc_order = 0)")
+        self.model, self.order = model, model.cfg.lpc_order
+        self._blocks: dict[int, tuple[int, Tensor]] = {}  # block -> (frames valid, (BLOCK, O))
+        self._second: Tensor | None = None  # (hop, 1): the samples nearer frame f + 1
+
+    def frame(self, mel: Tensor, offset: int, received: int, f: int) -> Tensor:
+        """Coefficients (order,) of frame ``f`` (absolute index, below ``received``).
+
+        ``mel`` (1, n_mels, F) holds frames ``offset .. offset + F - 1`` and ``received`` frames
+        have arrived (``offset + F``).
+        """
+        if not 0 <= f < received:
+            raise ValueError(f"coefficients of frame {f} asked, {received} received")
+        blk, i = divmod(f, LPC_BLOCK)
+        have = self._blocks.get(blk)
+        if have is None or have[0] <= i:  # (again) with the frames that have arrived
+            a0 = blk * LPC_BLOCK
+            if a0 < offset:
+                raise ValueError(f"frame {a0} was already dropped (kept from {offset})")
+            n = min(received, a0 + LPC_BLOCK) - a0
+            with torch.inference_mode():
+                m = mel.new_zeros(1, mel.shape[1], LPC_BLOCK)
+                m[..., :n] = mel[..., a0 - offset:a0 - offset + n]
+                have = self._blocks[blk] = (n, self.model.lpc(m)[0])
+        return have[1][i]
+
+    def samples(self, mel: Tensor, offset: int, received: int, f: int,
+                total: int | None = None) -> Tensor:
+        """Per-sample coefficients (1, hop, order) of frame ``f``'s samples: the first
+        ``hop - hop // 2`` nearest to frame f's centre, the rest to frame f + 1's (clamped to
+        the last of ``total`` frames, as :func:`dmol.audio.lpc.lp_predict`)."""
+        hop = self.model.hop_length
+        f1 = f + 1 if total is None else min(f + 1, total - 1)
+        a0, a1 = self.frame(mel, offset, received, f), self.frame(mel, offset, received, f1)
+        if self._second is None:
+            self._second = (torch.arange(hop) >= hop - hop // 2)[:, None].to(a0.device)
+        return torch.where(self._second, a1, a0)[None]
+
+    def forget(self, before: int) -> None:
+        """Drop the blocks that hold only frames ``< before``."""
+        for blk in [b for b in self._blocks if (b + 1) * LPC_BLOCK <= before]:
+            del self._blocks[blk]
+
+
 def _as_frames(model: WaveNet, frames: np.ndarray | Tensor, recipe=None) -> Tensor:
     """Check (n, n_mels) frames; return them as a float32 CPU tensor."""
     n_mels = model.cfg.n_mels
@@ -192,6 +261,8 @@ class StreamingVocoder:
         model: the trained WaveNet (eval mode).
         seed: seeds the sampling noise (a ``torch.Generator``).
         temperature: divides the mixture logits (0: most probable component).
+        scale_temperature: multiplies the components' scales (0: the component's mean; for
+            an LP model, the mean plus the prediction).
         backend, dtype, threads: see :func:`make_engine`.
         speaker: integer speaker id for a multi-speaker model.
         recipe: if given, pushed frames are checked with ``recipe.validate_mel``.
@@ -209,16 +280,22 @@ class StreamingVocoder:
     """
 
     def __init__(self, model: WaveNet, *, seed: int = 0, temperature: float = 1.0,
+                 scale_temperature: float = 1.0,
                  backend: str = "auto", dtype: torch.dtype | str = "float32",
                  threads: int = 1, speaker: int | None = None, recipe=None,
                  engine: IncrementalWaveNet | None = None) -> None:
-        if temperature < 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}")
-        self.model, self.recipe, self.temperature = model, recipe, float(temperature)
+        self.temperature = _check_temperature("temperature", temperature)
+        self.scale_temperature = _check_temperature("scale_temperature", scale_temperature)
+        self.model, self.recipe = model, recipe
         self.engine = engine or make_engine(model, backend=backend, dtype=dtype, batch=1,
                                             threads=threads)
         self.cond = Conditioner(model)
         self.lookahead, self.hop = self.cond.lookahead, model.hop_length
+        # LP: frame f's last hop // 2 samples use frame f + 1's coefficients, which must have
+        # arrived with frame f's conditioning (lookahead >= cin_pad >= 1)
+        self.lpc = LpcFrames(model) if model.cfg.lpc_order else None
+        if self.lpc is not None and self.lookahead < 1:
+            raise ValueError("an LP model needs a lookahead of at least one frame (cin_pad >= 1)")
         self.generator = torch.Generator().manual_seed(int(seed))
         sp = None if speaker is None else torch.tensor([int(speaker)])
         self.state = self.engine.new_state(1, speaker=sp)
@@ -264,14 +341,25 @@ class StreamingVocoder:
                 f, off = self._done, self._offset
                 tot = None if total is None else total - off
                 c = self.cond.frames(self._mel, f - off, f - off + 1, tot)
+                lpc = None
+                if self.lpc is not None:  # frames f and f + 1 (lookahead >= 1: it is here)
+                    lpc = self.lpc.samples(self._mel, off, self._received, f, total)
+                # drawn for every head (other heads then draw from the generator in the step)
                 noise = self.engine.draw_noise(self.hop, 1, generator=self.generator,
-                                               temperature=self.temperature)
+                                               temperature=self.temperature,
+                                               scale_temperature=self.scale_temperature)
                 x = self.engine.run(self.state, c, noise=noise, generator=self.generator,
-                                    temperature=self.temperature, callback=callback)
+                                    temperature=self.temperature,
+                                    scale_temperature=self.scale_temperature, lpc=lpc,
+                                    callback=callback)
                 out.append(x[0].float().cpu().numpy())
                 self._done += 1
-                # keep only the frames later windows can still read
-                drop = self._done - self.cond.lookback - self._offset
+                # keep only the frames later windows (and LPC blocks) can still read
+                keep = self._done - self.cond.lookback
+                if self.lpc is not None:
+                    keep = min(keep, self._done // LPC_BLOCK * LPC_BLOCK)
+                    self.lpc.forget(self._done)
+                drop = keep - self._offset
                 if drop > 64:
                     self._mel = self._mel[..., drop:].contiguous()
                     self._offset += drop
@@ -279,7 +367,8 @@ class StreamingVocoder:
 
 
 def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
-                           temperature: float = 1.0, backend: str = "auto",
+                           temperature: float = 1.0, scale_temperature: float = 1.0,
+                           backend: str = "auto",
                            dtype: torch.dtype | str = "float32", threads: int = 1,
                            speaker: int | None = None, progress: bool = False,
                            engine: IncrementalWaveNet | None = None) -> np.ndarray:
@@ -287,7 +376,8 @@ def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: in
 
     The same numbers as pushing the mel into a :class:`StreamingVocoder` in any pieces.
     """
-    stream = StreamingVocoder(model, seed=seed, temperature=temperature, backend=backend,
+    stream = StreamingVocoder(model, seed=seed, temperature=temperature,
+                              scale_temperature=scale_temperature, backend=backend,
                               dtype=dtype, threads=threads, speaker=speaker, engine=engine)
     m = stream._check(mel)
     stream._mel = m.T[None].to(stream._device).contiguous()
@@ -329,7 +419,8 @@ def crossfade(pieces: list[Tensor], plan: list[tuple[int, int, int]], T: int) ->
 
 
 def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
-                      temperature: float = 1.0, segment_seconds: float | None = None,
+                      temperature: float = 1.0, scale_temperature: float = 1.0,
+                      segment_seconds: float | None = None,
                       overlap_seconds: float = 0.05, max_batch: int = 32,
                       backend: str = "auto", dtype: torch.dtype | str = "float32",
                       threads: int | None = None, speaker: int | None = None,
@@ -347,11 +438,14 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
         threads: C++ kernel threads, each running its share of the segments (default: torch's
             thread count).
 
+    An LP model's segments each start from silence, their prediction from their own past, with
+    the coefficients of the utterance's frames (``model.lpc``).
+
     Returns:
         (frames * hop_length,) float32.
     """
-    if temperature < 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}")
+    temperature = _check_temperature("temperature", temperature)
+    scale_temperature = _check_temperature("scale_temperature", scale_temperature)
     if int(max_batch) != max_batch or max_batch < 1:
         raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
     sr, hop = model.cfg.sample_rate, model.hop_length
@@ -379,6 +473,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
     with torch.inference_mode():
         c = torch.cat([cond.frames(mel_t, a, min(a + 256, F_), F_)
                        for a in range(0, F_, 256)], dim=-1)[0]  # (cin, T)
+        a_lpc = model.lpc(mel_t)[0] if model.cfg.lpc_order else None  # (F, order)
     pieces: list[Tensor] = []
     with _progress(progress, sum(stop - start for start, _, stop in plan), "vocoding") as bar:
         for r0 in range(0, len(plan), max_batch):
@@ -395,9 +490,15 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
                 j1 = min(steps, j0 + chunk)
                 t_idx = (starts[:, None] + torch.arange(j0, j1)[None]).clamp(max=T - 1)
                 chunk_c = c[:, t_idx.to(c.device)].permute(1, 0, 2)  # (B, cin, steps)
-                noise = e.draw_noise(j1 - j0, B, generator=g, temperature=temperature)
+                lpc = None
+                if a_lpc is not None:  # each sample's nearest frame, as _frame_of_sample
+                    fr = ((t_idx + hop // 2) // hop).clamp(max=F_ - 1)
+                    lpc = a_lpc[fr.to(a_lpc.device)]  # (B, steps, order)
+                noise = e.draw_noise(j1 - j0, B, generator=g, temperature=temperature,
+                                     scale_temperature=scale_temperature)
                 outs.append(e.run(state, chunk_c, noise=noise, generator=g,
-                                  temperature=temperature).float().cpu())
+                                  temperature=temperature, scale_temperature=scale_temperature,
+                                  lpc=lpc).float().cpu())
                 if bar is not None:
                     bar(sum(max(0, min(j1, stop - start) - j0) for start, _, stop in rnd))
             x = torch.cat(outs, dim=1)
@@ -407,7 +508,8 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
 
 # ---- the public entry point ----------------------------------------------------------------
 def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str = "incremental",
-           seed: int = 0, temperature: float = 1.0, progress: bool = True,
+           seed: int = 0, temperature: float = 1.0, scale_temperature: float = 1.0,
+           progress: bool = True,
            backend: str = "auto", dtype: torch.dtype | str = "float32",
            threads: int | None = None,
            speaker: int | None = None, **folded: Any) -> np.ndarray:
@@ -420,6 +522,8 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
         mode: "incremental" (sequential, exact) or "folded" (segments in parallel).
         seed: the same seed gives the same audio (same mode, backend and dtype).
         temperature: divides the mixture logits (0: most probable component).
+        scale_temperature: multiplies the components' scales (0: the component's mean, plus
+            the prediction for an LP model); both finite and >= 0.
         progress: show a tqdm bar.
         backend, dtype: see :func:`make_engine`; float32 is exact, bfloat16 faster.
         threads: C++ kernel threads; default 1 for "incremental" (splitting one stream pays
@@ -428,6 +532,8 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: expected one of {MODES}")
+    temperature = _check_temperature("temperature", temperature)
+    scale_temperature = _check_temperature("scale_temperature", scale_temperature)
     if not isinstance(model, WaveNet):
         raise TypeError(f"model must be a WaveNet, got {type(model).__name__}")
     if head is not None and (type(head) is not type(model.head)
@@ -438,13 +544,15 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
         mel = recipe.validate_mel(mel.detach().cpu().numpy() if isinstance(mel, Tensor) else mel)
     if mode == "folded":
         return synthesize_folded(model, mel, seed=seed, temperature=temperature,
-                                 backend=backend, dtype=dtype, threads=threads,
-                                 speaker=speaker, progress=progress, **folded)
+                                 scale_temperature=scale_temperature, backend=backend,
+                                 dtype=dtype, threads=threads, speaker=speaker,
+                                 progress=progress, **folded)
     if folded:
         raise TypeError(f"options {sorted(folded)} only apply to mode='folded'")
     return synthesize_incremental(model, mel, seed=seed, temperature=temperature,
-                                  backend=backend, dtype=dtype, threads=threads or 1,
-                                  speaker=speaker, progress=progress)
+                                  scale_temperature=scale_temperature, backend=backend,
+                                  dtype=dtype, threads=threads or 1, speaker=speaker,
+                                  progress=progress)
 
 
 def _check_recipe(model: WaveNet, recipe) -> None:
@@ -508,7 +616,10 @@ def vocode_main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output folder for NAME.wav")
     p.add_argument("--mode", choices=MODES, default="incremental")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divides the mixture logits (0: the most probable component)")
+    p.add_argument("--scale-temperature", type=float, default=1.0,
+                   help="multiplies the components' scales (0: the component's mean)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="weight precision (bfloat16: faster, not exact)")
@@ -518,8 +629,11 @@ def vocode_main(argv: list[str] | None = None) -> int:
     p.add_argument("--speaker", type=int, default=None, help="speaker id (multi-speaker models)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    if a.temperature < 0:
-        p.error("--temperature must be >= 0")
+    for flag, v in (("--temperature", a.temperature),
+                    ("--scale-temperature", a.scale_temperature)):
+        if not (math.isfinite(v) and v >= 0):  # before loading anything
+            print(f"dmol vocode: {flag} must be finite and >= 0, got {v}", file=sys.stderr)
+            return 2
     if a.threads is not None:
         if a.threads < 1:
             p.error("--threads must be >= 1")
@@ -541,7 +655,8 @@ def vocode_main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for path, mel in mels.items():
         audio = vocode(model, head, recipe, mel, mode=a.mode, seed=a.seed,
-                       temperature=a.temperature, progress=not a.no_progress,
+                       temperature=a.temperature, scale_temperature=a.scale_temperature,
+                       progress=not a.no_progress,
                        backend=a.backend, dtype=a.dtype, threads=a.threads,
                        speaker=a.speaker)
         dest = out / f"{path.stem}.wav"
