@@ -361,3 +361,41 @@ def test_lpc_from_mel_rejects_bad_input(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         lpc_from_mel(args["log_mel"], args["recipe"], args["order"])
+
+
+# -- the synthesis filter and training noise ------------------------------------------------------
+
+
+def test_lp_synthesize_inverts_the_residual():
+    from dmol.audio.lpc import lp_synthesize
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(3, 7, 16, generator=g, dtype=torch.float64) * 0.05
+    e = torch.randn(3, 7 * 64 - 5, generator=g, dtype=torch.float64)
+    y = lp_synthesize(e, a, 64)
+    # e -> 1/A(z) -> A(z) gives e back, frame by frame, with the state carried across frames
+    torch.testing.assert_close(y - lp_predict(y, a, 64), e, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="must be"):
+        lp_synthesize(e[0], a, 64)
+
+
+def test_excitation_noise_follows_the_excitation_level_and_is_seeded():
+    from dmol.audio.lpc import excitation_noise
+
+    recipe = recipe_for("small-16k")
+    rng = np.random.default_rng(1)
+    x = np.zeros(16000, np.float32)
+    x[8000:] = rng.standard_normal(8000).astype(np.float32) * 0.2  # silence, then noise
+    mel = torch.from_numpy(recipe.compute(x))[None]
+    a = lpc_from_mel(mel, recipe, 16)
+    xt = torch.from_numpy(x)[None]
+    n1 = excitation_noise(xt, a, 256, 0.3, torch.Generator().manual_seed(0))
+    n2 = excitation_noise(xt, a, 256, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(n1, n2)
+    e_noise = n1 - lp_predict(n1, a, 256)  # back in the excitation domain
+    e_true = xt - lp_predict(xt, a, 256)
+    loud = slice(9000, 15000)
+    ratio = float(e_noise[:, loud].std() / e_true[:, loud].std())
+    assert 0.25 < ratio < 0.35, ratio  # level 0.3 of the excitation's rms
+    assert float(n1[:, :7000].abs().max()) == 0.0  # silence: no excitation, no noise
+    assert torch.equal(excitation_noise(xt, a, 256, 0.0), torch.zeros_like(xt))

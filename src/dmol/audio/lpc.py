@@ -36,7 +36,8 @@ from torch import Tensor
 
 from dmol.audio.features import MelRecipe, _mel_basis
 
-__all__ = ["levinson", "lp_predict", "lpc_from_mel", "prediction_gain_db"]
+__all__ = ["excitation_noise", "levinson", "lp_predict", "lp_synthesize", "lpc_from_mel",
+           "prediction_gain_db"]
 
 
 def levinson(r: Tensor) -> tuple[Tensor, Tensor]:
@@ -149,3 +150,65 @@ def prediction_gain_db(x: Tensor, p: Tensor) -> float:
     """10 log10(power of x / power of x - p): how much of the signal the prediction explains."""
     e = (x - p).double()
     return 10.0 * math.log10(float(x.double().pow(2).sum()) / max(float(e.pow(2).sum()), 1e-300))
+
+
+def lp_synthesize(e: Tensor, a: Tensor, hop_length: int) -> Tensor:
+    """The all-pole synthesis filter 1/A(z): ``y_t = e_t - sum_k a_k y[t-k]``, batched.
+
+    The inverse of :func:`lp_predict`'s residual (``y - lp_predict(y) == e``), with the same
+    nearest-centre frame per sample and zeros before t = 0. Computed in float64 by
+    ``scipy.signal.lfilter`` one run of equal coefficients at a time, the filter state carried
+    across frames through the output history.
+
+    Args:
+        e: (B, T) excitation.
+        a: (B, frames, order) per-frame coefficients.
+
+    Returns:
+        (B, T) in e's dtype and device.
+    """
+    from scipy.signal import lfilter, lfiltic
+
+    if e.dim() != 2 or a.dim() != 3 or a.shape[0] != e.shape[0]:
+        raise ValueError(f"e must be (B, T) and a (B, frames, order), got {tuple(e.shape)} "
+                         f"and {tuple(a.shape)}")
+    B, T = e.shape
+    order = a.shape[2]
+    f = _frame_of_sample(T, a.shape[1], hop_length, torch.device("cpu")).numpy()
+    cuts = np.flatnonzero(np.diff(f)) + 1
+    starts, stops = np.r_[0, cuts], np.r_[cuts, T]
+    ee = e.detach().double().cpu().numpy()
+    aa = a.detach().double().cpu().numpy()
+    y = np.zeros((B, T + order))  # order zeros of history, then the output
+    for b in range(B):
+        for s0, s1 in zip(starts, stops, strict=True):
+            den = np.r_[1.0, aa[b, f[s0]]]
+            past = y[b, s0 : s0 + order][::-1]  # y[t-1], y[t-2], ... as lfiltic wants
+            zi = lfiltic([1.0], den, past)
+            y[b, order + s0 : order + s1], _ = lfilter([1.0], den, ee[b, s0:s1], zi=zi)
+    return torch.from_numpy(y[:, order:]).to(device=e.device, dtype=e.dtype)
+
+
+def excitation_noise(x: Tensor, a: Tensor, hop_length: int, level: float,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Noise like an autoregressive model's own errors, for training on an imperfect past.
+
+    White noise at ``level`` times the frame's excitation rms (the residual of ``x`` under
+    its LPC, :func:`lp_predict`), passed through the synthesis filter 1/A(z): an error in the
+    excitation reaches the signal coloured by the spectral envelope, which is how a sampled
+    excitation's mistakes accumulate in synthesis (mostly low-frequency, where speech's A(z)
+    has its gain). Returns (B, T) noise to add to ``x``.
+    """
+    if not (math.isfinite(level) and level >= 0):
+        raise ValueError(f"level must be finite and >= 0, got {level!r}")
+    B, T = x.shape
+    frames = a.shape[1]
+    f = _frame_of_sample(T, frames, hop_length, x.device)
+    e = x - lp_predict(x, a, hop_length)
+    power = torch.zeros(B, frames, dtype=torch.float64, device=x.device)
+    count = torch.zeros(frames, dtype=torch.float64, device=x.device)
+    power.index_add_(1, f, e.double() ** 2)
+    count.index_add_(0, f, torch.ones(T, dtype=torch.float64, device=x.device))
+    rms = (power / count.clamp_min(1)).sqrt()[:, f]  # (B, T): the sample's frame
+    white = torch.randn(B, T, generator=generator, dtype=torch.float64, device=x.device)
+    return lp_synthesize((level * rms * white).to(x.dtype), a, hop_length)

@@ -194,6 +194,9 @@ class TrainConfig:
     seed: int = 1234
     num_workers: int = 0
     input_noise: float = 0.0  # std of Gaussian noise added to the past the network sees
+    # LP models: noise in the excitation at this fraction of its rms, through 1/A(z), added to
+    # the past the network and the prediction read (dmol.audio.lpc.excitation_noise)
+    lp_noise: float = 0.0
     precision: str = "fp32"  # "bf16": autocast on CUDA (the loss itself runs in float32)
 
     def __post_init__(self) -> None:
@@ -215,6 +218,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
         if not (math.isfinite(self.input_noise) and 0.0 <= self.input_noise < 1.0):
             raise ValueError(f"input_noise must lie in [0, 1), got {self.input_noise!r}")
+        if not (math.isfinite(self.lp_noise) and 0.0 <= self.lp_noise <= 10.0):
+            raise ValueError(f"lp_noise must lie in [0, 10], got {self.lp_noise!r}")
         if self.val_max_seconds <= 0:
             raise ValueError(f"val_max_seconds must be positive, got {self.val_max_seconds!r}")
 
