@@ -381,6 +381,22 @@ def test_upsampled_and_clipped_inputs_are_reported(tmp_path, capsys):
     assert "clipped" in notes[str(src / "hot.wav")]
 
 
+def test_other_warnings_while_preparing_are_passed_on_once(tmp_path, monkeypatch):
+    import warnings
+
+    src = make_folder(tmp_path / "in", n=2, corrupt=False)
+    real = corpus._prepare
+
+    def noisy(*args):
+        warnings.warn("something else", RuntimeWarning, stacklevel=1)
+        return real(*args)
+
+    monkeypatch.setattr(corpus, "_prepare", noisy)
+    with pytest.warns(RuntimeWarning, match="something else") as rec:
+        preprocess(src, tmp_path / "out", "tiny", progress=False)
+    assert len([w for w in rec if w.category is RuntimeWarning]) == 4  # one per file
+
+
 def test_float_input_above_full_scale_is_normalized_not_clipped(tmp_path):
     (tmp_path / "in").mkdir()
     x = voiced(0.5, 16000, 150.0) * 20  # peaks near 4

@@ -4,14 +4,17 @@ checkpoints, 2-process DDP, the NaN guard, batch sampling and the schedule."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ import pytest
 import torch
 
 from dmol.audio.corpus import asterisk_g722_files, load_recipe, preprocess
+from dmol.wavenet import checkpoint as C
 from dmol.wavenet import train as T
 from dmol.wavenet.checkpoint import (
     CorruptCheckpointError,
@@ -167,9 +171,9 @@ def test_truncated_checkpoint_is_detected_and_the_previous_one_used(short_run, s
     err = capsys.readouterr().err
     assert "ckpt_00000006.pt" in err and "falling back to" in err and "ckpt_00000004.pt" in err
 
-    # without the checksum file, torch.load's own failure is reported the same way
+    # without the checksum file, the damage is still found and named
     (run / "ckpt_00000006.pt.sha256").unlink()
-    with pytest.raises(CorruptCheckpointError, match="torch.load failed"):
+    with pytest.raises(CorruptCheckpointError, match="truncated"):
         load_checkpoint(newest)
     # a flipped byte keeps the length but not the checksum
     middle = run / "ckpt_00000004.pt"
@@ -219,9 +223,9 @@ def test_nan_guard_skips_the_update_and_counts_it(speech, tmp_path, monkeypatch)
     real_forward = T.WaveNet.forward
     calls = {"n": 0}
 
-    def forward(self, x, mel, speaker=None):  # the 4th training step (step 3) goes NaN
+    def forward(self, x, mel, speaker=None, **kw):  # the 4th training step (step 3) goes NaN
         calls["n"] += self.training
-        y = real_forward(self, x, mel, speaker)
+        y = real_forward(self, x, mel, speaker, **kw)
         return y * float("nan") if calls["n"] == 4 and self.training else y
 
     monkeypatch.setattr(T.WaveNet, "forward", forward)
@@ -308,3 +312,264 @@ def test_distribution_image(name):
     img = distribution_image(head, y_hat, y, window=200)
     assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
     assert img.shape[0] > 100 and img.shape[1] > 200 and img.std() > 10
+
+
+# ---- safety: damaged checkpoints, the run folder, interrupts, arguments ----------------------
+def one_line_error(err: str) -> bool:
+    return "Traceback" not in err and err.strip().count("\n") == 0 and err.strip() != ""
+
+
+def test_truncated_newest_checkpoint_without_checksum_falls_back(short_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    newest = run / "ckpt_00000006.pt"
+    newest.write_bytes(newest.read_bytes()[:-100])
+    (run / "ckpt_00000006.pt.sha256").unlink()
+    capsys.readouterr()
+    assert latest_checkpoint(run) == run / "ckpt_00000004.pt"
+    err = capsys.readouterr().err
+    assert "ckpt_00000006.pt" in err and "truncated" in err and "falling back to" in err
+    # a flipped byte inside a tensor, no checksum file: the zip's CRC still catches it
+    middle = run / "ckpt_00000004.pt"
+    raw = bytearray(middle.read_bytes())
+    with zipfile.ZipFile(middle) as z:
+        big = max(z.infolist(), key=lambda i: i.file_size)
+    name_len, extra_len = struct.unpack("<HH", raw[big.header_offset + 26:big.header_offset + 30])
+    raw[big.header_offset + 30 + name_len + extra_len + big.file_size // 2] ^= 0xFF
+    middle.write_bytes(bytes(raw))
+    (run / "ckpt_00000004.pt.sha256").unlink()
+    with pytest.raises(CorruptCheckpointError, match="ckpt_00000004.pt.*damaged"):
+        load_checkpoint(middle)
+    assert latest_checkpoint(run) == run / "ckpt_00000002.pt"
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "empty"),
+    (b"hello, this is a text file\n", "not a PyTorch checkpoint"),
+    (np.random.default_rng(0).bytes(5000), "not a PyTorch checkpoint"),
+])
+def test_corrupt_checkpoint_messages_name_the_file_and_the_problem(tmp_path, content, problem):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CorruptCheckpointError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert str(path) in msg and problem in msg, msg
+    for bad in ("weights_only", "KeyError", "EOFError", "UnpicklingError", "miniz"):
+        assert bad not in msg, msg
+
+
+class Opaque:  # pickled by reference: weights_only loading must refuse it
+    pass
+
+
+def test_checkpoint_of_unknown_origin_is_refused_without_suggesting_unsafe_loading(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"format": "dmol-wavenet-1", "thing": Opaque()}, path)
+    with pytest.raises(CorruptCheckpointError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert str(path) in msg and "weights_only" not in msg and "Python objects" in msg, msg
+
+
+class _FullDisk:
+    """``open`` for the checkpoint module whose ``.pt.tmp`` files fill the disk half-way."""
+
+    def __init__(self, after: int = 0):
+        self.after, self.calls = after, 0
+
+    def __call__(self, file, mode="r", *args, **kwargs):
+        f = open(file, mode, *args, **kwargs)  # noqa: SIM115
+        if str(file).endswith(".pt.tmp") and "w" in mode:
+            self.calls += 1
+            if self.calls > self.after:
+                real_write = f.write
+
+                def write(data):
+                    real_write(data[: len(data) // 2])
+                    raise OSError(errno.ENOSPC, "No space left on device")
+
+                f.write = write
+        return f
+
+
+def test_disk_full_during_a_checkpoint_write_leaves_no_debris(short_run, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    before = sorted(os.listdir(run))
+    state = load_checkpoint(run / "ckpt_00000006.pt")
+    monkeypatch.setattr(C, "open", _FullDisk(), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        C.save_checkpoint(run, 8, state)
+    assert sorted(os.listdir(run)) == before  # no .tmp, no orphan ckpt_00000008.pt.sha256
+    assert latest_checkpoint(run) == run / "ckpt_00000006.pt"
+
+
+def test_disk_full_while_training_is_one_line(speech, tmp_path, monkeypatch, capsys):
+    data, _, _ = speech
+    out = tmp_path / "run"
+    monkeypatch.setattr(C, "open", _FullDisk(after=1), raising=False)  # the 2nd save fails
+    sets = [f"--set={k}={v}" for k, v in {**QUICK, "max_steps": 6, "ckpt_interval": 2}.items()]
+    with one_thread():
+        rc = T.main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
+                     "--no-tensorboard", *sets])
+    err = capsys.readouterr().err
+    assert rc == 1 and "No space left on device" in err and one_line_error(err), err
+    assert _steps(out) == [2]
+    assert not [p for p in os.listdir(out) if p.endswith((".tmp", ".lock"))
+                or (p.endswith(".sha256") and not (out / p[: -len(".sha256")]).exists())]
+
+
+def test_a_second_training_on_the_same_folder_is_refused(speech, tmp_path, capsys):
+    data, _, _ = speech
+    out = tmp_path / "run"
+    sets = [f"--set={k}={v}" for k, v in {**QUICK, "max_steps": 10**5, "ckpt_interval": 2}.items()]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dmol.wavenet.train", str(data), "--preset", "tiny", "--out",
+         str(out), "--no-progress", "--no-tensorboard", *sets],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not list_checkpoints(out) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert first.poll() is None and list_checkpoints(out), "the first run did not get going"
+        # the second one, resuming the same folder, must not run beside it
+        with one_thread():
+            rc = T.main([str(data), "--preset", "tiny", "--out", str(out), "--resume",
+                         "--no-progress", "--no-tensorboard", "--max-steps", "1"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "in use" in err and str(first.pid) in err and one_line_error(err), err
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 128 + signal.SIGTERM, first_err.decode()[-2000:]
+    assert not (out / ".lock").exists()  # released on the way out
+
+
+def test_a_stale_lock_is_taken_over(speech, tmp_path, capsys):
+    data, _, _ = speech
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".lock").write_text(json.dumps({"pid": dead.pid, "host": "somewhere"}))
+    metrics = run_train(data, out, overrides={**QUICK, "max_steps": 2})
+    assert metrics["step"] == 2
+    err = capsys.readouterr().err
+    assert "stale lock" in err and str(dead.pid) in err
+    assert not (out / ".lock").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(speech, tmp_path):
+    data, _, _ = speech
+    out = tmp_path / "run"
+    sets = [f"--set={k}={v}" for k, v in {**QUICK, "max_steps": 10**5, "ckpt_interval": 3}.items()]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dmol.wavenet.train", str(data), "--preset", "tiny",
+         "--out", str(out), "--no-progress", "--no-tensorboard", *sets],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 180
+    while not list_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    err = err.decode()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1]
+    saved = json.loads((out / "metrics.json").read_text())
+    newest = latest_checkpoint(out)
+    assert load_checkpoint(newest)["step"] == saved["step"] == max(_steps(out)) >= 3
+    assert saved["stop_reason"] == "interrupted" and not (out / ".lock").exists()
+
+
+def _interrupt_at(monkeypatch, func: str, call: int) -> None:
+    """Send this process SIGINT during the ``call``-th call of ``T.<func>``, as Ctrl-C would."""
+    real, calls = getattr(T, func), {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        if calls["n"] == call:
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(T, func, wrapped)
+
+
+def test_ctrl_c_right_after_an_update_never_applies_it_twice(speech, tmp_path, monkeypatch):
+    data, _, _ = speech
+    overrides = {**QUICK, "max_steps": 6}
+    full = run_train(data, tmp_path / "full", overrides=overrides)
+    # Ctrl-C lands just after the optimizer applied step 3's update (inside the EMA update)
+    _interrupt_at(monkeypatch, "_ema_update", 4)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(data, tmp_path / "cut", overrides=overrides)
+    monkeypatch.undo()
+    cut = load_checkpoint(latest_checkpoint(tmp_path / "cut"))
+    assert cut["step"] == 4  # the step that was applied is counted, and saved with it
+    resumed = run_train(data, tmp_path / "cut", overrides=overrides, resume=True)
+    assert resumed["step"] == full["step"] == 6
+    a = load_checkpoint(latest_checkpoint(tmp_path / "full"))
+    b = load_checkpoint(latest_checkpoint(tmp_path / "cut"))
+    for key in ("model", "ema"):
+        for name, t in a[key].items():
+            torch.testing.assert_close(b[key][name], t, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_ctrl_c_during_the_final_validation_still_saves(speech, tmp_path, monkeypatch):
+    data, _, _ = speech
+    out = tmp_path / "run"
+    _interrupt_at(monkeypatch, "_validation_loss", 2)  # 1: the starting point, 2: the final one
+    with pytest.raises(KeyboardInterrupt):
+        run_train(data, out, overrides={**QUICK, "max_steps": 4})
+    assert _steps(out) == [4]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["step"] == 4 and saved["stop_reason"] == "interrupted"
+    assert not (out / ".lock").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "banana"], "device"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "CUDA"),
+    (["--set", "log_scale_min=nan"], "log_scale_min"),
+    (["--set", "lr=inf"], "lr"),
+    (["--set", "betas=0.9"], "betas"),
+    (["--set", "betas=(0.9, nan)"], "betas"),
+    (["--set", "ema_decay=abc"], "ema_decay"),
+    (["--set", "layers=8.5"], "layers"),
+    (["--set", "head=7"], "head"),
+    (["--lr", "nan"], "lr"),
+    (["--threads", "0"], "threads"),
+    (["--minutes", "nan"], "minutes"),
+])
+def test_bad_arguments_are_one_line_and_touch_nothing(speech, tmp_path, capsys, args, message):
+    data, _, _ = speech
+    out = tmp_path / "run"
+    with one_thread():
+        rc = T.main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
+                     "--no-tensorboard", "--max-steps", "2", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and one_line_error(err), err
+    assert not out.exists()
+
+
+def test_run_folder_that_is_a_file_or_someone_elses(speech, tmp_path, capsys):
+    data, _, _ = speech
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"camera": "x"}')
+    for out, message in ((f, "not a folder"), (folder, "not a dmol run folder"), (data, "dataset")):
+        before = {p: p.read_bytes() for p in Path(out).rglob("*") if p.is_file()} if out.is_dir() \
+            else out.read_bytes()
+        with one_thread():
+            rc = T.main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
+                         "--no-tensorboard", "--max-steps", "2"])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err and one_line_error(err), (out, err)
+        after = {p: p.read_bytes() for p in Path(out).rglob("*") if p.is_file()} if out.is_dir() \
+            else out.read_bytes()
+        assert after == before

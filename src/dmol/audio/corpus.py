@@ -372,17 +372,18 @@ def _prepare_noting(path: Path, recipe: MelRecipe, trim_db: float | None,
                     notes: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_prepare`, with what load_audio had to say about the file (clipped at the
     source, upsampled) printed as a warning and appended to ``notes``."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", AudioInputWarning)
-        try:
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AudioInputWarning)
             return _prepare(path, recipe, trim_db)
-        finally:
-            for w in caught:
-                if isinstance(w.message, AudioInputWarning):
-                    _warn(str(w.message))
-                    notes.append({"path": str(path), "note": w.message.reason})
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    finally:  # outside the recording context: re-shown warnings are not recorded again
+        for w in caught:
+            if isinstance(w.message, AudioInputWarning):
+                _warn(str(w.message))
+                notes.append({"path": str(path), "note": w.message.reason})
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _preprocess_files(

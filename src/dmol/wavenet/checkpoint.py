@@ -4,9 +4,11 @@ A run folder holds ``ckpt_XXXXXXXX.pt`` (the step, zero-padded) and, beside each
 ``ckpt_XXXXXXXX.pt.sha256`` with the SHA-256 and byte length of the file. A checkpoint is
 written to ``*.tmp``, flushed with ``fsync`` and renamed into place with ``os.replace``, so a
 crash leaves either the old set of files or the new one, never half a file under a final
-name. A file damaged later (truncated copy, full disk) fails its checksum and is reported with
-a :class:`CorruptCheckpointError`; :func:`latest_checkpoint` then falls back to the previous
-checkpoint and says so.
+name (a failed write removes its ``.tmp`` and the new sidecar). A file damaged later
+(truncated copy, full disk) fails its checksum (without a sidecar: the zip archive's own
+directory and CRC-32s) and is reported with a :class:`CorruptCheckpointError` naming the file
+and the problem; :func:`latest_checkpoint` then falls back to the previous checkpoint and
+says so.
 
 Contents (a plain dict, loadable with ``torch.load(path, weights_only=True)``)::
 
@@ -41,6 +43,7 @@ import io
 import os
 import re
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +87,15 @@ def _sidecar(path: Path) -> Path:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no half-written .tmp left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(d: Path) -> None:
@@ -122,8 +129,17 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
     data = buf.getvalue()
     path = checkpoint_path(d, step)
     # the sidecar goes first: a checkpoint name never exists without its checksum
-    _write_atomic(_sidecar(path), f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n".encode())
-    _write_atomic(path, data)
+    side = _sidecar(path)
+    old_side = side.read_bytes() if side.is_file() and path.is_file() else None
+    _write_atomic(side, f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n".encode())
+    try:
+        _write_atomic(path, data)
+    except BaseException:  # no orphan checksum (nor a wrong one for a file already there)
+        if old_side is None:
+            side.unlink(missing_ok=True)
+        else:
+            _write_atomic(side, old_side)
+        raise
     _fsync_dir(d)
     for old in list_checkpoints(d)[: -max(1, keep)]:
         old.unlink(missing_ok=True)
@@ -131,8 +147,36 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
     return path
 
 
+def _zip_problem(data: bytes) -> str | None:
+    """Why ``data`` is not an intact ``torch.save`` zip archive, or None if it is.
+
+    Used when a checkpoint has no checksum file: the zip's end-of-archive directory shows a
+    truncation, and its per-member CRC-32s show damage inside.
+    """
+    if not data:
+        return "empty file (0 bytes)"
+    if not data.startswith(b"PK\x03\x04"):
+        head = data[:16]
+        kind = ("a text file" if all(32 <= b < 127 or b in b"\t\r\n" for b in head)
+                else "unknown binary data")
+        return f"not a PyTorch checkpoint (it starts like {kind}, not a zip archive)"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            bad = z.testzip()
+    except zipfile.BadZipFile:
+        return (f"truncated or damaged: {len(data)} bytes, and the zip archive's directory, "
+                f"at its end, is missing")
+    except (OSError, EOFError, ValueError, zipfile.LargeZipFile, NotImplementedError) as e:
+        return f"damaged zip archive ({e})"
+    if bad is not None:
+        return f"damaged: part {bad!r} fails its CRC check"
+    return None
+
+
 def _verified_bytes(path: Path) -> bytes:
     if not path.is_file():
+        if path.exists():
+            raise FileNotFoundError(f"checkpoint {path} is not a file")
         raise FileNotFoundError(f"no such checkpoint: {path}")
     data = path.read_bytes()
     side = _sidecar(path)
@@ -140,7 +184,7 @@ def _verified_bytes(path: Path) -> bytes:
         try:
             digest, size = side.read_text().split()
             size = int(size)
-        except ValueError:
+        except (ValueError, UnicodeDecodeError):
             raise CorruptCheckpointError(path, f"unreadable checksum file {side.name}") from None
         if len(data) != size:
             raise CorruptCheckpointError(
@@ -148,7 +192,15 @@ def _verified_bytes(path: Path) -> bytes:
             )
         if hashlib.sha256(data).hexdigest() != digest:
             raise CorruptCheckpointError(path, "SHA-256 does not match the one written with it")
+    else:
+        problem = _zip_problem(data)
+        if problem:
+            raise CorruptCheckpointError(path, problem)
     return data
+
+
+# what every reader needs (resuming also needs "model", "optimizer", "scheduler": train checks)
+_REQUIRED = ("step", "model_config", "train_config", "recipe", "ema")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
@@ -157,19 +209,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
 
     ``bundle_ok``: also accept an inference bundle (:func:`export_model`), which has no
     training state (so it cannot be resumed).
+
+    Only tensors and plain containers are loaded (``weights_only=True``): a file holding other
+    Python objects is refused, whatever its origin.
     """
     path = Path(path)
     data = _verified_bytes(path)
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        raise CorruptCheckpointError(path, f"torch.load failed: {type(e).__name__}: {e}") from None
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            reason = ("it holds Python objects other than tensors and plain containers, which "
+                      "dmol does not load (not a dmol checkpoint: made by another program?)")
+        else:
+            reason = f"PyTorch cannot read it ({type(e).__name__}): damaged or not a checkpoint"
+        raise CorruptCheckpointError(path, reason) from None
     formats = (FORMAT, BUNDLE_FORMAT) if bundle_ok else (FORMAT,)
     if not isinstance(state, dict) or state.get("format") not in formats:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         what = ("an inference bundle, which holds no training state" if got == BUNDLE_FORMAT
                 else f"format {got!r}")
         raise CorruptCheckpointError(path, f"not a dmol WaveNet training checkpoint ({what})")
+    missing = [k for k in _REQUIRED if k not in state]
+    if missing:
+        raise CorruptCheckpointError(path, f"incomplete: it lacks {missing}")
     return state
 
 
@@ -225,8 +288,11 @@ def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | No
 def latest_checkpoint(run_dir: str | Path, *, verbose: bool = True) -> Path | None:
     """The newest checkpoint in ``run_dir`` that passes its checksum, or None if there is none.
 
-    A damaged newer checkpoint is skipped with a message naming it and the one used instead;
-    if every checkpoint is damaged a :class:`CorruptCheckpointError` lists them.
+    A checkpoint without its ``.sha256`` file (copied without it, or written by hand) is
+    checked with its zip archive's own directory and CRC-32s instead, so a truncated one is
+    found either way. A damaged newer checkpoint is skipped with a message naming it and the
+    one used instead; if every checkpoint is damaged a :class:`CorruptCheckpointError` lists
+    them.
     """
     paths = list_checkpoints(run_dir)
     bad: list[str] = []

@@ -22,6 +22,12 @@ TensorBoard (``RUN_DIR/tb``) and ``RUN_DIR/metrics.json``; every ``val_interval`
 teacher-forced NLL of the validation utterances under the EMA weights; every
 ``media_interval`` an audio clip and a picture of the predicted distribution. A step whose
 loss or gradient is NaN/inf is skipped (no optimizer or EMA update) and counted.
+
+A run folder is used by one process at a time: ``RUN_DIR/.lock`` (holding the PID and host)
+is locked while training runs, so a second ``dmol train`` on the same folder is refused; the
+lock of a process that died is taken over with a warning. Ctrl-C (SIGINT) and SIGTERM stop
+training at a step boundary (an update and the step counter that counts it are one unit), save
+a checkpoint, write ``metrics.json`` and exit with 130 or 143.
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ import json
 import math
 import os
 import random
+import signal
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -61,7 +70,13 @@ from dmol.wavenet.presets import (
     get_preset,
 )
 
-__all__ = ["SegmentSampler", "describe", "lr_factor", "main", "train"]
+try:
+    import fcntl
+except ImportError:  # Windows: the lock falls back to O_EXCL and PID checks
+    fcntl = None
+
+__all__ = ["RunLockedError", "SegmentSampler", "TrainingInterrupted", "describe", "lr_factor",
+           "main", "train"]
 
 
 # ---- data ----------------------------------------------------------------------------------
@@ -153,6 +168,26 @@ def _load_split(data_dir: Path, split: str, cfg: WaveNetConfig, log) -> list[tup
     return out
 
 
+def noisy_past(model: WaveNet, x: Tensor, mel: Tensor, tc: TrainConfig, seed: int) -> Tensor:
+    """The past the network reads in training: ``x`` plus the configured noise, so that it
+    learns to predict the clean sample from a past that is not quite the truth, as in
+    synthesis from its own samples. ``input_noise``: white, in the signal; ``lp_noise`` (LP
+    models): in the excitation, coloured by the synthesis filter like synthesis's own errors.
+    """
+    if tc.input_noise <= 0 and (tc.lp_noise <= 0 or not model.cfg.lpc_order):
+        return x
+    g = torch.Generator(x.device).manual_seed(seed)
+    past = x
+    if tc.input_noise > 0:
+        past = past + tc.input_noise * torch.randn(x.shape, generator=g, device=x.device)
+    if tc.lp_noise > 0 and model.cfg.lpc_order:
+        from dmol.audio.lpc import excitation_noise
+
+        with torch.no_grad():
+            past = past + excitation_noise(x, model.lpc(mel), model.hop_length, tc.lp_noise, g)
+    return past
+
+
 # ---- schedule and EMA ----------------------------------------------------------------------
 def lr_factor(step: int, tc: TrainConfig) -> float:
     """Learning-rate multiplier at ``step`` (0-based): linear warmup, then the schedule."""
@@ -206,6 +241,292 @@ def _weights_digest(model: torch.nn.Module) -> str:
     for t in model.state_dict().values():
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+# ---- one process per run folder, and interrupts at step boundaries -------------------------
+class RunLockedError(ValueError):
+    """The run folder is in use by another training process."""
+
+
+def _describe_owner(owner: dict[str, Any]) -> str:
+    parts = [f"PID {owner.get('pid', '?')}"]
+    if owner.get("host"):
+        parts.append(f"on {owner['host']}")
+    if owner.get("started"):
+        parts.append(f"since {owner['started']}")
+    return " ".join(parts)
+
+
+def _parse_owner(text: str) -> dict[str, Any]:
+    try:
+        owner = json.loads(text)
+    except ValueError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+class _RunLock:
+    """``RUN_DIR/.lock``: held while a training process uses the folder.
+
+    Where ``fcntl`` exists the file carries an advisory ``flock``, which the kernel drops when
+    the process dies however it dies: a lock file nobody holds is stale by construction, and is
+    taken over with a warning. Elsewhere the file is created with ``O_EXCL`` and a lock whose
+    PID is not running on this host counts as stale. The file holds the owner's PID, host and
+    start time, for the message a second process prints.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path, warn) -> None:
+        self.path, self.warn, self.fd = run_dir / self.NAME, warn, None
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(),
+                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def _refuse(self, owner: dict[str, Any]) -> None:
+        raise RunLockedError(
+            f"{self.path.parent} is in use by another training process "
+            f"({_describe_owner(owner)}): wait for it to end or stop it, or choose another --out"
+        )
+
+    def __enter__(self) -> _RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            self._acquire_exclusive()
+            return self
+        for _ in range(50):  # retried only while a releasing process removes the file
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                self._refuse(_parse_owner(self.path.read_text(errors="replace")))
+            try:  # the file we locked must still be the one under the name
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            old = os.read(fd, 4096).decode(errors="replace").strip()
+            if old:
+                self.warn(f"warning: taking over the stale lock of "
+                          f"{_describe_owner(_parse_owner(old))} in {self.path.parent}: that "
+                          f"process is gone")
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(self.me).encode())
+            self.fd = fd
+            return self
+        raise RunLockedError(f"could not lock {self.path}: it keeps changing")
+
+    def _acquire_exclusive(self) -> None:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                owner = _parse_owner(self.path.read_text(errors="replace"))
+                same_host = owner.get("host") in (None, self.me["host"])
+                if same_host and not _pid_alive(int(owner.get("pid") or 0)):
+                    self.warn(f"warning: taking over the stale lock of {_describe_owner(owner)}"
+                              f" in {self.path.parent}: that process is gone")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                self._refuse(owner)
+            os.write(fd, json.dumps(self.me).encode())
+            self.fd = fd
+            return
+        self._refuse({})
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is None:
+            return
+        try:
+            if fcntl is None or os.path.samestat(os.fstat(self.fd), os.stat(self.path)):
+                self.path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _pid_alive(pid: int) -> bool:
+    from dmol._fs import pid_alive
+
+    return pid_alive(pid)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was stopped by SIGINT or SIGTERM; ``checkpoint`` is what it saved (or None)."""
+
+    def __init__(self, signum: int, step: int | None, checkpoint: Path | None) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(signal.Signals(signum).name)
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, except inside :meth:`critical` sections,
+    where they wait for the section's end. Signals a parent set to be ignored stay ignored
+    (e.g. SIGINT of a job started with ``&``); nothing is installed outside the main thread."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._depth, self._pending, self._old = 0, False, {}
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue
+                with contextlib.suppress(ValueError, OSError):
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+        if self._depth:
+            self._pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical(self, *, then_raise: bool = True):
+        """A section no signal cuts in two; one that arrived meanwhile is raised at its end
+        (``then_raise=False``: dropped, for the save that answers an interrupt)."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self._pending and not self._depth:
+            self._pending = False
+            if then_raise:
+                raise KeyboardInterrupt
+
+
+# ---- checking what train() is given, before it writes anything ------------------------------
+def _check_device(device: str | None) -> None:
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch is built without CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise ValueError(f"device {device!r}: {why}; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r} is not supported for training: use cpu, cuda or "
+                         f"cuda:N")
+
+
+def _is_run_dir(d: Path) -> bool:
+    """A folder a dmol training run wrote (or started to write)."""
+    from dmol.wavenet.checkpoint import list_checkpoints
+
+    if list_checkpoints(d) or (d / _RunLock.NAME).exists():
+        return True
+    for name in ("config.json", "metrics.json"):
+        try:
+            data = json.loads((d / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "preset" in data:
+            return True
+    return False
+
+
+def _check_run_dir(out_dir: Path, data_dir: Path) -> None:
+    if out_dir.exists() or out_dir.is_symlink():
+        if not out_dir.is_dir():
+            raise ValueError(f"--out {out_dir} exists and is not a folder")
+        if data_dir.exists() and out_dir.resolve() == data_dir.resolve():
+            raise ValueError(f"--out {out_dir} is the dataset folder: choose a run folder of "
+                             f"its own")
+        entries = sorted(p.name for p in out_dir.iterdir())
+        if entries and not _is_run_dir(out_dir):
+            raise ValueError(
+                f"--out {out_dir} is not empty and is not a dmol run folder (it holds "
+                f"{', '.join(entries[:4])}{', ...' if len(entries) > 4 else ''}; no checkpoints "
+                f"or config.json of a run): choose a new or empty folder"
+            )
+        target = out_dir
+    else:
+        target = out_dir.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            raise ValueError(f"cannot create --out {out_dir}: {target} is not a folder")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to {target}: permission denied")
+
+
+def _check_value(name: str, value: Any, annotation: str) -> Any:
+    """``value`` as config field ``name`` of type ``annotation`` needs it, or a ValueError
+    saying what is expected (NaN and infinities are never a valid setting)."""
+
+    def number(v: Any) -> float | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        return float(v)
+
+    def integer(v: Any) -> int | None:
+        f = number(v)
+        return int(f) if f is not None and f.is_integer() else None
+
+    hint = " (--set takes Python literals, e.g. 3e-4, (0.9, 0.99), None)"
+    if annotation in ("int", "int | None"):
+        if value is None and annotation.endswith("None"):
+            return None
+        v = integer(value)
+        if v is None:
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return v
+    if annotation in ("float", "float | None"):
+        if value is None and annotation.endswith("None"):
+            return None
+        v = number(value)
+        if v is None:
+            raise ValueError(f"{name} must be a finite number, got {value!r}{hint}")
+        return v
+    if annotation == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a name (a string), got {value!r}")
+        return value
+    if annotation.startswith("tuple["):
+        floats = "float" in annotation
+        ok = isinstance(value, (list, tuple)) and len(value) > 0
+        items = [(number if floats else integer)(v) for v in value] if ok else []
+        size = annotation.count(",") + 1 if "..." not in annotation else None
+        if not ok or any(v is None for v in items) or (size and len(items) != size):
+            kind = f"{size} finite numbers" if floats else "integers"
+            example = "(0.9, 0.999)" if floats else "(4, 4, 4)"
+            raise ValueError(f"{name} must be a tuple of {kind} like {example}, got {value!r}")
+        return tuple(items)
+    return value
+
+
+def _check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Type-check config overrides against the dataclass fields; unknown names are left to
+    :func:`apply_overrides`, which lists the valid ones."""
+    fields = {f.name: f for cls in (WaveNetConfig, TrainConfig) for f in dataclasses.fields(cls)}
+    out = {}
+    for k, v in overrides.items():
+        f = fields.get(k)
+        out[k] = _check_value(k, v, f.type if isinstance(f.type, str) else
+                              getattr(f.type, "__name__", "")) if f else v
+    if out.get("seed") is not None and out["seed"] < 0:
+        raise ValueError(f"seed must be >= 0, got {out['seed']}")
+    return out
 
 
 # ---- the run -------------------------------------------------------------------------------
@@ -281,18 +602,29 @@ def train(
     """
     from dmol.audio.corpus import load_recipe
 
+    # ---- everything is checked before anything is written
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: known presets are {sorted(PRESETS)}")
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be positive, got {minutes!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
     overrides = dict(overrides or {})
     for k, v in (("max_steps", max_steps), ("seed", seed), ("batch_size", batch_size)):
         if v is not None:
             overrides[k] = v
+    overrides = _check_overrides(overrides)
+    if not resume:
+        get_preset(preset, overrides)  # a bad value fails now, not after loading the data
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    _check_run_dir(out_dir, data_dir)
+    _check_device(device)
+    recipe = load_recipe(data_dir)
     if threads is not None:
-        torch.set_num_threads(max(1, int(threads)))
+        torch.set_num_threads(threads)
     env, dev = _init_distributed(device)
+    created = not out_dir.exists()
 
     def log(msg: str) -> None:
         if env.main:
@@ -300,7 +632,31 @@ def train(
 
             tqdm.write(msg, file=sys.stderr if msg.startswith("warning") else sys.stdout)
 
-    recipe = load_recipe(data_dir)
+    try:
+        # DDP: rank 0 speaks for the run (the others never write into the folder)
+        lock = _RunLock(out_dir, log) if env.main else contextlib.nullcontext()
+        with lock, _Interrupts() as interrupts:
+            try:
+                return _train_locked(
+                    data_dir, out_dir, preset, recipe, overrides, resume=resume, minutes=minutes,
+                    env=env, dev=dev, progress=progress, tensorboard=tensorboard, log=log,
+                    interrupts=interrupts)
+            except TrainingInterrupted:
+                raise
+            except KeyboardInterrupt:  # before the first step, or on a DDP replica
+                raise TrainingInterrupted(interrupts.signum or signal.SIGINT, None, None
+                                          ) from None
+    finally:
+        if created and env.main:  # a run that stopped before writing anything leaves no folder
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+
+
+def _train_locked(data_dir: Path, out_dir: Path, preset: str, recipe, overrides: dict[str, Any],
+                  *, resume: bool, minutes: float | None, env: _Dist, dev: torch.device,
+                  progress: bool, tensorboard: bool, log, interrupts: _Interrupts
+                  ) -> dict[str, Any]:
+    """The body of :func:`train`, run while holding the run folder's lock."""
     ckpt_path = latest_checkpoint(out_dir, verbose=env.main)
     state = None
     if ckpt_path is not None and not resume:
@@ -308,6 +664,9 @@ def train(
                          f"resume=True (--resume) to continue it, or choose another out_dir")
     if ckpt_path is not None:
         state = load_checkpoint(ckpt_path)
+        lacking = [k for k in ("model", "optimizer", "scheduler") if k not in state]
+        if lacking:
+            raise CorruptCheckpointError(ckpt_path, f"cannot be resumed: it lacks {lacking}")
         if state.get("preset") != preset:
             raise ValueError(f"{ckpt_path} was trained from preset {state.get('preset')!r}, "
                              f"not {preset!r}")
@@ -376,7 +735,7 @@ def train(
     writer = None
     if env.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(
+        _write_text_atomic(out_dir / "config.json", json.dumps(
             {"preset": preset, "model": model_cfg.to_dict(), "train": tc.to_dict(),
              "recipe": recipe.to_dict(), "world_size": env.world}, indent=2))
         if tensorboard:
@@ -399,9 +758,12 @@ def train(
             "world_size": env.world,
         }
 
+    saved = {"step": step if state is not None else None, "path": ckpt_path}
+
     def save() -> None:
         if env.main:
             p = save_checkpoint(out_dir, step, checkpoint_state(), keep=tc.keep_checkpoints)
+            saved.update(step=step, path=p)
             log(f"step {step}: saved {p.name}")
         if env.world > 1:
             dist.barrier()
@@ -430,14 +792,7 @@ def train(
         if writer:
             writer.close()
         return {**metrics, **_summary(step, tc, model, preset, env)}
-    if state is None and val_set:
-        validate()  # the starting point of the val curve
-
     bar = None
-    if env.main and progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=tc.max_steps, initial=step, unit="step", dynamic_ncols=True)
     samples_per_step = tc.batch_size * seg_frames * model_cfg.hop_length * env.world
     t_start = time.perf_counter()
     seconds_before = float(metrics["train_seconds"])
@@ -445,16 +800,19 @@ def train(
     target_logged = False
     stop_reason = "max_steps"
     try:
+        if state is None and val_set:
+            validate()  # the starting point of the val curve
+        if env.main and progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=tc.max_steps, initial=step, unit="step", dynamic_ncols=True)
         for x, mel, mask in loader:
             if step >= tc.max_steps:
                 break
             ddp.train()
             torch.manual_seed(derive_seed(tc.seed, step, env.rank, 1))  # dropout stream
             x, mel, mask = (t.to(dev, non_blocking=True) for t in (x, mel, mask))
-            past = x
-            if tc.input_noise > 0:  # the past as synthesis will see it: not quite the truth
-                g = torch.Generator(dev).manual_seed(derive_seed(tc.seed, step, env.rank, 2))
-                past = x + tc.input_noise * torch.randn(x.shape, generator=g, device=dev)
+            past = noisy_past(model, x, mel, tc, derive_seed(tc.seed, step, env.rank, 2))
             with autocast:
                 y_hat = ddp(x, mel, past=past)
             loss = head.loss(y_hat.float(), x, mask)
@@ -472,49 +830,53 @@ def train(
                 flags = torch.nan_to_num(flags, nan=float("inf"))
                 dist.all_reduce(flags)
             mean_loss, ok, stop = flags[0].item() / env.world, flags[1].item(), flags[2].item()
-            if ok == env.world:
-                opt.step()
-                _ema_update(ema, model, step, tc.ema_decay)
-                window["loss"] += mean_loss
-                window["n"] += 1
-            else:
-                metrics["skipped_steps"] += 1
-                metrics["skipped_at"] = (metrics["skipped_at"] + [step])[-100:]
-                log(f"warning: step {step}: non-finite loss or gradient (loss {mean_loss:.4g}, "
-                    f"grad norm {float(gnorm):.4g}): skipped the update "
-                    f"({metrics['skipped_steps']} skipped so far)")
-            sched.step()
-            step += 1
-            session_steps += 1
-            window_steps += 1
+            # the update, the step that counts it and its log line are one unit: a signal that
+            # arrives in between waits for the end (else a checkpoint saved on the interrupt
+            # would hold an update that resuming applies a second time)
+            with interrupts.critical():
+                if ok == env.world:
+                    opt.step()
+                    _ema_update(ema, model, step, tc.ema_decay)
+                    window["loss"] += mean_loss
+                    window["n"] += 1
+                else:
+                    metrics["skipped_steps"] += 1
+                    metrics["skipped_at"] = (metrics["skipped_at"] + [step])[-100:]
+                    log(f"warning: step {step}: non-finite loss or gradient (loss "
+                        f"{mean_loss:.4g}, grad norm {float(gnorm):.4g}): skipped the update "
+                        f"({metrics['skipped_steps']} skipped so far)")
+                sched.step()
+                step += 1
+                session_steps += 1
+                window_steps += 1
+                if step % tc.log_interval == 0 or step == tc.max_steps:
+                    now = time.perf_counter()
+                    sps = samples_per_step * window_steps / max(now - window_t, 1e-9)
+                    avg = window["loss"] / window["n"] if window["n"] else float("nan")
+                    window_t, window_steps = now, 0
+                    window.update(loss=0.0, n=0)
+                    lr = opt.param_groups[0]["lr"]
+                    metrics["train"].append([step, avg])
+                    metrics["lr"].append([step, lr])
+                    metrics["grad_norm"].append([step, float(gnorm)])
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{avg:.3f}", lr=f"{lr:.2e}",
+                                        samples_s=f"{sps:,.0f}")
+                    if writer:
+                        writer.add_scalar("train/loss", avg, step)
+                        writer.add_scalar("train/lr", lr, step)
+                        writer.add_scalar("train/grad_norm", float(gnorm), step)
+                        writer.add_scalar("train/samples_per_sec", sps, step)
+                        writer.add_scalar("train/skipped_steps", metrics["skipped_steps"], step)
+                metrics["train_seconds"] = seconds_before + time.perf_counter() - t_start
             if bar is not None:
                 bar.update(1)
-            if step % tc.log_interval == 0 or step == tc.max_steps:
-                now = time.perf_counter()
-                sps = samples_per_step * window_steps / max(now - window_t, 1e-9)
-                avg = window["loss"] / window["n"] if window["n"] else float("nan")
-                window_t, window_steps = now, 0
-                window.update(loss=0.0, n=0)
-                lr = opt.param_groups[0]["lr"]
-                metrics["train"].append([step, avg])
-                metrics["lr"].append([step, lr])
-                metrics["grad_norm"].append([step, float(gnorm)])
-                if bar is not None:
-                    bar.set_postfix(loss=f"{avg:.3f}", lr=f"{lr:.2e}",
-                                    samples_s=f"{sps:,.0f}")
-                if writer:
-                    writer.add_scalar("train/loss", avg, step)
-                    writer.add_scalar("train/lr", lr, step)
-                    writer.add_scalar("train/grad_norm", float(gnorm), step)
-                    writer.add_scalar("train/samples_per_sec", sps, step)
-                    writer.add_scalar("train/skipped_steps", metrics["skipped_steps"], step)
             if step % tc.val_interval == 0 and step < tc.max_steps:
                 validate()
             if env.main and writer and step % tc.media_interval == 0:
                 _log_media(writer, ema, val_set or [train_utts[0]], step, recipe.sample_rate, dev,
                            log_target=not target_logged)
                 target_logged = True
-            metrics["train_seconds"] = seconds_before + time.perf_counter() - t_start
             if stop:
                 stop_reason = "minutes"
                 break
@@ -522,17 +884,33 @@ def train(
                 save()
                 if env.main:
                     _write_metrics(out_dir, metrics, _summary(step, tc, model, preset, env))
+        if bar is not None:
+            bar.close()
+            bar = None
+        metrics["train_seconds"] = seconds_before + time.perf_counter() - t_start
+        validate()
+        save()
     except KeyboardInterrupt:
-        if env.world == 1:
-            log(f"interrupted at step {step}: saving a checkpoint")
-            save()
-        raise
+        if bar is not None:
+            bar.close()
+        if env.world > 1:  # the replicas cannot agree on a checkpoint now
+            raise
+        # a second Ctrl-C must not cut the save short: it waits, and is then dropped
+        with interrupts.critical(then_raise=False):
+            metrics["train_seconds"] = seconds_before + time.perf_counter() - t_start
+            if saved["step"] != step and (step > 0 or session_steps):
+                save()
+            if saved["path"] is not None:
+                summary = _summary(step, tc, model, preset, env)
+                summary.update(stop_reason="interrupted", session_steps=session_steps)
+                _write_metrics(out_dir, metrics, summary)
+        if writer:
+            writer.close()
+        raise TrainingInterrupted(interrupts.signum or signal.SIGINT, step,
+                                  saved["path"] if saved["step"] == step else None) from None
     finally:
         if bar is not None:
             bar.close()
-    metrics["train_seconds"] = seconds_before + time.perf_counter() - t_start
-    validate()
-    save()
     elapsed = time.perf_counter() - t_start
     throughput = samples_per_step * session_steps / max(elapsed, 1e-9)
     summary = _summary(step, tc, model, preset, env)
@@ -562,12 +940,23 @@ def _summary(step, tc, model, preset, env) -> dict[str, Any]:
             "receptive_field": model.receptive_field.samples, "world_size": env.world}
 
 
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file (this process's own) and rename it over ``path``;
+    on failure (a full disk) the temporary file is removed and ``path`` is as it was."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:  # a plain open: the umask decides the mode
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _write_metrics(out_dir: Path, metrics: dict[str, Any], summary: dict[str, Any]) -> None:
     data = {**summary, **metrics}
     data["final_val_loss"] = metrics["val"][-1][1] if metrics["val"] else None
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, out_dir / "metrics.json")
+    _write_text_atomic(out_dir / "metrics.json", json.dumps(data, indent=1))
 
 
 @torch.no_grad()
@@ -675,6 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("segment_length", "lr", "head", "max_steps", "seed", "batch_size"):
             if getattr(a, key) is not None:
                 overrides[key] = getattr(a, key)
+        overrides = _check_overrides(overrides)
         if a.print_config:
             print(describe(*get_preset(a.preset, overrides), preset=a.preset))
             return 0
@@ -683,9 +1073,30 @@ def main(argv: list[str] | None = None) -> int:
         train(a.data_dir, a.out, a.preset, overrides=overrides, resume=a.resume,
               minutes=a.minutes, device=a.device, threads=a.threads, progress=not a.no_progress,
               tensorboard=not a.no_tensorboard)
-    except (ValueError, FileNotFoundError, CorruptCheckpointError) as e:
+    except TrainingInterrupted as e:
+        name = signal.Signals(e.signum).name
+        if e.checkpoint is not None:
+            what = f"saved {e.checkpoint}; continue with --resume"
+        elif e.step:
+            what = f"the newest checkpoint is older than step {e.step}; continue with --resume"
+        else:
+            what = "nothing was saved"
+        print(f"dmol train: interrupted ({name}) at step {e.step or 0}: {what}", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print("dmol train: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except (ValueError, CorruptCheckpointError) as e:  # FileNotFoundError: see OSError below
         print(f"dmol train: error: {e}", file=sys.stderr)
         return 2
+    except FileNotFoundError as e:
+        print(f"dmol train: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, permissions: the run folder keeps its last checkpoint
+        from dmol._fs import describe_os_error
+
+        print(f"dmol train: error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
