@@ -6,7 +6,10 @@ import errno
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 
 import librosa
 import numpy as np
@@ -205,6 +208,44 @@ def test_interrupted_preprocess_leaves_the_old_dataset_intact(tmp_path, monkeypa
         preprocess(src, out, "tiny", progress=False, seed=5)
     assert snapshot(out) == before  # nothing half-written, nothing left behind
     assert load_manifest(out) == m and len(list_split(out, "train")) == len(m["train"])
+
+
+_BLOCK_AFTER_ONE = """
+import sys, threading
+import dmol.audio.corpus as c
+real, calls = c._prepare, []
+def prepare(*args):
+    calls.append(1)
+    if len(calls) == 2:  # the first file is staged: say so, then wait for the signal
+        print("ready", flush=True)
+        threading.Event().wait()
+    return real(*args)
+c._prepare = prepare
+sys.exit(c.preprocess_main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_preprocess_leaves_the_old_dataset_intact(tmp_path):
+    src = make_folder(tmp_path / "in", corrupt=False)
+    out = tmp_path / "out"
+    preprocess(src, out, "tiny", progress=False)
+    before = snapshot(out)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BLOCK_AFTER_ONE, str(src), str(out), "--preset", "tiny",
+         "--quiet", "--seed", "9"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"  # blocks until then: no timing
+        assert [p.name for p in out.iterdir() if p.name.startswith(".staging-")]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "interrupted (SIGTERM)" in err
+    assert snapshot(out) == before  # the staging folder went with it
 
 
 # ---- the output folder: checked first, replaced as a whole -------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
+import threading
 from pathlib import Path
 
-__all__ = ["default_file_mode", "describe_os_error", "fsync_dir", "pid_alive", "umask"]
+__all__ = ["default_file_mode", "describe_os_error", "fsync_dir", "pid_alive",
+           "sigterm_as_interrupt", "umask"]
 
 
 def umask() -> int:
@@ -68,3 +72,25 @@ def describe_os_error(e: OSError) -> str:
         what = f"{what} (no space left on device)"
     name = e.filename if e.filename is not None else None
     return f"{what}: {name}" if name is not None and str(name) not in what else what
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside this context SIGTERM (``kill``, job schedulers) raises KeyboardInterrupt like
+    Ctrl-C, so the same clean-up runs; yields a list that receives the signal numbers seen.
+    A SIGTERM the parent set to be ignored stays ignored; outside the main thread: no-op."""
+    seen: list[int] = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN):
+        yield seen
+        return
+
+    def handle(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from .._fs import default_file_mode, describe_os_error, fsync_dir, pid_alive
+from .._fs import (
+    default_file_mode,
+    describe_os_error,
+    fsync_dir,
+    pid_alive,
+    sigterm_as_interrupt,
+)
 from .features import (
     AudioInputWarning,
     CorruptAudioError,
@@ -772,17 +779,21 @@ def build_builtin(
 
 # ---- command line --------------------------------------------------------------------------
 def _run(fn, *args, **kwargs) -> int:
+    seen: list[int] = []
     try:
-        fn(*args, **kwargs)
+        with sigterm_as_interrupt() as seen:
+            fn(*args, **kwargs)
     except (ValueError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a missing folder, permissions, a full disk
         print(f"error: {describe_os_error(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: the output folder was left as it was", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the staging folder is already gone
+        signum = seen[0] if seen else signal.SIGINT
+        print(f"interrupted ({signal.Signals(signum).name}): the output folder was left as it "
+              f"was", file=sys.stderr)
+        return 128 + signum
     return 0
 
 
@@ -822,6 +833,8 @@ def preprocess_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--license", default="unknown", help="licence text stored in the manifest")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
+    if a.trim_db != a.trim_db:  # NaN: not "no trimming" by accident
+        p.error("--trim-db must be a number (<= 0: no trimming), got nan")
     return _run(
         preprocess,
         a.in_dir,
