@@ -235,6 +235,20 @@ def test_nan_guard_skips_the_update_and_counts_it(speech, tmp_path, monkeypatch)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_a_session_with_every_step_skipped_says_so(speech, tmp_path, monkeypatch, capsys):
+    data, _, _ = speech
+    real_forward = T.WaveNet.forward
+
+    def forward(self, x, mel, speaker=None, **kw):
+        y = real_forward(self, x, mel, speaker, **kw)
+        return y * float("nan") if self.training else y
+
+    monkeypatch.setattr(T.WaveNet, "forward", forward)
+    metrics = run_train(data, tmp_path / "run", overrides={**QUICK, "max_steps": 3})
+    assert metrics["skipped_steps"] == 3
+    assert "all 3 step(s) of this session were skipped" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_keep_identical_weights(speech, tmp_path):
     data, _, _ = speech

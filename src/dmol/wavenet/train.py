@@ -796,6 +796,7 @@ def _train_locked(data_dir: Path, out_dir: Path, preset: str, recipe, overrides:
     samples_per_step = tc.batch_size * seg_frames * model_cfg.hop_length * env.world
     t_start = time.perf_counter()
     seconds_before = float(metrics["train_seconds"])
+    skipped_before = int(metrics["skipped_steps"])
     session_steps, window_t, window_steps = 0, time.perf_counter(), 0
     target_logged = False
     stop_reason = "max_steps"
@@ -927,6 +928,9 @@ def _train_locked(data_dir: Path, out_dir: Path, preset: str, recipe, overrides:
         log(f"done: step {step}/{tc.max_steps} ({stop_reason}), {throughput:,.0f} samples/s, "
             f"{session_steps / max(elapsed, 1e-9):.2f} steps/s this session, "
             f"{metrics['skipped_steps']} skipped step(s); metrics in {out_dir / 'metrics.json'}")
+        if session_steps and metrics["skipped_steps"] - skipped_before == session_steps:
+            log(f"warning: all {session_steps} step(s) of this session were skipped (non-finite "
+                f"loss or gradient): nothing was learned; check the configuration (--set, --lr)")
     if writer:
         writer.close()
     if env.world > 1:
