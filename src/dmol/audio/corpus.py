@@ -98,13 +98,13 @@ def _require_dataset(data_dir: str | Path) -> Path:
 def load_recipe(data_dir: str | Path) -> MelRecipe:
     """The :class:`MelRecipe` a dataset was made with (``DATA_DIR/recipe.json``)."""
     d = _require_dataset(data_dir)
-    return MelRecipe.from_dict(json.loads((d / "recipe.json").read_text()))
+    return MelRecipe.from_dict(json.loads((d / "recipe.json").read_text(encoding="utf-8")))
 
 
 def load_manifest(data_dir: str | Path) -> dict[str, Any]:
     """The parsed ``DATA_DIR/manifest.json``."""
     d = _require_dataset(data_dir)
-    manifest = json.loads((d / "manifest.json").read_text())
+    manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
     missing = [k for k in (*SPLITS, "skipped", "source", "license", "preset") if k not in manifest]
     if missing:
         raise ValueError(f"{d / 'manifest.json'} lacks keys {missing}")
@@ -175,8 +175,8 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, ensure_ascii=False)
-                                           + "\n").encode()))
+    # ASCII (non-ASCII names as \u escapes): readable whatever the reader's locale
+    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def _write_npz(path: Path, audio: np.ndarray, mel: np.ndarray) -> None:
