@@ -29,12 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE
+
 __all__ = ["main", "pick_utterances", "run_demo", "write_index", "write_report"]
 
 SYSTEM_LABELS = {"original": "Original", "WaveNet": "WaveNet (dmol)",
                  "Griffin-Lim": "Griffin-Lim (no network)"}
 #: Scale temperature of the demo's sampling (a sharper excitation than the model's own).
-DEFAULT_SCALE_TEMPERATURE = 1.0
+DEFAULT_SCALE_TEMPERATURE = CLI_SCALE_TEMPERATURE
 SPEC_HOP = 64  # samples between the report's spectrogram columns (4 ms at 16 kHz)
 
 

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE
+
 __all__ = [
     "SYSTEMS",
     "audio_utterances",
@@ -334,8 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0,
                    help="divides the mixture logits (0: the most probable component)")
-    p.add_argument("--scale-temperature", type=float, default=1.0,
-                   help="multiplies the components' scales (< 1: a sharper excitation)")
+    p.add_argument("--scale-temperature", type=float, default=CLI_SCALE_TEMPERATURE,
+                   help="multiplies the components' scales (< 1: a sharper excitation; "
+                        f"default {CLI_SCALE_TEMPERATURE:g}, measured: docs/quality.md)")
     p.add_argument("--f0-method", default="harvest", choices=("harvest", "dio"))
     p.add_argument("--no-synth", action="store_true", help="NLL and Griffin-Lim only")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
