@@ -118,6 +118,22 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _write_with_sidecar(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` atomically, its SHA-256 and length to ``path.sha256`` first: a file
+    name never exists without its checksum; a failed write leaves no orphan (or wrong) one."""
+    side = _sidecar(path)
+    old_side = side.read_bytes() if side.is_file() and path.is_file() else None
+    _write_atomic(side, f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n".encode())
+    try:
+        _write_atomic(path, data)
+    except BaseException:
+        if old_side is None:
+            side.unlink(missing_ok=True)
+        else:
+            _write_atomic(side, old_side)
+        raise
+
+
 def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
     """Write ``state`` as ``run_dir/ckpt_{step:08d}.pt`` atomically; keep the newest ``keep``."""
     d = Path(run_dir)
@@ -128,18 +144,7 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
     torch.save(state, buf)
     data = buf.getvalue()
     path = checkpoint_path(d, step)
-    # the sidecar goes first: a checkpoint name never exists without its checksum
-    side = _sidecar(path)
-    old_side = side.read_bytes() if side.is_file() and path.is_file() else None
-    _write_atomic(side, f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n".encode())
-    try:
-        _write_atomic(path, data)
-    except BaseException:  # no orphan checksum (nor a wrong one for a file already there)
-        if old_side is None:
-            side.unlink(missing_ok=True)
-        else:
-            _write_atomic(side, old_side)
-        raise
+    _write_with_sidecar(path, data)
     _fsync_dir(d)
     for old in list_checkpoints(d)[: -max(1, keep)]:
         old.unlink(missing_ok=True)
@@ -280,8 +285,7 @@ def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | No
     if dst.resolve() == src.resolve():
         raise ValueError(f"export_model would overwrite its input {src}")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(_sidecar(dst), f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n".encode())
-    _write_atomic(dst, data)
+    _write_with_sidecar(dst, data)
     return dst
 
 
