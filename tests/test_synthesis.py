@@ -412,6 +412,47 @@ def test_vocode_command_line(tmp_path, capsys):
     assert not (tmp_path / "o2").exists()
 
 
+def test_vocode_never_overwrites_an_input_or_one_output_with_another(tmp_path, capsys):
+    import soundfile as sf
+
+    from dmol.wavenet.checkpoint import save_checkpoint
+
+    model, recipe = tiny_model(9), recipe_for("tiny")
+    _, tc = get_preset("tiny")
+    run = tmp_path / "run"
+    save_checkpoint(run, 5, {
+        "format": "dmol-wavenet-1", "step": 5, "preset": "tiny",
+        "model_config": model.cfg.to_dict(), "train_config": tc.to_dict(),
+        "recipe": recipe.to_dict(), "model": model.state_dict(), "ema": model.state_dict()})
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    t = np.arange(8 * recipe.hop_length) / recipe.sample_rate
+    sf.write(rec / "a.wav", 0.3 * np.sin(2 * np.pi * 220 * t), recipe.sample_rate)
+    before = (rec / "a.wav").read_bytes()
+    # --out is the recording's own folder: a.wav would be replaced by the synthesis
+    rc = vocode_main([str(run), str(rec / "a.wav"), "--out", str(rec), "--no-progress"])
+    assert rc == 2 and "overwrite the input" in capsys.readouterr().err
+    assert (rec / "a.wav").read_bytes() == before
+    # two inputs with one stem would collide in --out
+    for d in ("d1", "d2"):
+        (tmp_path / d).mkdir()
+        np.save(tmp_path / d / "utt.npy", random_mel(4))
+    rc = vocode_main([str(run), str(tmp_path / "d1" / "utt.npy"), str(tmp_path / "d2" / "utt.npy"),
+                      "--out", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2 and "would both be written" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    # --out that is a file; a checkpoint that is not one: one line each, nothing written
+    (tmp_path / "f").write_text("x")
+    rc = vocode_main([str(run), str(tmp_path / "d1" / "utt.npy"), "--out", str(tmp_path / "f")])
+    assert rc == 2 and "is a file" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    rc = vocode_main([str(tmp_path / "junk.pt"), str(tmp_path / "d1" / "utt.npy"), "--out",
+                      str(tmp_path / "o3"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "junk.pt" in err and "weights_only" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o3").exists()
+
+
 # ---- LP-WaveNet: means shifted by the linear prediction from the generated past ---------------
 def lp_model(seed: int = 0, head: str = "mol", order: int = 8) -> WaveNet:
     """The tiny preset as an LP-WaveNet, every parameter perturbed."""

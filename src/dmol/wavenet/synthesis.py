@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -644,13 +645,21 @@ def vocode_main(argv: list[str] | None = None) -> int:
         if a.threads < 1:
             p.error("--threads must be >= 1")
         torch.set_num_threads(a.threads)
-    model, head, recipe, _ = load_model(a.checkpoint)
     out = Path(a.out)
     paths = [Path(x) for x in a.inputs]
     missing = [str(x) for x in paths if not x.is_file()]
     if missing:
         print(f"dmol vocode: no such file(s): {', '.join(missing)}", file=sys.stderr)
         return 2
+    problem = _output_problem(out, paths)
+    if problem:
+        print(f"dmol vocode: {problem}", file=sys.stderr)
+        return 2
+    try:
+        model, head, recipe, _ = load_model(a.checkpoint)
+    except (ValueError, FileNotFoundError) as e:  # CorruptCheckpointError is a ValueError
+        print(f"dmol vocode: {e}", file=sys.stderr)
+        return 1
     mels = {}
     try:
         for path in paths:
@@ -666,9 +675,32 @@ def vocode_main(argv: list[str] | None = None) -> int:
                        backend=a.backend, dtype=a.dtype, threads=a.threads,
                        speaker=a.speaker)
         dest = out / f"{path.stem}.wav"
-        sf.write(str(dest), audio, recipe.sample_rate, subtype="PCM_16")
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        try:  # a whole file or none under the final name
+            sf.write(str(tmp), audio, recipe.sample_rate, subtype="PCM_16", format="WAV")
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
         print(f"{path} -> {dest} ({len(audio) / recipe.sample_rate:.2f} s)")
     return 0
+
+
+def _output_problem(out: Path, inputs: list[Path]) -> str | None:
+    """Why writing ``out/STEM.wav`` for every input would lose data, or None: --out is a file,
+    two inputs share a stem (one output would overwrite the other), or an output is an input."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder"
+    dests: dict[Path, Path] = {}
+    for path in inputs:
+        dest = out / f"{path.stem}.wav"
+        key = dest.resolve()
+        if key in dests:
+            return (f"{dests[key]} and {path} would both be written to {dest}: "
+                    f"vocode them into different --out folders")
+        if key in {i.resolve() for i in inputs}:
+            return f"the output {dest} would overwrite the input {path}: choose another --out"
+        dests[key] = path
+    return None
 
 
 if __name__ == "__main__":
