@@ -266,3 +266,19 @@ def test_pixelcnn_bad_inputs():
         pixelcnn.discretized_mix_logistic_loss(x, torch.zeros(1, 50, 4, 5))
     with pytest.raises(ValueError, match="nr_mix=4"):
         pixelcnn.sample_from_discretized_mix_logistic(torch.zeros(1, 50, 4, 4), 4)
+
+
+def test_float16_promotes_to_float32_like_the_original():
+    """Issue 12 item 9: the original's masks are ``.float()``: a half input gives a float32
+    loss, and a sum that overflows float16 (65504) stays finite."""
+    B, T = 2, 20000
+    y_hat = torch.zeros(B, 3, T)
+    y_hat[:, 2] = -3.0  # one logistic at 0 with scale e^-3: about 2.3 nats per element at K=256
+    y = torch.zeros(B, T, 1)
+    ref = r9y9.discretized_mix_logistic_loss(y_hat, y)
+    out = r9y9.discretized_mix_logistic_loss(y_hat.half(), y.half())
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out) and ref.item() > 65504
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=0)
+    per = r9y9.discretized_mix_logistic_loss(y_hat.half(), y.half(), reduce=False)
+    assert per.dtype == torch.float32

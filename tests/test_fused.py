@@ -380,3 +380,58 @@ def test_sampler_temperatures_and_generator():
     assert out.shape == (2, 40) and fused.calls["sample_mixture"] == before + 1
     with pytest.raises(ValueError, match="temperature"):
         fused.sample_mixture(logits, means, log_scales, temperature=-1.0)
+
+
+@pytest.mark.parametrize("name", ["logits", "means", "log_scales"])
+def test_sample_mixture_rejects_nonfinite_parameters(name):
+    """Issue 12 item 8: a NaN parameter is named, not turned into a finite sample."""
+    params = {n: torch.zeros(3, 4) for n in ("logits", "means", "log_scales")}
+    params[name][2, 1] = float("nan")
+    with pytest.raises(ValueError, match=f"{name} contains 1 NaN/inf"):
+        fused.sample_mixture(**params)
+
+
+@pytest.mark.parametrize("batch", [(0,), (2, 0)])
+def test_empty_batch(batch):
+    """Issue 12 item 11: an empty batch gives an empty NLL (and empty gradients), no crash."""
+    lg, mu, ls = (torch.zeros(*batch, 4, requires_grad=True) for _ in range(3))
+    y = torch.zeros(batch)
+    nll = fused.mixture_nll(lg, mu, ls, y, 256, -7.0)
+    assert nll.shape == batch
+    nll.sum().backward()
+    assert lg.grad.shape == lg.shape
+    packed = torch.zeros(*batch, 12)
+    assert fused.mixture_nll_packed(packed, y, 256, None).shape == batch
+    assert fused.sample_mixture(lg, mu, ls).shape == batch
+
+
+def test_integer_targets_are_a_target_dtype_error():
+    """Issue 12 item 17: was reported as "parameters must be a floating point tensor"."""
+    p = torch.zeros(3, 4)
+    with pytest.raises(TypeError, match=r"^y must be a floating point tensor.*int64"):
+        fused.mixture_nll(p, p, p, torch.zeros(3, dtype=torch.long), 256, None)
+
+
+def test_float64_targets_bin_as_in_the_reference():
+    """Issue 12 item 12: float64 targets with float32 parameters were cast to float32 before
+    binning in the fused path (so a value just above a bin edge fell in the bin below), but
+    binned in float64 by the reference: -169.305 vs -169.552 at K = 65536."""
+    K = 65536
+    k = torch.arange(100, 65000, 650, dtype=torch.float64)
+    edge = (2 * k + 1) / (K - 1) - 1  # between bins k and k + 1
+    y = edge + 1e-11  # bin k + 1 in float64
+    assert bool((_bin(y.float(), K) != _bin(y, K)).any())  # float32 rounding crosses edges
+    n = y.shape[0]
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(n, 3, generator=g)
+    means = y.float()[:, None] + 1e-4 * torch.randn(n, 3, generator=g)
+    log_scales = torch.full((n, 3), -12.0)
+    ref = mixture_nll_reference(logits, means, log_scales, y, K)
+    out = fused.mixture_nll(logits, means, log_scales, y, K, None)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def _bin(y, K):
+    from dmol.logistic import bin_index
+
+    return bin_index(y, K)

@@ -529,3 +529,37 @@ def test_docs_figures_and_numbers_are_current(tmp_path):
         assert (rgb != rgb[0]).any(axis=1).mean() > 0.02, f"{name}.png is (almost) one colour"
     (code,) = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
     exec(compile(code, str(DOC), "exec"), {})
+
+
+@pytest.mark.parametrize("num_classes", [None, 256])
+@pytest.mark.parametrize("B,T", [(0, 5), (2, 0)])
+def test_empty_batches(B, T, num_classes):
+    """Issue 12 item 11: empty results for "none", 0 for "sum", NaN (as torch) for "mean"."""
+    y_hat, y = torch.zeros(B, 30, T), torch.zeros(B, T)
+    kw = {"num_classes": num_classes}
+    assert mix_gaussian_loss(y_hat, y, reduction="none", **kw).shape == (B, T)
+    assert mix_gaussian_loss(y_hat, y, reduction="sum", **kw).item() == 0.0
+    assert torch.isnan(mix_gaussian_loss(y_hat, y, **kw))
+    assert sample_mix_gaussian(y_hat, **kw).shape == (B, T)
+
+
+def test_errors_name_the_right_problem(monkeypatch):
+    """Issue 12 item 17: integer targets, non-tensor arguments, a misspelled reduction."""
+    import dmol.gaussian as G
+    from dmol.gaussian import DiscretizedGaussianMixture, MixtureOfGaussians
+
+    with pytest.raises(TypeError, match=r"^y must be a floating point tensor.*int64"):
+        mix_gaussian_loss(torch.zeros(2, 30, 5), torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(TypeError, match="^means must be a torch.Tensor, got float"):
+        MixtureOfGaussians(torch.zeros(4, 3), 0.0, torch.zeros(4, 3))
+    d = DiscretizedGaussianMixture(torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(4, 3), 256)
+    with pytest.raises(ValueError, match=r"must lie in \[-1, 1\]") as e:
+        d.log_prob(torch.full((4,), 2.0))
+    assert "clamp_targets" not in str(e.value)
+
+    def forward(*a, **k):
+        raise AssertionError("the forward pass ran")
+
+    monkeypatch.setattr(G, "gaussian_mixture_nll", forward)
+    with pytest.raises(ValueError, match="unknown reduction 'avg'"):
+        mix_gaussian_loss(torch.zeros(2, 30, 5), torch.zeros(2, 5), reduction="avg")

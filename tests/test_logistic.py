@@ -277,3 +277,151 @@ def test_validation_survives_torch_compile():
     means = torch.tensor([float("nan"), 0.0])
     with pytest.raises(ValueError, match="means contains 1 NaN/inf"):
         DiscretizedLogisticMixture(torch.zeros(2), means, torch.zeros(2))
+
+
+# -- issue 12 item 8: NaN/inf parameters, temperatures and targets are errors, never numbers --
+
+
+@pytest.mark.parametrize("channel", [0, 10, 20])  # a logit, a mean, a log-scale
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_sampler_rejects_nonfinite_parameters(channel, bad):
+    y_hat = torch.zeros(2, 30, 5)
+    y_hat[1, channel, 3] = bad
+    for snap in (False, True):
+        with pytest.raises(ValueError, match="y_hat contains 1 NaN/inf"):
+            sample_discretized_mix_logistic(y_hat, snap=snap)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_samplers_reject_nonfinite_temperatures(bad):
+    y_hat = torch.zeros(2, 30, 5)
+    for kw in ("temperature", "scale_temperature"):
+        with pytest.raises(ValueError, match=kw):
+            sample_discretized_mix_logistic(y_hat, **{kw: bad})
+        d = DiscretizedLogisticMixture.from_params(y_hat, num_classes=256)
+        with pytest.raises(ValueError, match=kw):
+            d.with_temperature(**{kw: bad})
+
+
+def test_loss_rejects_nan_parameters():
+    y_hat = torch.zeros(2, 30, 5)
+    y_hat[0, 12, 1] = float("nan")
+    with pytest.raises(ValueError, match="y_hat contains 1 NaN/inf"):
+        discretized_mix_logistic_loss(y_hat, torch.zeros(2, 5))
+
+
+def test_nan_targets_raise_even_with_clamp_targets():
+    y = torch.zeros(2, 5)
+    y[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        discretized_mix_logistic_loss(torch.zeros(2, 30, 5), y, clamp_targets=True)
+
+
+# -- issue 12 item 11: empty batches ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("B,T", [(0, 5), (2, 0)])
+def test_empty_batches(B, T):
+    """Empty results for "none", 0 for "sum", NaN for "mean" (torch's mean of nothing)."""
+    y_hat = torch.zeros(B, 30, T, requires_grad=True)
+    y = torch.zeros(B, T)
+    assert discretized_mix_logistic_loss(y_hat, y, reduction="none").shape == (B, T)
+    total = discretized_mix_logistic_loss(y_hat, y, reduction="sum")
+    assert total.item() == 0.0
+    total.backward()
+    assert y_hat.grad.shape == y_hat.shape
+    assert torch.isnan(discretized_mix_logistic_loss(y_hat, y))
+    for snap in (False, True):
+        assert sample_discretized_mix_logistic(y_hat, snap=snap).shape == (B, T)
+    d = DiscretizedLogisticMixture.from_params(y_hat.detach(), num_classes=256)
+    assert d.log_prob(y).shape == (B, T)
+    assert d.sample((3,)).shape == (3, B, T)
+
+
+# -- issue 12 item 17: errors that name the right problem ----------------------------------------
+
+
+def test_integer_targets_are_a_target_dtype_error():
+    with pytest.raises(TypeError, match=r"^y must be a floating point tensor.*int64"):
+        discretized_mix_logistic_loss(torch.zeros(2, 30, 5), torch.zeros(2, 5, dtype=torch.long))
+    d = DiscretizedLogisticMixture.from_params(torch.zeros(2, 30, 5), num_classes=256)
+    with pytest.raises(TypeError, match=r"^targets must be a floating point tensor"):
+        d.log_prob(torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_range_error_suggests_clamp_targets_only_where_it_exists():
+    y = torch.full((2, 5), 1.5)
+    with pytest.raises(ValueError, match="clamp_targets=True"):
+        discretized_mix_logistic_loss(torch.zeros(2, 30, 5), y)
+    d = DiscretizedLogisticMixture.from_params(torch.zeros(2, 30, 5), num_classes=256)
+    for method in (d.log_prob, d.cdf):
+        with pytest.raises(ValueError, match=r"must lie in \[-1, 1\]") as e:
+            method(y)
+        assert "clamp_targets" not in str(e.value)
+
+
+@pytest.mark.parametrize("bad", ["logits", "means", "log_scales"])
+def test_constructor_names_a_non_tensor_argument(bad):
+    args = {n: torch.zeros(4, 3) for n in ("logits", "means", "log_scales")}
+    args[bad] = 0.0
+    with pytest.raises(TypeError, match=f"^{bad} must be a torch.Tensor, got float"):
+        DiscretizedLogisticMixture(**args)
+
+
+def test_misspelled_reduction_is_rejected_before_any_work(monkeypatch):
+    from dmol import fused
+
+    def forward(*a, **k):
+        raise AssertionError("the forward pass ran")
+
+    monkeypatch.setattr(fused, "mixture_nll_packed", forward)
+    with pytest.raises(ValueError, match="unknown reduction 'avg'"):
+        discretized_mix_logistic_loss(torch.zeros(2, 30, 5), torch.zeros(2, 5), reduction="avg")
+
+
+def test_log_scale_min_defaults_are_documented_in_one_table():
+    """Issue 12 item 10: the defaults differ by entry point (-7, None, -16); docs/mol.md lists
+    every one of them, and this keeps that table true."""
+    import inspect
+    import re
+
+    from dmol import coupled, fused, gaussian, logistic
+    from dmol.compat import r9y9
+    from dmol.wavenet import heads
+
+    text = (Path(__file__).parents[1] / "docs" / "mol.md").read_text()
+    block = text.split("<!-- log-scale-min-defaults -->")[1].split("<!-- /log-scale-min")[0]
+    rows = dict(re.findall(r"^\| (.+?) \| +(\S+) \|$", block, re.M))
+
+    def default(fn):
+        p = inspect.signature(fn).parameters["log_scale_min"]
+        return "(required)" if p.default is inspect.Parameter.empty else str(p.default)
+
+    want = {"-7": "-7.0", "None": "None", "-16": "-16.0", "(required)": "(required)"}
+    checks = {
+        "`dmol.logistic.discretized_mix_logistic_loss`": [logistic.discretized_mix_logistic_loss],
+        "`dmol.logistic.sample_discretized_mix_logistic`":
+            [logistic.sample_discretized_mix_logistic],
+        "`dmol.logistic.DiscretizedLogisticMixture` (and `.from_params`)":
+            [DiscretizedLogisticMixture, DiscretizedLogisticMixture.from_params],
+        "`dmol.logistic.mixture_nll_reference`": [mixture_nll_reference],
+        "`dmol.fused.mixture_nll`, `dmol.fused.mixture_nll_packed`":
+            [fused.mixture_nll, fused.mixture_nll_packed],
+        "`dmol.fused.sample_mixture`": [fused.sample_mixture],
+        "`dmol.gaussian.mix_gaussian_loss`": [gaussian.mix_gaussian_loss],
+        "`dmol.gaussian.sample_mix_gaussian`": [gaussian.sample_mix_gaussian],
+        "`dmol.gaussian.MixtureOfGaussians`, `DiscretizedGaussianMixture` (and `.from_params`)":
+            [gaussian.MixtureOfGaussians, gaussian.DiscretizedGaussianMixture,
+             gaussian.MixtureOfGaussians.from_params,
+             gaussian.DiscretizedGaussianMixture.from_params],
+        "`dmol.gaussian.gaussian_mixture_nll`, `discretized_gaussian_mixture_nll`":
+            [gaussian.gaussian_mixture_nll, gaussian.discretized_gaussian_mixture_nll],
+        "`dmol.coupled.coupled_mix_logistic_loss`": [coupled.coupled_mix_logistic_loss],
+        "`dmol.compat.r9y9.*`": [getattr(r9y9, n) for n in r9y9.__all__],
+        "`dmol.wavenet` MoL/MoG heads and presets": [heads.MoLHead, heads.MoGHead,
+                                                     heads.GaussianHead],
+    }
+    assert set(rows) == set(checks)
+    for row, fns in checks.items():
+        for fn in fns:
+            assert default(fn) == want[rows[row]], (row, fn)

@@ -299,3 +299,70 @@ def test_sample_mulaw_temperature():
         sample_mulaw(logits, temperature=-1)
     with pytest.raises(ValueError, match=r"expected mu \+ 1 = 256"):
         sample_mulaw(logits[:, :255], mu=255)
+
+
+def test_nan_targets_raise_even_with_clamp_targets():
+    """Issue 12 item 8: clamp_targets=True must not switch the NaN check off (was IndexError)."""
+    y = torch.zeros(2, 5)
+    y[0, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        mulaw_loss(torch.zeros(2, 256, 5), y, clamp_targets=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rounding", ["floor", "round"])
+def test_grid_values_quantize_to_their_own_class(dtype, rounding):
+    """Issue 12 item 7: floor decoded to the cell's lower edge, 62 classes re-quantized down."""
+    g = torch.Generator().manual_seed(0)
+    d = MuLawCategorical(torch.randn(3, 256, generator=g, dtype=dtype), rounding=rounding)
+    assert torch.equal(d.quantize(d.grid), torch.arange(256))
+    # the masses of the grid values are the Q class probabilities: they sum to one
+    grid = d.grid[:, None].expand(256, 3)
+    total = d.log_prob(grid).exp().sum(0)
+    torch.testing.assert_close(total, torch.ones(3, dtype=dtype))
+    # a draw scored with the same rounding is scored in the class it was drawn from
+    logits = torch.randn(2, 256, 50, generator=g, dtype=dtype) * 3
+    x = sample_mulaw(logits, generator=torch.Generator().manual_seed(1), rounding=rounding)
+    nll = mulaw_loss(logits, x, rounding=rounding, reduction="none")
+    classes = MuLawCategorical(logits.transpose(1, 2), rounding=rounding).sample_classes(
+        generator=torch.Generator().manual_seed(1))
+    expected = F.cross_entropy(logits, classes, reduction="none")
+    torch.testing.assert_close(nll, expected)
+    assert float(nll.max()) < 20
+
+
+def test_floor_grid_is_the_cell_centre():
+    d = MuLawCategorical(torch.zeros(256), rounding="floor")
+    q = torch.arange(255, dtype=torch.float64)
+    torch.testing.assert_close(d.grid[:255].double(), mulaw_decode((2 * q + 1) / 255 - 1),
+                               atol=1e-6, rtol=0)
+    assert d.grid[255] == 1.0
+
+
+@pytest.mark.parametrize("B,T", [(0, 5), (2, 0)])
+def test_empty_batches(B, T):
+    """Issue 12 item 11: empty results for "none", 0 for "sum", NaN (as torch) for "mean"."""
+    logits, y = torch.zeros(B, 256, T), torch.zeros(B, T)
+    assert mulaw_loss(logits, y, reduction="none").shape == (B, T)
+    assert mulaw_loss(logits, y, reduction="sum").item() == 0.0
+    assert torch.isnan(mulaw_loss(logits, y))
+    assert sample_mulaw(logits).shape == (B, T)
+    assert MuLawCategorical(torch.zeros(B, T, 256)).sample((3,)).shape == (3, B, T)
+
+
+def test_sample_of_no_draws_is_empty():
+    d = MuLawCategorical(torch.zeros(4, 256))
+    assert d.sample((0,)).shape == (0, 4)
+    assert d.sample_classes((2, 0)).shape == (2, 0, 4)
+
+
+def test_errors_name_the_right_problem(monkeypatch):
+    """Issue 12 item 17: no clamp_targets hint where there is none; reduction checked first."""
+    d = MuLawCategorical(torch.zeros(4, 256))
+    with pytest.raises(ValueError, match=r"must lie in \[-1, 1\]") as e:
+        d.log_prob(torch.full((4,), 2.0))
+    assert "clamp_targets" not in str(e.value)
+    with pytest.raises(ValueError, match="clamp_targets=True"):
+        mulaw_loss(torch.zeros(2, 256, 5), torch.full((2, 5), 2.0))
+    with pytest.raises(ValueError, match="unknown reduction 'avg'"):
+        mulaw_loss(torch.zeros(2, 256, 5), torch.full((2, 5), 2.0), reduction="avg")

@@ -6,6 +6,8 @@ range, NaN, dtype, layout) so a bad input fails here, not deep inside torch.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -74,17 +76,64 @@ def check_finite(name: str, t: Tensor) -> None:
         raise ValueError(f"{name} contains {bad} NaN/inf value(s)")
 
 
-def check_range(y: Tensor, *, clamp: bool = False, low: float = -1.0, high: float = 1.0) -> Tensor:
-    """Targets must lie in [low, high]; ``clamp=True`` clips them instead of raising."""
-    if clamp:
-        return y.clamp(low, high)
+def check_temperature(name: str, value: float) -> float:
+    """A temperature must be a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"temperatures must be >= 0 and finite, got {name}={value!r}")
+    return float(value)
+
+
+def check_tensor(name: str, t: object) -> Tensor:
+    """``t`` must be a tensor (a plain float has no shape): TypeError naming the argument."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def check_reduction(reduction: str) -> str:
+    """Checked before any work (a forward pass, a first compile) is spent."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}: expected one of {REDUCTIONS}")
+    return reduction
+
+
+def check_target_dtype(y: Tensor, what: str = "targets") -> Tensor:
+    """Targets are waveform values: floating point, never integer PCM or classes."""
+    if not isinstance(y, Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(y).__name__}")
+    if not y.dtype.is_floating_point:
+        raise TypeError(
+            f"{what} must be a floating point tensor of values in [-1, 1], got dtype {y.dtype} "
+            "(scale integer PCM first, e.g. int16 / 32768)"
+        )
+    return y
+
+
+def check_range(
+    y: Tensor,
+    *,
+    clamp: bool = False,
+    low: float = -1.0,
+    high: float = 1.0,
+    clamp_hint: bool = False,
+) -> Tensor:
+    """Targets must lie in [low, high]; ``clamp=True`` clips them instead of raising.
+
+    NaN targets always raise: clipping cannot give them a value. ``clamp_hint``: the caller
+    has a ``clamp_targets`` argument, which the error message then suggests.
+    """
+    check_target_dtype(y)
     if torch.isnan(y).any():
         raise ValueError("targets contain NaN")
+    if clamp or y.numel() == 0:  # (min/max of an empty tensor would raise)
+        return y.clamp(low, high)
     lo, hi = float(y.min()), float(y.max())
     if lo < low or hi > high:
         raise ValueError(
-            f"targets must lie in [{low:g}, {high:g}], got min {lo:.6g} and max {hi:.6g} "
-            f"(pass clamp_targets=True to clip them)"
+            f"targets must lie in [{low:g}, {high:g}], got min {lo:.6g} and max {hi:.6g}"
+            + (" (pass clamp_targets=True to clip them)" if clamp_hint else "")
         )
     return y
 
@@ -114,17 +163,22 @@ def mask_bt(mask: Tensor | None, batch: int, steps: int, device: torch.device) -
 
 
 def reduce(loss: Tensor, reduction: str, mask: Tensor | None) -> Tensor:
-    """Reduce a (B, T) loss. ``mean`` is per valid element, never a disguised sum."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}: expected one of {REDUCTIONS}")
+    """Reduce a (B, T) loss. ``mean`` is per valid element, never a disguised sum.
+
+    Nothing to reduce (B = 0 or T = 0): ``none`` gives the empty (B, T) loss, ``sum`` 0 and
+    ``mean`` NaN, as torch's own ``mean`` of an empty tensor. A mask that marks every
+    element as padding gives 0 (its gradient stays 0, not NaN).
+    """
+    check_reduction(reduction)
     if mask is not None:
         loss = torch.where(mask > 0, loss, torch.zeros_like(loss)) * mask
     if reduction == "none":
         return loss
     if reduction == "sum":
         return loss.sum()
-    count = mask.sum() if mask is not None else torch.tensor(float(loss.numel()))
-    return loss.sum() / count.clamp_min(1).to(loss.dtype)
+    if mask is None:
+        return loss.sum() / loss.numel() if loss.numel() else loss.sum() / 0.0
+    return loss.sum() / mask.sum().clamp_min(1).to(loss.dtype)
 
 
 def resolve_validate_args(validate_args: bool | None) -> bool:

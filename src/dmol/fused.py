@@ -440,6 +440,20 @@ def _loc_flat(loc: Tensor | None, y: Tensor, dtype: torch.dtype) -> Tensor:
     return loc.detach().to(dtype).reshape(-1)
 
 
+def _targets_in(y: Tensor, dtype: torch.dtype, num_classes: int) -> Tensor:
+    """Targets in the compute dtype, binned as the reference bins them (in float64, from y).
+
+    A target more precise than the compute dtype (float64 y, float32 parameters) is first
+    snapped to its bin centre in its own precision: cast as it is, a value just above a bin
+    edge can round below it and be scored in the bin below. A centre cast to float32 is off by
+    at most 6e-8, far less than half a bin at any K up to 2**24, so it bins back to its bin.
+    """
+    if torch.finfo(y.dtype).bits <= torch.finfo(dtype).bits:
+        return y.to(dtype)  # exact: the kernel's float64 binning sees y itself
+    k = torch.round((y.double() + 1.0) * (0.5 * (num_classes - 1))).clamp_(0, num_classes - 1)
+    return ((2.0 * k) / (num_classes - 1) - 1.0).to(dtype)
+
+
 def _nll_and_grad(params, y, loc, num_classes, log_scale_min, want_grad, gscale=1.0):
     """(*batch) NLL, the (A, 3M, T) gradient of [logits, means, log_scales] and the (A, T)
     gradient of ``loc``, both times ``gscale`` (or None).
@@ -448,7 +462,7 @@ def _nll_and_grad(params, y, loc, num_classes, log_scale_min, want_grad, gscale=
     """
     dtype = _compute_dtype(*params) if loc is None else _compute_dtype(*params, loc)
     p = _pack([_canon(t.detach().to(dtype)) for t in params])
-    yc = y.detach().to(dtype).reshape(p.shape[0], p.shape[2])
+    yc = _targets_in(y.detach(), dtype, num_classes).reshape(p.shape[0], p.shape[2])
     lsm = _lsm_tensor(log_scale_min, dtype, yc.device)
     nll, (grad, gloc) = _nll_packed(p, yc, _loc_flat(loc, yc, dtype), num_classes, lsm,
                                     want_grad, gscale)
@@ -544,12 +558,19 @@ def _check_params(params: list[tuple[str, Tensor]]) -> tuple[int, ...]:
 
 def _check(params: list[tuple[str, Tensor]], y: Tensor, num_classes: int) -> int:
     shape = _check_params(params)
-    if not isinstance(y, Tensor):
-        raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
-    V.compute_dtype(y.dtype)
+    V.check_target_dtype(y, "y")
     if tuple(y.shape) != shape[:-1]:
         raise ValueError(f"y has shape {tuple(y.shape)}, expected the batch shape {shape[:-1]}")
     return V.check_num_classes(num_classes)
+
+
+def _empty_nll(batch_like: Tensor, loc: Tensor | None) -> Tensor:
+    """The NLL of an empty batch: empty, in the compute dtype, connected to the inputs (so a
+    backward pass gives them empty gradients instead of failing)."""
+    out = batch_like * 0
+    if loc is not None:
+        out = out + loc * 0
+    return out.to(V.compute_dtype(out.dtype))
 
 
 def mixture_nll(
@@ -586,6 +607,8 @@ def mixture_nll(
     calls["mixture_nll"] += 1
     K = _check([("logits", logits), ("means", means), ("log_scales", log_scales)], y, num_classes)
     _check_loc(loc, y)
+    if y.numel() == 0:  # nothing to score: an empty NLL, still part of the graph
+        return _empty_nll(logits[..., 0] + means[..., 0] + log_scales[..., 0], loc)
     return _apply(logits, means, log_scales, y, loc, K, log_scale_min, recompute)
 
 
@@ -628,6 +651,8 @@ def mixture_nll_packed(
     _check_loc(loc, y)
     if not math.isfinite(grad_scale) or grad_scale == 0:
         raise ValueError(f"grad_scale must be finite and nonzero, got {grad_scale!r}")
+    if y.numel() == 0:
+        return _empty_nll(params[..., 0], loc)
     return _apply(params, None, None, y, loc, K, log_scale_min, recompute, float(grad_scale))
 
 
@@ -667,15 +692,11 @@ def sample_mixture(
     """
     calls["sample_mixture"] += 1
     shape = _check_params([("logits", logits), ("means", means), ("log_scales", log_scales)])
-    if temperature < 0 or scale_temperature < 0:
-        raise ValueError(
-            f"temperatures must be >= 0, got temperature={temperature}, "
-            f"scale_temperature={scale_temperature}"
-        )
+    temperature = V.check_temperature("temperature", temperature)
+    scale_temperature = V.check_temperature("scale_temperature", scale_temperature)
+    for name, t in (("logits", logits), ("means", means), ("log_scales", log_scales)):
+        V.check_finite(name, t)
     batch = torch.Size(shape[:-1])
-    for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
-        if not math.isfinite(t):
-            raise ValueError(f"{name} must be finite, got {t}")
     if loc is not None:
         if not isinstance(loc, Tensor) or loc.shape != batch:
             got = tuple(loc.shape) if isinstance(loc, Tensor) else type(loc).__name__
@@ -685,6 +706,8 @@ def sample_mixture(
         V.check_finite("loc", loc)
     dtype = _compute_dtype(logits, means, log_scales, *(() if loc is None else (loc,)))
     dev = means.device
+    if batch.numel() == 0:
+        return torch.empty(batch, dtype=dtype, device=dev)
     with torch.no_grad():
         lg, mu, ls = (_canon(t.to(dtype)) for t in (logits, means, log_scales))
         if temperature == 0:  # deterministic choice: argmax, first index on ties

@@ -266,8 +266,10 @@ class _GaussianMixtureBase(Distribution):
         validate_args: bool | None,
     ) -> None:
         tensors = (logits, means, log_scales)
-        if not all(isinstance(t, Tensor) for t in tensors):
-            raise TypeError("logits, means and log_scales must be torch tensors")
+        for name, t in zip(("logits", "means", "log_scales"), tensors, strict=True):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__} "
+                                "(logits, means and log_scales must be torch tensors)")
         if not (logits.shape == means.shape == log_scales.shape) or logits.dim() < 1:
             raise ValueError(
                 "logits, means and log_scales must share one shape (*batch, M), got "
@@ -603,7 +605,8 @@ def mix_gaussian_loss(
         y_hat: (B, C, T) for layout "BCT" or (B, T, C) for "BTC": C = 3M channels
             ``[logits M | means M | log_scales M]``, or C = 2 ``[mean, log_scale]``.
         y: (B, T) (or (B, T, 1) / (B, 1, T)) targets in [-1, 1].
-        log_scale_min: lower clamp on log-scales (None: none).
+        log_scale_min: lower clamp on log-scales (None: none). The defaults differ by entry
+            point (-7 here, None in the distributions): docs/mol.md section 6 lists them.
         reduction: "mean" (per valid element), "sum", or "none" -> (B, T).
         mask: (B, T) 0/1 weights for padded batches, or (B,) integer lengths.
         num_classes: None -> continuous negative log-*density* (can be negative);
@@ -618,12 +621,14 @@ def mix_gaussian_loss(
         >>> float(mix_gaussian_loss(y_hat, torch.zeros(1, 1))) < 0  # density e^5/sqrt(2 pi)
         True
     """
+    V.check_reduction(reduction)
     K = None if num_classes is None else V.check_num_classes(num_classes)
-    btc = V.to_btc(y_hat, layout)
+    btc = V.to_btc(V.check_tensor("y_hat", y_hat), layout)
     V.compute_dtype(btc.dtype)
     logits, means, log_scales = V.split_channels(btc, 3, allow_single=2)
     batch, steps = btc.shape[:2]
-    y = V.check_range(V.target_bt(y, batch, steps), clamp=clamp_targets)
+    y = V.check_range(V.target_bt(V.check_target_dtype(y, "y"), batch, steps),
+                      clamp=clamp_targets, clamp_hint=True)
     V.check_finite("y_hat", btc)
     m = V.mask_bt(mask, batch, steps, btc.device)
     means = V.shift_means(means, V.loc_bt(loc, batch, steps))
@@ -649,7 +654,8 @@ def sample_mix_gaussian(
 
     Args:
         y_hat: (B, C, T) ("BCT") or (B, T, C) ("BTC"), laid out as for :func:`mix_gaussian_loss`.
-        log_scale_min: lower clamp on log-scales (None: none).
+        log_scale_min: lower clamp on log-scales (None: none). The defaults differ by entry
+            point (-7 here, None in the distributions): docs/mol.md section 6 lists them.
         temperature: divides the mixture logits (0: most probable component).
         scale_temperature: multiplies component scales (0: the component's mean).
         generator: a ``torch.Generator`` for reproducible draws.

@@ -147,11 +147,8 @@ def _apply_temperature(
     ``temperature`` divides the mixture logits (0: always the most probable component);
     ``scale_temperature`` multiplies every component's scale (0: the component's mean).
     """
-    if temperature < 0 or scale_temperature < 0:
-        raise ValueError(
-            f"temperatures must be >= 0, got temperature={temperature}, "
-            f"scale_temperature={scale_temperature}"
-        )
+    temperature = V.check_temperature("temperature", temperature)
+    scale_temperature = V.check_temperature("scale_temperature", scale_temperature)
     if temperature == 0:
         # one-hot on the argmax; ties broken by the first index like torch.argmax
         hot = F.one_hot(logits.argmax(-1), logits.shape[-1]).bool()
@@ -174,7 +171,9 @@ class DiscretizedLogisticMixture(Distribution):
         log_scales: (*batch, M) natural log of the component scales.
         num_classes: K >= 2 (65536 for 16-bit audio, 256 for 8-bit).
         log_scale_min: optional lower clamp on the log-scales (training-time regularizer, as in
-            PixelCNN++ / WaveNet recipes). None keeps the parameters as given.
+            PixelCNN++ / WaveNet recipes). None (the default) keeps the parameters as given,
+            unlike :func:`discretized_mix_logistic_loss`'s -7: docs/mol.md section 6 lists
+            every entry point's default.
 
     Values are floats in [-1, 1] of shape (*sample, *batch); they are snapped to the nearest bin.
 
@@ -204,6 +203,8 @@ class DiscretizedLogisticMixture(Distribution):
         validate_args: bool | None = None,
     ) -> None:
         self.num_classes = V.check_num_classes(num_classes)
+        for name, t in (("logits", logits), ("means", means), ("log_scales", log_scales)):
+            V.check_tensor(name, t)
         if not (logits.shape == means.shape == log_scales.shape) or logits.dim() < 1:
             raise ValueError(
                 "logits, means and log_scales must share one shape (*batch, M), got "
@@ -445,7 +446,8 @@ def discretized_mix_logistic_loss(
             ``[logits M | means M | log_scales M]``.
         y: (B, T) (or (B, T, 1) / (B, 1, T)) targets in [-1, 1].
         num_classes: K bins (65536 = 16-bit audio).
-        log_scale_min: lower clamp on log-scales (None: none).
+        log_scale_min: lower clamp on log-scales (None: none). The defaults differ by entry
+            point (-7 here, None in the distributions): docs/mol.md section 6 lists them.
         reduction: "mean" (per valid element), "sum", or "none" -> (B, T).
         mask: (B, T) 0/1 weights for padded batches, or (B,) integer lengths.
         clamp_targets: clip targets to [-1, 1] instead of raising.
@@ -459,11 +461,14 @@ def discretized_mix_logistic_loss(
 
         >>> loss = discretized_mix_logistic_loss(torch.randn(2, 30, 8), torch.zeros(2, 8))
     """
+    V.check_reduction(reduction)
     K = V.check_num_classes(num_classes)
-    btc = V.to_btc(y_hat, layout)
+    btc = V.to_btc(V.check_tensor("y_hat", y_hat), layout)
     V.split_channels(btc, 3)  # validates the channel count
     batch, steps = btc.shape[:2]
-    y = V.check_range(V.target_bt(y, batch, steps), clamp=clamp_targets)
+    V.check_finite("y_hat", btc)
+    y = V.check_range(V.target_bt(V.check_target_dtype(y, "y"), batch, steps),
+                      clamp=clamp_targets, clamp_hint=True)
     m = V.mask_bt(mask, batch, steps, btc.device)
     loc = V.loc_bt(loc, batch, steps)
     from dmol import fused
@@ -502,7 +507,9 @@ def sample_discretized_mix_logistic(
         (B, T) values in [-1, 1].
     """
     K = V.check_num_classes(num_classes)
-    logits, means, log_scales = V.split_channels(V.to_btc(y_hat, layout), 3)
+    btc = V.to_btc(y_hat, layout)
+    logits, means, log_scales = V.split_channels(btc, 3)
+    V.check_finite("y_hat", btc)
     dtype = V.compute_dtype(means.dtype)
     logits, means, log_scales = logits.to(dtype), means.to(dtype), log_scales.to(dtype)
     loc = V.loc_bt(loc, *means.shape[:2])

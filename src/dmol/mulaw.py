@@ -17,9 +17,12 @@ Two rounding conventions are in use; both map v = (f(x) + 1) / 2 * mu in [0, mu]
   Class q holds the f(x) nearest to its grid point 2q/mu - 1, so every class has the same width
   and the two end classes half of it.
 
-Both decode class q to the same point, f^-1(2q/mu - 1) (nnmnkwii's ``inv_mulaw_quantize`` and
-torchaudio's ``mu_law_decoding`` agree), so ``"round"`` reconstructs a sample to the nearest
-grid point while ``"floor"`` leaves it up to one full step towards -1 in the companded domain.
+``inv_mulaw_quantize`` decodes class q to f^-1(2q/mu - 1) under both (nnmnkwii's
+``inv_mulaw_quantize`` and torchaudio's ``mu_law_decoding`` agree), so ``"round"`` reconstructs a
+sample to the nearest grid point while ``"floor"`` leaves it up to one full step towards -1 in
+the companded domain. `MuLawCategorical` (and `sample_mulaw`) with ``rounding="floor"`` stand for
+class q by its cell's centre f^-1((2q + 1)/mu - 1) instead: the lower edge re-quantizes one class
+down after float rounding, so the distribution would score its own samples in the wrong class.
 Note the ``mu`` argument: nnmnkwii defaults to ``mu=256``, torchaudio takes
 ``quantization_channels = mu + 1``; here ``mu=255`` (Q = 256 classes) as in WaveNet.
 
@@ -123,6 +126,19 @@ def _quantize(x: Tensor, mu: float, rounding: str) -> Tensor:
 
 def _dequantize(q: Tensor, mu: float, dtype: torch.dtype) -> Tensor:
     return _decode(2 * q.to(dtype) / mu - 1, mu)
+
+
+def _class_values(q: Tensor, mu: float, dtype: torch.dtype, rounding: str) -> Tensor:
+    """The waveform value that stands for class q under ``rounding``: one that quantizes back
+    to q. ``"round"``: the grid point f^-1(2q/mu - 1), the centre of its cell. ``"floor"``: the
+    grid point is the *lower edge* of the cell, which float rounding puts in the class below
+    about as often as not, so the cell's centre f^-1((2q + 1)/mu - 1) is used instead (the top
+    class, which holds x = 1 alone, stays at 1).
+    """
+    if rounding == "round":
+        return _dequantize(q, mu, dtype)
+    centre = _decode((2 * q.double() + 1) / mu - 1, mu)
+    return torch.where(q == int(mu), 1.0, centre).to(dtype)
 
 
 # ----------------------------------------------------------------------------- companding
@@ -269,9 +285,15 @@ class MuLawCategorical(Distribution):
 
     @property
     def grid(self) -> Tensor:
-        """(Q,) decoded waveform value of each class."""
+        """(Q,) waveform value of each class, one that ``quantize`` maps back to that class.
+
+        ``rounding="round"``: f^-1(2q/mu - 1), as :func:`inv_mulaw_quantize`. ``"floor"``: the
+        centre of the class's cell, f^-1((2q + 1)/mu - 1) (1 for the top class), not
+        :func:`inv_mulaw_quantize`'s value, which is the cell's lower edge and re-quantizes
+        one class down after float rounding.
+        """
         q = torch.arange(self.num_classes, device=self.logits.device)
-        return _dequantize(q, self.mu, self.logits.dtype)
+        return _class_values(q, self.mu, self.logits.dtype, self.rounding)
 
     @property
     def probs(self) -> Tensor:
@@ -310,6 +332,9 @@ class MuLawCategorical(Distribution):
     ) -> Tensor:
         """int64 classes of shape (*sample_shape, *batch)."""
         shape = torch.Size(sample_shape)
+        if shape.numel() == 0 or self.batch_shape.numel() == 0:  # multinomial needs n >= 1
+            return torch.empty(*shape, *self.batch_shape, dtype=torch.int64,
+                               device=self.logits.device)
         n = max(1, shape.numel())
         flat = self.probs.reshape(-1, self.num_classes)
         # multinomial takes a generator, unlike Categorical.sample
@@ -355,8 +380,9 @@ def mulaw_loss(
         >>> mulaw_loss(torch.zeros(2, 256, 5), torch.zeros(2, 5))   # uniform: log 256
         tensor(5.5452)
     """
+    V.check_reduction(reduction)
     _check_rounding(rounding)
-    x = V.to_btc(logits, layout)
+    x = V.to_btc(V.check_tensor("logits", logits), layout)
     dtype = V.compute_dtype(x.dtype)
     B, T, Q = x.shape
     mu = Q - 1 if mu is None else mu
@@ -367,7 +393,7 @@ def mulaw_loss(
         )
     V.check_finite("logits", x)
     y = _float_wave(V.target_bt(y, B, T), "y")
-    y = V.check_range(y, clamp=clamp_targets)
+    y = V.check_range(y, clamp=clamp_targets, clamp_hint=True)
     m = V.mask_bt(mask, B, T, x.device)
     q = _quantize(y.to(dtype), float(mu), rounding)
     nll = F.cross_entropy(x.to(dtype).reshape(B * T, Q), q.reshape(-1), reduction="none")
@@ -381,20 +407,24 @@ def sample_mulaw(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     mu: int | None = None,
+    rounding: str = "round",
 ) -> Tensor:
     """Draw one waveform value per step from a mu-law softmax: (B, T) in [-1, 1].
 
     ``temperature`` divides the logits (< 1 sharper, > 1 flatter); ``temperature=0`` takes the
-    most probable class.
+    most probable class. ``rounding`` is the convention the draws will be scored with (as in
+    :func:`mulaw_loss`): each draw is a value of ``MuLawCategorical(..., rounding=rounding)``,
+    so it quantizes back to the class it was drawn from.
     """
-    x = V.to_btc(logits, layout)
+    _check_rounding(rounding)
+    x = V.to_btc(V.check_tensor("logits", logits), layout)
     V.compute_dtype(x.dtype)
     V.check_finite("logits", x)
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    d = MuLawCategorical(x, mu)
+    d = MuLawCategorical(x, mu, rounding)
     if temperature == 0:
         return d.mode
     if temperature != 1:
-        d = MuLawCategorical(d.logits / temperature, mu)
+        d = MuLawCategorical(d.logits / temperature, mu, rounding)
     return d.sample(generator=generator)

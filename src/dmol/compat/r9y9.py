@@ -10,8 +10,10 @@ included, so a checkpoint trained with the original keeps its loss curve when sw
   ``num_classes=65536`` about 33 bins at each end are scored as if they held the whole tail.
 - Where the bin mass ``cdf_delta`` is ``<= 1e-5`` the log-density at the bin centre times the bin
   width is used instead of the mass, and ``cdf_delta`` is clamped at ``1e-12`` before the log.
-- Everything runs in the input dtype; in float16 the ``1e-12`` clamp underflows to 0 and the
-  masked blend ``0 * log(0)`` turns the loss into NaN (exactly as the original does).
+- The bin masses are computed in the input dtype, the rest as the original does: its 0/1
+  masks are float32 (``.float()``), so half inputs come out as float32 (a long float16 sum stays
+  finite). In float16 the ``1e-12`` clamp underflows to 0 and the masked blend ``0 * log(0)``
+  turns the loss into NaN wherever a bin's mass underflows (exactly as the original does).
 - Targets are not range-checked: values outside [-1, 1] are scored the way the original scores
   them. Shapes and channel counts are checked and raise ``ValueError``.
 
@@ -130,13 +132,14 @@ def discretized_mix_logistic_loss(
 
     # The original blends the branches with 0/1 float masks instead of selecting them; kept so
     # that a non-finite unused branch (float16) poisons the result exactly as it does there.
-    big = (cdf_delta > 1e-5).to(y_hat.dtype)
+    # The masks are float32 (``.float()``) as there: half inputs are promoted from here on.
+    big = (cdf_delta > 1e-5).float()
     interior = big * torch.log(torch.clamp(cdf_delta, min=1e-12)) + (1.0 - big) * (
         log_pdf_mid - math.log((num_classes - 1) / 2)
     )
-    top = (y > 0.999).to(y_hat.dtype)
+    top = (y > 0.999).float()
     not_bottom = top * log_one_minus_cdf_min + (1.0 - top) * interior
-    bottom = (y < -0.999).to(y_hat.dtype)
+    bottom = (y < -0.999).float()
     log_probs = bottom * log_cdf_plus + (1.0 - bottom) * not_bottom
 
     log_probs = log_probs + F.log_softmax(logits, dim=-1)
