@@ -563,3 +563,13 @@ def test_errors_name_the_right_problem(monkeypatch):
     monkeypatch.setattr(G, "gaussian_mixture_nll", forward)
     with pytest.raises(ValueError, match="unknown reduction 'avg'"):
         mix_gaussian_loss(torch.zeros(2, 30, 5), torch.zeros(2, 5), reduction="avg")
+
+
+@pytest.mark.parametrize("num_classes", [None, 256])
+@pytest.mark.parametrize("channel", [0, 10, 20])
+def test_sampler_rejects_nonfinite_parameters(channel, num_classes):
+    """Issue 12 item 8's sibling: a NaN parameter gave finite samples instead of an error."""
+    y_hat = torch.zeros(2, 30, 5)
+    y_hat[0, channel, 1] = float("nan")
+    with pytest.raises(ValueError, match="y_hat contains 1 NaN/inf"):
+        sample_mix_gaussian(y_hat, num_classes=num_classes)

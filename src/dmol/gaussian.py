@@ -666,7 +666,9 @@ def sample_mix_gaussian(
         (B, T) values clipped to [-1, 1], detached from the graph.
     """
     K = None if num_classes is None else V.check_num_classes(num_classes)
-    logits, means, log_scales = V.split_channels(V.to_btc(y_hat, layout), 3, allow_single=2)
+    btc = V.to_btc(V.check_tensor("y_hat", y_hat), layout)
+    logits, means, log_scales = V.split_channels(btc, 3, allow_single=2)
+    V.check_finite("y_hat", btc)
     means = V.shift_means(means, V.loc_bt(loc, *means.shape[:2]))
     logits, means, log_scales = _prepare(logits, means, log_scales, log_scale_min)
     logits, log_scales = _apply_temperature(logits, log_scales, temperature, scale_temperature)
