@@ -260,7 +260,8 @@ class MuLawHead(Head):
         from dmol.mulaw import sample_mulaw
 
         self._check(y_hat)
-        return sample_mulaw(y_hat, layout="BCT", temperature=temperature, generator=generator)
+        return sample_mulaw(y_hat, layout="BCT", temperature=temperature, generator=generator,
+                            rounding=self.rounding)
 
     def distribution(self, y_hat):
         from dmol.mulaw import MuLawCategorical
