@@ -30,7 +30,7 @@ def main(model_path: str, data_dir: str, out: str, index: int = 2, seconds: floa
     frames = min(len(mel), int(seconds * recipe.sample_rate) // recipe.hop_length)
     audio, mel = audio[: frames * recipe.hop_length], mel[:frames]
     rows = [("original", audio), ("Griffin-Lim (60 iterations)", griffin_lim(mel, recipe))]
-    for st in (1.0, 0.2):
+    for st in (1.0, 0.3):
         wave = vocode(model, head, recipe, mel, mode="folded", seed=0, scale_temperature=st)
         rows.append((f"LP-WaveNet, step {info['step']}, scale temperature {st:g}",
                      np.asarray(wave)))
