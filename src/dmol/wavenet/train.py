@@ -816,9 +816,14 @@ def _train_locked(data_dir: Path, out_dir: Path, preset: str, recipe, overrides:
             past = noisy_past(model, x, mel, tc, derive_seed(tc.seed, step, env.rank, 2))
             with autocast:
                 y_hat = ddp(x, mel, past=past)
-            loss = head.loss(y_hat.float(), x, mask)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if bool(torch.isfinite(y_hat).all()):
+                loss = head.loss(y_hat.float(), x, mask)
+                loss.backward()
+            else:  # the loss refuses NaN/inf parameters: a zero backward (DDP's all-reduce
+                # still runs on every rank) and a NaN loss, so the step is skipped below
+                (y_hat.nan_to_num(0.0, 0.0, 0.0) * 0.0).sum().backward()
+                loss = torch.tensor(float("nan"), device=dev)
             clip = tc.grad_clip if tc.grad_clip > 0 else float("inf")
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             over_time = minutes is not None and (
