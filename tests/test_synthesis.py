@@ -382,18 +382,24 @@ def test_vocode_checks_its_inputs():
         vocode(model, model.head, recipe, mel, progress=False, segment_seconds=0.1)
 
 
-def test_vocode_command_line(tmp_path, capsys):
-    import soundfile as sf
-
+def _tiny_run(folder):
+    """A run folder holding one checkpoint of an untrained tiny model; returns (run, recipe)."""
     from dmol.wavenet.checkpoint import save_checkpoint
 
     model, recipe = tiny_model(9), recipe_for("tiny")
-    cfg, tc = get_preset("tiny")
-    run = tmp_path / "run"
+    _, tc = get_preset("tiny")
+    run = folder / "run"
     save_checkpoint(run, 5, {
         "format": "dmol-wavenet-1", "step": 5, "preset": "tiny",
         "model_config": model.cfg.to_dict(), "train_config": tc.to_dict(),
         "recipe": recipe.to_dict(), "model": model.state_dict(), "ema": model.state_dict()})
+    return run, recipe
+
+
+def test_vocode_command_line(tmp_path, capsys):
+    import soundfile as sf
+
+    run, recipe = _tiny_run(tmp_path)
     np.save(tmp_path / "a.npy", random_mel(4))
     t = np.arange(8 * recipe.hop_length) / recipe.sample_rate
     sf.write(tmp_path / "b.wav", 0.3 * np.sin(2 * np.pi * 220 * t), recipe.sample_rate)
@@ -415,15 +421,7 @@ def test_vocode_command_line(tmp_path, capsys):
 def test_vocode_never_overwrites_an_input_or_one_output_with_another(tmp_path, capsys):
     import soundfile as sf
 
-    from dmol.wavenet.checkpoint import save_checkpoint
-
-    model, recipe = tiny_model(9), recipe_for("tiny")
-    _, tc = get_preset("tiny")
-    run = tmp_path / "run"
-    save_checkpoint(run, 5, {
-        "format": "dmol-wavenet-1", "step": 5, "preset": "tiny",
-        "model_config": model.cfg.to_dict(), "train_config": tc.to_dict(),
-        "recipe": recipe.to_dict(), "model": model.state_dict(), "ema": model.state_dict()})
+    run, recipe = _tiny_run(tmp_path)
     rec = tmp_path / "rec"
     rec.mkdir()
     t = np.arange(8 * recipe.hop_length) / recipe.sample_rate
