@@ -225,13 +225,19 @@ def _check_out_dir(out_dir: Path, extra: Sequence[str] = ()) -> None:
                         f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): "
                         f"refusing to replace it; move them away or choose another folder"
                     )
-        target = out_dir
-    else:
-        target = out_dir.parent
+    check_writable(out_dir, str(out_dir))
+
+
+def check_writable(path: Path, label: str) -> None:
+    """``path`` (an existing folder, or one to create) can be written: it, or its nearest
+    existing parent, is a folder we may write into. ``label`` names it in the error."""
+    target = path
+    if not path.exists():
+        target = path.parent
         while not target.exists() and target != target.parent:
             target = target.parent
         if not target.is_dir():
-            raise ValueError(f"cannot create {out_dir}: {target} is not a folder")
+            raise ValueError(f"cannot create {label}: {target} is not a folder")
     if not os.access(target, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write to {target}: permission denied")
 

@@ -459,15 +459,9 @@ def _check_run_dir(out_dir: Path, data_dir: Path) -> None:
                 f"{', '.join(entries[:4])}{', ...' if len(entries) > 4 else ''}; no checkpoints "
                 f"or config.json of a run): choose a new or empty folder"
             )
-        target = out_dir
-    else:
-        target = out_dir.parent
-        while not target.exists() and target != target.parent:
-            target = target.parent
-        if not target.is_dir():
-            raise ValueError(f"cannot create --out {out_dir}: {target} is not a folder")
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to {target}: permission denied")
+    from dmol.audio.corpus import check_writable
+
+    check_writable(out_dir, f"--out {out_dir}")
 
 
 def _check_value(name: str, value: Any, annotation: str) -> Any:
