@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 .PHONY: .venv demo test lint bench data clean help
 help:
 	@echo "make demo   train a small WaveNet on built-in real speech and write ./demo"
-	@echo "make test   run the test suite"
+	@echo "make test   run the test suite, then a smoke test of the installed wheel"
 	@echo "make .venv  create the environment only"
 
 .venv: $(STAMP)
@@ -37,12 +37,14 @@ data: $(STAMP)
 demo: data
 	$(BIN)/dmol demo --out demo
 
+# ... then the package as a user gets it: wheel -> fresh venv -> used from outside the checkout
 test: data
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
+	bash .ci/wheel_smoke.sh $(BIN)/python
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_loss.py
+	$(BIN)/dmol bench loss
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis

@@ -3,15 +3,14 @@ streaming equals offline, folded joins are seamless. Tiny models, random or hand
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from dmol.audio.features import recipe_for
+from dmol.benchmarks.baseline_synth import BaselineIncremental
 from dmol.logistic import DiscretizedLogisticMixture, mixture_nll_reference
 from dmol.wavenet.incremental import IncrementalWaveNet, cpp_available, sample_mol
 from dmol.wavenet.model import WaveNet
@@ -114,16 +113,12 @@ def test_bfloat16_weights_close(backend):
 
 def test_baseline_matches_forward():
     """The benchmark's baseline loop computes the same network (so the timing is fair)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "baseline_synth.py"
-    spec = importlib.util.spec_from_file_location("baseline_synth", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     model = tiny_model(5)
     mel = torch.from_numpy(random_mel(3)).T[None]
     x = torch.rand(1, 3 * model.hop_length, generator=torch.Generator().manual_seed(3)) - 0.5
     with torch.no_grad():
         ref = model(x, mel)
-    _, got = mod.BaselineIncremental(model).generate(mel, teacher=x)
+    _, got = BaselineIncremental(model).generate(mel, teacher=x)
     assert (got - ref).abs().max().item() < 1e-4
 
 

@@ -1,27 +1,20 @@
-"""`dmol bench`: run the benchmarks kept in the repository's ``benchmarks/`` folder.
+"""`dmol bench`: run the benchmarks in :mod:`dmol.benchmarks`.
 
     dmol bench loss [--quick] [--cases wavenet,long,pixelcnn,sample] [--no-memory]
     dmol bench synth [...]
 
 ``loss`` times the fused MoL loss and sampler against the unfused baseline
-(``benchmarks/bench_loss.py``); ``synth`` runs ``benchmarks/bench_synth.py`` when present.
-The scripts live next to the sources, so this works from a checkout (or an editable install).
+(``dmol/benchmarks/bench_loss.py``); ``synth`` times the synthesis engine against the plain
+incremental loop (``dmol/benchmarks/bench_synth.py``). They are modules of the package, so
+this works from an installed wheel as from a checkout.
 """
 
 from __future__ import annotations
 
-import runpy
+import importlib
 import sys
-from pathlib import Path
 
-SCRIPTS = {"loss": "bench_loss.py", "synth": "bench_synth.py"}
-
-
-def _benchmarks_dir() -> Path | None:
-    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (base / "benchmarks").is_dir():
-            return base / "benchmarks"
-    return None
+MODULES = {"loss": "dmol.benchmarks.bench_loss", "synth": "dmol.benchmarks.bench_synth"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,18 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in SCRIPTS:
-        print(f"dmol bench: unknown benchmark {name!r}; expected one of {sorted(SCRIPTS)}",
+    if name not in MODULES:
+        print(f"dmol bench: unknown benchmark {name!r}; expected one of {sorted(MODULES)}",
               file=sys.stderr)
         return 2
-    folder = _benchmarks_dir()
-    script = folder / SCRIPTS[name] if folder else None
-    if script is None or not script.is_file():
-        print(f"dmol bench {name}: benchmarks/{SCRIPTS[name]} not found (run from a checkout "
-              "of the dmol repository)", file=sys.stderr)
-        return 2
-    module = runpy.run_path(str(script), run_name="dmol_bench")
-    return int(module["main"](rest) or 0)
+    # imported only now: the benchmarks pull in torch and the vocoder
+    return int(importlib.import_module(MODULES[name]).main(rest) or 0)
 
 
 if __name__ == "__main__":

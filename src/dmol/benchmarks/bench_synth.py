@@ -1,6 +1,6 @@
 """Synthesis speed: the plain incremental loop (baseline_synth.py) vs dmol's engine, one process.
 
-    python benchmarks/bench_synth.py --preset r9y9-ljspeech-mol --seconds 2 --kernel-threads 1 2
+    dmol bench synth --preset r9y9-ljspeech-mol --seconds 2 --kernel-threads 1 2
     dmol bench synth --preset r9y9-ljspeech-mol --mode folded --json
     dmol bench synth --preset lp-16k --mode incremental --seconds 4     # an LP-WaveNet
 
@@ -23,18 +23,16 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline_synth import BaselineIncremental  # noqa: E402
-from dmol.audio.features import recipe_for  # noqa: E402
-from dmol.wavenet.incremental import lpc_per_sample  # noqa: E402
-from dmol.wavenet.model import WaveNet  # noqa: E402
-from dmol.wavenet.presets import PRESETS, get_preset  # noqa: E402
-from dmol.wavenet.synthesis import (  # noqa: E402
+from dmol.audio.features import recipe_for
+from dmol.benchmarks.baseline_synth import BaselineIncremental
+from dmol.wavenet.incremental import lpc_per_sample
+from dmol.wavenet.model import WaveNet
+from dmol.wavenet.presets import PRESETS, get_preset
+from dmol.wavenet.synthesis import (
     Conditioner,
     make_engine,
     synthesize_folded,

@@ -1,7 +1,7 @@
 """Fused vs unfused MoL loss and sampler: time and peak memory, in one process.
 
-    python benchmarks/bench_loss.py            # or: dmol bench loss / make bench
-    python benchmarks/bench_loss.py --quick    # smaller shapes, fewer repeats (smoke test)
+    dmol bench loss            # or: python -m dmol.benchmarks.bench_loss / make bench
+    dmol bench loss --quick    # smaller shapes, fewer repeats (smoke test)
 
 Times are medians of >= 7 runs, the two implementations alternating run by run so that a
 change in machine load hits both. Peak extra memory is measured in a fresh subprocess per
@@ -26,8 +26,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline_mol import coupled_nll_baseline, mol_nll_baseline, mol_sample_baseline  # noqa: E402
+from dmol.benchmarks.baseline_mol import (
+    coupled_nll_baseline,
+    mol_nll_baseline,
+    mol_sample_baseline,
+)
 
 # name -> (kind, shape parameters)
 CASES = {
@@ -186,8 +189,8 @@ def memory_child(case: str, impl: str, quick: bool) -> None:
 
 def measure_memory(case: str, impl: str, quick: bool) -> float | None:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    cmd = [sys.executable, __file__, "--memory-child", case, impl, "--threads",
-           str(torch.get_num_threads())] + (["--quick"] if quick else [])
+    cmd = [sys.executable, "-m", "dmol.benchmarks.bench_loss", "--memory-child", case, impl,
+           "--threads", str(torch.get_num_threads())] + (["--quick"] if quick else [])
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode or not lines:
