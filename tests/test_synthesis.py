@@ -12,7 +12,7 @@ import torch
 from dmol.audio.features import recipe_for
 from dmol.benchmarks.baseline_synth import BaselineIncremental
 from dmol.logistic import DiscretizedLogisticMixture, mixture_nll_reference
-from dmol.wavenet.incremental import IncrementalWaveNet, cpp_available, sample_mol
+from dmol.wavenet.incremental import IncrementalWaveNet, sample_mol
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import get_preset
 from dmol.wavenet.synthesis import (
@@ -27,9 +27,8 @@ from dmol.wavenet.synthesis import (
     vocode_main,
 )
 
-HAVE_CPP = cpp_available()
-needs_cpp = pytest.mark.skipif(not HAVE_CPP, reason="no C++ compiler for the 'cpp' backend")
-BACKENDS = ["torch", pytest.param("cpp", marks=needs_cpp)]
+# the `backend` fixture (conftest.py) runs a test on "torch" and on the C++ kernel, built
+# natively and portably; `cpp` on the kernel alone. Both skip only when there is no compiler.
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +57,6 @@ def random_mel(frames: int, n_mels: int = 20, seed: int = 0) -> np.ndarray:
 
 
 # ---- the engine reproduces model.forward --------------------------------------------------------
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("amortize", [True, False])
 @pytest.mark.parametrize("speakers", [0, 3])
 def test_teacher_forced_matches_forward(backend, amortize, speakers):
@@ -97,7 +95,6 @@ def test_sum_form_step_matches_forward():
     assert (got - ref).abs().max().item() < 1e-4
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_bfloat16_weights_close(backend):
     """bfloat16 weights (state and sums in float32): within 2e-2 of the float32 network."""
     model = tiny_model(4)
@@ -147,8 +144,7 @@ def test_fused_sampler_draws_the_mixture():
     assert torch.allclose(x0, y0[0, M + best].expand(100), atol=1e-3)
 
 
-@needs_cpp
-def test_cpp_and_torch_draw_the_same_samples():
+def test_cpp_and_torch_draw_the_same_samples(cpp):
     model = tiny_model(6)
     mel = random_mel(5)
     a = synthesize_incremental(model, mel, seed=3, backend="torch")
@@ -156,8 +152,7 @@ def test_cpp_and_torch_draw_the_same_samples():
     assert np.abs(a - b).max() < 1e-4
 
 
-@needs_cpp
-def test_cpp_threads_give_the_same_numbers():
+def test_cpp_threads_give_the_same_numbers(cpp):
     """Threads split the columns of each product; every column is summed in the same order."""
     model = tiny_model(10)
     mel = random_mel(5)
@@ -197,7 +192,6 @@ def test_auto_backend_falls_back_without_a_compiler(monkeypatch):
         make_engine(model, dtype="float16")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_same_seed_same_audio(backend):
     model = tiny_model(7)
     mel = random_mel(6)
@@ -244,7 +238,6 @@ def test_conditioner_windows_are_exact(preset):
     assert moved(-cond.lookback) > 1e-4 and moved(-cond.lookback - 1) == 0.0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_streaming_equals_offline(backend):
     model = tiny_model(8)
     mel, hop = random_mel(30), model.hop_length
@@ -464,10 +457,10 @@ def lp_mel(frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
                             ).transpose(1, 2).contiguous()
 
 
-LP_CASES = [("mol", "torch"), ("gaussian", "torch"), pytest.param("mol", "cpp", marks=needs_cpp)]
+LP_CASES = [("mol", "torch"), ("gaussian", "torch"), ("mol", "cpp"), ("mol", "cpp-portable")]
 
 
-@pytest.mark.parametrize(("head", "backend"), LP_CASES)
+@pytest.mark.parametrize(("head", "backend"), LP_CASES, indirect=["backend"])
 @pytest.mark.parametrize("amortize", [True, False])
 def test_lp_teacher_forced_matches_forward(head, backend, amortize):
     """Fed the true samples, the engine outputs model(x, mel) exactly, the prediction channel
@@ -496,7 +489,6 @@ def test_lp_teacher_forced_matches_forward(head, backend, amortize):
     assert torch.equal(state.hist, x[:, -8:]) and torch.equal(state.x, x[:, -1])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_lp_sum_form_and_bfloat16(backend):
     """The step as ``backend="compile"`` traces it, and bfloat16 weights, for an LP model."""
     from dmol.wavenet.incremental import lpc_per_sample
@@ -532,7 +524,7 @@ def test_lp_engine_needs_the_coefficients():
         plain.run(plain.new_state(1), c, lpc=torch.zeros(1, c.shape[-1], 8))
 
 
-@pytest.mark.parametrize(("head", "backend"), LP_CASES)
+@pytest.mark.parametrize(("head", "backend"), LP_CASES, indirect=["backend"])
 def test_lp_prediction_reads_the_generated_past(head, backend):
     """Free-running, the prediction channel is lp_predict of the engine's own samples."""
     from dmol.audio.lpc import lp_predict
@@ -562,9 +554,8 @@ def test_lp_prediction_reads_the_generated_past(head, backend):
     assert (params - ref).abs().max().item() < 1e-5
 
 
-@needs_cpp
 @pytest.mark.parametrize("amortize", [True, False])
-def test_lp_cpp_and_torch_draw_the_same_samples(amortize):
+def test_lp_cpp_and_torch_draw_the_same_samples(cpp, amortize):
     """The same noise gives the same samples (and parameters) on both backends."""
     from dmol.wavenet.incremental import lpc_per_sample
 
@@ -598,7 +589,7 @@ def test_lp_cpp_and_torch_draw_the_same_samples(amortize):
     assert np.array_equal(f1, f2)
 
 
-@pytest.mark.parametrize(("head", "backend"), LP_CASES)
+@pytest.mark.parametrize(("head", "backend"), LP_CASES, indirect=["backend"])
 def test_lp_streaming_equals_offline(head, backend):
     """Pushed in odd pieces (LPC blocks recomputed as frames arrive), bit for bit offline."""
     model = lp_model(8, head)
@@ -638,7 +629,7 @@ def test_lp_frames_give_each_sample_its_nearest_frame():
         lf.samples(mel[..., :3], 0, 3, 2)  # frame 3 has not arrived
 
 
-@pytest.mark.parametrize(("head", "backend"), LP_CASES)
+@pytest.mark.parametrize(("head", "backend"), LP_CASES, indirect=["backend"])
 def test_lp_same_seed_same_audio_and_folded(head, backend):
     model = lp_model(7, head)
     mel = random_mel(12, seed=2)
@@ -659,7 +650,7 @@ def test_lp_same_seed_same_audio_and_folded(head, backend):
         assert np.abs(one - a).max() < 1e-5
 
 
-@pytest.mark.parametrize(("head", "backend"), LP_CASES)
+@pytest.mark.parametrize(("head", "backend"), LP_CASES, indirect=["backend"])
 def test_lp_scale_temperature(head, backend):
     """scale_temperature 0: every sample is its component's mean plus p_t (with temperature
     0, the top component's: the same audio for every seed); 1 draws something else."""

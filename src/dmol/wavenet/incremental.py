@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -553,20 +554,21 @@ class IncrementalWaveNet:
 
 
 # ---- the C++ kernel ------------------------------------------------------------------------
-_LIB: ctypes.CDLL | None = None
-
-
 def _up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
 def _load_kernel() -> ctypes.CDLL:
-    """Build (once per source, compiler and CPU) and load ``csrc/wavenet_step.cpp``."""
-    global _LIB
-    if _LIB is None:
-        _LIB = _native.load("wavenet_step.cpp")
-        _LIB.dmol_wavenet_run.restype = ctypes.c_int
-    return _LIB
+    """Build (once per source, compiler, flags and CPU) and load ``csrc/wavenet_step.cpp``.
+
+    ``DMOL_PORTABLE_KERNEL=1``: build without ``-march=native`` (the portable code path, which
+    the tests run beside the native one; also a way round a compiler that mishandles -march).
+    """
+    portable = os.environ.get("DMOL_PORTABLE_KERNEL", "") not in ("", "0")
+    lib = _native.load("wavenet_step.cpp",
+                       _native.PORTABLE_FLAGS if portable else _native.NATIVE_FLAGS)
+    lib.dmol_wavenet_run.restype = ctypes.c_int
+    return lib
 
 
 def cpp_available() -> bool:
