@@ -29,21 +29,16 @@ Example::
 from __future__ import annotations
 
 import collections
-import contextlib
+import ctypes
 import math
 import os
 import warnings
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from dmol import _native
 from dmol import _validate as V
-
-try:  # symbolic-shape settings (private: absent from some torch versions, then not used)
-    from torch.fx.experimental import _config as _shape_config
-except ImportError:  # pragma: no cover
-    _shape_config = None
 
 __all__ = ["mixture_nll", "mixture_nll_packed", "sample_mixture", "backend", "calls"]
 
@@ -234,134 +229,203 @@ def _sample_kernel(p, u, loc, inv_temp, log_st, lsm):
     return (pick_mu + scale * (torch.log(v) - torch.log1p(-v))).clamp(-1.0, 1.0)
 
 
-# -- compiled or eager ----------------------------------------------------------------------
+# -- the kernels: C++ on the CPU, the eager math elsewhere --------------------------------------
+#
+# ``src/dmol/csrc/mol_loss.cpp`` holds the same math as `_nll_kernel` and `_sample_kernel`,
+# vectorized by hand-written exp/log polynomials. It is built by `dmol._native` with the
+# system compiler (seconds, once per machine: no PyTorch headers) and called through ctypes.
+# Both kernels are `torch.library` custom operators (``dmol::mol_nll``, ``dmol::mol_sample``):
+# torch.compile sees each as one opaque node (a fake implementation gives its output shapes,
+# so one compiled graph serves every size), and the loss has a registered backward, so autograd
+# and torch.func differentiate it. On any device but the CPU the eager math runs on that
+# device; on the CPU too when there is no compiler (or with ``DMOL_DISABLE_COMPILE=1``), after
+# a one-line warning.
 
-_KERNELS = {"nll": _nll_kernel, "sample": _sample_kernel}
-_state: dict = {"mode": None, "reason": "", "fns": {}}
+_state: dict = {"lib": None, "reason": None}
+_SIGNATURES = {  # (argument ctypes) per C entry point: pointers, then sizes, then constants
+    "nll": ["p", "i", "i", "p", "p", "i", "i", "i", "d", "d", "d", "p", "p", "p", "c"],
+    "sample": ["p", "i", "i", "p", "p", "i", "i", "i", "d", "d", "d", "p", "c"],
+}
+# -fno-trapping-math: lets the vectorizer compute both sides of a select (no FP trap is ever
+# enabled here); it changes no result
+_FLAGS = (*_native.NATIVE_FLAGS, "-fno-trapping-math")
+#: below this many (sample, component) pairs a call runs on one thread: starting threads costs
+#: more than the work
+_MIN_PARALLEL = 1 << 15
+
 
 def _fallback(reason: str) -> None:
-    _state.update(mode="eager", reason=reason, fns=dict(_KERNELS))
+    _state.update(lib=None, reason=reason)
     warnings.warn(
-        f"dmol.fused: torch.compile is not used ({reason}); running the eager version of the "
-        "same analytic math: same numbers, several times slower",
+        f"dmol.fused: the C++ kernels are not used ({reason}); running the eager version of "
+        "the same analytic math: same numbers, several times slower",
         RuntimeWarning,
-        stacklevel=2,
+        stacklevel=3,
     )
 
 
-def _init() -> None:
-    if _state["mode"] is not None:
-        return
+def _lib():
+    """The loaded C++ library, or None (eager math) after one warning saying why."""
+    if _state["lib"] is not None or _state["reason"] is not None:
+        return _state["lib"]
     if os.environ.get("DMOL_DISABLE_COMPILE", "") not in ("", "0"):
         return _fallback("DMOL_DISABLE_COMPILE is set")
-    if not hasattr(torch, "compile"):
-        return _fallback(f"torch {torch.__version__} has no torch.compile")
     try:
-        # dynamic: one compiled kernel per (dtype, M) serves every chunk length. The fusion
-        # options let inductor put the whole unrolled body into one loop (its defaults split
-        # it into several, joined by buffers); a value read by many components is recomputed
-        # in registers rather than stored to a buffer and read back.
-        opts = {"max_fusion_size": 1 << 16, "aggressive_fusion": True,
-                "realize_reads_threshold": 16}
-        fns = {
-            name: torch.compile(fn, dynamic=True, fullgraph=True, options=opts)
-            for name, fn in _KERNELS.items()
-        }
-    except Exception as e:  # noqa: BLE001 - any failure means: use eager
-        return _fallback(f"torch.compile failed: {type(e).__name__}: {e}")
-    _state.update(mode="inductor", reason="", fns=fns)
-
-
-def _compiled() -> bool:
-    _init()
-    return _state["mode"] == "inductor"
-
-
-def _plain(t: Tensor) -> Tensor:
-    """``t`` as a plain contiguous tensor at storage offset 0 with textbook strides (sharing
-    memory when ``t`` is contiguous). The compiler guards on a view's base, on a storage offset of
-    0 or 1 and on odd strides: any of them would make it compile again."""
-    t = t.contiguous()
-    strides = [1] * t.dim()
-    for d in range(t.dim() - 2, -1, -1):
-        strides[d] = strides[d + 1] * t.shape[d + 1]
-    try:
-        storage = t.untyped_storage()[t.storage_offset() * t.element_size():]
-        return t.new_empty(0).set_(storage, 0, t.shape, strides)
-    except (RuntimeError, TypeError):  # pragma: no cover - storage slicing unsupported
-        return t.as_strided(t.shape, strides).detach()
-
-
-def _hint(t: Tensor, dims: dict[int, int]) -> Tensor:
-    """Mark ``t``'s ``dims`` dynamic with fixed size hints (a tensor made by `_plain`).
-
-    Inductor decides at compile time, from the sizes it traced with, how many loops of the
-    kernel to split across threads: traced with a tiny shape (a unit test, say) it emits a
-    serial kernel that the disk cache then hands to every later process. Fixed hints make that
-    decision the same whatever shape came first: a batch hint just above the thread count
-    puts the batch *and* length loops into the parallel region (``omp for collapse(2)``), so
-    a batch of two still keeps sixteen threads busy, and a large length hint says there is
-    enough work to split.
-    """
-    if hasattr(torch._dynamo, "mark_dynamic"):
-        for d, h in dims.items():
-            torch._dynamo.mark_dynamic(t, d, hint_override=h)
-    return t
-
-
-_HINT_T = 1 << 16  # the length hint: "long", any value far above inductor's minimum chunk
-
-
-def _hinted_args(p: Tensor, flat: list[Tensor]) -> list[Tensor]:
-    """``p`` ((A,) C, T) and flat (k A T,) companions as plain tensors with consistent hints
-    (a flat tensor's hint must be its true multiple of p's, or tracing fails)."""
-    p = _plain(p)
-    rows = p.shape[0] * p.shape[-1] if p.dim() == 3 else p.shape[-1]
-    if p.dim() == 3 and p.shape[0] > 1:
-        hint_a = max(3, torch.get_num_threads() + 1)
-        _hint(p, {0: hint_a, 2: _HINT_T})
-    else:  # no batch dim, or a batch of one (specialized by the compiler: its own kernel)
-        hint_a = 1
-        _hint(p, {p.dim() - 1: _HINT_T})
-    return [p] + [_hint(_plain(f), {0: f.numel() // rows * hint_a * _HINT_T}) for f in flat]
-
-
-def _compile_settings() -> contextlib.ExitStack:
-    """Settings for our calls only. Room for one kernel per (dtype, M) beyond dynamo's default
-    of 8; Python float constants (``_BIG``, ``_LN2``) baked in, not traced as symbols (which
-    makes dynamo trace the whole kernel twice); sizes not unified when equal by chance ("duck
-    sizing"); one grad mode (a change would recompile)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch._dynamo.config.patch(recompile_limit=64, specialize_float=True))
-    if hasattr(_shape_config, "use_duck_shape"):
-        stack.enter_context(_shape_config.patch(use_duck_shape=False))
-    stack.enter_context(torch.no_grad())
-    return stack
-
-
-def _call(name: str, *args):
-    """Run a compiled kernel; if compiling fails (no C++ compiler, no Triton...), go eager.
-
-    Compiled with dynamic shapes and fixed size hints (`_hinted_args`): one kernel per
-    (dtype, M) serves every length and batch size (a batch of one gets its own).
-    """
-    if _compiled():
-        try:
-            with _compile_settings():
-                return _state["fns"][name](*args)
-        except Exception as e:  # noqa: BLE001 - inputs are validated before we get here
-            msg = str(e).strip().splitlines()
-            _fallback(f"compilation failed: {type(e).__name__}: {msg[0][:200] if msg else ''}")
-    return _KERNELS[name](*args)
+        lib = _native.load("mol_loss.cpp", _FLAGS)
+    except _native.CompilerMissing as e:
+        return _fallback(str(e))
+    except _native.BuildFailed as e:  # a bug: loud, but the user's run goes on
+        return _fallback(str(e).splitlines()[0] + " (see dmol._native.load for the message)")
+    kinds = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "d": ctypes.c_double, "c": ctypes.c_int}
+    for name, sig in _SIGNATURES.items():
+        for suffix in ("f32", "f64"):
+            fn = getattr(lib, f"dmol_mol_{name}_{suffix}")
+            fn.argtypes, fn.restype = [kinds[k] for k in sig], ctypes.c_int
+    _state.update(lib=lib, reason="")
+    return lib
 
 
 def backend() -> str:
-    """``"inductor"`` when the compiled kernels are used, else ``"eager-fallback: <reason>"``."""
-    _init()
-    return "inductor" if _state["mode"] == "inductor" else f"eager-fallback: {_state['reason']}"
+    """``"native"`` when the C++ kernels serve CPU tensors, else ``"eager-fallback: <reason>"``
+    (other devices always run the eager math on the device)."""
+    return "native" if _lib() is not None else f"eager-fallback: {_state['reason']}"
 
 
-# -- layout and chunking -----------------------------------------------------------------------
+def _rows_layout(p: Tensor) -> Tensor:
+    """p (A, C, T) with unit stride along T (what the C++ kernels index)."""
+    return p if p.shape[2] <= 1 or p.stride(2) == 1 else p.contiguous()
+
+
+def _threads(p: Tensor) -> int:
+    return torch.get_num_threads() if p.numel() // 3 >= _MIN_PARALLEL else 1
+
+
+def _suffix(dtype: torch.dtype) -> str:
+    return "f32" if dtype == torch.float32 else "f64"
+
+
+def _nll_eager(p: Tensor, y: Tensor, loc: Tensor, num_classes: int, log_scale_min: float,
+             gscale: float, want_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """NLL (A, T) of targets y (A, T) under p = [logits | means | log_scales] (A, 3M, T) with
+    every mean shifted by loc (A, T); with ``want_grad`` also the gradients (A, 3M, T) and
+    (A, T) of the NLL w.r.t. p and loc, times ``gscale`` (else two empty tensors).
+    The eager math: every device but the CPU, and the CPU without a compiler."""
+    k_max = torch.tensor(num_classes - 1, dtype=torch.float64, device=p.device)
+    lsm = torch.tensor(log_scale_min, dtype=p.dtype, device=p.device)
+    gs = torch.tensor(gscale, dtype=p.dtype, device=p.device)
+    nll, grad, gloc = _nll_kernel(p, y, loc, k_max, lsm, gs)
+    if not want_grad:
+        grad, gloc = p.new_empty(0), p.new_empty(0)
+    return nll, grad, gloc
+
+
+_mol_nll = torch.library.custom_op("dmol::mol_nll", _nll_eager, mutates_args=())
+
+
+@_mol_nll.register_kernel("cpu")
+def _mol_nll_cpu(p, y, loc, num_classes, log_scale_min, gscale, want_grad):
+    lib = _lib()
+    if lib is None:
+        return _nll_eager(p, y, loc, num_classes, log_scale_min, gscale, want_grad)
+    p, y, loc = _rows_layout(p), y.contiguous(), loc.contiguous()
+    A, C, T = p.shape
+    nll = p.new_empty(A, T)
+    grad = p.new_empty((A, C, T) if want_grad else (0,))
+    gloc = p.new_empty((A, T) if want_grad else (0,))
+    getattr(lib, f"dmol_mol_nll_{_suffix(p.dtype)}")(
+        p.data_ptr(), p.stride(0), p.stride(1), y.data_ptr(), loc.data_ptr(), A, C // 3, T,
+        float(num_classes - 1), log_scale_min, gscale, nll.data_ptr(),
+        grad.data_ptr() if want_grad else None, gloc.data_ptr() if want_grad else None,
+        _threads(p))
+    return nll, grad, gloc
+
+
+@_mol_nll.register_fake
+def _mol_nll_fake(p, y, loc, num_classes, log_scale_min, gscale, want_grad):
+    A, C, T = p.shape
+    if want_grad:
+        return p.new_empty(A, T), p.new_empty(A, C, T), p.new_empty(A, T)
+    return p.new_empty(A, T), p.new_empty(0), p.new_empty(0)
+
+
+def _traced(t: Tensor) -> bool:
+    """Whether t belongs to torch.compile's or torch.func's tracing (no .item(), no in-place
+    update of a saved result there)."""
+    return (torch.compiler.is_compiling()
+            or torch._C._functorch.is_functorch_wrapped_tensor(t)
+            or type(t) is not Tensor)
+
+
+def _nll_setup(ctx, inputs, output) -> None:
+    p, y, loc, num_classes, lsm, gscale, want_grad = inputs
+    ctx.save_for_backward(p, y, loc)
+    ctx.meta = (num_classes, lsm, gscale)
+    # the gradient made by the forward, handed out once (then freed by autograd, not copied);
+    # an attribute rather than a saved tensor, so that nothing else holds on to it
+    ctx.mark_non_differentiable(output[1], output[2])
+    ctx.grad = tuple(g.detach() for g in output[1:]) if want_grad else None
+
+
+def _nll_backward(ctx, grad_nll: Tensor, _grad: Tensor, _gloc: Tensor):
+    """The forward's gradient came pre-multiplied by ``gscale``, the expected dL/dNLL (1/N
+    under a mean): when the incoming gradient is that constant it is handed out as it is."""
+    p, y, loc = ctx.saved_tensors
+    (num_classes, lsm, gscale), pre = ctx.meta, ctx.meta[2]
+    got, ctx.grad = ctx.grad, None
+    if got is None:  # recompute=True, or a second backward through a retained graph
+        got = _mol_nll(p, y, loc, num_classes, lsm, gscale, True)[1:]
+    g, gloc = got
+    if _traced(grad_nll) or _traced(g):
+        w = grad_nll.to(g.dtype) / pre
+        return g * w[:, None], None, gloc * w, None, None, None, None
+    if grad_nll.dim() and not any(grad_nll.stride()):  # an expanded scalar (sum, mean)
+        v = grad_nll.reshape(-1)[0].to(g.dtype)
+        # (on the CPU reading the value costs nothing; on a GPU it would be a sync)
+        if g.device.type != "cpu" or v.item() != pre:
+            g.mul_(v / pre)  # in place: no second buffer
+            gloc.mul_(v / pre)
+    else:
+        w = grad_nll.to(g.dtype) / pre
+        g.mul_(w[:, None])
+        gloc.mul_(w)
+    return g, None, gloc, None, None, None, None
+
+
+_mol_nll.register_autograd(_nll_backward, setup_context=_nll_setup)
+
+
+def _sample_eager(p: Tensor, u: Tensor, loc: Tensor, inv_temp: float, log_st: float,
+                log_scale_min: float) -> Tensor:
+    """(A, T) draws from p = [logits | means | log_scales] (A, 3M, T) shifted by loc (A, T),
+    given uniforms u (2, A, T): the eager math (every device but the CPU, and the fallback)."""
+    consts = (torch.tensor(v, dtype=p.dtype, device=p.device)
+              for v in (inv_temp, log_st, log_scale_min))
+    return _sample_kernel(p, u, loc, *consts)
+
+
+_mol_sample = torch.library.custom_op("dmol::mol_sample", _sample_eager, mutates_args=())
+
+
+@_mol_sample.register_kernel("cpu")
+def _mol_sample_cpu(p, u, loc, inv_temp, log_st, log_scale_min):
+    lib = _lib()
+    if lib is None:
+        return _sample_eager(p, u, loc, inv_temp, log_st, log_scale_min)
+    p, u, loc = _rows_layout(p), u.contiguous(), loc.contiguous()
+    A, C, T = p.shape
+    out = p.new_empty(A, T)
+    getattr(lib, f"dmol_mol_sample_{_suffix(p.dtype)}")(
+        p.data_ptr(), p.stride(0), p.stride(1), u.data_ptr(), loc.data_ptr(), A, C // 3, T,
+        inv_temp, log_st, log_scale_min, out.data_ptr(), _threads(p))
+    return out
+
+
+@_mol_sample.register_fake
+def _mol_sample_fake(p, u, loc, inv_temp, log_st, log_scale_min):
+    return p.new_empty(p.shape[0], p.shape[2])
+
+
+# -- layout ------------------------------------------------------------------------------------
 
 
 def _canon(t: Tensor) -> Tensor:
@@ -377,44 +441,23 @@ def _canon(t: Tensor) -> Tensor:
     return x.reshape(-1, *x.shape[-2:])
 
 
-def _uncanon(g: Tensor, batch: torch.Size) -> Tensor:
-    """(A, C, T) -> a (*batch, C) view: the inverse of `_canon` for a fresh tensor."""
-    if len(batch) == 0:
-        return g.reshape(g.shape[1])
-    return g.reshape(*batch[:-1], g.shape[1], batch[-1]).movedim(-2, -1)
-
-
 def _pack(parts: list[Tensor]) -> Tensor:
-    """Stack (A, C, T) blocks along dim 1; a view, not a copy, when they are consecutive
-    slices of one tensor (the logits, means and log-scales of one network output)."""
+    """Stack (A, C, T) blocks along dim 1 (for the sampler, which needs no autograd: a view,
+    not a copy, when they are consecutive slices of one tensor)."""
     if len(parts) == 1:
         return parts[0]
     x = parts[0]
-    step = x.shape[1] * x.stride(1)
-    if all(
-        t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
-        and t.shape == x.shape
-        and t.stride() == x.stride()
-        and t.storage_offset() == x.storage_offset() + k * step
-        for k, t in enumerate(parts)
-    ):
-        return x.as_strided((x.shape[0], x.shape[1] * len(parts), x.shape[2]), x.stride())
+    if not torch.compiler.is_compiling() and not x.requires_grad:
+        step = x.shape[1] * x.stride(1)
+        if all(
+            t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+            and t.shape == x.shape
+            and t.stride() == x.stride()
+            and t.storage_offset() == x.storage_offset() + k * step
+            for k, t in enumerate(parts)
+        ):
+            return x.as_strided((x.shape[0], x.shape[1] * len(parts), x.shape[2]), x.stride())
     return torch.cat(parts, 1)
-
-
-def _nll_packed(p: Tensor, y: Tensor, loc: Tensor, num_classes: int, lsm: Tensor,
-                want_grad: bool, gscale: float = 1.0):
-    """NLL (A, T) and, if wanted, its gradients times ``gscale``: (A, 3M, T) w.r.t. p =
-    [logits | means | log_scales] as (A, 3M, T), and (A, T) w.r.t. ``loc``, the shift of every
-    mean; targets y (A, T)."""
-    k_max = torch.tensor(num_classes - 1, dtype=torch.float64, device=y.device)
-    gs = torch.tensor(gscale, dtype=p.dtype, device=p.device)
-    if p.shape[2] > 1:
-        flat = _hinted_args(p, [y.reshape(-1), loc.reshape(-1)])
-        nll, grad, gloc = _call("nll", *flat, k_max, lsm, gs)
-    else:  # a length of 1 would make the compiler specialize: not worth a kernel
-        nll, grad, gloc = _nll_kernel(p, y, loc, k_max, lsm, gs)
-    return nll, (grad, gloc) if want_grad else (None, None)
 
 
 # -- autograd ---------------------------------------------------------------------------------
@@ -427,17 +470,8 @@ def _compute_dtype(*ts: Tensor) -> torch.dtype:
     return V.compute_dtype(dtype)
 
 
-def _lsm_tensor(log_scale_min: float | None, dtype, device) -> Tensor:
-    # a tensor, not a Python float: a float would be baked into the graph (one compile per value)
-    value = float("-inf") if log_scale_min is None else float(log_scale_min)
-    return torch.tensor(value, dtype=dtype, device=device)
-
-
-def _loc_flat(loc: Tensor | None, y: Tensor, dtype: torch.dtype) -> Tensor:
-    """The shift as a flat tensor like y (zeros without one: one kernel serves both cases)."""
-    if loc is None:
-        return torch.zeros(y.numel(), dtype=dtype, device=y.device)
-    return loc.detach().to(dtype).reshape(-1)
+def _lsm(log_scale_min: float | None) -> float:
+    return float("-inf") if log_scale_min is None else float(log_scale_min)
 
 
 def _targets_in(y: Tensor, dtype: torch.dtype, num_classes: int) -> Tensor:
@@ -454,78 +488,24 @@ def _targets_in(y: Tensor, dtype: torch.dtype, num_classes: int) -> Tensor:
     return ((2.0 * k) / (num_classes - 1) - 1.0).to(dtype)
 
 
-def _nll_and_grad(params, y, loc, num_classes, log_scale_min, want_grad, gscale=1.0):
-    """(*batch) NLL, the (A, 3M, T) gradient of [logits, means, log_scales] and the (A, T)
-    gradient of ``loc``, both times ``gscale`` (or None).
+def _apply(params: list[Tensor], y: Tensor, loc: Tensor | None, num_classes: int,
+           log_scale_min: float | None, recompute: bool, gscale: float = 1.0) -> Tensor:
+    """The (*batch) NLL of y under ``params`` (one packed (*batch, 3M) tensor or the three
+    (*batch, M) ones) through ``dmol::mol_nll``; differentiable w.r.t. params and loc.
 
-    ``params`` is one packed (*batch, 3M) tensor or the three (*batch, M) tensors.
-    """
+    Only views (and a dtype cast where one is needed) lie between the caller's tensors and the
+    op, so the op's gradient reaches a (B, 3M, T) network output without a copy."""
     dtype = _compute_dtype(*params) if loc is None else _compute_dtype(*params, loc)
-    p = _pack([_canon(t.detach().to(dtype)) for t in params])
-    yc = _targets_in(y.detach(), dtype, num_classes).reshape(p.shape[0], p.shape[2])
-    lsm = _lsm_tensor(log_scale_min, dtype, yc.device)
-    nll, (grad, gloc) = _nll_packed(p, yc, _loc_flat(loc, yc, dtype), num_classes, lsm,
-                                    want_grad, gscale)
-    return nll.reshape(y.shape), grad, gloc
-
-
-class _MixtureNLL(torch.autograd.Function):
-    """Forward computes the NLL and its gradient in one pass; backward scales the gradient.
-
-    Called as (params, None, None, ...) with packed (*batch, 3M) parameters, or as
-    (logits, means, log_scales, ...). The forward's gradient comes pre-multiplied by
-    ``gscale``, the expected dL/dNLL (1/N under a mean): when the backward's incoming gradient
-    is that constant, the gradient is handed out as it is, saving a pass over it.
-    """
-
-    @staticmethod
-    def forward(ctx, first, means, log_scales, y, loc, num_classes, log_scale_min, recompute,
-                gscale):
-        tensors = (first,) if means is None else (first, means, log_scales)
-        want_grad = (any(ctx.needs_input_grad[:3]) or ctx.needs_input_grad[4]) and not recompute
-        nll, grad, gloc = _nll_and_grad(tensors, y, loc, num_classes, log_scale_min, want_grad,
-                                        gscale)
-        ctx.save_for_backward(first, means, log_scales, y, loc)
-        ctx.grad, ctx.meta, ctx.gscale = (grad, gloc), (num_classes, log_scale_min), gscale
-        return nll
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_nll):
-        first, means, log_scales, y, loc = ctx.saved_tensors
-        tensors = (first,) if means is None else (first, means, log_scales)
-        (g, gloc), ctx.grad, pre = ctx.grad, (None, None), ctx.gscale  # handed out once
-        if g is None:  # recompute=True, or a second backward through a retained graph
-            g, gloc = _nll_and_grad(tensors, y, loc, *ctx.meta, True, pre)[1:]  # same numbers
-        pre = torch.tensor(pre, dtype=g.dtype)
-        if grad_nll.dim() and not any(grad_nll.stride()):  # an expanded scalar (sum, mean)
-            v = grad_nll.reshape(-1)[0].to(g.dtype)
-            # (on the CPU reading the value costs nothing; on a GPU it would be a sync)
-            if g.device.type != "cpu" or v.item() != pre.item():
-                g.mul_(v / pre.to(v.device))  # in place: no second buffer
-                gloc.mul_(v / pre.to(v.device))
-        else:
-            w = (grad_nll.to(g.dtype) / pre.to(g.device)).reshape(g.shape[0], g.shape[2])
-            g.mul_(w[:, None])
-            gloc.mul_(w)
-        g = _uncanon(g, y.shape)  # (*batch, 3M), laid out like the (B, 3M, T) network output
-        g_loc = gloc.reshape(y.shape).to(loc.dtype) if ctx.needs_input_grad[4] else None
-        none = (None,) * 4
-        if means is None:
-            return g.to(first.dtype), None, None, None, g_loc, *none
-        parts = g.split(first.shape[-1], dim=-1)
-        return (*(p.to(t.dtype) for p, t in zip(parts, tensors, strict=True)), None, g_loc,
-                *none)
-
-
-def _apply(first, means, log_scales, y, loc, num_classes, log_scale_min, recompute,
-           gscale=1.0) -> Tensor:
-    tensors = (first,) if means is None else (first, means, log_scales)
-    if torch.is_grad_enabled() and (any(t.requires_grad for t in tensors)
-                                    or (loc is not None and loc.requires_grad)):
-        return _MixtureNLL.apply(first, means, log_scales, y, loc, num_classes, log_scale_min,
-                                 recompute, gscale)
-    return _nll_and_grad(tensors, y, loc, num_classes, log_scale_min, False)[0]
+    parts = [_canon(t.to(dtype)) for t in params]
+    p = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    A, T = p.shape[0], p.shape[2]
+    yc = _targets_in(y.detach(), dtype, num_classes).reshape(A, T)
+    shift = (torch.zeros(A, T, dtype=dtype, device=p.device) if loc is None
+             else loc.to(dtype).reshape(A, T))
+    grad_on = torch.is_grad_enabled() and (p.requires_grad or shift.requires_grad)
+    nll = _mol_nll(p, yc, shift, num_classes, _lsm(log_scale_min), gscale,
+                   grad_on and not recompute)[0]
+    return nll.reshape(y.shape)
 
 
 def _check_loc(loc: Tensor | None, y: Tensor) -> None:
@@ -609,7 +589,7 @@ def mixture_nll(
     _check_loc(loc, y)
     if y.numel() == 0:  # nothing to score: an empty NLL, still part of the graph
         return _empty_nll(logits[..., 0] + means[..., 0] + log_scales[..., 0], loc)
-    return _apply(logits, means, log_scales, y, loc, K, log_scale_min, recompute)
+    return _apply([logits, means, log_scales], y, loc, K, log_scale_min, recompute)
 
 
 def mixture_nll_packed(
@@ -653,7 +633,7 @@ def mixture_nll_packed(
         raise ValueError(f"grad_scale must be finite and nonzero, got {grad_scale!r}")
     if y.numel() == 0:
         return _empty_nll(params[..., 0], loc)
-    return _apply(params, None, None, y, loc, K, log_scale_min, recompute, float(grad_scale))
+    return _apply([params], y, loc, K, log_scale_min, recompute, float(grad_scale))
 
 
 def sample_mixture(
@@ -715,15 +695,9 @@ def sample_mixture(
             lg = torch.where(top & (top.cumsum(1) == 1), 0.0, float("-inf")).to(dtype)
             temperature = 1.0
         u = torch.rand((2, *batch), generator=generator, dtype=dtype, device=dev)
-        consts = (
-            torch.tensor(1.0 / temperature, dtype=dtype, device=dev),
-            torch.tensor(math.log(scale_temperature) if scale_temperature > 0 else -math.inf,
-                         dtype=dtype, device=dev),
-            _lsm_tensor(log_scale_min, dtype, dev),
-        )
+        log_st = math.log(scale_temperature) if scale_temperature > 0 else -math.inf
         p, u = _pack([lg, mu, ls]), u.reshape(2, lg.shape[0], lg.shape[2])
-        shift = _loc_flat(loc, u[0], dtype)
-        if p.shape[2] == 1:  # see _nll_packed
-            return _sample_kernel(p, u, shift, *consts).reshape(batch)
-        flat = _hinted_args(p, [u.reshape(-1), shift])
-        return _call("sample", *flat, *consts).reshape(batch)
+        shift = (torch.zeros_like(u[0]) if loc is None
+                 else loc.to(dtype).reshape(u.shape[1:]))
+        return _mol_sample(p, u, shift, 1.0 / temperature, log_st,
+                           _lsm(log_scale_min)).reshape(batch)

@@ -1,0 +1,357 @@
+// dmol discretized-logistic-mixture kernels (see dmol/fused.py): the NLL with its gradient in
+// one pass, and the sampler. Parameters come as (A, 3M, T) = [logits | means | log-scales]
+// with contiguous rows of T samples; every other array is a contiguous (A, T) or (A, 3M, T).
+//
+// The math is that of `_nll_kernel` / `_sample_kernel` in fused.py (the eager fallback),
+// operation for operation. Samples are processed in blocks of TB: each step is a plain loop
+// over the block that the compiler vectorizes (`#pragma omp simd`; AVX-512 or AVX2 lanes with
+// -march=native), with exp and log written here as branch-free polynomials so that the loops
+// have no library calls in them. Threads (std::thread) split the (row, block) work items.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr int64_t TB = 64;    // samples per block: 5 M TB scratch values stay in L1/L2
+constexpr double BIG = 1e30;  // "infinite" standardized distance (e^-BIG = 0)
+
+template <class T> struct Fp;
+template <> struct Fp<float> {
+    using U = uint32_t;
+    static constexpr int MB = 23, BIAS = 127;
+    static constexpr float SHIFT = 12582912.0f;  // 1.5 * 2^23: x + SHIFT rounds x to an integer
+    static constexpr float LO = -104.0f, HI = 88.75f;  // exp underflows to 0 / overflows
+    static constexpr float LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
+    static constexpr int EXP_TERMS = 7, LOG_TERMS = 5, EXPM1_TERMS = 9;
+    static constexpr float DENORM_SCALE = 4294967296.0f;  // 2^32
+    static constexpr int DENORM_BITS = 32;
+};
+template <> struct Fp<double> {
+    using U = uint64_t;
+    static constexpr int MB = 52, BIAS = 1023;
+    static constexpr double SHIFT = 6755399441055744.0;  // 1.5 * 2^52
+    static constexpr double LO = -746.0, HI = 709.75;
+    static constexpr double LN2_HI = 6.93147180369123816490e-01;  // ln 2, low bits zero
+    static constexpr double LN2_LO = 1.90821492927058770002e-10;  // ln 2 - LN2_HI
+    static constexpr int EXP_TERMS = 13, LOG_TERMS = 11, EXPM1_TERMS = 17;
+    static constexpr double DENORM_SCALE = 18446744073709551616.0;  // 2^64
+    static constexpr int DENORM_BITS = 64;
+};
+
+template <class T> inline typename Fp<T>::U bits(T x) {
+    typename Fp<T>::U u;
+    std::memcpy(&u, &x, sizeof u);
+    return u;
+}
+template <class T> inline T from_bits(typename Fp<T>::U u) {
+    T x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+// 2^k for an integer-valued k held as kS = k + SHIFT (|k| < 1100): the bit pattern's low
+// bits are k itself, so no float-to-int conversion (which AVX2 lacks for 64 bits) is needed
+template <class T> inline T pow2_shifted(T kS) {
+    using F = Fp<T>;
+    using U = typename F::U;
+    const U k = bits<T>(kS) - bits<T>(F::SHIFT);  // two's complement k
+    return from_bits<T>((k + U(F::BIAS)) << F::MB);
+}
+
+// e^x to about 1 ulp: x = k ln2 + r, |r| <= ln2/2, e^r by its Taylor series (degree 7 for
+// float, 13 for double: truncation below half an ulp), 2^k applied as two halves so that
+// results down to the smallest subnormal come out right.
+template <class T> inline T vexp(T x) {
+    using F = Fp<T>;
+    const T xc = std::min(std::max(x, T(F::LO)), T(F::HI));
+    const T kS = xc * T(1.4426950408889634) + F::SHIFT;
+    const T k = kS - F::SHIFT;
+    const T r = (xc - k * F::LN2_HI) - k * F::LN2_LO;
+    T p = T(1);
+#pragma GCC unroll 32
+    for (int n = F::EXP_TERMS; n >= 1; --n) p = T(1) + p * r * T(1.0 / n);  // 1 + r (1 + r/2 (..))
+    const T k1S = k * T(0.5) + F::SHIFT;  // k = k1 + k2, each half within the normal range
+    const T k2S = (k - (k1S - F::SHIFT)) + F::SHIFT;
+    T res = p * pow2_shifted<T>(k1S) * pow2_shifted<T>(k2S);
+    res = x < T(F::LO) ? T(0) : res;
+    res = x > T(F::HI) ? std::numeric_limits<T>::infinity() : res;
+    return x != x ? x : res;
+}
+
+// log x to about 1 ulp: x = 2^e m, m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s) with
+// s = (m - 1)/(m + 1), |s| <= 0.172, by its series in s^2.
+template <class T> inline T vlog(T x) {
+    using F = Fp<T>;
+    using U = typename F::U;
+    const bool sub = x < std::numeric_limits<T>::min();
+    const T xs = sub ? x * F::DENORM_SCALE : x;
+    const U b = bits<T>(xs);
+    const U mant = (b & ((U(1) << F::MB) - 1)) | (U(F::BIAS) << F::MB);
+    T m = from_bits<T>(mant);
+    // the biased exponent as a float: the integer e placed in the mantissa of 2^MB
+    const T two_mb = from_bits<T>(U(F::BIAS + F::MB) << F::MB);
+    T e = from_bits<T>((b >> F::MB) | bits<T>(two_mb)) - two_mb - T(F::BIAS);
+    e = sub ? e - T(F::DENORM_BITS) : e;
+    const bool big = m > T(1.4142135623730951);
+    m = big ? m * T(0.5) : m;
+    e = big ? e + T(1) : e;
+    const T s = (m - T(1)) / (m + T(1));
+    const T s2 = s * s;
+    T p = T(1) / T(2 * F::LOG_TERMS + 1);
+#pragma GCC unroll 32
+    for (int n = F::LOG_TERMS - 1; n >= 0; --n) p = T(1) / T(2 * n + 1) + s2 * p;
+    T res = e * F::LN2_HI + (e * F::LN2_LO + T(2) * s * p);
+    res = x == T(0) ? -std::numeric_limits<T>::infinity() : res;
+    res = x < T(0) ? std::numeric_limits<T>::quiet_NaN() : res;
+    res = x == std::numeric_limits<T>::infinity() ? x : res;
+    return x != x ? x : res;
+}
+
+// log(1 + z) for z > -1: log(u) z / (u - 1) with u = 1 + z corrects u's rounding error
+template <class T> inline T vlog1p(T z) {
+    const T u = T(1) + z;
+    const T d = u - T(1);
+    return d == T(0) ? z : vlog(u) * (z / d);
+}
+
+// 1 - e^-c to full relative precision given ec = e^-c (see `_one_minus_exp` in fused.py)
+template <int N> struct InvFactorials {  // 1/n! for n <= N + 1, at compile time
+    double v[N + 2] = {};
+    constexpr InvFactorials() {
+        double f = 1.0;
+        for (int n = 0; n <= N + 1; ++n) v[n] = 1.0 / (f *= (n > 0 ? n : 1));
+    }
+};
+
+template <class T> inline T one_minus_exp(T c, T ec) {
+    constexpr int N = Fp<T>::EXPM1_TERMS;
+    static constexpr InvFactorials<N> inv{};
+    T poly = T(inv.v[N + 1]);
+#pragma GCC unroll 32
+    for (int n = N; n >= 1; --n) poly = T(inv.v[n]) - c * poly;
+    return c < T(0.6931471805599453) ? c * poly : T(1) - ec;
+}
+
+// Runs f(first, last) over [0, n) work items on up to nt threads (the caller's included)
+template <class Fn> void parallel(int64_t n, int nt, Fn f) {
+    nt = int(std::max<int64_t>(1, std::min<int64_t>(nt, n)));
+    if (nt == 1) return f(int64_t(0), n);
+    std::vector<std::thread> pool;
+    for (int i = 1; i < nt; ++i) pool.emplace_back(f, n * i / nt, n * (i + 1) / nt);
+    f(0, n / nt);
+    for (auto& t : pool) t.join();
+}
+
+template <class T>
+void nll_rows(const T* p, int64_t sA, int64_t sC, const T* y, const T* loc, int64_t A,
+              int64_t M, int64_t Tn, double k_max, T lsm, T gs, T* nll, T* grad, T* gloc,
+              int nt) {
+    const int64_t nb = (Tn + TB - 1) / TB;
+    const T h2 = T(2) * (T(1) / T(k_max));
+    const T tiny = std::numeric_limits<T>::min();
+    parallel(A * nb, nt, [=](int64_t w0, int64_t w1) {
+        // the constants as locals: stores to T arrays could alias the closure's copies
+        const T lsm_ = lsm, h2_ = h2, tiny_ = tiny, gs_ = gs;
+        // per component j: X = logit + (-dist), Q = q (later the joint's weights e_j),
+        // DMU / DLS = dlogP/dmu, dlogP/dls, EL = e^(logit - top)
+        std::vector<T> scratch(5 * M * TB);
+        T *X = scratch.data(), *Q = X + M * TB, *DMU = Q + M * TB, *DLS = DMU + M * TB,
+          *EL = DLS + M * TB;
+        // (the edge-bin flags as 0/1 in T: bool arrays do not vectorize)
+        alignas(64) T lo_h[TB], lo_l[TB], up_h[TB], up_l[TB], topl[TB], topj[TB], zl[TB],
+            zj[TB], shift[TB], first[TB], last[TB];
+        for (int64_t w = w0; w < w1; ++w) {
+            const int64_t a = w / nb, t0 = (w % nb) * TB, n = std::min(TB, Tn - t0);
+            const T* yr = y + a * Tn + t0;
+            // the bin's edges in float64 (exact ties), each split as hi + lo in T
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) {
+                double k = std::rint((double(yr[i]) + 1.0) * (0.5 * k_max));
+                k = std::min(std::max(k, 0.0), k_max);
+                const double lo = (2.0 * k - 1.0) / k_max - 1.0, up = (2.0 * k + 1.0) / k_max - 1.0;
+                lo_h[i] = T(lo), lo_l[i] = T(lo - double(lo_h[i]));
+                up_h[i] = T(up), up_l[i] = T(up - double(up_h[i]));
+                first[i] = T(k == 0.0), last[i] = T(k == k_max);
+                shift[i] = loc[a * Tn + t0 + i];
+                topl[i] = -std::numeric_limits<T>::infinity();
+                topj[i] = -std::numeric_limits<T>::infinity();
+                zl[i] = T(0), zj[i] = T(0);
+            }
+            const T* base = p + a * sA + t0;
+            for (int64_t j = 0; j < M; ++j) {
+                const T *lg = base + j * sC, *mu0 = base + (M + j) * sC,
+                        *ls = base + (2 * M + j) * sC;
+                T *x = X + j * TB, *q = Q + j * TB, *dmu = DMU + j * TB, *dls = DLS + j * TB;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) {
+                    const T mu = mu0[i] + shift[i];
+                    const T inv_s = vexp<T>(-std::max(ls[i], lsm_));
+                    const T a_ = first[i] != T(0) ? T(-BIG) : ((lo_h[i] - mu) + lo_l[i]) * inv_s;
+                    const T b_ = last[i] != T(0) ? T(BIG) : ((up_h[i] - mu) + up_l[i]) * inv_s;
+                    const T c = first[i] + last[i] != T(0) ? T(BIG) : h2_ * inv_s;
+                    const T ec = vexp<T>(-c);
+                    const T aa = std::abs(a_), ab = std::abs(b_);
+                    const T e_near = vexp<T>(-std::min(aa, ab));
+                    // the mean inside the bin (a < 0 < b); no bool temporaries: they block
+                    // the vectorizer
+                    const T e_far = std::min(-a_, b_) > T(0) ? ec / std::max(e_near, tiny_)
+                                                             : e_near * ec;
+                    const T ea = aa <= ab ? e_near : e_far, eb = aa <= ab ? e_far : e_near;
+                    const T om = one_minus_exp<T>(c, ec);
+                    const T da = T(1) + ea, db = T(1) + eb;
+                    const T inv = T(1) / (da * db * om);
+                    const T iab = om * inv;
+                    q[i] = om * iab;
+                    const T neg_dist = std::min(b_, T(0)) - std::max(a_, T(0));
+                    const T ta = (a_ >= T(0) ? T(1) : ea) * (db * iab);
+                    const T tb = (b_ >= T(0) ? eb : T(1)) * (da * iab);
+                    const T tc = om > T(0) ? c * ec * (da * db * inv) : T(1);
+                    dmu[i] = inv_s * (ta - tb);
+                    dls[i] = ls[i] >= lsm_ ? a_ * ta - b_ * tb - tc : T(0);
+                    x[i] = lg[i] + neg_dist;
+                    topl[i] = std::max(topl[i], lg[i]);
+                    topj[i] = std::max(topj[i], x[i]);
+                }
+            }
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) {  // all -inf (or a +inf): no shift, no NaN
+                topl[i] = std::abs(topl[i]) == std::numeric_limits<T>::infinity() ? T(0) : topl[i];
+                topj[i] = std::abs(topj[i]) == std::numeric_limits<T>::infinity() ? T(0) : topj[i];
+            }
+            for (int64_t j = 0; j < M; ++j) {
+                const T* lg = base + j * sC;
+                T *x = X + j * TB, *q = Q + j * TB, *el = EL + j * TB;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) {
+                    el[i] = vexp<T>(lg[i] - topl[i]);
+                    q[i] = vexp<T>(x[i] - topj[i]) * q[i];
+                    zl[i] += el[i];
+                    zj[i] += q[i];
+                }
+            }
+            T* out = nll + a * Tn + t0;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i)
+                out[i] = (topl[i] + vlog<T>(zl[i])) - (topj[i] + vlog<T>(zj[i]));
+            if (grad == nullptr) continue;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) zl[i] = gs_ / zl[i], zj[i] = gs_ / zj[i];
+            T* g = grad + a * 3 * M * Tn + t0;
+            T* gl = gloc + a * Tn + t0;
+            for (int64_t j = 0; j < M; ++j) {
+                const T *q = Q + j * TB, *el = EL + j * TB, *dmu = DMU + j * TB,
+                        *dls = DLS + j * TB;
+                T *g_lg = g + j * Tn, *g_mu = g + (M + j) * Tn, *g_ls = g + (2 * M + j) * Tn;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) {
+                    const T r = q[i] * zj[i];  // responsibility (times gscale)
+                    g_lg[i] = el[i] * zl[i] - r;
+                    const T gm = -r * dmu[i];
+                    g_mu[i] = gm;
+                    g_ls[i] = -r * dls[i];
+                    gl[i] = j == 0 ? gm : gl[i] + gm;
+                }
+            }
+        }
+    });
+}
+
+template <class T>
+void sample_rows(const T* p, int64_t sA, int64_t sC, const T* u, const T* loc, int64_t A,
+                 int64_t M, int64_t Tn, T inv_temp, T log_st, T lsm, T* out, int nt) {
+    const int64_t nb = (Tn + TB - 1) / TB;
+    const T tiny = std::numeric_limits<T>::min();
+    parallel(A * nb, nt, [=](int64_t w0, int64_t w1) {
+        const T inv_temp_ = inv_temp, log_st_ = log_st, lsm_ = lsm, tiny_ = tiny;
+        alignas(64) T top[TB], total[TB], target[TB], cum[TB], pmu[TB], pls[TB];
+        for (int64_t w = w0; w < w1; ++w) {
+            const int64_t a = w / nb, t0 = (w % nb) * TB, n = std::min(TB, Tn - t0);
+            const T* base = p + a * sA + t0;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) top[i] = base[i], total[i] = T(0);
+            for (int64_t j = 1; j < M; ++j) {
+                const T* lg = base + j * sC;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) top[i] = std::max(top[i], lg[i]);
+            }
+            // the weights are recomputed in the second pass rather than stored: exp is cheap
+            for (int64_t j = 0; j < M; ++j) {
+                const T* lg = base + j * sC;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) total[i] += vexp<T>((lg[i] - top[i]) * inv_temp_);
+            }
+            const T* u0 = u + a * Tn + t0;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) {
+                target[i] = u0[i] * total[i];
+                cum[i] = vexp<T>((base[i] - top[i]) * inv_temp_);
+                pmu[i] = base[M * sC + i], pls[i] = base[2 * M * sC + i];
+            }
+            for (int64_t j = 1; j < M; ++j) {  // component j when target >= w_0 + ... + w_{j-1}
+                const T *lg = base + j * sC, *mu = base + (M + j) * sC,
+                        *ls = base + (2 * M + j) * sC;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) {
+                    const bool later = target[i] >= cum[i];
+                    pmu[i] = later ? mu[i] : pmu[i];
+                    pls[i] = later ? ls[i] : pls[i];
+                    cum[i] += vexp<T>((lg[i] - top[i]) * inv_temp_);
+                }
+            }
+            const T *u1 = u + A * Tn + a * Tn + t0, *sh = loc + a * Tn + t0;
+            T* o = out + a * Tn + t0;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) {
+                const T v = std::max(u1[i], tiny_);  // log(v) must stay finite
+                const T scale = vexp<T>(std::max(pls[i], lsm_) + log_st_);
+                const T x = (pmu[i] + sh[i]) + scale * (vlog<T>(v) - vlog1p<T>(-v));
+                o[i] = std::min(std::max(x, T(-1)), T(1));
+            }
+        }
+    });
+}
+
+}  // namespace
+
+extern "C" {
+
+// NLL (A, T) and, when grad is not null, its gradient (A, 3M, T) w.r.t. p times gscale and
+// the gradient (A, T) w.r.t. loc; p's rows: element (a, c, t) at p[a sA + c sC + t].
+int dmol_mol_nll_f32(const float* p, int64_t sA, int64_t sC, const float* y, const float* loc,
+                     int64_t A, int64_t M, int64_t T, double k_max, double lsm, double gscale,
+                     float* nll, float* grad, float* gloc, int nt) {
+    nll_rows<float>(p, sA, sC, y, loc, A, M, T, k_max, float(lsm), float(gscale), nll, grad,
+                    gloc, nt);
+    return 0;
+}
+
+int dmol_mol_nll_f64(const double* p, int64_t sA, int64_t sC, const double* y,
+                     const double* loc, int64_t A, int64_t M, int64_t T, double k_max,
+                     double lsm, double gscale, double* nll, double* grad, double* gloc,
+                     int nt) {
+    nll_rows<double>(p, sA, sC, y, loc, A, M, T, k_max, lsm, gscale, nll, grad, gloc, nt);
+    return 0;
+}
+
+// Draws (A, T) from p shifted by loc, with uniforms u (2, A, T): u[0] picks the component.
+int dmol_mol_sample_f32(const float* p, int64_t sA, int64_t sC, const float* u,
+                        const float* loc, int64_t A, int64_t M, int64_t T, double inv_temp,
+                        double log_st, double lsm, float* out, int nt) {
+    sample_rows<float>(p, sA, sC, u, loc, A, M, T, float(inv_temp), float(log_st), float(lsm),
+                       out, nt);
+    return 0;
+}
+
+int dmol_mol_sample_f64(const double* p, int64_t sA, int64_t sC, const double* u,
+                        const double* loc, int64_t A, int64_t M, int64_t T, double inv_temp,
+                        double log_st, double lsm, double* out, int nt) {
+    sample_rows<double>(p, sA, sC, u, loc, A, M, T, inv_temp, log_st, lsm, out, nt);
+    return 0;
+}
+
+}  // extern "C"
