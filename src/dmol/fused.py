@@ -246,9 +246,9 @@ _SIGNATURES = {  # (argument ctypes) per C entry point: pointers, then sizes, th
     "nll": ["p", "i", "i", "p", "p", "i", "i", "i", "d", "d", "d", "p", "p", "p", "c"],
     "sample": ["p", "i", "i", "p", "p", "i", "i", "i", "d", "d", "d", "p", "c"],
 }
-# -fno-trapping-math: lets the vectorizer compute both sides of a select (no FP trap is ever
-# enabled here); it changes no result
-_FLAGS = (*_native.NATIVE_FLAGS, "-fno-trapping-math")
+# -fno-trapping-math lets the vectorizer compute both sides of a select (no FP trap is ever
+# enabled here); -ffp-contract=fast lets it use FMAs (one rounding instead of two)
+_FLAGS = (*_native.NATIVE_FLAGS, "-fno-trapping-math", "-ffp-contract=fast")
 #: below this many (sample, component) pairs a call runs on one thread: starting threads costs
 #: more than the work
 _MIN_PARALLEL = 1 << 15
@@ -363,29 +363,36 @@ def _nll_setup(ctx, inputs, output) -> None:
     # the gradient made by the forward, handed out once (then freed by autograd, not copied);
     # an attribute rather than a saved tensor, so that nothing else holds on to it
     ctx.mark_non_differentiable(output[1], output[2])
+    ctx.set_materialize_grads(False)  # no zero-filled (A, 3M, T) "gradient" for output[1]
     ctx.grad = tuple(g.detach() for g in output[1:]) if want_grad else None
 
 
 def _nll_backward(ctx, grad_nll: Tensor, _grad: Tensor, _gloc: Tensor):
     """The forward's gradient came pre-multiplied by ``gscale``, the expected dL/dNLL (1/N
     under a mean): when the incoming gradient is that constant it is handed out as it is."""
+    if grad_nll is None:  # the NLL itself was not used
+        return (None,) * 7
     p, y, loc = ctx.saved_tensors
-    (num_classes, lsm, gscale), pre = ctx.meta, ctx.meta[2]
+    num_classes, lsm, gscale = ctx.meta
     got, ctx.grad = ctx.grad, None
     if got is None:  # recompute=True, or a second backward through a retained graph
         got = _mol_nll(p, y, loc, num_classes, lsm, gscale, True)[1:]
     g, gloc = got
+    pre = torch.tensor(gscale, dtype=g.dtype)  # the scale as the kernel rounded it
     if _traced(grad_nll) or _traced(g):
-        w = grad_nll.to(g.dtype) / pre
+        w = grad_nll.to(g.dtype) / pre.to(g.device)
         return g * w[:, None], None, gloc * w, None, None, None, None
     if grad_nll.dim() and not any(grad_nll.stride()):  # an expanded scalar (sum, mean)
         v = grad_nll.reshape(-1)[0].to(g.dtype)
+        pre = pre.to(v.device)
         # (on the CPU reading the value costs nothing; on a GPU it would be a sync)
-        if g.device.type != "cpu" or v.item() != pre:
+        if g.device.type != "cpu" or v.item() != pre.item():
             g.mul_(v / pre)  # in place: no second buffer
             gloc.mul_(v / pre)
-    else:
-        w = grad_nll.to(g.dtype) / pre
+    # (a mean's backward hands a materialized constant: one look at (A, T) values spares a
+    # pass over (A, 3M, T))
+    elif g.device.type != "cpu" or not bool((grad_nll == pre).all()):
+        w = grad_nll.to(g.dtype) / pre.to(g.device)
         g.mul_(w[:, None])
         gloc.mul_(w)
     return g, None, gloc, None, None, None, None
@@ -442,12 +449,12 @@ def _canon(t: Tensor) -> Tensor:
 
 
 def _pack(parts: list[Tensor]) -> Tensor:
-    """Stack (A, C, T) blocks along dim 1 (for the sampler, which needs no autograd: a view,
-    not a copy, when they are consecutive slices of one tensor)."""
+    """Stack (A, C, T) blocks along dim 1; a view, not a copy, when they are consecutive
+    slices of one tensor (for the sampler only: autograd through the view would be slow)."""
     if len(parts) == 1:
         return parts[0]
     x = parts[0]
-    if not torch.compiler.is_compiling() and not x.requires_grad:
+    if not torch.compiler.is_compiling():
         step = x.shape[1] * x.stride(1)
         if all(
             t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()

@@ -25,7 +25,7 @@ template <> struct Fp<float> {
     using U = uint32_t;
     static constexpr int MB = 23, BIAS = 127;
     static constexpr float SHIFT = 12582912.0f;  // 1.5 * 2^23: x + SHIFT rounds x to an integer
-    static constexpr float LO = -104.0f, HI = 88.75f;  // exp underflows to 0 / overflows
+    static constexpr float LO = -87.0f, HI = 88.0f;  // e^x: 0 below, inf above
     static constexpr float LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
     static constexpr int EXP_TERMS = 7, LOG_TERMS = 5, EXPM1_TERMS = 9;
     static constexpr float DENORM_SCALE = 4294967296.0f;  // 2^32
@@ -35,7 +35,7 @@ template <> struct Fp<double> {
     using U = uint64_t;
     static constexpr int MB = 52, BIAS = 1023;
     static constexpr double SHIFT = 6755399441055744.0;  // 1.5 * 2^52
-    static constexpr double LO = -746.0, HI = 709.75;
+    static constexpr double LO = -708.0, HI = 709.0;
     static constexpr double LN2_HI = 6.93147180369123816490e-01;  // ln 2, low bits zero
     static constexpr double LN2_LO = 1.90821492927058770002e-10;  // ln 2 - LN2_HI
     static constexpr int EXP_TERMS = 13, LOG_TERMS = 11, EXPM1_TERMS = 17;
@@ -54,8 +54,17 @@ template <class T> inline T from_bits(typename Fp<T>::U u) {
     return x;
 }
 
-// 2^k for an integer-valued k held as kS = k + SHIFT (|k| < 1100): the bit pattern's low
-// bits are k itself, so no float-to-int conversion (which AVX2 lacks for 64 bits) is needed
+template <int N> struct InvFactorials {  // 1/n! for n <= N + 1, at compile time
+    double v[N + 2] = {};
+    constexpr InvFactorials() {
+        double f = 1.0;
+        for (int n = 0; n <= N + 1; ++n) v[n] = 1.0 / (f *= (n > 0 ? n : 1));
+    }
+};
+
+// 2^k for an integer-valued k held as kS = k + SHIFT (|k| within the normal exponents): the
+// bit pattern's low bits are k itself, so no float-to-int conversion (which AVX2 lacks for 64
+// bits) is needed
 template <class T> inline T pow2_shifted(T kS) {
     using F = Fp<T>;
     using U = typename F::U;
@@ -64,20 +73,20 @@ template <class T> inline T pow2_shifted(T kS) {
 }
 
 // e^x to about 1 ulp: x = k ln2 + r, |r| <= ln2/2, e^r by its Taylor series (degree 7 for
-// float, 13 for double: truncation below half an ulp), 2^k applied as two halves so that
-// results down to the smallest subnormal come out right.
+// float, 13 for double: truncation below half an ulp), times 2^k. Results below the smallest
+// normal number are 0 (the eager math would give a subnormal): every value here is summed
+// with or divided by numbers at least e^-43 times larger, where that difference vanishes.
 template <class T> inline T vexp(T x) {
     using F = Fp<T>;
+    static constexpr InvFactorials<F::EXP_TERMS> inv{};
     const T xc = std::min(std::max(x, T(F::LO)), T(F::HI));
     const T kS = xc * T(1.4426950408889634) + F::SHIFT;
     const T k = kS - F::SHIFT;
     const T r = (xc - k * F::LN2_HI) - k * F::LN2_LO;
-    T p = T(1);
+    T p = T(inv.v[F::EXP_TERMS]);
 #pragma GCC unroll 32
-    for (int n = F::EXP_TERMS; n >= 1; --n) p = T(1) + p * r * T(1.0 / n);  // 1 + r (1 + r/2 (..))
-    const T k1S = k * T(0.5) + F::SHIFT;  // k = k1 + k2, each half within the normal range
-    const T k2S = (k - (k1S - F::SHIFT)) + F::SHIFT;
-    T res = p * pow2_shifted<T>(k1S) * pow2_shifted<T>(k2S);
+    for (int n = F::EXP_TERMS - 1; n >= 0; --n) p = p * r + T(inv.v[n]);
+    T res = p * pow2_shifted<T>(kS);
     res = x < T(F::LO) ? T(0) : res;
     res = x > T(F::HI) ? std::numeric_limits<T>::infinity() : res;
     return x != x ? x : res;
@@ -120,14 +129,6 @@ template <class T> inline T vlog1p(T z) {
 }
 
 // 1 - e^-c to full relative precision given ec = e^-c (see `_one_minus_exp` in fused.py)
-template <int N> struct InvFactorials {  // 1/n! for n <= N + 1, at compile time
-    double v[N + 2] = {};
-    constexpr InvFactorials() {
-        double f = 1.0;
-        for (int n = 0; n <= N + 1; ++n) v[n] = 1.0 / (f *= (n > 0 ? n : 1));
-    }
-};
-
 template <class T> inline T one_minus_exp(T c, T ec) {
     constexpr int N = Fp<T>::EXPM1_TERMS;
     static constexpr InvFactorials<N> inv{};
