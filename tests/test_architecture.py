@@ -1,4 +1,5 @@
-"""The layering the project promises: the distributions know nothing of audio or the vocoder."""
+"""The layering the project promises: the distributions know nothing of audio or the vocoder;
+no import cycles; imports at the top of each module, except the few stated below."""
 
 import ast
 import subprocess
@@ -33,3 +34,120 @@ def test_importing_dmol_loads_no_audio_stack():
             " 'librosa', 'soundfile'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# Imports allowed inside functions, each with its reason; everything else (every dmol module
+# among them) is imported at the top of the module, so the import graph below is complete.
+DEFERRED = {
+    "librosa": "optional ([audio] extra), slow to import",
+    "soundfile": "optional ([audio] extra)",
+    "scipy": "optional ([audio] extra)",
+    "G722": "optional ([audio] extra)",
+    "pysptk": "optional ([eval] extra)",
+    "pyworld": "optional ([eval] extra)",
+    "torch.utils.tensorboard": "optional ([audio] extra), slow to import",
+    "matplotlib": "about 1 s of start-up that only drawing should pay",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+
+
+def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> set[str]:
+    """The modules an import statement runs: ``from pkg import name`` runs ``pkg.name`` when
+    that is a module, else ``pkg`` (parent packages, which always run first, are left out)."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names}
+    base = node.module or ""
+    if node.level:
+        here = module.split(".")[: len(module.split(".")) - (node.level - (1 if is_package else 0))]
+        base = ".".join(here + ([node.module] if node.module else []))
+    subs = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES}
+    return subs if len(subs) == len(node.names) else subs | {base}
+
+
+def _is_type_checking(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _module_level_imports(path: Path) -> list[ast.Import | ast.ImportFrom]:
+    """Imports run when the module is imported: top-level ones, also inside try/if blocks."""
+    found, todo = [], list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        elif isinstance(node, (ast.Try, ast.If, ast.With)) and not _is_type_checking(node):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                todo += getattr(node, field, [])
+        elif isinstance(node, ast.ExceptHandler):
+            todo += node.body
+    return found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    graph = {}
+    for name, path in MODULES.items():
+        deps = set()
+        for node in _module_level_imports(path):
+            deps |= _targets(node, name, path.name == "__init__.py")
+        graph[name] = {d for d in deps if d in MODULES and d != name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (depth-first search), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(v: str) -> list[str] | None:
+        state[v] = 1
+        path.append(v)
+        for w in sorted(graph[v]):
+            if state.get(w) == 1:
+                return path[path.index(w):] + [w]
+            if w not in state and (found := visit(w)):
+                return found
+        path.pop()
+        state[v] = 2
+        return None
+
+    for v in sorted(graph):
+        if v not in state and (found := visit(v)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_import_graph_sees_dmol_imports():
+    graph = _import_graph()
+    assert "dmol.wavenet.presets" in graph["dmol.wavenet.model"]
+    assert "dmol._validate" in graph["dmol.logistic"]  # `from dmol import _validate as V`
+
+
+def test_no_import_cycles():
+    cycle = _cycle(_import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_imports_are_at_the_top_unless_stated():
+    late = []
+    for name, path in MODULES.items():
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    for target in _targets(node, name, path.name == "__init__.py"):
+                        if not target.startswith(tuple(DEFERRED)):
+                            late.append(f"{name}.{fn.name} (line {node.lineno}): {target}")
+    assert not late, "imports inside functions without a stated reason:\n" + "\n".join(late)

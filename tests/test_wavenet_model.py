@@ -229,7 +229,7 @@ def test_dropout_only_in_training():
 def test_docs_show_the_current_presets_table():
     from pathlib import Path
 
-    from dmol.wavenet.presets import presets_table
+    from dmol.wavenet.model import presets_table
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "wavenet.md").read_text()
     assert presets_table() in doc, "paste `dmol train --list-presets` into docs/wavenet.md"

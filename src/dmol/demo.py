@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import json
 import sys
@@ -28,7 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from dmol.audio.corpus import build_builtin, list_split, load_utterance
+from dmol.audio.features import recipe_for
+from dmol.audio.metrics import COLUMNS
+from dmol.inspect import predict, render
+
+# module-qualified: callers and tests substitute these functions on their modules
+from dmol.wavenet import checkpoint
+from dmol.wavenet import train as training
+from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
 from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE
 
 __all__ = ["main", "pick_utterances", "run_demo", "write_index", "write_report"]
@@ -52,8 +63,6 @@ def pick_utterances(paths: Sequence[Path], n: int, max_seconds: float, sample_ra
     Prefers the longest ones not over ``max_seconds`` (more speech per second of synthesis),
     then the shortest of the rest (they get cropped to ``max_seconds``); deterministic.
     """
-    from dmol.audio.corpus import load_utterance
-
     if n < 1:
         raise ValueError(f"need at least one utterance, got {n}")
     if not paths:
@@ -74,16 +83,13 @@ def _train_or_reuse(data_dir: Path, run_dir: Path, preset: str, minutes: float,
     The time already spent and whether ``max_steps`` was reached are read from the newest
     checkpoint itself, so an interrupted run is judged by what it actually saved.
     """
-    from dmol.wavenet.checkpoint import latest_checkpoint, load_checkpoint
-    from dmol.wavenet.train import train
-
-    ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    ckpt = checkpoint.latest_checkpoint(run_dir) if run_dir.is_dir() else None
     budget = 60.0 * minutes
     if ckpt is None:
         print(f"training preset {preset!r} from scratch for {minutes:g} min into {run_dir}")
-        train(data_dir, run_dir, preset, minutes=minutes, overrides=overrides)
+        training.train(data_dir, run_dir, preset, minutes=minutes, overrides=overrides)
     else:
-        state = load_checkpoint(ckpt)
+        state = checkpoint.load_checkpoint(ckpt)
         if state.get("preset") != preset:
             raise ValueError(f"{run_dir} holds a model of preset {state.get('preset')!r}, not "
                              f"{preset!r}: pass --preset {state.get('preset')} or another --out")
@@ -97,8 +103,8 @@ def _train_or_reuse(data_dir: Path, run_dir: Path, preset: str, minutes: float,
         left = (budget - spent) / 60.0
         print(f"resuming training from {ckpt} (step {state['step']}, {spent / 60:.1f} of "
               f"{minutes:g} min trained, {left:.1f} min left)")
-        train(data_dir, run_dir, preset, minutes=left, resume=True, overrides=overrides)
-    ckpt = latest_checkpoint(run_dir)
+        training.train(data_dir, run_dir, preset, minutes=left, resume=True, overrides=overrides)
+    ckpt = checkpoint.latest_checkpoint(run_dir)
     if ckpt is None:
         raise RuntimeError(f"training wrote no checkpoint into {run_dir}")
     return ckpt
@@ -116,8 +122,6 @@ def _run_metrics(run_dir: Path) -> dict[str, Any]:
 
 # ---- reusing the vocoded outputs of an earlier run -----------------------------------------
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -215,8 +219,6 @@ def _fmt(v: Any, fmt: str) -> str:
 
 
 def _metrics_html(systems: dict[str, dict[str, float]]) -> str:
-    from dmol.audio.metrics import COLUMNS
-
     keys = list(dict.fromkeys(k for r in systems.values() for k in r))
     head = "".join(f"<th>{html.escape(COLUMNS.get(k, (k, ''))[0])}</th>" for k in keys)
     rows = []
@@ -330,8 +332,6 @@ def run_demo(
     ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards; None: leave
     torch's default): these models are small and one thread is fastest on shared cores.
     """
-    import torch
-
     if train_minutes is not None and not train_minutes > 0:
         raise ValueError(f"train_minutes must be positive, got {train_minutes!r}")
     if not max_seconds > 0:
@@ -344,12 +344,9 @@ def run_demo(
     for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
         if not (np.isfinite(t) and t >= 0):
             raise ValueError(f"{name} must be finite and >= 0, got {t!r}")
-    from dmol.audio.features import recipe_for
-    from dmol.wavenet.checkpoint import resolve_model_path
-
     if preset is not None:
         recipe_for(preset)  # a bad preset fails before any work
-    model_path = resolve_model_path(model)
+    model_path = checkpoint.resolve_model_path(model)
     if not model_path.exists():
         raise FileNotFoundError(f"no such model: {model}")
     before = torch.get_num_threads()
@@ -368,9 +365,6 @@ def _evaluate(model_path: Path, utts: list, out: Path, wav_dir: Path, settings: 
               baseline: bool = True) -> dict[str, Any]:
     """evaluate_model, or the result an earlier run wrote for the same model, audio and
     settings (``wav_dir/metrics.json``, with its WAVs)."""
-    from dmol.wavenet.checkpoint import load_model
-    from dmol.wavenet.evaluate import evaluate_model, write_json
-
     names = [u if isinstance(u, str) else (u.stem if isinstance(u, Path) else u[0])
              for u in utts]
     key = {"model_sha256": _sha256(model_path), "utterances": names, "baseline": baseline,
@@ -379,7 +373,7 @@ def _evaluate(model_path: Path, utts: list, out: Path, wav_dir: Path, settings: 
     if cached is not None:
         print(f"reusing the vocoded utterances in {wav_dir}: same model, audio and settings")
         return cached
-    model, head, recipe, _ = load_model(model_path)
+    model, head, recipe, _ = checkpoint.load_model(model_path)
     result = evaluate_model(model, head, recipe, utts, baseline=baseline, wav_dir=wav_dir,
                             **settings)
     write_json(wav_dir / "vocoded.json", result, demo={"vocoded": key})
@@ -389,17 +383,9 @@ def _evaluate(model_path: Path, utts: list, out: Path, wav_dir: Path, settings: 
 def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str | None,
          utterances: int, unseen: int, limit: int | None, settings: dict[str, Any],
          overrides: dict[str, Any] | None) -> dict[str, Any]:
-    import torch
-
-    from dmol.audio.corpus import build_builtin, list_split, load_utterance
-    from dmol.audio.features import recipe_for
-    from dmol.inspect import predict, render
-    from dmol.wavenet.checkpoint import load_checkpoint, load_model
-    from dmol.wavenet.evaluate import audio_utterances, write_json
-
     t0 = time.perf_counter()
     n = 6
-    bundle = load_checkpoint(model_path, bundle_ok=True)
+    bundle = checkpoint.load_checkpoint(model_path, bundle_ok=True)
     model_preset = bundle.get("preset") or "lp-16k"
     preset = preset or model_preset
     print(f"dmol demo: model {model_path.name} ({model_preset}, step {bundle['step']}), output "
@@ -409,7 +395,7 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
     data_dir = out / "data"
     _stage(1, n, f"built-in speech corpus -> {data_dir}", t0)
     manifest = build_builtin(data_dir, model_preset, limit=limit)
-    model, head, recipe, info = load_model(model_path)
+    model, head, recipe, info = checkpoint.load_model(model_path)
     if recipe != recipe_for(model_preset):
         raise ValueError(f"{model_path}: its mel recipe is not the {model_preset} recipe")
 

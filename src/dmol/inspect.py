@@ -27,6 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dmol._fs import describe_os_error
+from dmol.audio.features import AudioInputWarning, load_audio
+from dmol.mulaw import mulaw_decode, mulaw_encode
+from dmol.wavenet.checkpoint import load_model
+
 __all__ = ["Prediction", "predict", "render", "inspect_checkpoint", "main"]
 
 
@@ -53,8 +58,6 @@ def _log_density(dist, head_name: str, grid: Tensor) -> Tensor:
     if head_name == "mulaw":
         # a class covers a non-uniform interval of amplitude: divide its mass by the local
         # width of one class (2/mu in the companded domain), mapped back through the decoder
-        from dmol.mulaw import mulaw_decode, mulaw_encode
-
         mu = dist.mu
         z = mulaw_encode(grid, mu)
         width = (mulaw_decode((z + 1.0 / mu).clamp(max=1.0), mu)
@@ -247,9 +250,6 @@ def inspect_checkpoint(
     max_seconds: float = 4.0,
 ) -> Path:
     """Load a checkpoint and a wav (analysed with the checkpoint's mel recipe), draw the PNG."""
-    from dmol.audio.features import load_audio
-    from dmol.wavenet.checkpoint import load_model
-
     _check_numbers(start_seconds, window_ms, max_seconds)
     model, head, recipe, _ = load_model(checkpoint)
     audio = load_audio(wav, recipe.sample_rate)[: int(max_seconds * recipe.sample_rate)]
@@ -299,9 +299,6 @@ def _output_path(out: str | None, wav: Path, inputs: list[Path]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dmol._fs import describe_os_error
-    from dmol.audio.features import AudioInputWarning
-
     p = argparse.ArgumentParser(prog="dmol inspect", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a checkpoint, a run folder (its newest) or 'pretrained'")
     p.add_argument("wav")

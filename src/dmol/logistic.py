@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 
 from dmol import _validate as V
+from dmol import fused
 
 __all__ = [
     "DiscretizedLogisticMixture",
@@ -293,9 +294,7 @@ class DiscretizedLogisticMixture(Distribution):
     def log_prob(self, value: Tensor) -> Tensor:
         """Exact log-mass of the bin nearest to ``value``; shape broadcast(sample, batch)."""
         self._check_value(value)
-        if value.shape == self.batch_shape:
-            from dmol import fused  # the fast path, when shapes line up one to one
-
+        if value.shape == self.batch_shape:  # the fast path, when shapes line up one to one
             return -fused.mixture_nll(
                 self.logits, self.means, self.log_scales, value, self.num_classes, None
             )
@@ -471,8 +470,6 @@ def discretized_mix_logistic_loss(
                       clamp=clamp_targets, clamp_hint=True)
     m = V.mask_bt(mask, batch, steps, btc.device)
     loc = V.loc_bt(loc, batch, steps)
-    from dmol import fused
-
     # the packed entry point hands back one gradient laid out like y_hat; splitting into
     # logits/means/log-scales first would make autograd build three y_hat-sized gradients
     expected = {"mean": 1.0 / max(batch * steps, 1), "sum": 1.0}.get(reduction, 1.0)
@@ -513,8 +510,6 @@ def sample_discretized_mix_logistic(
     dtype = V.compute_dtype(means.dtype)
     logits, means, log_scales = logits.to(dtype), means.to(dtype), log_scales.to(dtype)
     loc = V.loc_bt(loc, *means.shape[:2])
-    from dmol import fused
-
     x = fused.sample_mixture(
         logits,
         means,

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .._fs import (
     default_file_mode,
@@ -376,8 +377,6 @@ def _prepare(path: Path, recipe: MelRecipe, trim_db: float | None) -> tuple[np.n
 
 
 def _warn(msg: str) -> None:
-    from tqdm.auto import tqdm
-
     tqdm.write(f"warning: {msg}", file=sys.stderr)
 
 
@@ -417,8 +416,6 @@ def _preprocess_files(
     extra_files: dict[str, bytes] | None = None,
     ours: Sequence[str] = (),
 ) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
     recipe = recipe_for(preset)
     _check_options(val_fraction, min_val, trim_db)
     _check_out_dir(out_dir, ours)
@@ -673,8 +670,6 @@ def _g722_available() -> bool:
 
 def _raw_from_asterisk(raw: Path, limit: int | None, progress: bool) -> list[Path]:
     import soundfile as sf
-    from tqdm.auto import tqdm
-
     every = asterisk_g722_files()
     root = Path(os.path.commonpath([s.parent for s in every]))  # names do not depend on limit
     srcs = _pick(every, limit)
@@ -691,8 +686,6 @@ def _raw_from_asterisk(raw: Path, limit: int | None, progress: bool) -> list[Pat
 
 
 def _raw_from_espeak(raw: Path, limit: int | None, progress: bool) -> list[Path]:
-    from tqdm.auto import tqdm
-
     out = []
     sentences = _pick(ESPEAK_SENTENCES, limit)
     for i, text in enumerate(tqdm(sentences, desc="espeak-ng", unit="file", disable=not progress)):

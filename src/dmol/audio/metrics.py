@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from dmol.audio.features import MelRecipe
+
 __all__ = [
     "MAX_TRIM",
     "STFT_RESOLUTIONS",
@@ -297,8 +299,6 @@ def log_mel_distance(
         >>> log_mel_distance(x, x, 16000)
         0.0
     """
-    from dmol.audio.features import MelRecipe
-
     rate = _rate(sr)
     x, y = _pair(ref, gen)
     recipe = MelRecipe(

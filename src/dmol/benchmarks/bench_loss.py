@@ -26,11 +26,14 @@ from pathlib import Path
 
 import torch
 
+from dmol import fused
 from dmol.benchmarks.baseline_mol import (
     coupled_nll_baseline,
     mol_nll_baseline,
     mol_sample_baseline,
 )
+from dmol.coupled import coupled_mix_logistic_loss
+from dmol.logistic import discretized_mix_logistic_loss, sample_discretized_mix_logistic
 
 # name -> (kind, shape parameters)
 CASES = {
@@ -47,14 +50,6 @@ QUICK = {
     "sample": dict(B=2, T=2048),
     "recompute": dict(B=2, T=2048),
 }
-
-
-def _coupled_available() -> bool:
-    try:
-        import dmol.coupled  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def make_inputs(kind: str, p: dict, seed: int = 0):
@@ -75,9 +70,6 @@ def make_inputs(kind: str, p: dict, seed: int = 0):
 def implementations(kind: str, p: dict):
     """{name: loss(params, target)} callables; the last one is the baseline."""
     if kind in ("mol", "recompute"):
-        from dmol import fused
-        from dmol.logistic import discretized_mix_logistic_loss
-
         def packed(y_hat, y, recompute=False):
             nll = fused.mixture_nll_packed(y_hat.transpose(1, 2), y, p["K"], p["lsm"],
                                            recompute=recompute, grad_scale=1.0 / y.numel())
@@ -101,27 +93,12 @@ def implementations(kind: str, p: dict):
         def base(l, x):
             return coupled_nll_baseline(x, l, p["K"], p["lsm"]).sum() / x.numel()
 
-        if _coupled_available():
-            from dmol.coupled import coupled_mix_logistic_loss
+        def ours(l, x):
+            return coupled_mix_logistic_loss(
+                x, l, num_classes=p["K"], log_scale_min=p["lsm"], reduction="mean"
+            )
 
-            def ours(l, x):
-                return coupled_mix_logistic_loss(
-                    x, l, num_classes=p["K"], log_scale_min=p["lsm"], reduction="mean"
-                )
-
-            return {"dmol.coupled": ours, "baseline": base}
-        # per-channel, uncoupled MoL of the same size: 3 channels x (logits, means, scales)
-        from dmol import fused
-
-        def uncoupled(l, x):
-            B, M = l.shape[0], p["M"]
-            y_hat = l[:, : 9 * M].reshape(B * 3, 3 * M, -1)
-            nll = fused.mixture_nll_packed(y_hat.transpose(1, 2), x.reshape(B * 3, -1), p["K"],
-                                           p["lsm"])
-            return nll.mean()
-
-        return {"fused, per channel (uncoupled)": uncoupled, "baseline": base}
-    from dmol.logistic import sample_discretized_mix_logistic
+        return {"dmol.coupled": ours, "baseline": base}
 
     def fused_sample(y_hat, y):
         return sample_discretized_mix_logistic(
@@ -215,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
         memory_child(*args.memory_child, args.quick)
         return 0
     repeats = max(7, args.repeats)
-
-    from dmol import fused
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
                 .splitlines() if ln.startswith("model name")), platform.processor())

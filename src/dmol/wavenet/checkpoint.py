@@ -38,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import os
@@ -48,6 +49,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from dmol.audio.features import MelRecipe
+from dmol.wavenet.model import WaveNet
+from dmol.wavenet.presets import TrainConfig, WaveNetConfig
 
 __all__ = [
     "PRETRAINED",
@@ -325,10 +330,6 @@ def load_model(
     :class:`~dmol.audio.features.MelRecipe` of its training data, and ``info`` =
     ``{"model": WaveNetConfig, "train": TrainConfig, "step": int, "preset": str, "path": Path}``.
     """
-    from dmol.audio.features import MelRecipe
-    from dmol.wavenet.model import WaveNet
-    from dmol.wavenet.presets import TrainConfig, WaveNetConfig
-
     path = resolve_model_path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
@@ -355,8 +356,6 @@ def load_model(
 
 def export_main(argv: list[str] | None = None) -> int:
     """``dmol export RUN_OR_CHECKPOINT OUT.pt``: write the inference bundle of a training run."""
-    import argparse
-
     p = argparse.ArgumentParser(prog="dmol export", description=export_main.__doc__)
     p.add_argument("source", help="a run folder (its newest checkpoint) or a ckpt_*.pt file")
     p.add_argument("out", help="bundle file to write (a .sha256 sidecar is written beside it)")

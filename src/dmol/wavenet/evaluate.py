@@ -35,7 +35,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE
+from dmol.audio.corpus import (
+    AUDIO_SUFFIXES,
+    _find_audio,
+    list_split,
+    load_recipe,
+    load_utterance,
+    prepare_audio,
+)
+from dmol.audio.features import griffin_lim
+from dmol.audio.metrics import bits_per_sample, evaluate_pair, metrics_table
+from dmol.wavenet.checkpoint import load_model
+from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE, vocode
 
 __all__ = [
     "SYSTEMS",
@@ -70,8 +81,6 @@ def teacher_forced_bits(model, head, audio: np.ndarray, mel: np.ndarray) -> floa
 
         >>> bits = teacher_forced_bits(model, head, audio, mel)   # e.g. 9.1 for 16-bit MoL
     """
-    from dmol.audio.metrics import bits_per_sample
-
     model.eval()
     dev = _model_device(model)
     x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(dev)
@@ -82,8 +91,6 @@ def teacher_forced_bits(model, head, audio: np.ndarray, mel: np.ndarray) -> floa
 
 def _load(utt: Utterance, i: int) -> tuple[str, np.ndarray, np.ndarray]:
     """(name, audio, mel) from a dataset ``.npz`` path or an already loaded triple."""
-    from dmol.audio.corpus import load_utterance
-
     if isinstance(utt, (str, Path)):
         audio, mel = load_utterance(utt)
         return Path(utt).stem, audio, mel
@@ -165,9 +172,6 @@ def evaluate_model(
         keys are those of :func:`~dmol.audio.metrics.evaluate_pair` plus the WaveNet's
         ``bits_per_sample``. Means skip NaN values (an F0 error with no jointly voiced frame).
     """
-    from dmol.audio.features import griffin_lim
-    from dmol.audio.metrics import evaluate_pair, metrics_table
-
     if isinstance(utterances, (str, Path)) or not isinstance(utterances, Sequence):
         raise TypeError("utterances must be a sequence of .npz paths or (name, audio, mel) tuples")
     if not utterances:
@@ -182,8 +186,6 @@ def evaluate_model(
             f"the model upsamples by {model.hop_length} but the mel recipe has hop_length "
             f"{recipe.hop_length}: model and features do not belong together"
         )
-    if synth:
-        from dmol.wavenet.synthesis import vocode
     sr, hop = recipe.sample_rate, recipe.hop_length
     max_frames = sys.maxsize if max_seconds is None else max(1, int(max_seconds * sr) // hop)
     out_dir = None if wav_dir is None else Path(wav_dir)
@@ -293,8 +295,6 @@ def audio_utterances(inputs: Sequence[str | Path], recipe, limit: int | None = N
     the recipe's rate, leading/trailing silence trimmed, peak-normalized), so a model meets
     the same kind of input it was trained on. Unreadable files raise, naming the file.
     """
-    from dmol.audio.corpus import AUDIO_SUFFIXES, _find_audio, prepare_audio
-
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -354,9 +354,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.json is not None and a.json.is_dir():
         p.error(f"--json {a.json} is a folder: give a file name")
     try:
-        from dmol.audio.corpus import list_split, load_recipe
-        from dmol.wavenet.checkpoint import load_model
-
         model, head, recipe, _ = load_model(a.checkpoint)
         if len(a.inputs) == 1 and _is_dataset(a.inputs[0]):
             data_recipe = load_recipe(a.inputs[0])

@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -38,6 +39,13 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from dmol import _validate as V
+from dmol.gaussian import DiscretizedGaussianMixture, mix_gaussian_loss, sample_mix_gaussian
+from dmol.logistic import (
+    DiscretizedLogisticMixture,
+    discretized_mix_logistic_loss,
+    sample_discretized_mix_logistic,
+)
+from dmol.mulaw import MuLawCategorical, mulaw_loss, sample_mulaw
 
 __all__ = ["GaussianHead", "Head", "MoGHead", "MoLHead", "MuLawHead", "make_head"]
 
@@ -134,14 +142,10 @@ class MoLHead(Head):
                 "layout": "BCT"}
 
     def nll(self, y_hat: Tensor, y: Tensor) -> Tensor:
-        from dmol.logistic import discretized_mix_logistic_loss
-
         params, loc = self.split(y_hat)
         return discretized_mix_logistic_loss(params, y, reduction="none", loc=loc, **self._kw())
 
     def sample(self, y_hat, *, generator=None, temperature=1.0, scale_temperature=1.0):
-        from dmol.logistic import sample_discretized_mix_logistic
-
         params, loc = self.split(y_hat)
         return sample_discretized_mix_logistic(
             params, temperature=temperature, scale_temperature=scale_temperature,
@@ -149,8 +153,6 @@ class MoLHead(Head):
         )
 
     def distribution(self, y_hat):
-        from dmol.logistic import DiscretizedLogisticMixture
-
         params, loc = self.split(y_hat)
         return DiscretizedLogisticMixture.from_params(
             params, layout="BCT", num_classes=self.num_classes, log_scale_min=self.log_scale_min,
@@ -185,14 +187,10 @@ class MoGHead(Head):
                 "layout": "BCT"}
 
     def nll(self, y_hat, y):
-        from dmol.gaussian import mix_gaussian_loss
-
         params, loc = self.split(y_hat)
         return mix_gaussian_loss(params, y, reduction="none", mask=None, loc=loc, **self._kw())
 
     def sample(self, y_hat, *, generator=None, temperature=1.0, scale_temperature=1.0):
-        from dmol.gaussian import sample_mix_gaussian
-
         params, loc = self.split(y_hat)
         return sample_mix_gaussian(
             params, temperature=temperature, scale_temperature=scale_temperature,
@@ -200,8 +198,6 @@ class MoGHead(Head):
         )
 
     def distribution(self, y_hat):
-        from dmol.gaussian import DiscretizedGaussianMixture
-
         params, loc = self.split(y_hat)
         return DiscretizedGaussianMixture.from_params(
             params, layout="BCT", num_classes=self.num_classes, log_scale_min=self.log_scale_min,
@@ -251,21 +247,15 @@ class MuLawHead(Head):
         self.net_channels = self.num_classes
 
     def nll(self, y_hat, y):
-        from dmol.mulaw import mulaw_loss
-
         self._check(y_hat)
         return mulaw_loss(y_hat, y, layout="BCT", reduction="none", rounding=self.rounding)
 
     def sample(self, y_hat, *, generator=None, temperature=1.0, scale_temperature=1.0):
-        from dmol.mulaw import sample_mulaw
-
         self._check(y_hat)
         return sample_mulaw(y_hat, layout="BCT", temperature=temperature, generator=generator,
                             rounding=self.rounding)
 
     def distribution(self, y_hat):
-        from dmol.mulaw import MuLawCategorical
-
         self._check(y_hat)
         return MuLawCategorical.from_params(y_hat, layout="BCT", rounding=self.rounding)
 
@@ -301,7 +291,5 @@ def make_head(name: str, **cfg: Any) -> Head:
     cls = _HEADS[name]
     if cfg.get("shifted") and name == "mulaw":
         raise ValueError("the mulaw head cannot be shifted by a linear prediction")
-    import inspect
-
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in cfg.items() if k in accepted})

@@ -43,12 +43,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from dmol.audio.features import MelRecipe
+from dmol.audio.features import MelRecipe, recipe_for
 from dmol.audio.lpc import lp_predict, lpc_from_mel
 from dmol.wavenet.heads import Head, make_head
-from dmol.wavenet.presets import WaveNetConfig
+from dmol.wavenet.presets import PRESETS, WaveNetConfig, get_preset
 
-__all__ = ["ReceptiveField", "ResidualLayer", "UpsampleNetwork", "WaveNet"]
+__all__ = ["ReceptiveField", "ResidualLayer", "UpsampleNetwork", "WaveNet", "presets_table"]
 
 
 class ReceptiveField(NamedTuple):
@@ -287,3 +287,28 @@ class WaveNet(nn.Module):
         rf = self.receptive_field
         return (f"head={self.head!r}, receptive_field={rf.samples} samples "
                 f"({rf.ms:.1f} ms), parameters={self.num_parameters:,}")
+
+
+def presets_table() -> str:
+    """Markdown table of every preset: shape, head, receptive field, parameter count.
+
+    ``docs/wavenet.md`` embeds this output (a test keeps the two in sync).
+    """
+    lines = [
+        "| preset | rate (Hz) | hop | layers / stacks | residual / gate / skip | kernel "
+        "| head | receptive field | parameters |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in PRESETS:
+        m, t = get_preset(name)
+        model = WaveNet(m, recipe_for(name))
+        rf = model.receptive_field
+        lines.append(
+            f"| `{name}` | {m.sample_rate} | {m.hop_length} "
+            f"({'x'.join(map(str, m.upsample_scales))}) | {m.layers} / {m.stacks} "
+            f"| {m.residual_channels} / {m.gate_channels} / {m.skip_channels} | {m.kernel_size} "
+            f"| {m.head}{f' + LPC {m.lpc_order}' if m.lpc_order else ''}, "
+            f"{model.head.net_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
+            f"| {model.num_parameters:,} |"
+        )
+    return "\n".join(lines)

@@ -27,7 +27,6 @@ __all__ = [
     "WaveNetConfig",
     "apply_overrides",
     "get_preset",
-    "presets_table",
 ]
 
 HEADS = ("mol", "gaussian", "mog", "mulaw")
@@ -334,30 +333,3 @@ def get_preset(
     m, t = PRESETS[name]
     return apply_overrides(dataclasses.replace(m), dataclasses.replace(t), overrides)
 
-
-def presets_table() -> str:
-    """Markdown table of every preset: shape, head, receptive field, parameter count.
-
-    ``docs/wavenet.md`` embeds this output (a test keeps the two in sync).
-    """
-    from dmol.audio.features import recipe_for
-    from dmol.wavenet.model import WaveNet  # lazy: model imports this module
-
-    lines = [
-        "| preset | rate (Hz) | hop | layers / stacks | residual / gate / skip | kernel "
-        "| head | receptive field | parameters |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name in PRESETS:
-        m, t = get_preset(name)
-        model = WaveNet(m, recipe_for(name))
-        rf = model.receptive_field
-        lines.append(
-            f"| `{name}` | {m.sample_rate} | {m.hop_length} "
-            f"({'x'.join(map(str, m.upsample_scales))}) | {m.layers} / {m.stacks} "
-            f"| {m.residual_channels} / {m.gate_channels} / {m.skip_channels} | {m.kernel_size} "
-            f"| {m.head}{f' + LPC {m.lpc_order}' if m.lpc_order else ''}, "
-            f"{model.head.net_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
-            f"| {model.num_parameters:,} |"
-        )
-    return "\n".join(lines)

@@ -53,7 +53,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from dmol.audio.features import load_audio
+from dmol.wavenet.checkpoint import load_model
 from dmol.wavenet.incremental import (
     IncrementalWaveNet,
     _check_temperature,
@@ -580,8 +583,6 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return None
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=self.total, desc=self.desc, unit="sample", unit_scale=True,
                         leave=False, file=sys.stderr)
         return self.bar.update
@@ -594,8 +595,6 @@ class _progress:
 # ---- command line --------------------------------------------------------------------------
 def _load_input(path: Path, recipe) -> np.ndarray:
     """A (frames, n_mels) mel from a .npy (checked against the recipe) or any audio file."""
-    from dmol.audio.features import load_audio
-
     if path.suffix.lower() == ".npy":
         try:
             mel = np.load(path, allow_pickle=False)
@@ -611,8 +610,6 @@ def _load_input(path: Path, recipe) -> np.ndarray:
 def vocode_main(argv: list[str] | None = None) -> int:
     """``dmol vocode CHECKPOINT MEL_OR_WAV... --out DIR``: write ``DIR/NAME.wav`` per input."""
     import soundfile as sf
-
-    from dmol.wavenet.checkpoint import load_model
 
     p = argparse.ArgumentParser(
         prog="dmol vocode",

@@ -54,14 +54,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from dmol._fs import describe_os_error, pid_alive
+from dmol.audio.corpus import check_writable, list_split, load_recipe, load_utterance
+from dmol.audio.features import MEL_RECIPES, recipe_for
+from dmol.audio.lpc import excitation_noise
 from dmol.wavenet.checkpoint import (
     CorruptCheckpointError,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
-from dmol.wavenet.model import WaveNet
+from dmol.wavenet.model import WaveNet, presets_table
+from dmol.wavenet.plots import distribution_image
 from dmol.wavenet.presets import (
     PRESETS,
     TrainConfig,
@@ -147,8 +154,6 @@ class _StepBatches(torch.utils.data.Dataset):
 
 def _load_split(data_dir: Path, split: str, cfg: WaveNetConfig, log) -> list[tuple[str, Any, Any]]:
     """Read a split, skipping (and naming) unreadable or mismatched utterances."""
-    from dmol.audio.corpus import list_split, load_utterance
-
     out = []
     for path in list_split(data_dir, split):
         try:
@@ -181,8 +186,6 @@ def noisy_past(model: WaveNet, x: Tensor, mel: Tensor, tc: TrainConfig, seed: in
     if tc.input_noise > 0:
         past = past + tc.input_noise * torch.randn(x.shape, generator=g, device=x.device)
     if tc.lp_noise > 0 and model.cfg.lpc_order:
-        from dmol.audio.lpc import excitation_noise
-
         with torch.no_grad():
             past = past + excitation_noise(x, model.lpc(mel), model.hop_length, tc.lp_noise, g)
     return past
@@ -351,8 +354,6 @@ class _RunLock:
 
 
 def _pid_alive(pid: int) -> bool:
-    from dmol._fs import pid_alive
-
     return pid_alive(pid)
 
 
@@ -431,8 +432,6 @@ def _check_device(device: str | None) -> None:
 
 def _is_run_dir(d: Path) -> bool:
     """A folder a dmol training run wrote (or started to write)."""
-    from dmol.wavenet.checkpoint import list_checkpoints
-
     if list_checkpoints(d) or (d / _RunLock.NAME).exists():
         return True
     for name in ("config.json", "metrics.json"):
@@ -459,8 +458,6 @@ def _check_run_dir(out_dir: Path, data_dir: Path) -> None:
                 f"{', '.join(entries[:4])}{', ...' if len(entries) > 4 else ''}; no checkpoints "
                 f"or config.json of a run): choose a new or empty folder"
             )
-    from dmol.audio.corpus import check_writable
-
     check_writable(out_dir, f"--out {out_dir}")
 
 
@@ -526,8 +523,6 @@ def _check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 # ---- the run -------------------------------------------------------------------------------
 def describe(model_cfg: WaveNetConfig, train_cfg: TrainConfig, preset: str = "") -> str:
     """Human-readable summary: both configs, receptive field, parameter count, mel recipe."""
-    from dmol.audio.features import MEL_RECIPES
-
     model = WaveNet(model_cfg, MEL_RECIPES.get(preset))
     rf = model.receptive_field
     lines = [f"preset: {preset}" if preset else "preset: (custom)", "model:"]
@@ -540,8 +535,6 @@ def describe(model_cfg: WaveNetConfig, train_cfg: TrainConfig, preset: str = "")
         f"parameters: {model.num_parameters:,}",
     ]
     try:
-        from dmol.audio.features import recipe_for
-
         lines.append(f"mel recipe: {recipe_for(preset).to_dict()}")
     except ValueError:
         pass
@@ -594,8 +587,6 @@ def train(
         >>> metrics = train("data/allison", "runs/tiny", "tiny", max_steps=100)
         >>> metrics["val"][-1]    # [step, teacher-forced NLL in nats] of the EMA weights
     """
-    from dmol.audio.corpus import load_recipe
-
     # ---- everything is checked before anything is written
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: known presets are {sorted(PRESETS)}")
@@ -622,8 +613,6 @@ def train(
 
     def log(msg: str) -> None:
         if env.main:
-            from tqdm.auto import tqdm
-
             tqdm.write(msg, file=sys.stderr if msg.startswith("warning") else sys.stdout)
 
     try:
@@ -798,8 +787,6 @@ def _train_locked(data_dir: Path, out_dir: Path, preset: str, recipe, overrides:
         if state is None and val_set:
             validate()  # the starting point of the val curve
         if env.main and progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=tc.max_steps, initial=step, unit="step", dynamic_ncols=True)
         for x, mel, mask in loader:
             if step >= tc.max_steps:
@@ -979,8 +966,6 @@ def _validation_loss(model: WaveNet, val_set, dev: torch.device) -> float:
 def _log_media(writer, model: WaveNet, utts, step: int, sample_rate: int, dev,
                log_target: bool) -> None:
     """A teacher-forced sample (each step drawn given the true past) and the density picture."""
-    from dmol.wavenet.plots import distribution_image
-
     _, audio, mel = utts[0]
     frames = min(mel.shape[0], max(1, sample_rate // 2 // model.hop_length))  # ~0.5 s
     x = torch.from_numpy(np.ascontiguousarray(audio[: frames * model.hop_length]))[None].to(dev)
@@ -1058,8 +1043,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="print a table of the presets (receptive field, parameters), then exit")
     a = p.parse_args(argv)
     if a.list_presets:
-        from dmol.wavenet.presets import presets_table
-
         print(presets_table())
         return 0
     try:
@@ -1096,8 +1079,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dmol train: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, permissions: the run folder keeps its last checkpoint
-        from dmol._fs import describe_os_error
-
         print(f"dmol train: error: {describe_os_error(e)}", file=sys.stderr)
         return 1
     finally:
