@@ -39,7 +39,7 @@ __all__ = ["Prediction", "predict", "render", "inspect_checkpoint", "main"]
 class Prediction:
     """Teacher-forced predictions over one utterance (numpy, one row per time step)."""
 
-    audio: np.ndarray  # (T,) true waveform
+    audio: np.ndarray  # (T,) true signal the model predicts (the audio, pre-emphasized if so)
     nll_bits: np.ndarray  # (T,) per-sample NLL in bits
     start: int  # first step of the detailed window
     grid: np.ndarray  # (G,) waveform values of the heat map rows
@@ -119,7 +119,8 @@ def predict(
     ``steps`` are offsets inside it for the zoomed PDF/CDF panels (default: three spread out).
     """
     model.eval()
-    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+    # the signal the model predicts (pre-emphasized if its config says so; else the audio)
+    x = model.emphasize(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None])
     c = torch.from_numpy(np.ascontiguousarray(mel.T, dtype=np.float32))[None]
     y_hat = model(x, c)
     nll = head.nll(y_hat, x)[0].double() / math.log(2.0)
@@ -138,7 +139,8 @@ def predict(
     weights = None
     if head.name != "mulaw":
         weights = torch.softmax(dist.logits[0].double(), -1).T.numpy()
-    truth = audio[start:start + window]
+    signal = x[0].numpy()  # what the density is over: the audio, or its pre-emphasized form
+    truth = signal[start:start + window]
     if steps is None:
         steps = [window // 4, window // 2, (3 * window) // 4]
     zoom = []
@@ -154,7 +156,7 @@ def predict(
         zoom.append({"t": start + t, "x": xs.numpy(), "pdf": ld.exp().numpy(),
                      "cdf": cdf.numpy() + _cdf_below(step_dist, head.name, float(xs[0])),
                      "components": [p.numpy() for p in comps], "truth": float(truth[t])})
-    return Prediction(audio=audio, nll_bits=nll.numpy(), start=start, grid=grid.numpy(),
+    return Prediction(audio=signal, nll_bits=nll.numpy(), start=start, grid=grid.numpy(),
                       log_density=log_density.double().numpy(), weights=weights,
                       std=std[0].numpy(), mean=mean[0].numpy(), zoom=zoom, head=head.name,
                       sample_rate=sample_rate)

@@ -248,6 +248,7 @@ MEL_RECIPES: dict[str, MelRecipe] = {
     "r9y9-ljspeech-mol": MelRecipe(22050, 1024, 256, 1024, 80, 125.0, 7600.0),
     "small-16k": MelRecipe(16000, 1024, 256, 1024, 80, 80.0, 7600.0),
     "lp-16k": MelRecipe(16000, 1024, 256, 1024, 80, 80.0, 7600.0),
+    "lp-16k-pe": MelRecipe(16000, 1024, 256, 1024, 80, 80.0, 7600.0),
     "tiny": MelRecipe(16000, 512, 64, 512, 20, 0.0, 8000.0),
 }
 

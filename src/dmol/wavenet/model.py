@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dmol.audio.features import MelRecipe, recipe_for
-from dmol.audio.lpc import lp_predict, lpc_from_mel
+from dmol.audio.lpc import de_emphasis, lp_predict, lpc_from_mel, pre_emphasis
 from dmol.wavenet.heads import Head, make_head
 from dmol.wavenet.presets import PRESETS, WaveNetConfig, get_preset
 
@@ -225,14 +225,29 @@ class WaveNet(nn.Module):
         if not self.cfg.lpc_order:
             raise ValueError("this model has no linear prediction (lpc_order = 0)")
         self._check_mel(mel)
-        return lpc_from_mel(mel.transpose(1, 2), self.recipe, self.cfg.lpc_order).to(mel.device)
+        return lpc_from_mel(mel.transpose(1, 2), self.recipe, self.cfg.lpc_order,
+                            preemphasis=self.cfg.preemphasis).to(mel.device)
+
+    def emphasize(self, audio: Tensor) -> Tensor:
+        """Audio (..., T) -> the signal the model works on (``cfg.preemphasis``; identity at 0).
+
+        Training reads and predicts ``emphasize(x)``; synthesis generates that signal and
+        :meth:`deemphasize` turns it back into audio. Samples before the start count as 0.
+        """
+        return pre_emphasis(audio, self.cfg.preemphasis)
+
+    def deemphasize(self, signal: Tensor, prev: Tensor | None = None) -> Tensor:
+        """The inverse of :meth:`emphasize`; ``prev`` is the audio sample before ``signal``
+        (the last of a previous piece of a stream; default 0)."""
+        return de_emphasis(signal, self.cfg.preemphasis, prev)
 
     def forward(self, x: Tensor, mel: Tensor, speaker: Tensor | None = None, *,
                 past: Tensor | None = None) -> Tensor:
         """Teacher-forced pass: ``y_hat[:, :, t]`` parameterizes p(x[t] | x[<t], mel, speaker).
 
         Args:
-            x: (B, T) waveform in [-1, 1], T = frames * hop_length.
+            x: (B, T) waveform in [-1, 1], T = frames * hop_length; a model with
+                ``cfg.preemphasis`` reads and predicts :meth:`emphasize` of the audio.
             mel: (B, n_mels, frames) log-mel.
             speaker: (B,) integer ids if the model has global conditioning.
             past: (B, T) the signal the network and the prediction read as the past (default
@@ -307,7 +322,8 @@ def presets_table() -> str:
             f"| `{name}` | {m.sample_rate} | {m.hop_length} "
             f"({'x'.join(map(str, m.upsample_scales))}) | {m.layers} / {m.stacks} "
             f"| {m.residual_channels} / {m.gate_channels} / {m.skip_channels} | {m.kernel_size} "
-            f"| {m.head}{f' + LPC {m.lpc_order}' if m.lpc_order else ''}, "
+            f"| {m.head}{f' + LPC {m.lpc_order}' if m.lpc_order else ''}"
+            f"{f' + pre-emphasis {m.preemphasis:g}' if m.preemphasis else ''}, "
             f"{model.head.net_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
             f"| {model.num_parameters:,} |"
         )

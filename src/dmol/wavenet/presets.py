@@ -52,6 +52,10 @@ class WaveNetConfig:
     ``lpc_order > 0`` makes an LP-WaveNet: the network's input per step is the previous
     sample, the linear prediction ``p_t`` from the mel (:mod:`dmol.audio.lpc`) and the previous
     excitation ``x[t-1] - p[t-1]``, and the head's means are shifted by ``p_t``.
+    ``preemphasis = alpha > 0``: the network models the emphasized signal
+    ``(x[t] - alpha x[t-1]) / (1 + alpha)`` (its LPC from the same mel,
+    :func:`dmol.audio.lpc.lpc_from_mel`) and synthesis de-emphasizes what it generates
+    (:meth:`WaveNet.emphasize`, :meth:`WaveNet.deemphasize`).
     ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
     :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
     checkpoint carries them.
@@ -78,6 +82,7 @@ class WaveNetConfig:
     mel_mean: float = 0.0
     mel_std: float = 1.0
     lpc_order: int = 0  # > 0: LP-WaveNet (means shifted by the mel's linear prediction)
+    preemphasis: float = 0.0  # > 0: model the emphasized signal (LPCNet uses 0.85)
 
     def __post_init__(self) -> None:
         self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
@@ -117,6 +122,9 @@ class WaveNetConfig:
         if self.lpc_order and self.head not in LP_HEADS:
             raise ValueError(f"lpc_order > 0 needs a continuous head {LP_HEADS} (the prediction "
                              f"shifts the means), got head {self.head!r}")
+        if isinstance(self.preemphasis, bool) or not isinstance(self.preemphasis, (int, float)) \
+                or not (math.isfinite(self.preemphasis) and 0.0 <= self.preemphasis < 1.0):
+            raise ValueError(f"preemphasis must be a number in [0, 1), got {self.preemphasis!r}")
         if not (math.isfinite(self.mel_std) and self.mel_std > 0 and math.isfinite(self.mel_mean)):
             raise ValueError(f"mel_std must be positive and finite, got mean {self.mel_mean!r}, "
                              f"std {self.mel_std!r}")
@@ -279,6 +287,23 @@ PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
             layers=14, stacks=2, residual_channels=32, gate_channels=64, skip_channels=32,
             kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=16000,
             head="mol", n_mixtures=10, log_scale_min=-16.0, dropout=0.0, lpc_order=16,
+        ),
+        TrainConfig(
+            batch_size=4, segment_length=2048, lr=2e-3, lr_schedule="cosine", warmup_steps=100,
+            grad_clip=1.0, ema_decay=0.999, max_steps=30_000, log_interval=20, ckpt_interval=500,
+            val_interval=1000, media_interval=2000, val_utterances=4, val_max_seconds=1.0,
+            input_noise=2e-4,
+        ),
+    ),
+    # lp-16k on the pre-emphasized signal (LPCNet's 0.85): the envelope the prediction fits is
+    # flatter (1/A(z) at 0 Hz: median 32 -> 6 on the built-in prompts). For the ablation against
+    # lp-16k (docs/quality.md).
+    "lp-16k-pe": (
+        WaveNetConfig(
+            layers=14, stacks=2, residual_channels=32, gate_channels=64, skip_channels=32,
+            kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=16000,
+            head="mol", n_mixtures=10, log_scale_min=-16.0, dropout=0.0, lpc_order=16,
+            preemphasis=0.85,
         ),
         TrainConfig(
             batch_size=4, segment_length=2048, lr=2e-3, lr_schedule="cosine", warmup_steps=100,

@@ -316,6 +316,7 @@ class StreamingVocoder:
         self._received = 0  # frames pushed so far
         self._done = 0  # frames whose audio has been returned
         self._closed = False
+        self._last: Tensor | None = None  # pre-emphasis: the last audio sample (float64)
 
     @property
     def latency_samples(self) -> int:
@@ -373,7 +374,15 @@ class StreamingVocoder:
                 if drop > 64:
                     self._mel = self._mel[..., drop:].contiguous()
                     self._offset += drop
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        if not out:
+            return np.zeros(0, np.float32)
+        signal = np.concatenate(out)
+        if not self.model.cfg.preemphasis:
+            return signal
+        # the filter's state in float64, so that any split into pushes gives the same audio
+        audio = self.model.deemphasize(torch.from_numpy(signal).double(), prev=self._last)
+        self._last = audio[-1:].clone()
+        return audio.float().numpy()
 
 
 def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
@@ -449,7 +458,8 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
             thread count).
 
     An LP model's segments each start from silence, their prediction from their own past, with
-    the coefficients of the utterance's frames (``model.lpc``).
+    the coefficients of the utterance's frames (``model.lpc``). With pre-emphasis the segments
+    are joined in the model's signal domain and the whole is de-emphasized.
 
     Returns:
         (frames * hop_length,) float32.
@@ -513,7 +523,8 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
                     bar(sum(max(0, min(j1, stop - start) - j0) for start, _, stop in rnd))
             x = torch.cat(outs, dim=1)
             pieces += [x[i, :stop - start] for i, (start, _, stop) in enumerate(rnd)]
-    return crossfade(pieces, plan, T).numpy()
+    signal = crossfade(pieces, plan, T)
+    return model.deemphasize(signal.double()).float().numpy()  # identity without pre-emphasis
 
 
 # ---- the public entry point ----------------------------------------------------------------

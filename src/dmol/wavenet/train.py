@@ -794,6 +794,7 @@ def _train_locked(data_dir: Path, out_dir: Path, preset: str, recipe, overrides:
             ddp.train()
             torch.manual_seed(derive_seed(tc.seed, step, env.rank, 1))  # dropout stream
             x, mel, mask = (t.to(dev, non_blocking=True) for t in (x, mel, mask))
+            x = model.emphasize(x)  # the signal the model predicts (identity without pre-emphasis)
             past = noisy_past(model, x, mel, tc, derive_seed(tc.seed, step, env.rank, 2))
             with autocast:
                 y_hat = ddp(x, mel, past=past)
@@ -956,6 +957,7 @@ def _validation_loss(model: WaveNet, val_set, dev: torch.device) -> float:
     for _, audio, mel in val_set:
         x = torch.from_numpy(np.ascontiguousarray(audio))[None].to(dev)
         c = torch.from_numpy(np.ascontiguousarray(mel.T))[None].to(dev)
+        x = model.emphasize(x)
         nll = model.head.nll(model(x, c).float(), x)
         total += float(nll.double().sum())
         count += nll.numel()
@@ -970,12 +972,14 @@ def _log_media(writer, model: WaveNet, utts, step: int, sample_rate: int, dev,
     frames = min(mel.shape[0], max(1, sample_rate // 2 // model.hop_length))  # ~0.5 s
     x = torch.from_numpy(np.ascontiguousarray(audio[: frames * model.hop_length]))[None].to(dev)
     c = torch.from_numpy(np.ascontiguousarray(mel[:frames].T))[None].to(dev)
-    y_hat = model(x, c).float()
+    y_hat = model(model.emphasize(x), c).float()
     sample = model.head.sample(y_hat, generator=torch.Generator(dev).manual_seed(step))
+    sample = model.deemphasize(sample)
     writer.add_audio("media/teacher_forced_sample", sample[0].cpu().clamp(-1, 1), step, sample_rate)
     if log_target:
         writer.add_audio("media/target", x[0].cpu(), step, sample_rate)
-    writer.add_image("media/distribution", distribution_image(model.head, y_hat, x), step,
+    writer.add_image("media/distribution", distribution_image(model.head, y_hat,
+                                                              model.emphasize(x)), step,
                      dataformats="HWC")
 
 
