@@ -166,3 +166,20 @@ def test_training_step_reads_the_emphasized_signal():
         plain = float(model.head.nll(model(x, c).float(), x).double().mean())
     assert got == pytest.approx(want, rel=1e-9)
     assert abs(got - plain) > 1e-3
+
+
+@pytest.mark.parametrize("head", ["mol", "mog"])
+def test_lp_mixture_components_start_with_spread_scales(head):
+    """An LP mixture head's components start from different log-scales (near silence to
+    pulses) and slightly different means; without LP they start equal (INIT_LOG_SCALE)."""
+    from dmol.wavenet.heads import INIT_LOG_SCALE, INIT_LP_LOG_SCALES
+
+    M = 5
+    lp = WaveNet(get_preset("tiny", {"lpc_order": 4, "head": head, "n_mixtures": M})[0],
+                 recipe_for("tiny"))
+    bias = lp.post[-1].bias.detach()
+    assert torch.allclose(bias[2 * M:], torch.linspace(*INIT_LP_LOG_SCALES, M))
+    means = bias[M:2 * M]
+    assert torch.all(means[1:] > means[:-1]) and float(means.abs().max()) <= 0.01 + 1e-7
+    plain = WaveNet(get_preset("tiny", {"head": head, "n_mixtures": M})[0]).post[-1].bias
+    assert torch.all(plain[2 * M:] == INIT_LOG_SCALE)
