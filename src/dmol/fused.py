@@ -45,7 +45,8 @@ __all__ = ["mixture_nll", "mixture_nll_packed", "sample_mixture", "backend", "ca
 _LN2 = math.log(2.0)
 _BIG = 1e30  # "infinite" standardized distance: e^-BIG is 0 in float32 and float64
 
-#: How many times each public entry point ran (tests use it to prove the fused path was taken).
+#: How many times each public entry point ran eagerly (tests use it to prove the fused path
+#: was taken).
 calls: collections.Counter[str] = collections.Counter()
 
 
@@ -376,7 +377,8 @@ def _nll_backward(ctx, grad_nll: Tensor, _grad: Tensor, _gloc: Tensor):
     num_classes, lsm, gscale = ctx.meta
     got, ctx.grad = ctx.grad, None
     if got is None:  # recompute=True, or a second backward through a retained graph
-        got = _mol_nll(p, y, loc, num_classes, lsm, gscale, True)[1:]
+        with torch.no_grad():  # (no double backward: the gradient is not differentiated)
+            got = _mol_nll(p, y, loc, num_classes, lsm, gscale, True)[1:]
     g, gloc = got
     pre = torch.tensor(gscale, dtype=g.dtype)  # the scale as the kernel rounded it
     if _traced(grad_nll) or _traced(g):
@@ -399,6 +401,20 @@ def _nll_backward(ctx, grad_nll: Tensor, _grad: Tensor, _gloc: Tensor):
 
 
 _mol_nll.register_autograd(_nll_backward, setup_context=_nll_setup)
+
+
+class _NLLUnderFunc(torch.autograd.Function):
+    """The same forward and backward as an autograd.Function with ``setup_context``: the
+    form torch.func's transforms accept (the operator's own autograd wrapper is refused
+    there in torch 2.13). Used only while a torch.func transform is active."""
+
+    @staticmethod
+    def forward(p, y, loc, num_classes, lsm, gscale, want_grad):
+        with torch.no_grad():  # (the op's own autograd wrapper is not wanted here)
+            return tuple(_mol_nll(p, y, loc, num_classes, lsm, gscale, want_grad))
+
+    setup_context = staticmethod(_nll_setup)
+    backward = staticmethod(_nll_backward)
 
 
 def _sample_eager(p: Tensor, u: Tensor, loc: Tensor, inv_temp: float, log_st: float,
@@ -510,9 +526,23 @@ def _apply(params: list[Tensor], y: Tensor, loc: Tensor | None, num_classes: int
     shift = (torch.zeros(A, T, dtype=dtype, device=p.device) if loc is None
              else loc.to(dtype).reshape(A, T))
     grad_on = torch.is_grad_enabled() and (p.requires_grad or shift.requires_grad)
-    nll = _mol_nll(p, yc, shift, num_classes, _lsm(log_scale_min), gscale,
-                   grad_on and not recompute)[0]
+    op = _NLLUnderFunc.apply if torch._C._are_functorch_transforms_active() else _mol_nll
+    nll = op(p, yc, shift, num_classes, _lsm(log_scale_min), gscale, grad_on and not recompute)[0]
     return nll.reshape(y.shape)
+
+
+def _count(name: str) -> None:
+    # not while torch.compile traces: the counter's value would become a guard (a recompile
+    # per call)
+    if not torch.compiler.is_compiling():
+        calls[name] += 1
+
+
+def _check_values(name: str, t: Tensor) -> None:
+    """NaN/inf check, left out inside torch.compile: a value-dependent branch would break the
+    caller's graph (shapes and dtypes are still checked there)."""
+    if not torch.compiler.is_compiling():
+        V.check_finite(name, t)
 
 
 def _check_loc(loc: Tensor | None, y: Tensor) -> None:
@@ -525,7 +555,7 @@ def _check_loc(loc: Tensor | None, y: Tensor) -> None:
     if loc.shape != y.shape:
         raise ValueError(f"loc has shape {tuple(loc.shape)}, expected the batch shape "
                          f"{tuple(y.shape)}")
-    V.check_finite("loc", loc)
+    _check_values("loc", loc)
 
 
 def _check_params(params: list[tuple[str, Tensor]]) -> tuple[int, ...]:
@@ -533,11 +563,10 @@ def _check_params(params: list[tuple[str, Tensor]]) -> tuple[int, ...]:
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         V.compute_dtype(t.dtype)
-    shapes = {tuple(t.shape) for _, t in params}
-    if len(shapes) != 1:
+    shape = params[0][1].shape  # (compared, not hashed: a set would pin traced sizes)
+    if any(t.shape != shape for _, t in params[1:]):
         got = ", ".join(f"{n} {tuple(t.shape)}" for n, t in params)
         raise ValueError(f"logits, means and log_scales must have one shape (*batch, M), got {got}")
-    shape = shapes.pop()
     if len(shape) == 0 or shape[-1] == 0:
         raise ValueError(f"parameters must be (*batch, M) with M >= 1, got shape {shape}")
     return shape
@@ -591,7 +620,7 @@ def mixture_nll(
 
         >>> nll = mixture_nll(*torch.randn(3, 8, 10).unbind(0), torch.zeros(8), 256, -7.0)
     """
-    calls["mixture_nll"] += 1
+    _count("mixture_nll")
     K = _check([("logits", logits), ("means", means), ("log_scales", log_scales)], y, num_classes)
     _check_loc(loc, y)
     if y.numel() == 0:  # nothing to score: an empty NLL, still part of the graph
@@ -626,7 +655,7 @@ def mixture_nll_packed(
         >>> nll = mixture_nll_packed(y_hat.transpose(1, 2), torch.zeros(2, 100), 65536, -7.0)
         >>> nll.mean().backward()
     """
-    calls["mixture_nll_packed"] += 1
+    _count("mixture_nll_packed")
     if not isinstance(params, Tensor):
         raise TypeError(f"params must be a torch.Tensor, got {type(params).__name__}")
     if params.dim() == 0 or params.shape[-1] == 0 or params.shape[-1] % 3:
@@ -634,9 +663,13 @@ def mixture_nll_packed(
             f"params must be (*batch, 3M) = [logits | means | log_scales], got shape "
             f"{tuple(params.shape)}"
         )
-    K = _check([("params[..., :M]", params.chunk(3, dim=-1)[0])], y, num_classes)
+    K = _check([("params[..., :M]", params[..., : params.shape[-1] // 3])], y, num_classes)
     _check_loc(loc, y)
-    if not math.isfinite(grad_scale) or grad_scale == 0:
+    if torch.compiler.is_compiling():
+        # a traced 1/N is symbolic: handing it to the op would specialize the graph to N; the
+        # compiled backward applies the incoming gradient in any case
+        grad_scale = 1.0
+    elif not math.isfinite(grad_scale) or grad_scale == 0:
         raise ValueError(f"grad_scale must be finite and nonzero, got {grad_scale!r}")
     if y.numel() == 0:
         return _empty_nll(params[..., 0], loc)
@@ -677,12 +710,12 @@ def sample_mixture(
         >>> g = torch.Generator().manual_seed(0)
         >>> x = sample_mixture(*torch.randn(3, 5, 10).unbind(0), generator=g)   # (5,)
     """
-    calls["sample_mixture"] += 1
+    _count("sample_mixture")
     shape = _check_params([("logits", logits), ("means", means), ("log_scales", log_scales)])
     temperature = V.check_temperature("temperature", temperature)
     scale_temperature = V.check_temperature("scale_temperature", scale_temperature)
     for name, t in (("logits", logits), ("means", means), ("log_scales", log_scales)):
-        V.check_finite(name, t)
+        _check_values(name, t)
     batch = torch.Size(shape[:-1])
     if loc is not None:
         if not isinstance(loc, Tensor) or loc.shape != batch:
@@ -690,7 +723,7 @@ def sample_mixture(
             raise ValueError(f"loc must be a tensor of the batch shape {tuple(batch)}, got {got}")
         if not loc.is_floating_point():
             raise TypeError(f"loc must be floating point, got dtype {loc.dtype}")
-        V.check_finite("loc", loc)
+        _check_values("loc", loc)
     dtype = _compute_dtype(logits, means, log_scales, *(() if loc is None else (loc,)))
     dev = means.device
     if batch.numel() == 0:
