@@ -119,7 +119,7 @@ def test_packed_gradient_is_laid_out_like_the_network_output():
 
 # -- property tests -----------------------------------------------------------------------------
 
-M_FOR = {torch.float32: 10, torch.float64: 3}  # the compiled variants the suite shares
+M_FOR = {torch.float32: 10, torch.float64: 3}
 
 
 @st.composite

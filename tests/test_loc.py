@@ -16,8 +16,8 @@ distributions' ``from_params``:
 * ``torch.autograd.gradcheck`` of the analytic loc gradient;
 * bad ``loc`` fails at the entry point with a message naming ``loc``.
 
-The compiled kernels are specialized per (dtype, M); these tests keep to the variants the rest
-of the suite compiles (float32 with M = 3 and 10, float64 with M = 3).
+The fused kernels serve every (dtype, M); these tests keep to float32 with M = 3 and 10 and
+float64 with M = 3, as test_fused.py does.
 """
 
 import numpy as np
@@ -38,7 +38,7 @@ from dmol.logistic import (
     sample_discretized_mix_logistic,
 )
 
-M_FOR = {torch.float32: 10, torch.float64: 3}  # the compiled variants the suite shares
+M_FOR = {torch.float32: 10, torch.float64: 3}
 
 
 def _case(dtype, M, B=2, T=9, seed=0):

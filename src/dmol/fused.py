@@ -320,10 +320,18 @@ def _nll_eager(p: Tensor, y: Tensor, loc: Tensor, num_classes: int, log_scale_mi
     return nll, grad, gloc
 
 
-_mol_nll = torch.library.custom_op("dmol::mol_nll", _nll_eager, mutates_args=())
+# Defined with torch.library's low-level API: `torch.library.custom_op` wraps every call in
+# dynamo's "disable" guard, whose first use imports torch._dynamo (seconds of start-up)
+_LIB = torch.library.Library("dmol", "DEF")
+_LIB.define("mol_nll(Tensor p, Tensor y, Tensor loc, int num_classes, float log_scale_min, "
+            "float gscale, bool want_grad) -> (Tensor, Tensor, Tensor)")
+_LIB.define("mol_sample(Tensor p, Tensor u, Tensor loc, float inv_temp, float log_st, "
+            "float log_scale_min) -> Tensor")
+# the eager math serves every device; the CPU has its own kernel
+_LIB.impl("mol_nll", _nll_eager, "CompositeExplicitAutograd")
+_mol_nll = torch.ops.dmol.mol_nll.default
 
 
-@_mol_nll.register_kernel("cpu")
 def _mol_nll_cpu(p, y, loc, num_classes, log_scale_min, gscale, want_grad):
     lib = _lib()
     if lib is None:
@@ -341,7 +349,10 @@ def _mol_nll_cpu(p, y, loc, num_classes, log_scale_min, gscale, want_grad):
     return nll, grad, gloc
 
 
-@_mol_nll.register_fake
+_LIB.impl("mol_nll", _mol_nll_cpu, "CPU")
+
+
+@torch.library.register_fake("dmol::mol_nll", lib=_LIB)
 def _mol_nll_fake(p, y, loc, num_classes, log_scale_min, gscale, want_grad):
     A, C, T = p.shape
     if want_grad:
@@ -400,7 +411,8 @@ def _nll_backward(ctx, grad_nll: Tensor, _grad: Tensor, _gloc: Tensor):
     return g, None, gloc, None, None, None, None
 
 
-_mol_nll.register_autograd(_nll_backward, setup_context=_nll_setup)
+torch.library.register_autograd("dmol::mol_nll", _nll_backward, setup_context=_nll_setup,
+                                lib=_LIB)
 
 
 class _NLLUnderFunc(torch.autograd.Function):
@@ -426,10 +438,10 @@ def _sample_eager(p: Tensor, u: Tensor, loc: Tensor, inv_temp: float, log_st: fl
     return _sample_kernel(p, u, loc, *consts)
 
 
-_mol_sample = torch.library.custom_op("dmol::mol_sample", _sample_eager, mutates_args=())
+_LIB.impl("mol_sample", _sample_eager, "CompositeExplicitAutograd")
+_mol_sample = torch.ops.dmol.mol_sample.default
 
 
-@_mol_sample.register_kernel("cpu")
 def _mol_sample_cpu(p, u, loc, inv_temp, log_st, log_scale_min):
     lib = _lib()
     if lib is None:
@@ -443,7 +455,10 @@ def _mol_sample_cpu(p, u, loc, inv_temp, log_st, log_scale_min):
     return out
 
 
-@_mol_sample.register_fake
+_LIB.impl("mol_sample", _mol_sample_cpu, "CPU")
+
+
+@torch.library.register_fake("dmol::mol_sample", lib=_LIB)
 def _mol_sample_fake(p, u, loc, inv_temp, log_st, log_scale_min):
     return p.new_empty(p.shape[0], p.shape[2])
 

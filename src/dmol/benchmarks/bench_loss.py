@@ -8,6 +8,12 @@ change in machine load hits both. Peak extra memory is measured in a fresh subpr
 case (glibc told to return large blocks to the OS at once, VmHWM reset through
 /proc/self/clear_refs after the inputs exist and one warm-up run) and reported as a multiple
 of the parameter tensor's size; it includes the gradient, which is itself 1x.
+
+First, the cold start: a fresh Python process with empty dmol and inductor caches imports
+dmol, runs loss + backward at a batch of one and at the WaveNet shape and samples at that
+shape (the first use of the fused kernels builds them); then a second process does the same
+with the caches it left. Both are timed from outside, interpreter start-up included
+(``--no-cold`` skips them).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -139,6 +146,54 @@ def time_case(name: str, kind: str, p: dict, repeats: int) -> dict:
     return out
 
 
+# -- cold start: what a user's first process pays ----------------------------------------------
+
+COLD_CHILD = """
+import json, time
+t0 = time.perf_counter()
+import torch
+import dmol
+from dmol.logistic import discretized_mix_logistic_loss, sample_discretized_mix_logistic
+out = {"import": time.perf_counter() - t0}
+for name, B in (("batch 1", 1), ("B=8", 8)):
+    t = time.perf_counter()
+    y_hat = torch.randn(B, 30, 10240, requires_grad=True)
+    y = torch.rand(B, 10240) * 2 - 1
+    discretized_mix_logistic_loss(y_hat, y, num_classes=65536, log_scale_min=-16.0).backward()
+    out[f"loss+backward {name}"] = time.perf_counter() - t
+t = time.perf_counter()
+sample_discretized_mix_logistic(y_hat.detach(), num_classes=65536, log_scale_min=-16.0)
+out["sampling B=8"] = time.perf_counter() - t
+out["backend"] = dmol.fused.backend()
+print(json.dumps(out))
+"""
+
+
+def cold_start() -> list[str]:
+    """Two fresh processes (empty caches, then warm caches), timed from outside: lines to print."""
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "DMOL_CACHE": str(Path(tmp) / "dmol"),
+               "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor")}
+        for label in ("first process, empty caches", "later process"):
+            t0 = time.perf_counter()
+            res = subprocess.run([sys.executable, "-c", COLD_CHILD], env=env, capture_output=True,
+                                 text=True)
+            wall = time.perf_counter() - t0
+            if res.returncode:
+                lines.append(f"# cold start ({label}) failed:\n{res.stderr[-2000:]}")
+                break
+            parts = json.loads(res.stdout.strip().splitlines()[-1])
+            backend = parts.pop("backend")
+            detail = ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
+            lines.append(f"# {label}: {wall:.1f} s in all ({detail}; backend {backend})")
+    t0 = time.perf_counter()  # the floor under both: the interpreter and torch alone
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    lines.append(f"# for scale, a process that only imports torch: "
+                 f"{time.perf_counter() - t0:.1f} s")
+    return lines
+
+
 # -- memory, one fresh process per (case, implementation) -------------------------------------
 
 
@@ -183,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=9, help="runs per timing (median; >= 7)")
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    ap.add_argument("--no-cold", action="store_true", help="skip the cold-start processes")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -197,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                 .splitlines() if ln.startswith("model name")), platform.processor())
     print(f"# dmol bench loss  {datetime.datetime.now():%Y-%m-%d %H:%M}  torch {torch.__version__}"
           f"  threads {torch.get_num_threads()}  {cpu}  os.cpu_count() {os.cpu_count()}")
+    if not args.no_cold:
+        print("# cold start: import, loss + backward at (1, 30, 10240) and (8, 30, 10240), "
+              "sampling at (8, 30, 10240)")
+        for line in cold_start():
+            print(line, flush=True)
     print(f"# fused backend: {fused.backend()}; median of {repeats} alternating runs")
     rows = []
     for case in args.cases.split(","):
