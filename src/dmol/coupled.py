@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 
 from dmol import _validate as V
+from dmol import fused
 from dmol.logistic import bin_centre, bin_index, component_log_mass
 
 __all__ = [
@@ -290,6 +291,112 @@ def _uniform_open(shape: torch.Size, like: Tensor, generator: torch.Generator | 
     return u.clamp_(min=torch.finfo(like.dtype).tiny)
 
 
+# -- the fused loss: one operator, a C++ kernel on the CPU (src/dmol/csrc/mol_loss.cpp) ------
+#
+# ``torch.ops.dmol.coupled_nll(l, x, num_classes, log_scale_min, gscale, want_grad)`` takes the
+# PixelCNN++ output as l (B, M(1 + 3C), S) and the targets as x (B, C, S) and returns the NLL
+# (B, S) and, with ``want_grad``, its gradient w.r.t. l times gscale, laid out like l (else an
+# empty tensor): one pass, nothing of size (B, S, C, M) kept. Like dmol::mol_nll (see
+# dmol.fused) it has a fake implementation and a registered backward; other devices, and the
+# CPU without a compiler, run the exact eager code below instead.
+
+
+def _coupled_eager(l: Tensor, x: Tensor, num_classes: int, log_scale_min: float,
+                   gscale: float, want_grad: bool) -> tuple[Tensor, Tensor]:
+    """The operator's eager implementation: the exact distribution's log_prob and autograd."""
+    lsm = None if log_scale_min == -math.inf else log_scale_min
+    with torch.enable_grad():
+        leaf = l.detach().requires_grad_(want_grad)
+        d = CoupledDiscretizedLogisticMixture.from_pixelcnn_params(
+            leaf, x.shape[1], num_classes=num_classes, log_scale_min=lsm, validate_args=False)
+        nll = -d.log_prob(x.movedim(1, -1))
+        if not want_grad:
+            return nll.detach(), l.new_empty(0)
+        (g,) = torch.autograd.grad(nll, leaf, torch.full_like(nll, gscale))
+    return nll.detach(), g
+
+
+def _coupled_cpu(l, x, num_classes, log_scale_min, gscale, want_grad):
+    lib = fused._lib()
+    if lib is None:
+        return _coupled_eager(l, x, num_classes, log_scale_min, gscale, want_grad)
+    l, x = fused._rows_layout(l), x.contiguous()
+    B, R, S = l.shape
+    nll = l.new_empty(B, S)
+    grad = l.new_empty((B, R, S) if want_grad else (0,))
+    getattr(lib, f"dmol_coupled_nll_{fused._suffix(l.dtype)}")(
+        l.data_ptr(), l.stride(0), l.stride(1), x.data_ptr(), B, x.shape[1],
+        R // (1 + 3 * x.shape[1]), S, float(num_classes - 1), log_scale_min, gscale, nll.data_ptr(),
+        grad.data_ptr() if want_grad else None, fused._threads(l))
+    return nll, grad
+
+
+fused._LIB.define("coupled_nll(Tensor l, Tensor x, int num_classes, float log_scale_min, "
+                  "float gscale, bool want_grad) -> (Tensor, Tensor)")
+fused._LIB.impl("coupled_nll", _coupled_eager, "CompositeExplicitAutograd")
+fused._LIB.impl("coupled_nll", _coupled_cpu, "CPU")
+_coupled_nll = torch.ops.dmol.coupled_nll.default
+
+
+@torch.library.register_fake("dmol::coupled_nll", lib=fused._LIB)
+def _coupled_fake(l, x, num_classes, log_scale_min, gscale, want_grad):
+    B, R, S = l.shape
+    return l.new_empty(B, S), l.new_empty((B, R, S) if want_grad else (0,))
+
+
+def _coupled_setup(ctx, inputs, output) -> None:
+    l, x, num_classes, lsm, gscale, want_grad = inputs
+    ctx.save_for_backward(l, x)
+    ctx.meta = (num_classes, lsm, gscale)
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+    ctx.grad = output[1].detach() if want_grad else None  # handed out once (see dmol.fused)
+
+
+def _coupled_backward(ctx, grad_nll: Tensor, _grad: Tensor):
+    if grad_nll is None:
+        return (None,) * 6
+    got, ctx.grad = ctx.grad, None
+    if got is None:  # a second backward through a retained graph
+        l, x = ctx.saved_tensors
+        with torch.no_grad():
+            got = _coupled_nll(l, x, *ctx.meta, True)[1]
+    (g,) = fused._scale_by_incoming([got], grad_nll, ctx.meta[2])
+    return g, None, None, None, None, None
+
+
+torch.library.register_autograd("dmol::coupled_nll", _coupled_backward,
+                                setup_context=_coupled_setup, lib=fused._LIB)
+
+
+class _CoupledUnderFunc(torch.autograd.Function):
+    """The same as an autograd.Function with ``setup_context``, for torch.func transforms."""
+
+    @staticmethod
+    def forward(l, x, num_classes, lsm, gscale, want_grad):
+        with torch.no_grad():
+            return tuple(_coupled_nll(l, x, num_classes, lsm, gscale, want_grad))
+
+    setup_context = staticmethod(_coupled_setup)
+    backward = staticmethod(_coupled_backward)
+
+
+def _fused_nll(x: Tensor, l: Tensor, num_classes: int, log_scale_min: float | None,
+               gscale: float) -> Tensor:
+    """(B, *spatial) NLL through dmol::coupled_nll (l and x already checked)."""
+    B, C = x.shape[:2]
+    dtype = V.compute_dtype(torch.promote_types(l.dtype, x.dtype) if x.is_floating_point()
+                            else l.dtype)
+    lf = l.to(dtype).reshape(B, l.shape[1], -1)  # a view for a contiguous NCHW output
+    xf = fused._targets_in(x.detach(), dtype, num_classes).reshape(B, C, -1)
+    want = torch.is_grad_enabled() and lf.requires_grad
+    lsm = -math.inf if log_scale_min is None else float(log_scale_min)
+    if torch.compiler.is_compiling():
+        gscale = 1.0  # (see dmol.fused.mixture_nll_packed)
+    op = _CoupledUnderFunc.apply if torch._C._are_functorch_transforms_active() else _coupled_nll
+    return op(lf, xf, num_classes, lsm, gscale, want)[0].reshape(B, *x.shape[2:])
+
+
 def coupled_mix_logistic_loss(
     x: Tensor,
     l: Tensor,
@@ -325,16 +432,27 @@ def coupled_mix_logistic_loss(
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be (B, C, *spatial), got {got}")
     # Checked here, not through validate_args: torch.compile switches torch.distributions'
-    # default validation off process-wide, and a loss must not depend on that.
-    V.check_range(x)
-    d = CoupledDiscretizedLogisticMixture.from_pixelcnn_params(
-        l, x.shape[1], num_classes=num_classes, log_scale_min=log_scale_min, validate_args=False
-    )
-    if (x.shape[0], *x.shape[2:]) != tuple(d.batch_shape):
-        raise ValueError(
-            f"x {tuple(x.shape)} and l {tuple(l.shape)} disagree on batch or spatial size"
+    # default validation off process-wide, and a loss must not depend on that. (Not while
+    # torch.compile traces: a value-dependent branch would break the caller's graph.)
+    if not torch.compiler.is_compiling():
+        V.check_range(x)
+    c = x.shape[1]
+    if (isinstance(l, Tensor) and l.is_floating_point() and 1 <= c <= 3
+            and l.shape[:1] + l.shape[2:] == x.shape[:1] + x.shape[2:]
+            and l.shape[1] > 0 and l.shape[1] % (1 + 3 * c) == 0):
+        # the fused operator: the same numbers as the distribution's log_prob
+        V.check_num_classes(num_classes)
+        nll = _fused_nll(x, l, num_classes, log_scale_min,
+                         1.0 if reduction != "mean" else 1.0 / x.numel())
+    else:  # the distribution names what is wrong (or computes what the operator does not)
+        d = CoupledDiscretizedLogisticMixture.from_pixelcnn_params(
+            l, c, num_classes=num_classes, log_scale_min=log_scale_min, validate_args=False
         )
-    nll = -d.log_prob(x.movedim(1, -1))
+        if (x.shape[0], *x.shape[2:]) != tuple(d.batch_shape):
+            raise ValueError(
+                f"x {tuple(x.shape)} and l {tuple(l.shape)} disagree on batch or spatial size"
+            )
+        nll = -d.log_prob(x.movedim(1, -1))
     if reduction == "none":
         return nll
     return nll.sum() if reduction == "sum" else nll.sum() / x.numel()

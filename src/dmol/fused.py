@@ -244,8 +244,9 @@ def _sample_kernel(p, u, loc, inv_temp, log_st, lsm):
 
 _state: dict = {"lib": None, "reason": None}
 _SIGNATURES = {  # (argument ctypes) per C entry point: pointers, then sizes, then constants
-    "nll": ["p", "i", "i", "p", "p", "i", "i", "i", "d", "d", "d", "p", "p", "p", "c"],
-    "sample": ["p", "i", "i", "p", "p", "i", "i", "i", "d", "d", "d", "p", "c"],
+    "dmol_mol_nll": ["p", "i", "i", "p", "p", "i", "i", "i", "d", "d", "d", "p", "p", "p", "c"],
+    "dmol_mol_sample": ["p", "i", "i", "p", "p", "i", "i", "i", "d", "d", "d", "p", "c"],
+    "dmol_coupled_nll": ["p", "i", "i", "p", "i", "i", "i", "i", "d", "d", "d", "p", "p", "c"],
 }
 # -fno-trapping-math lets the vectorizer compute both sides of a select (no FP trap is ever
 # enabled here); -ffp-contract=fast lets it use FMAs (one rounding instead of two)
@@ -280,7 +281,7 @@ def _lib():
     kinds = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "d": ctypes.c_double, "c": ctypes.c_int}
     for name, sig in _SIGNATURES.items():
         for suffix in ("f32", "f64"):
-            fn = getattr(lib, f"dmol_mol_{name}_{suffix}")
+            fn = getattr(lib, f"{name}_{suffix}")
             fn.argtypes, fn.restype = [kinds[k] for k in sig], ctypes.c_int
     _state.update(lib=lib, reason="")
     return lib
@@ -379,9 +380,33 @@ def _nll_setup(ctx, inputs, output) -> None:
     ctx.grad = tuple(g.detach() for g in output[1:]) if want_grad else None
 
 
+def _scale_by_incoming(grads: list[Tensor], grad_nll: Tensor, gscale: float) -> list[Tensor]:
+    """Gradients (each (A, ..., T), the first dim and the last matching grad_nll's (A, T))
+    that a kernel formed pre-multiplied by ``gscale``, the expected dL/dNLL (1/N under a mean),
+    times the incoming ``grad_nll / gscale``: when the incoming gradient is that constant they
+    are handed out as they are, else scaled in place (no second buffer)."""
+    g0 = grads[0]
+    pre = torch.tensor(gscale, dtype=g0.dtype)  # the scale as the kernel rounded it
+    if _traced(grad_nll) or _traced(g0):
+        w = grad_nll.to(g0.dtype) / pre.to(g0.device)
+        return [g * w.reshape(w.shape[:1] + (1,) * (g.dim() - 2) + w.shape[1:]) for g in grads]
+    if grad_nll.dim() and not any(grad_nll.stride()):  # an expanded scalar (sum, mean)
+        v = grad_nll.reshape(-1)[0].to(g0.dtype)
+        pre = pre.to(v.device)
+        # (on the CPU reading the value costs nothing; on a GPU it would be a sync)
+        if g0.device.type != "cpu" or v.item() != pre.item():
+            for g in grads:
+                g.mul_(v / pre)
+    # (a mean's backward hands a materialized constant: one look at the (A, T) values spares
+    # a pass over the gradient)
+    elif g0.device.type != "cpu" or not bool((grad_nll == pre).all()):
+        w = grad_nll.to(g0.dtype) / pre.to(g0.device)
+        for g in grads:
+            g.mul_(w.reshape(w.shape[:1] + (1,) * (g.dim() - 2) + w.shape[1:]))
+    return grads
+
+
 def _nll_backward(ctx, grad_nll: Tensor, _grad: Tensor, _gloc: Tensor):
-    """The forward's gradient came pre-multiplied by ``gscale``, the expected dL/dNLL (1/N
-    under a mean): when the incoming gradient is that constant it is handed out as it is."""
     if grad_nll is None:  # the NLL itself was not used
         return (None,) * 7
     p, y, loc = ctx.saved_tensors
@@ -390,24 +415,7 @@ def _nll_backward(ctx, grad_nll: Tensor, _grad: Tensor, _gloc: Tensor):
     if got is None:  # recompute=True, or a second backward through a retained graph
         with torch.no_grad():  # (no double backward: the gradient is not differentiated)
             got = _mol_nll(p, y, loc, num_classes, lsm, gscale, True)[1:]
-    g, gloc = got
-    pre = torch.tensor(gscale, dtype=g.dtype)  # the scale as the kernel rounded it
-    if _traced(grad_nll) or _traced(g):
-        w = grad_nll.to(g.dtype) / pre.to(g.device)
-        return g * w[:, None], None, gloc * w, None, None, None, None
-    if grad_nll.dim() and not any(grad_nll.stride()):  # an expanded scalar (sum, mean)
-        v = grad_nll.reshape(-1)[0].to(g.dtype)
-        pre = pre.to(v.device)
-        # (on the CPU reading the value costs nothing; on a GPU it would be a sync)
-        if g.device.type != "cpu" or v.item() != pre.item():
-            g.mul_(v / pre)  # in place: no second buffer
-            gloc.mul_(v / pre)
-    # (a mean's backward hands a materialized constant: one look at (A, T) values spares a
-    # pass over (A, 3M, T))
-    elif g.device.type != "cpu" or not bool((grad_nll == pre).all()):
-        w = grad_nll.to(g.dtype) / pre.to(g.device)
-        g.mul_(w[:, None])
-        gloc.mul_(w)
+    g, gloc = _scale_by_incoming(list(got), grad_nll, gscale)
     return g, None, gloc, None, None, None, None
 
 

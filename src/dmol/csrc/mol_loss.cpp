@@ -148,6 +148,52 @@ template <class Fn> void parallel(int64_t n, int nt, Fn f) {
     for (auto& t : pool) t.join();
 }
 
+// The bin's edges (centre -+ h, formed in float64: exact ties, and each split as hi + lo in T,
+// so that (hi - mu) + lo is the distance to the edge as precisely as that distance itself),
+// the edge-bin flags (0/1 in T: bool arrays do not vectorize) and the centre in T.
+template <class T>
+inline void bin_edges(double y, double k_max, T& lo_h, T& lo_l, T& up_h, T& up_l, T& first,
+                      T& last, T& centre) {
+    double k = std::rint((y + 1.0) * (0.5 * k_max));
+    k = std::min(std::max(k, 0.0), k_max);
+    const double lo = (2.0 * k - 1.0) / k_max - 1.0, up = (2.0 * k + 1.0) / k_max - 1.0;
+    lo_h = T(lo), lo_l = T(lo - double(lo_h));
+    up_h = T(up), up_l = T(up - double(up_h));
+    first = T(k == 0.0), last = T(k == k_max);
+    centre = T((2.0 * k) / k_max - 1.0);
+}
+
+// One logistic's mass of the bin as P = e^-dist q (dist >= 0 scales between the bin and the
+// mean, q in (0, 1]) and d log P / d mu, d log P / d log-scale (0 where the clamp at lsm is
+// active): `_log_mass` in fused.py, derivation in docs/speed.md.
+template <class T>
+inline void log_mass(T mu, T ls, T lo_h, T lo_l, T up_h, T up_l, T first, T last, T h2, T lsm,
+                     T tiny, T& neg_dist, T& q, T& dmu, T& dls) {
+    const T inv_s = vexp<T>(-std::max(ls, lsm));
+    // an edge bin's outer edge at -+infinity: a huge finite value makes its terms vanish
+    const T a_ = first != T(0) ? T(-BIG) : ((lo_h - mu) + lo_l) * inv_s;
+    const T b_ = last != T(0) ? T(BIG) : ((up_h - mu) + up_l) * inv_s;
+    const T c = first + last != T(0) ? T(BIG) : h2 * inv_s;
+    const T ec = vexp<T>(-c);
+    const T aa = std::abs(a_), ab = std::abs(b_);
+    // one exp for both edges: the far one is the near one times e^-c, or (the mean inside the
+    // bin, a < 0 < b) e^-c over the near one. No bool temporaries: they block the vectorizer.
+    const T e_near = vexp<T>(-std::min(aa, ab));
+    const T e_far = std::min(-a_, b_) > T(0) ? ec / std::max(e_near, tiny) : e_near * ec;
+    const T ea = aa <= ab ? e_near : e_far, eb = aa <= ab ? e_far : e_near;
+    const T om = one_minus_exp<T>(c, ec);
+    const T da = T(1) + ea, db = T(1) + eb;
+    const T inv = T(1) / (da * db * om);  // one division for three quotients
+    const T iab = om * inv;
+    q = om * iab;
+    neg_dist = std::min(b_, T(0)) - std::max(a_, T(0));
+    const T ta = (a_ >= T(0) ? T(1) : ea) * (db * iab);  // sigmoid(a)
+    const T tb = (b_ >= T(0) ? eb : T(1)) * (da * iab);  // sigmoid(-b)
+    const T tc = om > T(0) ? c * ec * (da * db * inv) : T(1);
+    dmu = inv_s * (ta - tb);
+    dls = ls >= lsm ? a_ * ta - b_ * tb - tc : T(0);
+}
+
 template <class T>
 void nll_rows(const T* p, int64_t sA, int64_t sC, const T* y, const T* loc, int64_t A,
               int64_t M, int64_t Tn, double k_max, T lsm, T gs, T* nll, T* grad, T* gloc,
@@ -172,12 +218,9 @@ void nll_rows(const T* p, int64_t sA, int64_t sC, const T* y, const T* loc, int6
             // the bin's edges in float64 (exact ties), each split as hi + lo in T
 #pragma omp simd
             for (int64_t i = 0; i < n; ++i) {
-                double k = std::rint((double(yr[i]) + 1.0) * (0.5 * k_max));
-                k = std::min(std::max(k, 0.0), k_max);
-                const double lo = (2.0 * k - 1.0) / k_max - 1.0, up = (2.0 * k + 1.0) / k_max - 1.0;
-                lo_h[i] = T(lo), lo_l[i] = T(lo - double(lo_h[i]));
-                up_h[i] = T(up), up_l[i] = T(up - double(up_h[i]));
-                first[i] = T(k == 0.0), last[i] = T(k == k_max);
+                T centre;
+                bin_edges<T>(double(yr[i]), k_max, lo_h[i], lo_l[i], up_h[i], up_l[i], first[i],
+                             last[i], centre);
                 shift[i] = loc[a * Tn + t0 + i];
                 topl[i] = -std::numeric_limits<T>::infinity();
                 topj[i] = -std::numeric_limits<T>::infinity();
@@ -191,29 +234,9 @@ void nll_rows(const T* p, int64_t sA, int64_t sC, const T* y, const T* loc, int6
 #pragma omp simd
                 for (int64_t i = 0; i < n; ++i) {
                     const T mu = mu0[i] + shift[i];
-                    const T inv_s = vexp<T>(-std::max(ls[i], lsm_));
-                    const T a_ = first[i] != T(0) ? T(-BIG) : ((lo_h[i] - mu) + lo_l[i]) * inv_s;
-                    const T b_ = last[i] != T(0) ? T(BIG) : ((up_h[i] - mu) + up_l[i]) * inv_s;
-                    const T c = first[i] + last[i] != T(0) ? T(BIG) : h2_ * inv_s;
-                    const T ec = vexp<T>(-c);
-                    const T aa = std::abs(a_), ab = std::abs(b_);
-                    const T e_near = vexp<T>(-std::min(aa, ab));
-                    // the mean inside the bin (a < 0 < b); no bool temporaries: they block
-                    // the vectorizer
-                    const T e_far = std::min(-a_, b_) > T(0) ? ec / std::max(e_near, tiny_)
-                                                             : e_near * ec;
-                    const T ea = aa <= ab ? e_near : e_far, eb = aa <= ab ? e_far : e_near;
-                    const T om = one_minus_exp<T>(c, ec);
-                    const T da = T(1) + ea, db = T(1) + eb;
-                    const T inv = T(1) / (da * db * om);
-                    const T iab = om * inv;
-                    q[i] = om * iab;
-                    const T neg_dist = std::min(b_, T(0)) - std::max(a_, T(0));
-                    const T ta = (a_ >= T(0) ? T(1) : ea) * (db * iab);
-                    const T tb = (b_ >= T(0) ? eb : T(1)) * (da * iab);
-                    const T tc = om > T(0) ? c * ec * (da * db * inv) : T(1);
-                    dmu[i] = inv_s * (ta - tb);
-                    dls[i] = ls[i] >= lsm_ ? a_ * ta - b_ * tb - tc : T(0);
+                    T neg_dist;
+                    log_mass<T>(mu, ls[i], lo_h[i], lo_l[i], up_h[i], up_l[i], first[i], last[i],
+                                h2_, lsm_, tiny_, neg_dist, q[i], dmu[i], dls[i]);
                     x[i] = lg[i] + neg_dist;
                     topl[i] = std::max(topl[i], lg[i]);
                     topj[i] = std::max(topj[i], x[i]);
@@ -317,6 +340,135 @@ void sample_rows(const T* p, int64_t sA, int64_t sC, const T* u, const T* loc, i
     });
 }
 
+// PixelCNN++'s channel-coupled head, C channels (1 to 3): l (B, M(1 + 3C), S) holds M logits,
+// then per channel [means M | log-scales M | raw coefficients M]; targets x (B, C, S).
+// Component m's channel c has mean means[c] + sum_{j<c} tanh(raw[c(c-1)/2 + j]) centre_j, the
+// coefficient blocks read in order (see dmol.coupled), and P_m = prod_c P_m(x_c | x_<c).
+// NLL (B, S) and, when grad is not null, its gradient (B, M(1 + 3C), S) w.r.t. l times gs.
+template <class T, int C>
+void coupled_rows(const T* l, int64_t sB, int64_t sC, const T* xs, int64_t B, int64_t M,
+                  int64_t S, double k_max, T lsm, T gs, T* nll, T* grad, int nt) {
+    constexpr int NC = C * (C - 1) / 2;
+    const int64_t nb = (S + TB - 1) / TB, R = M * (1 + 3 * C);
+    const T h2 = T(2) * (T(1) / T(k_max));
+    const T tiny = std::numeric_limits<T>::min();
+    parallel(B * nb, nt, [=](int64_t w0, int64_t w1) {
+        const T lsm_ = lsm, h2_ = h2, tiny_ = tiny, gs_ = gs;
+        // per component m: X = logit - (sum of the channels' dist), W = prod of their q (later
+        // the joint's weight), EL = e^(logit - top); per (channel, m): DMU, DLS; per
+        // (coefficient, m): TH = its tanh
+        std::vector<T> scratch((3 + 2 * C + NC) * M * TB);
+        T *X = scratch.data(), *W = X + M * TB, *EL = W + M * TB, *DMU = EL + M * TB,
+          *DLS = DMU + C * M * TB, *TH = DLS + C * M * TB;
+        alignas(64) T lo_h[C][TB], lo_l[C][TB], up_h[C][TB], up_l[C][TB], first[C][TB],
+            last[C][TB], cen[C][TB], topl[TB], topj[TB], zl[TB], zj[TB];
+        for (int64_t w = w0; w < w1; ++w) {
+            const int64_t b = w / nb, t0 = (w % nb) * TB, n = std::min(TB, S - t0);
+            for (int c = 0; c < C; ++c) {
+                const T* xr = xs + (b * C + c) * S + t0;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i)
+                    bin_edges<T>(double(xr[i]), k_max, lo_h[c][i], lo_l[c][i], up_h[c][i],
+                                 up_l[c][i], first[c][i], last[c][i], cen[c][i]);
+            }
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) {
+                topl[i] = -std::numeric_limits<T>::infinity();
+                topj[i] = -std::numeric_limits<T>::infinity();
+                zl[i] = T(0), zj[i] = T(0);
+            }
+            const T* base = l + b * sB + t0;
+            for (int64_t m = 0; m < M; ++m) {
+                for (int q = 0; q < NC; ++q) {  // tanh(r) = 1 - 2 / (e^2r + 1)
+                    const T* raw = base + (M + q * 3 * M + 2 * M + m) * sC;
+                    T* th = TH + (q * M + m) * TB;
+#pragma omp simd
+                    for (int64_t i = 0; i < n; ++i)
+                        th[i] = T(1) - T(2) / (vexp<T>(T(2) * raw[i]) + T(1));
+                }
+                const T* lg = base + m * sC;
+                T *x = X + m * TB, *wq = W + m * TB;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) {
+                    T xm = lg[i], wm = T(1);
+#pragma GCC unroll 4
+                    for (int c = 0; c < C; ++c) {
+                        T mu = base[(M + c * 3 * M + m) * sC + i];
+#pragma GCC unroll 4
+                        for (int j = 0; j < c; ++j)
+                            mu += TH[((c * (c - 1) / 2 + j) * M + m) * TB + i] * cen[j][i];
+                        T neg_dist, q;
+                        log_mass<T>(mu, base[(M + c * 3 * M + M + m) * sC + i], lo_h[c][i],
+                                    lo_l[c][i], up_h[c][i], up_l[c][i], first[c][i], last[c][i],
+                                    h2_, lsm_, tiny_, neg_dist, q, DMU[(c * M + m) * TB + i],
+                                    DLS[(c * M + m) * TB + i]);
+                        xm += neg_dist;
+                        wm *= q;
+                    }
+                    x[i] = xm, wq[i] = wm;
+                    topl[i] = std::max(topl[i], lg[i]);
+                    topj[i] = std::max(topj[i], xm);
+                }
+            }
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) {
+                topl[i] = std::abs(topl[i]) == std::numeric_limits<T>::infinity() ? T(0) : topl[i];
+                topj[i] = std::abs(topj[i]) == std::numeric_limits<T>::infinity() ? T(0) : topj[i];
+            }
+            for (int64_t m = 0; m < M; ++m) {
+                const T* lg = base + m * sC;
+                T *x = X + m * TB, *wq = W + m * TB, *el = EL + m * TB;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) {
+                    el[i] = vexp<T>(lg[i] - topl[i]);
+                    wq[i] = vexp<T>(x[i] - topj[i]) * wq[i];
+                    zl[i] += el[i];
+                    zj[i] += wq[i];
+                }
+            }
+            T* out = nll + b * S + t0;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i)
+                out[i] = (topl[i] + vlog<T>(zl[i])) - (topj[i] + vlog<T>(zj[i]));
+            if (grad == nullptr) continue;
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) zl[i] = gs_ / zl[i], zj[i] = gs_ / zj[i];
+            T* g = grad + b * R * S + t0;
+            for (int64_t m = 0; m < M; ++m) {
+                const T *wq = W + m * TB, *el = EL + m * TB;
+                T* g_lg = g + m * S;
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) g_lg[i] = el[i] * zl[i] - wq[i] * zj[i];
+                for (int c = 0; c < C; ++c) {
+                    const T *dmu = DMU + (c * M + m) * TB, *dls = DLS + (c * M + m) * TB;
+                    T *g_mu = g + (M + c * 3 * M + m) * S, *g_ls = g + (M + c * 3 * M + M + m) * S;
+#pragma omp simd
+                    for (int64_t i = 0; i < n; ++i) {
+                        const T r = wq[i] * zj[i];  // responsibility (times gs)
+                        g_mu[i] = -r * dmu[i];
+                        g_ls[i] = -r * dls[i];
+                    }
+                    T* g_cf = g + (M + c * 3 * M + 2 * M + m) * S;  // block c's coefficients
+                    if (c >= NC) {  // unused by fewer than 3 channels
+#pragma omp simd
+                        for (int64_t i = 0; i < n; ++i) g_cf[i] = T(0);
+                        continue;
+                    }
+                    // coefficient q = c shifts channel cc's mean by its tanh times centre_j
+                    int cc = 1, j = c;
+                    while (j >= cc) j -= cc, ++cc;
+                    const T *th = TH + (c * M + m) * TB, *dm = DMU + (cc * M + m) * TB;
+#pragma omp simd
+                    for (int64_t i = 0; i < n; ++i) {
+                        const T r = wq[i] * zj[i];
+                        g_cf[i] = -r * dm[i] * cen[j][i] * (T(1) - th[i] * th[i]);
+                    }
+                }
+            }
+        }
+    });
+}
+
 }  // namespace
 
 extern "C" {
@@ -354,5 +506,22 @@ int dmol_mol_sample_f64(const double* p, int64_t sA, int64_t sC, const double* u
     sample_rows<double>(p, sA, sC, u, loc, A, M, T, inv_temp, log_st, lsm, out, nt);
     return 0;
 }
+
+// The channel-coupled (PixelCNN++) NLL: see coupled_rows. Returns 1 for C outside 1..3.
+#define DMOL_COUPLED(T, SUF)                                                                  \
+    int dmol_coupled_nll_##SUF(const T* l, int64_t sB, int64_t sC, const T* x, int64_t B,     \
+                               int64_t C, int64_t M, int64_t S, double k_max, double lsm,     \
+                               double gscale, T* nll, T* grad, int nt) {                      \
+        if (C == 1) coupled_rows<T, 1>(l, sB, sC, x, B, M, S, k_max, T(lsm), T(gscale), nll,   \
+                                       grad, nt);                                              \
+        else if (C == 2) coupled_rows<T, 2>(l, sB, sC, x, B, M, S, k_max, T(lsm), T(gscale),   \
+                                            nll, grad, nt);                                    \
+        else if (C == 3) coupled_rows<T, 3>(l, sB, sC, x, B, M, S, k_max, T(lsm), T(gscale),   \
+                                            nll, grad, nt);                                    \
+        else return 1;                                                                         \
+        return 0;                                                                              \
+    }
+DMOL_COUPLED(float, f32)
+DMOL_COUPLED(double, f64)
 
 }  // extern "C"
