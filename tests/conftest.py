@@ -1,7 +1,11 @@
 """Test configuration.
 
 * hypothesis runs derandomized (the same examples every run, so a red run can be reproduced and
-  CI cannot turn red by chance); ``HYPOTHESIS_PROFILE=explore`` draws new examples.
+  CI cannot turn red by chance); ``HYPOTHESIS_PROFILE=explore`` draws new examples. torch's
+  global generator is registered with hypothesis like ``random`` and numpy's: each example
+  starts from a fixed seed, so a failing example replays with the same ``torch.rand`` draws.
+* every test starts with the global generators (torch, numpy's legacy one, random) seeded: a
+  test's numbers never depend on which tests ran before it.
 * ``cpp`` / ``backend`` fixtures: the C++ synthesis kernel, built with ``-march=native`` and
   portably (``DMOL_PORTABLE_KERNEL=1``: the code path of CPUs without AVX2/AVX-512). A test
   skips only when there is no compiler (:class:`dmol._native.CompilerMissing`); a kernel that
@@ -9,15 +13,43 @@
 """
 
 import os
+import random
 
+import numpy as np
 import pytest
-from hypothesis import settings
+import torch
+from hypothesis import register_random, settings
 
 from dmol._native import CompilerMissing
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+class _TorchGlobalRandom:
+    """torch's global generator with the interface hypothesis manages (seed / getstate /
+    setstate): hypothesis seeds it before each example and restores it after."""
+
+    def seed(self, seed: int) -> None:
+        torch.manual_seed(int(seed) % 2**63)
+
+    def getstate(self) -> torch.Tensor:
+        return torch.random.get_rng_state()
+
+    def setstate(self, state: torch.Tensor) -> None:
+        torch.random.set_rng_state(state)
+
+
+_TORCH_RANDOM = _TorchGlobalRandom()  # hypothesis keeps only a weak reference
+register_random(_TORCH_RANDOM)
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_generators() -> None:
+    torch.manual_seed(0)
+    np.random.seed(0)  # noqa: NPY002  (the legacy global: what library code may draw from)
+    random.seed(0)
 
 
 def _use_kernel(monkeypatch: pytest.MonkeyPatch, variant: str) -> str:

@@ -25,6 +25,7 @@ from dmol.gaussian import (
     sample_mix_gaussian,
 )
 from dmol.logistic import bin_centre
+from helpers import chi2_pvalue
 
 
 def _params(shape, seed, dtype=torch.float64, ls=(-6.0, 1.0)):
@@ -573,3 +574,24 @@ def test_sampler_rejects_nonfinite_parameters(channel, num_classes):
     y_hat[0, channel, 1] = float("nan")
     with pytest.raises(ValueError, match="y_hat contains 1 NaN/inf"):
         sample_mix_gaussian(y_hat, num_classes=num_classes)
+
+
+@pytest.mark.parametrize("tau, st", [(0.5, 1.0), (2.0, 0.5)])
+def test_sampler_temperatures_follow_the_tempered_pmf(tau, st):
+    """sample_mix_gaussian at (tau, st) draws from the mixture with logits / tau and scales *
+    st, built here by hand (chi-square over 64 bins); logits * tau is rejected."""
+    K, N = 64, 40_000
+    logits = torch.tensor([0.0, 1.0, 2.0, -0.5])
+    means = torch.tensor([-0.6, -0.1, 0.3, 0.7])
+    log_s = torch.tensor([-2.5, -3.0, -2.8, -3.2])
+    y_hat = torch.cat([logits, means, log_s])[None, :, None].expand(N, 12, 1)
+    x = sample_mix_gaussian(y_hat, temperature=tau, scale_temperature=st, num_classes=K,
+                            generator=torch.Generator().manual_seed(0))[:, 0]
+    k = torch.round((x.double() + 1) * (K - 1) / 2).long()
+
+    def pmf(lg):
+        ref = DiscretizedGaussianMixture(lg, means, log_s + math.log(st), num_classes=K)
+        return ref.log_pmf().double().exp()
+
+    assert chi2_pvalue(k, pmf(logits / tau)) > 1e-3
+    assert chi2_pvalue(k, pmf(logits * tau)) < 1e-9

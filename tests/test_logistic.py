@@ -17,6 +17,7 @@ from dmol.logistic import (
     mixture_nll_reference,
     sample_discretized_mix_logistic,
 )
+from helpers import chi2_pvalue
 
 DATA = Path(__file__).parent / "data"
 
@@ -425,3 +426,86 @@ def test_log_scale_min_defaults_are_documented_in_one_table():
     for row, fns in checks.items():
         for fn in fns:
             assert default(fn) == want[rows[row]], (row, fn)
+
+
+# -- temperatures other than 0 and 1, against the pmf (issue 15 finding 2) --------------------
+@pytest.mark.parametrize("tau, st", [(0.5, 1.0), (2.0, 0.5)])
+def test_temperature_draws_follow_the_tempered_pmf(tau, st):
+    """with_temperature(tau, st) draws from the mixture with logits / tau and scales * st,
+    built here by hand (chi-square over 64 bins); logits * tau is rejected."""
+    K, N = 64, 40_000
+    logits = torch.tensor([0.0, 1.0, 2.0, -0.5])
+    means = torch.tensor([-0.6, -0.1, 0.3, 0.7])
+    log_s = torch.tensor([-2.5, -3.0, -2.8, -3.2])
+    d = DiscretizedLogisticMixture(logits, means, log_s, num_classes=K)
+    k = d.with_temperature(tau, st).sample((N,), generator=torch.Generator().manual_seed(0),
+                                           return_bins=True)
+
+    def pmf(lg):
+        ref = DiscretizedLogisticMixture(lg, means, log_s + np.log(st), num_classes=K)
+        return ref.log_pmf().double().exp()
+
+    assert chi2_pvalue(k, pmf(logits / tau)) > 1e-3
+    assert chi2_pvalue(k, pmf(logits * tau)) < 1e-9
+
+
+# -- property test of the hard cases, against 50-digit arithmetic (issue 15 finding 4) -------
+def _exact_nll(logits, means, log_scales, k, K, lsm) -> float:
+    """-log P(bin k) of one mixture, in 50-digit arithmetic (edge bins take the tails)."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        half = mpmath.mpf(1) / (K - 1)
+        centre = -1 + 2 * mpmath.mpf(k) / (K - 1)
+        w = [mpmath.exp(mpmath.mpf(v)) for v in logits]
+        total = mpmath.mpf(0)
+        for wm, mu, ls in zip(w, means, log_scales, strict=True):
+            ls = max(ls, lsm) if lsm is not None else ls
+            inv_s = mpmath.exp(-mpmath.mpf(ls))
+
+            def cdf(x, mu=mu, inv_s=inv_s):
+                return 1 / (1 + mpmath.exp(-(x - mpmath.mpf(mu)) * inv_s))
+
+            upper = 1 if k == K - 1 else cdf(centre + half)
+            lower = 0 if k == 0 else cdf(centre - half)
+            total += wm * (upper - lower)
+        return float(-mpmath.log(total / sum(w)))
+
+
+@st.composite
+def hard_cases(draw):
+    """Log-scales down to -20 (the -16 clamp binds), every mean inside or next to the target's
+    bin (within ``offset`` bins of its centre: the regime where two CDFs near 0 or 1 cancel),
+    edge bins; all drawn from a seed hypothesis chooses, so a failure replays exactly."""
+    K = draw(st.sampled_from([256, 65536]))
+    T = draw(st.integers(1, 6))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    k = torch.randint(0, K, (1, T), generator=g)
+    k[0, 0] = draw(st.sampled_from([0, K - 1, int(k[0, 0])]))
+    offset = draw(st.sampled_from([0.0, 0.25, 0.5, 1.0, 3.0]))  # in bins
+    y = bin_centre(k, K, torch.float64)
+    means = y[..., None] + (torch.rand(1, T, 3, generator=g, dtype=torch.float64) * 2 - 1) * (
+        offset * 2 / (K - 1))
+    log_scales = torch.rand(1, T, 3, generator=g, dtype=torch.float64) * 23 - 20
+    logits = torch.randn(1, T, 3, generator=g, dtype=torch.float64) * 2
+    lsm = draw(st.sampled_from([None, -16.0, -7.0]))
+    return logits, means, log_scales, k, y, K, lsm
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=hard_cases())
+def test_hard_cases_match_50_digit_arithmetic(case):
+    """float64 (M = 3, the compiled variant the suite shares): the loss and the reference
+    within 1e-10 relative + 1e-11 of the exact NLL (about 1e-12 is reached: the cancellation of
+    two CDFs costs a few digits), the -16 clamp and the edge bins included."""
+    logits, means, log_scales, k, y, K, lsm = case
+    exact = torch.tensor([[_exact_nll(logits[0, t].tolist(), means[0, t].tolist(),
+                                      log_scales[0, t].tolist(), int(k[0, t]), K, lsm)
+                           for t in range(k.shape[1])]], dtype=torch.float64)
+    y_hat = torch.cat([logits, means, log_scales], -1).transpose(1, 2)  # (1, 9, T)
+    fused = discretized_mix_logistic_loss(y_hat, y, num_classes=K, log_scale_min=lsm,
+                                          reduction="none")
+    ref = mixture_nll_reference(logits, means, log_scales, y, K, lsm)
+    for name, got in (("loss", fused), ("reference", ref)):
+        err = ((got - exact).abs() - (1e-10 * exact.abs() + 1e-11)).max().item()
+        assert err <= 0, f"{name} off by {err:.3g} beyond the bound"

@@ -21,6 +21,7 @@ from dmol.mulaw import (
     mulaw_quantize,
     sample_mulaw,
 )
+from helpers import chi2_pvalue
 
 
 def _wave(n: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
@@ -366,3 +367,16 @@ def test_errors_name_the_right_problem(monkeypatch):
         mulaw_loss(torch.zeros(2, 256, 5), torch.full((2, 5), 2.0))
     with pytest.raises(ValueError, match="unknown reduction 'avg'"):
         mulaw_loss(torch.zeros(2, 256, 5), torch.full((2, 5), 2.0), reduction="avg")
+
+
+@pytest.mark.parametrize("tau", [0.5, 2.0])
+def test_sample_mulaw_temperature_follows_the_tempered_softmax(tau):
+    """Draws at temperature tau follow softmax(logits / tau) (chi-square over the classes that
+    are expected at least 5 times); softmax(logits * tau) is rejected."""
+    Q, N = 256, 40_000
+    g = torch.Generator().manual_seed(11)
+    logits = torch.randn(Q, generator=g) * 2
+    x = sample_mulaw(logits[None, :, None].expand(N, Q, 1), temperature=tau, generator=g)[:, 0]
+    k = mulaw_quantize(x)
+    assert chi2_pvalue(k, torch.softmax(logits / tau, 0)) > 1e-3
+    assert chi2_pvalue(k, torch.softmax(logits * tau, 0)) < 1e-9

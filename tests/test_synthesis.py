@@ -26,6 +26,7 @@ from dmol.wavenet.synthesis import (
     vocode,
     vocode_main,
 )
+from helpers import lp_mel, lp_model, random_mel, tiny_model
 
 # the `backend` fixture (conftest.py) runs a test on "torch" and on the C++ kernel, built
 # natively and portably; `cpp` on the kernel alone. Both skip only when there is no compiler.
@@ -38,22 +39,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def tiny_model(seed: int = 0, **overrides) -> WaveNet:
-    """The tiny preset with every parameter perturbed (non-zero biases test the folding)."""
-    torch.manual_seed(seed)
-    cfg, _ = get_preset("tiny", overrides)
-    model = WaveNet(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model
-
-
-def random_mel(frames: int, n_mels: int = 20, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((frames, n_mels)) - 4.0).astype(np.float32)
 
 
 # ---- the engine reproduces model.forward --------------------------------------------------------
@@ -440,23 +425,6 @@ def test_vocode_never_overwrites_an_input_or_one_output_with_another(tmp_path, c
 
 
 # ---- LP-WaveNet: means shifted by the linear prediction from the generated past ---------------
-def lp_model(seed: int = 0, head: str = "mol", order: int = 8) -> WaveNet:
-    """The tiny preset as an LP-WaveNet, every parameter perturbed."""
-    torch.manual_seed(seed)
-    cfg, _ = get_preset("tiny", {"lpc_order": order, "head": head})
-    model = WaveNet(cfg, recipe_for("tiny")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model
-
-
-def lp_mel(frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
-    """(B, n_mels, frames) log-mels in the tiny recipe's range (speech-like envelopes)."""
-    return torch.from_numpy(np.stack([random_mel(frames, seed=seed + s) for s in range(batch)])
-                            ).transpose(1, 2).contiguous()
-
-
 LP_CASES = [("mol", "torch"), ("gaussian", "torch"), ("mol", "cpp"), ("mol", "cpp-portable")]
 
 

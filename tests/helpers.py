@@ -1,0 +1,63 @@
+"""Helpers shared by test files: tiny WaveNets with perturbed weights, random log-mels, and a
+chi-square test of draws against a pmf."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import stats
+
+from dmol.audio.features import recipe_for
+from dmol.wavenet.model import WaveNet
+from dmol.wavenet.presets import get_preset
+
+
+def tiny_model(seed: int = 0, **overrides) -> WaveNet:
+    """The tiny preset with every parameter perturbed (non-zero biases test the folding)."""
+    torch.manual_seed(seed)
+    cfg, _ = get_preset("tiny", overrides)
+    model = WaveNet(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def random_mel(frames: int, n_mels: int = 20, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((frames, n_mels)) - 4.0).astype(np.float32)
+
+
+def lp_model(seed: int = 0, head: str = "mol", order: int = 8) -> WaveNet:
+    """The tiny preset as an LP-WaveNet, every parameter perturbed."""
+    torch.manual_seed(seed)
+    cfg, _ = get_preset("tiny", {"lpc_order": order, "head": head})
+    model = WaveNet(cfg, recipe_for("tiny")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def lp_mel(frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """(B, n_mels, frames) log-mels in the tiny recipe's range (speech-like envelopes)."""
+    return torch.from_numpy(np.stack([random_mel(frames, seed=seed + s) for s in range(batch)])
+                            ).transpose(1, 2).contiguous()
+
+
+def chi2_pvalue(classes: torch.Tensor, pmf: torch.Tensor, min_expected: float = 5.0) -> float:
+    """Pearson's chi-square p-value of integer draws ``classes`` against ``pmf`` (K,).
+
+    Classes expected fewer than ``min_expected`` times are pooled into one cell.
+    """
+    n, pmf = classes.numel(), pmf.double() / pmf.double().sum()
+    counts = torch.bincount(classes.flatten().long(), minlength=len(pmf)).double()
+    assert len(counts) == len(pmf), "a draw outside the pmf's support"
+    expected = n * pmf
+    big = expected >= min_expected
+    obs = torch.cat([counts[big], counts[~big].sum()[None]])
+    exp = torch.cat([expected[big], expected[~big].sum()[None]])
+    keep = exp > 0
+    obs, exp = obs[keep], exp[keep]
+    chi2 = float(((obs - exp) ** 2 / exp).sum())
+    return float(stats.chi2.sf(chi2, len(exp) - 1))

@@ -1,0 +1,216 @@
+"""The incremental engine (dmol.wavenet.incremental) beyond the MoL head and batch 1: every head
+free-running and streaming, the traced "compile" backend, sampling temperatures against the
+pmf, free-running bfloat16, batched C++ against torch, and the streaming mel buffer's trimming.
+Tiny models with perturbed weights, a few hundred steps each."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dmol.logistic import DiscretizedLogisticMixture
+from dmol.wavenet.incremental import IncrementalWaveNet, sample_mol
+from dmol.wavenet.synthesis import StreamingVocoder, make_engine, synthesize_incremental
+from helpers import chi2_pvalue, random_mel, tiny_model
+
+OTHER_HEADS = ["gaussian", "mog", "mulaw"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _mel(frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """(B, n_mels, frames)."""
+    return torch.from_numpy(np.stack([random_mel(frames, seed=seed + b) for b in range(batch)])
+                            ).transpose(1, 2).contiguous()
+
+
+# ---- the gaussian, mog and mulaw heads ------------------------------------------------------
+@pytest.mark.parametrize("head", OTHER_HEADS)
+def test_other_heads_teacher_forced_match_forward(head):
+    model = tiny_model(11, head=head)
+    B, F_ = 2, 4
+    mel = _mel(F_, B)
+    x = torch.rand(B, F_ * model.hop_length, generator=torch.Generator().manual_seed(0)) * 1.8 - 0.9
+    with torch.no_grad():
+        ref, c = model(x, mel), model.upsample(mel)
+    e = IncrementalWaveNet(model)
+    state = e.new_state(B)
+    parts = [e.run(state, c[..., a:b], teacher=x[:, a:b], return_params=True)[1]
+             for a, b in [(0, 1), (1, 100), (100, F_ * model.hop_length)]]
+    got = torch.cat(parts, -1)
+    assert got.shape == ref.shape == (B, model.head.out_channels, F_ * model.hop_length)
+    assert (got - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("head", OTHER_HEADS)
+def test_other_heads_free_running_feed_back_their_own_samples(head):
+    """Free-running (temperature 0.7, scale temperature 0.8): sample t is ``head.sample`` of
+    step t's parameters with the generator drawn in step order, and those parameters are what
+    the network computes from the samples before it (so sample t fed step t + 1)."""
+    model = tiny_model(12, head=head)
+    B, F_ = 2, 4
+    mel = _mel(F_, B, seed=3)
+    with torch.no_grad():
+        c = model.upsample(mel)
+    e = IncrementalWaveNet(model)
+    state, g = e.new_state(B), torch.Generator().manual_seed(6)
+    kw = {"temperature": 0.7, "scale_temperature": 0.8}
+    xs, ps = [], []
+    for a, b in [(0, 7), (7, 150), (150, F_ * model.hop_length)]:
+        x, p = e.run(state, c[..., a:b], generator=g, return_params=True, **kw)
+        xs.append(x)
+        ps.append(p)
+    x, params = torch.cat(xs, -1), torch.cat(ps, -1)
+    assert len(torch.unique(x)) > 100  # a varied signal, not a fixed point
+    g = torch.Generator().manual_seed(6)
+    want = torch.cat([model.head.sample(params[..., t:t + 1], generator=g, **kw)
+                      for t in range(x.shape[1])], -1)
+    torch.testing.assert_close(x, want.float(), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        ref = model(x, mel)
+    assert (params - ref).abs().max().item() < 1e-4
+    # the public entry point: the same seed, the same audio
+    a = synthesize_incremental(model, random_mel(3), seed=1, backend="torch")
+    b = synthesize_incremental(model, random_mel(3), seed=1, backend="torch")
+    c2 = synthesize_incremental(model, random_mel(3), seed=2, backend="torch")
+    assert np.array_equal(a, b) and not np.array_equal(a, c2) and np.abs(a).max() <= 1.0
+
+
+@pytest.mark.parametrize("head", OTHER_HEADS)
+def test_other_heads_streaming_equals_offline(head):
+    model = tiny_model(13, head=head)
+    mel = random_mel(8, seed=4)
+    offline = synthesize_incremental(model, mel, seed=4)  # "auto": eager torch for these heads
+    stream = StreamingVocoder(model, seed=4)
+    assert stream.engine.backend == "torch"
+    got = [stream.push(mel[a:b]) for a, b in [(0, 3), (3, 4), (4, 8)]] + [stream.flush()]
+    assert np.array_equal(np.concatenate(got), offline)
+
+
+# ---- the traced "compile" backend -----------------------------------------------------------
+def test_compile_backend_traces_and_matches_torch():
+    """One torch.compile of the sampling step (batch 1: the product + sum form): the same
+    samples as eager torch from the same noise, parameters equal to the network's."""
+    model = tiny_model(14)
+    F_ = 3
+    mel = _mel(F_, seed=5)
+    with torch.no_grad():
+        c = model.upsample(mel)
+    outs = []
+    for backend in ("torch", "compile"):
+        e = IncrementalWaveNet(model, backend=backend)
+        noise = e.draw_noise(F_ * model.hop_length, 1, generator=torch.Generator().manual_seed(3))
+        outs.append(e.run(e.new_state(1), c, noise=noise, return_params=True))
+    assert len(e._compiled) == 1  # the compiled step ran (not the eager fallback)
+    (x0, p0), (x1, p1) = outs
+    assert (x0 - x1).abs().max().item() < 1e-5 and (p0 - p1).abs().max().item() < 1e-4
+    with torch.no_grad():
+        assert (p1 - model(x1, mel)).abs().max().item() < 1e-4
+
+
+# ---- temperatures against the pmf -----------------------------------------------------------
+@pytest.mark.parametrize("tau, st", [(0.5, 1.0), (2.0, 0.5)])
+def test_fused_noise_temperatures_follow_the_tempered_pmf(tau, st):
+    """draw_noise + sample_mol at temperature tau and scale temperature st draw from the
+    mixture with logits / tau and scales * st (chi-square over 64 bins); the mixture with
+    logits * tau (a temperature that multiplies) is rejected."""
+    K, N = 64, 40_000
+    logits = torch.tensor([0.0, 1.0, 2.0, -0.5])
+    means = torch.tensor([-0.6, -0.1, 0.3, 0.7])
+    log_s = torch.tensor([-2.5, -3.0, -2.8, -3.2])
+    y = torch.cat([logits, means, log_s])[None]
+    e = IncrementalWaveNet(tiny_model())
+    noise = e.draw_noise(N, 1, generator=torch.Generator().manual_seed(0), temperature=tau,
+                         scale_temperature=st)
+    x = sample_mol(y.expand(N, -1), noise.gumbel[:, 0], noise.logistic[:, 0], -16.0)
+    k = torch.round((x.double() + 1) * (K - 1) / 2).long()  # the bin of each draw
+
+    def pmf(lg: torch.Tensor) -> torch.Tensor:
+        d = DiscretizedLogisticMixture(lg, means, log_s + math.log(st), num_classes=K)
+        return d.log_pmf().double().exp()
+
+    assert chi2_pvalue(k, pmf(logits / tau)) > 1e-3
+    assert chi2_pvalue(k, pmf(logits * tau)) < 1e-9
+
+
+# ---- bfloat16, batches, threads -------------------------------------------------------------
+def test_free_running_bfloat16(backend):
+    """bfloat16 weights, free-running: each sample is the fused draw from that step's
+    parameters, which are within 2e-2 of the float32 network run on the generated samples."""
+    model = tiny_model(15)
+    F_ = 4
+    T = F_ * model.hop_length
+    mel = _mel(F_, seed=6)
+    with torch.no_grad():
+        c = model.upsample(mel)
+    e = IncrementalWaveNet(model, backend=backend, dtype=torch.bfloat16)
+    noise = e.draw_noise(T, 1, generator=torch.Generator().manual_seed(4))
+    state = e.new_state(1)
+    x, params = e.run(state, c, noise=noise, return_params=True)
+    assert state.t == T and torch.isfinite(x).all() and x.abs().max().item() > 0.01
+    drawn = sample_mol(params[0].T, noise.gumbel[:, 0], noise.logistic[:, 0], e.log_scale_min)
+    assert (drawn - x[0]).abs().max().item() < 1e-5
+    with torch.no_grad():
+        err = (params - model(x, mel)).abs().max().item()
+    assert 0 < err < 2e-2
+
+
+def test_batched_cpp_with_threads_matches_torch(cpp):
+    """B = 5 streams on 2 threads (split by streams; one thread gets 3, one 2): the same
+    samples and parameters as eager torch from the same noise, for both tap layouts."""
+    model = tiny_model(16)
+    B, F_ = 5, 3
+    mel = _mel(F_, B, seed=7)
+    with torch.no_grad():
+        c = model.upsample(mel)
+    for amortize in (True, False):
+        outs = []
+        for backend, threads in (("torch", 1), ("cpp", 2)):
+            e = IncrementalWaveNet(model, backend=backend, threads=threads, amortize=amortize)
+            noise = e.draw_noise(F_ * model.hop_length, B,
+                                 generator=torch.Generator().manual_seed(5))
+            outs.append(e.run(e.new_state(B), c, noise=noise, return_params=True))
+        (x0, p0), (x1, p1) = outs
+        assert (x0 - x1).abs().max().item() < 1e-5, amortize
+        assert (p0 - p1).abs().max().item() < 1e-4, amortize
+        assert not torch.equal(x1[0], x1[1])  # the streams differ (their own mels and noise)
+
+
+# ---- the streaming mel buffer ---------------------------------------------------------------
+def test_streaming_trims_its_mel_buffer_and_stays_exact():
+    """Past ~64 frames the stream drops mel frames no window reads any more; its audio still
+    equals the engine run once over the whole utterance's conditioning, with the same noise,
+    and the model's conditioning matters (another mel there changes that frame's audio)."""
+    model = tiny_model(17)
+    F_, hop = 100, model.hop_length
+    mel = random_mel(F_, seed=8)
+    stream = StreamingVocoder(model, seed=9)
+    la = stream.lookahead
+    got = [stream.push(mel[a:a + 7]) for a in range(0, F_, 7)] + [stream.flush()]
+    assert stream._offset > 0 and stream._mel.shape[-1] < F_ - 64  # it did trim
+    streamed = np.concatenate(got)
+    # the reference: no windows, no trimming; the stream's noise (one draw per frame)
+    e = make_engine(model)
+    g = torch.Generator().manual_seed(9)
+    noise = [e.draw_noise(hop, 1, generator=g) for _ in range(F_)]
+    gumbel = torch.cat([n.gumbel for n in noise])
+    logistic = torch.cat([n.logistic for n in noise])
+    with torch.no_grad():
+        c = model.upsample(torch.from_numpy(mel).T[None])
+    ref = e.run(e.new_state(1), c, noise=type(noise[0])(gumbel, logistic))[0].numpy()
+    assert np.abs(streamed - ref).max() < 1e-4
+    # conditioning in use: another frame 90 changes its audio, and nothing before its window
+    mel2 = mel.copy()
+    mel2[90] += 2.0
+    other = synthesize_incremental(model, mel2, seed=9)
+    assert np.abs(other[90 * hop:91 * hop] - streamed[90 * hop:91 * hop]).max() > 1e-3
+    assert np.array_equal(other[:(90 - la - 1) * hop], streamed[:(90 - la - 1) * hop])
