@@ -70,3 +70,41 @@ def test_layouts_snippet_runs(tmp_path):
         path = tmp_path / f"snippet{i}.py"
         path.write_text(code)
         runpy.run_path(str(path), run_name="__main__")
+
+
+# ---- docs/compat.md: its figure script runs and its numbers are current ----------------------
+COMPAT_SCRIPT = ROOT / "docs" / "scripts" / "compat_figures.py"
+COMPAT_FIGURES = ["compat_edge_bins", "compat_fallback_error", "compat_float16"]
+
+
+@pytest.fixture(scope="module")
+def compat_generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compat")
+    doc = out / "compat.md"
+    shutil.copy(ROOT / "docs" / "compat.md", doc)
+    doc.write_text(re.sub(r"(<!-- compat_figures:[\w-]+ -->\n).*?(\n<!-- /compat_figures -->)",
+                          r"\1(stale)\2", doc.read_text(), flags=re.S))
+    runpy.run_path(str(COMPAT_SCRIPT))["main"](["--out", str(out), "--doc", str(doc)])
+    return out, doc
+
+
+def test_compat_figures_and_numbers_are_current(compat_generated):
+    import matplotlib.image as mpimg
+
+    out, doc = compat_generated
+    for name in COMPAT_FIGURES:
+        img = mpimg.imread(out / f"{name}.png")
+        rgb = img[..., :3].reshape(-1, 3)
+        assert img.shape[0] > 150 and (rgb != rgb[0]).any(axis=1).mean() > 0.02, name
+        assert f"figures/{name}.png" in doc.read_text(), name
+    fresh = doc.read_text()
+    assert "(stale)" not in fresh
+    # the same text, and the same numbers up to the float32 rounding errors the doc quotes
+    # (their last bits differ between CPUs: e.g. 2.3e-06 on one, 1.8e-06 on another)
+    number = r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+    committed = (ROOT / "docs" / "compat.md").read_text()
+    stale = "docs/compat.md is out of date: run python docs/scripts/compat_figures.py"
+    assert re.sub(number, "#", fresh) == re.sub(number, "#", committed), stale
+    for a, b in zip(re.findall(number, fresh), re.findall(number, committed), strict=True):
+        a, b = float(a), float(b)
+        assert a == b or (a * b > 0 and 0.5 <= a / b <= 2.0), (a, b, stale)

@@ -34,10 +34,10 @@ def test_a_source_the_compiler_rejects_is_build_failed(monkeypatch, tmp_path):
     if _native.compiler() is None:
         pytest.skip("no C++ compiler")
     _fresh(monkeypatch, tmp_path)
-    broken = _native.source("wavenet_step.cpp").replace("constexpr int64_t PW = 32;",
-                                                        "constexpr int64_t PW = 32")
+    # a fatal error stops the compiler at once (each load below tries to build it again)
+    broken = '#include "deliberately_broken.h"\n' + _native.source("wavenet_step.cpp")
     monkeypatch.setattr(_native, "source", lambda name: broken)
-    with pytest.raises(_native.BuildFailed, match="error"):
+    with pytest.raises(_native.BuildFailed, match="deliberately_broken"):
         _native.load("wavenet_step.cpp")
     assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-built is cached
     assert not incremental.cpp_available()

@@ -355,11 +355,11 @@ def test_vocode_checks_its_inputs():
         vocode(model, model.head, recipe, mel, progress=False, segment_seconds=0.1)
 
 
-def _tiny_run(folder):
+def _tiny_run(folder, **overrides):
     """A run folder holding one checkpoint of an untrained tiny model; returns (run, recipe)."""
     from dmol.wavenet.checkpoint import save_checkpoint
 
-    model, recipe = tiny_model(9), recipe_for("tiny")
+    model, recipe = tiny_model(9, **overrides), recipe_for("tiny")
     _, tc = get_preset("tiny")
     run = folder / "run"
     save_checkpoint(run, 5, {
@@ -389,6 +389,40 @@ def test_vocode_command_line(tmp_path, capsys):
                       "--no-progress"])
     assert rc == 2 and "bad.npy" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_vocode_command_line_options_reach_the_synthesis(tmp_path):
+    """--mode folded, --dtype bfloat16, --threads 2 and --speaker give what the Python API
+    gives with the same arguments (up to the 16-bit WAV), and each of them matters."""
+    import soundfile as sf
+
+    from dmol.wavenet.checkpoint import load_model
+
+    run, recipe = _tiny_run(tmp_path, gin_channels=4, n_speakers=3)
+    mel = random_mel(6)
+    np.save(tmp_path / "a.npy", mel)
+    model, head, _, _ = load_model(run)
+
+    def cli(name, *flags):
+        out = tmp_path / name
+        argv = [str(run), str(tmp_path / "a.npy"), "--out", str(out), "--no-progress",
+                "--seed", "3", "--scale-temperature", "1", *flags]
+        assert vocode_main(argv) == 0
+        return sf.read(out / "a.wav", dtype="float32")[0]
+
+    kw = {"seed": 3, "progress": False, "scale_temperature": 1.0}
+    got = cli("folded", "--mode", "folded", "--dtype", "bfloat16", "--threads", "2",
+              "--speaker", "1")
+    want = vocode(model, head, recipe, mel, mode="folded", dtype="bfloat16", threads=2,
+                  speaker=1, **kw)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1 / 32768 + 1e-6)
+    f32 = vocode(model, head, recipe, mel, mode="folded", threads=2, speaker=1, **kw)
+    assert np.abs(f32 - want).max() > 1e-4  # bfloat16 was used (1e-4: 3 steps of 16 bits)
+    inc = cli("inc", "--speaker", "1")
+    np.testing.assert_allclose(inc, vocode(model, head, recipe, mel, speaker=1, **kw),
+                               rtol=0, atol=1 / 32768 + 1e-6)
+    assert np.abs(cli("spk2", "--speaker", "2") - inc).max() > 1e-4  # the speaker matters
+    assert np.abs(inc - got).max() > 1e-4  # so does the mode
 
 
 def test_vocode_never_overwrites_an_input_or_one_output_with_another(tmp_path, capsys):

@@ -114,6 +114,12 @@ def test_real_speech_with_a_corrupt_file_trains_and_val_loss_decreases(speech, t
     assert {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_sec",
             "val/loss"} <= set(tags["scalars"])
     assert "media/distribution" in tags["images"]
+    # ... and their values are the run's: the logged losses and learning rates, step by step
+    for tag, key in (("train/loss", "train"), ("val/loss", "val"), ("train/lr", "lr")):
+        logged = [(e.step, e.value) for e in acc.Scalars(tag)]
+        assert [s for s, _ in logged] == [s for s, _ in saved[key]], tag
+        np.testing.assert_allclose([v for _, v in logged], [v for _, v in saved[key]],
+                                   rtol=1e-6, err_msg=tag)  # TensorBoard stores float32
     assert {"media/teacher_forced_sample", "media/target"} <= set(tags["audio"])
     # the run is self-describing
     model, head, recipe, info = load_model(out)
@@ -125,35 +131,50 @@ def _steps(run: Path) -> list[int]:
     return [int(p.stem.split("_")[1]) for p in list_checkpoints(run)]
 
 
+def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, timeout: float = 900.0) -> None:
+    """Poll (every 0.1 s) until ``run`` holds a checkpoint; the generous timeout covers a cold
+    compile of the loss on a loaded machine, and a child that died is reported as such."""
+    deadline = time.monotonic() + timeout
+    while not list_checkpoints(run):
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited ({proc.returncode}) before its first "
+                                 f"checkpoint: {proc.stderr.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no checkpoint in {run} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def test_sigkill_then_resume_matches_an_uninterrupted_run(speech, tmp_path):
+    """Killed at whatever step it had reached (max_steps is out of reach, so no race), then
+    resumed to a few steps past the kill: bit for bit the weights, EMA and loss curve of an
+    uninterrupted run to that step (the constant schedule does not depend on max_steps)."""
     data, _, _ = speech
-    overrides = {**QUICK, "max_steps": 40, "ckpt_interval": 5, "segment_length": 4096}
-    sets = [f"--set={k}={v}" for k, v in overrides.items()]
+    overrides = {**QUICK, "ckpt_interval": 5, "segment_length": 4096,
+                 "lr_schedule": "constant", "warmup_steps": 3}
+    sets = [f"--set={k}={v}" for k, v in {**overrides, "max_steps": 10**6}.items()]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "dmol.wavenet.train", str(data), "--preset", "tiny",
          "--out", str(killed), "--no-progress", "--no-tensorboard", *sets],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 120
-    while not list_checkpoints(killed) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for_checkpoint(proc, killed)
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
     reached = max(_steps(killed))
-    assert 5 <= reached < 40  # killed mid-training, after at least one checkpoint
-
-    full = run_train(data, tmp_path / "full", overrides=overrides)
-    resumed = run_train(data, killed, overrides=overrides, resume=True)
-    assert full["step"] == resumed["step"] == 40
+    assert reached >= 5
+    stop = reached + 7  # past the kill, not on a checkpoint boundary
+    full = run_train(data, tmp_path / "full", overrides={**overrides, "max_steps": stop})
+    resumed = run_train(data, killed, overrides={**overrides, "max_steps": stop}, resume=True)
+    assert full["step"] == resumed["step"] == stop and resumed["session_steps"] == 7
     a = load_checkpoint(latest_checkpoint(tmp_path / "full"))
     b = load_checkpoint(latest_checkpoint(killed))
     for key in ("model", "ema"):
         for name, t in a[key].items():
-            torch.testing.assert_close(b[key][name], t, rtol=1e-5, atol=1e-7, msg=name)
-    torch.testing.assert_close(torch.tensor(resumed["train"]), torch.tensor(full["train"]),
-                               rtol=1e-5, atol=1e-6)
+            assert torch.equal(b[key][name], t), (key, name)
+    assert resumed["train"] == full["train"]
 
 
 def test_truncated_checkpoint_is_detected_and_the_previous_one_used(short_run, speech, tmp_path,
@@ -195,6 +216,54 @@ def test_truncated_checkpoint_is_detected_and_the_previous_one_used(short_run, s
         p.write_bytes(b"")
     with pytest.raises(CorruptCheckpointError, match="every checkpoint is damaged"):
         latest_checkpoint(run)
+
+
+def test_resume_on_the_command_line_prunes_old_checkpoints(short_run, speech, tmp_path):
+    """`--resume` continues the newest checkpoint; `keep_checkpoints` keeps only the newest
+    ones, their checksum files going with them."""
+    data, _, _ = speech
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    sets = [f"--set={k}={v}" for k, v in {**QUICK, "ckpt_interval": 2,
+                                            "keep_checkpoints": 2}.items()]
+    with one_thread():
+        rc = T.main([str(data), "--preset", "tiny", "--out", str(run), "--resume",
+                     "--max-steps", "10", "--no-progress", "--no-tensorboard", *sets])
+    assert rc == 0
+    assert _steps(run) == [8, 10]
+    assert sorted(p.name for p in run.glob("*.sha256")) == [
+        "ckpt_00000008.pt.sha256", "ckpt_00000010.pt.sha256"]
+    assert json.loads((run / "metrics.json").read_text())["step"] == 10
+
+
+def test_workers_and_dropout_resume_exactly(speech, tmp_path):
+    """Batches made by DataLoader workers (num_workers=1) are the batches of the main process,
+    and a run with dropout stopped at step 3 and resumed reaches the weights of one that never
+    stopped (dropout's generator is reseeded from (seed, step, rank) every step)."""
+    data, _, _ = speech
+    over = {**QUICK, "dropout": 0.2, "lr_schedule": "constant", "warmup_steps": 2}
+    full = run_train(data, tmp_path / "full", overrides={**over, "max_steps": 6})
+    run_train(data, tmp_path / "cut", overrides={**over, "max_steps": 3, "num_workers": 1})
+    resumed = run_train(data, tmp_path / "cut", overrides={**over, "max_steps": 6},
+                        resume=True)
+    assert resumed["step"] == full["step"] == 6
+    a = load_checkpoint(latest_checkpoint(tmp_path / "full"))
+    b = load_checkpoint(latest_checkpoint(tmp_path / "cut"))
+    for key in ("model", "ema"):
+        for name, t in a[key].items():
+            assert torch.equal(b[key][name], t), (key, name)
+    # dropout is on: without it the same steps end elsewhere
+    plain = run_train(data, tmp_path / "plain", overrides={**over, "dropout": 0.0,
+                                                            "max_steps": 6})
+    assert plain["train"] != full["train"]
+
+
+def test_list_presets_and_head_flag(capsys):
+    assert T.main(["--list-presets"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("tiny", "small-16k", "lp-16k", "r9y9-ljspeech-mol"))
+    assert T.main(["--preset", "tiny", "--print-config", "--head", "gaussian"]) == 0
+    assert "head: gaussian" in capsys.readouterr().out
 
 
 def test_resume_rules(short_run, speech, tmp_path):
@@ -292,7 +361,8 @@ def test_ddp_equals_one_process_on_the_combined_batch(speech, tmp_path, monkeypa
     # float32 sums in another order (gloo's all-reduce, then / 2): at most 9e-8 apart here
     for key in ("model", "ema"):
         for name, t in ref[key].items():
-            torch.testing.assert_close(ddp[key][name], t, rtol=1e-5, atol=1e-6, msg=name)
+            torch.testing.assert_close(ddp[key][name], t, rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, name=name: f"{name}: {m}")
     torch.testing.assert_close(torch.tensor(metrics["train"]), torch.tensor(one["train"]),
                                rtol=1e-5, atol=1e-6)
 
