@@ -12,17 +12,27 @@ import pytest
 import soundfile as sf
 import torch
 
+from dmol import demo as demo_module
 from dmol.audio.corpus import load_utterance
 from dmol.demo import _train_or_reuse, main, pick_utterances
 from dmol.wavenet.checkpoint import list_checkpoints
 
-ARGS = ["--preset", "tiny", "--train-minutes", "0.2", "--utterances", "1", "--limit", "4",
+# the training run stops at max_steps (TRAIN_STEPS), never at the time budget: what it
+# learns does not depend on the machine's load
+ARGS = ["--preset", "tiny", "--train-minutes", "5", "--utterances", "1", "--limit", "4",
         "--max-seconds", "0.5", "--unseen", "1"]
+TRAIN_STEPS = 12
 
 
 def _run(out) -> tuple[int, str]:
+    real = demo_module.run_demo
+
+    def run_demo(*args, **kwargs):
+        return real(*args, **kwargs, overrides={"max_steps": TRAIN_STEPS})
+
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
+        mp.setattr(demo_module, "run_demo", run_demo)
         rc = main([*ARGS, "--out", str(out)])
     return rc, buf.getvalue()
 
@@ -56,6 +66,8 @@ def test_first_run_writes_everything(demo):
         assert f"[{i}/6]" in printed
     assert "(1 CPU thread(s))" in printed and "lp-16k.pt (lp-16k" in printed
     assert "training preset 'tiny' from scratch" in printed
+    steps = [int(p.stem.split("_")[1]) for p in list_checkpoints(out / "run")]
+    assert max(steps) == TRAIN_STEPS  # it stopped at max_steps, not at the time budget
     assert re.search(r"total wall time .* \(\d+ s\)", printed)
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["systems"]) == {"WaveNet", "Griffin-Lim"}
@@ -100,12 +112,12 @@ def test_index_html_is_offline_and_complete(demo):
     assert {"report.png", "inspect.png", "metrics.json"} <= set(parser.refs)
     assert "CC-BY-SA-3.0" in page and "Allison Smith" in page and "Digium" in page
     assert "June Wallack" in page and "Carlo Flora" in page
-    assert "WaveNet" in page and "Griffin-Lim" in page and "0.2-min run" in page
+    assert "WaveNet" in page and "Griffin-Lim" in page and "5-min run" in page
 
 
 def test_second_run_reuses_the_model(demo):
     out, _, printed2, first = demo
-    assert "skipping training" in printed2 and "from scratch" not in printed2
+    assert "reached max_steps, skipping training" in printed2 and "from scratch" not in printed2
     assert "resuming" not in printed2
     assert "reusing the complete built-in corpus" in printed2
     # held-out (pretrained and the tiny run) and two unseen voices: nothing vocoded again

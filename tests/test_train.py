@@ -538,10 +538,8 @@ def test_a_second_training_on_the_same_folder_is_refused(speech, tmp_path, capsy
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 180
-        while not list_checkpoints(out) and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert first.poll() is None and list_checkpoints(out), "the first run did not get going"
+        _wait_for_checkpoint(first, out)
+        assert first.poll() is None, "the first run stopped"
         # the second one, resuming the same folder, must not run beside it
         with one_thread():
             rc = T.main([str(data), "--preset", "tiny", "--out", str(out), "--resume",
@@ -578,9 +576,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(speech, tmp_path):
          "--out", str(out), "--no-progress", "--no-tensorboard", *sets],
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 180
-    while not list_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for_checkpoint(proc, out)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     err = err.decode()
