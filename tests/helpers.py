@@ -1,7 +1,9 @@
-"""Helpers shared by test files: tiny WaveNets with perturbed weights, random log-mels, and a
-chi-square test of draws against a pmf."""
+"""Helpers shared by test files: tiny WaveNets with perturbed weights, random log-mels, a
+chi-square test of draws against a pmf, an independent pmf enumeration, a disk that fills up."""
 
 from __future__ import annotations
+
+import errno
 
 import numpy as np
 import torch
@@ -84,3 +86,25 @@ def enumerated_pmf(family: str, logits, means, log_scales, K: int) -> np.ndarray
     sf_lo[..., 0, :], sf_hi[..., -1, :] = 1.0, 0.0
     mass = np.where(upper_tail, sf_lo - sf_hi, hi - lo)
     return (w * mass).sum(-1)
+
+
+class FullDisk:
+    """``open`` for dmol.wavenet.checkpoint whose ``.pt.tmp`` files fill the disk half-way
+    (after ``after`` successful writes)."""
+
+    def __init__(self, after: int = 0):
+        self.after, self.calls = after, 0
+
+    def __call__(self, file, mode="r", *args, **kwargs):
+        f = open(file, mode, *args, **kwargs)  # noqa: SIM115
+        if str(file).endswith(".pt.tmp") and "w" in mode:
+            self.calls += 1
+            if self.calls > self.after:
+                real_write = f.write
+
+                def write(data):
+                    real_write(data[: len(data) // 2])
+                    raise OSError(errno.ENOSPC, "No space left on device")
+
+                f.write = write
+        return f

@@ -1,5 +1,6 @@
-"""Fast WaveNet synthesis: the incremental engine reproduces the network, seeds reproduce audio,
-streaming equals offline, folded joins are seamless. Tiny models, random or hand-set weights."""
+"""WaveNet synthesis (dmol.wavenet.synthesis): seeds reproduce audio, conditioning windows are
+exact, streaming equals offline, folded joins are seamless, vocode() and its command line. The
+engine itself: test_incremental.py. Tiny models, random or hand-set weights."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import pytest
 import torch
 
 from dmol.audio.features import recipe_for
-from dmol.benchmarks.baseline_synth import BaselineIncremental
-from dmol.logistic import DiscretizedLogisticMixture, mixture_nll_reference
-from dmol.wavenet.incremental import IncrementalWaveNet, sample_mol
+from dmol.logistic import mixture_nll_reference
+from dmol.wavenet.incremental import IncrementalWaveNet
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import get_preset
 from dmol.wavenet.synthesis import (
@@ -39,129 +39,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-# ---- the engine reproduces model.forward --------------------------------------------------------
-@pytest.mark.parametrize("amortize", [True, False])
-@pytest.mark.parametrize("speakers", [0, 3])
-def test_teacher_forced_matches_forward(backend, amortize, speakers):
-    """Fed the true previous samples, every step's output equals the parallel forward pass."""
-    over = {"gin_channels": 4, "n_speakers": speakers} if speakers else {}
-    model = tiny_model(1, **over)
-    B, F_ = 2, 9
-    hop = model.hop_length
-    mel = torch.from_numpy(np.stack([random_mel(F_, seed=s) for s in range(B)])).transpose(1, 2)
-    x = torch.rand(B, F_ * hop, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8
-    spk = torch.tensor([2, 0]) if speakers else None
-    with torch.no_grad():
-        ref = model(x, mel, spk)
-        c = model.upsample(mel)
-    e = IncrementalWaveNet(model, backend=backend, amortize=amortize)
-    state = e.new_state(B, speaker=spk)
-    parts = []
-    for a, b in [(0, 1), (1, 70), (70, 71), (71, 200), (200, F_ * hop)]:  # uneven chunks
-        _, p = e.run(state, c[..., a:b], teacher=x[:, a:b], return_params=True)
-        parts.append(p)
-    got = torch.cat(parts, dim=-1)
-    assert got.shape == ref.shape
-    assert (got - ref).abs().max().item() < 1e-4
-
-
-def test_sum_form_step_matches_forward():
-    """The step as ``backend="compile"`` traces it (batch-1 products as product + sum)."""
-    model = tiny_model(3)
-    mel = torch.from_numpy(random_mel(4)).T[None]
-    x = torch.rand(1, 4 * model.hop_length, generator=torch.Generator().manual_seed(0)) - 0.5
-    with torch.no_grad():
-        ref, c = model(x, mel), model.upsample(mel)
-    e = IncrementalWaveNet(model)
-    e._get_step = lambda batch: (lambda *a: e._step(*a, sum_form=True))
-    _, got = e.run(e.new_state(1), c, teacher=x, return_params=True)
-    assert (got - ref).abs().max().item() < 1e-4
-
-
-def test_bfloat16_weights_close(backend):
-    """bfloat16 weights (state and sums in float32): within 2e-2 of the float32 network."""
-    model = tiny_model(4)
-    mel = torch.from_numpy(random_mel(6)).T[None]
-    x = torch.rand(1, 6 * model.hop_length, generator=torch.Generator().manual_seed(1)) - 0.5
-    with torch.no_grad():
-        ref, c = model(x, mel), model.upsample(mel)
-    e = IncrementalWaveNet(model, backend=backend, dtype=torch.bfloat16)
-    _, got = e.run(e.new_state(1), c, teacher=x, return_params=True)
-    err = (got - ref).abs().max().item()
-    assert 0 < err < 2e-2  # not exact (else the weights were not rounded), but close
-
-
-def test_baseline_matches_forward():
-    """The benchmark's baseline loop computes the same network (so the timing is fair)."""
-    model = tiny_model(5)
-    mel = torch.from_numpy(random_mel(3)).T[None]
-    x = torch.rand(1, 3 * model.hop_length, generator=torch.Generator().manual_seed(3)) - 0.5
-    with torch.no_grad():
-        ref = model(x, mel)
-    _, got = BaselineIncremental(model).generate(mel, teacher=x)
-    assert (got - ref).abs().max().item() < 1e-4
-
-
-# ---- sampling ------------------------------------------------------------------------------
-def test_fused_sampler_draws_the_mixture():
-    """Kolmogorov-Smirnov: samples of the fused step sampler follow the discretized mixture."""
-    torch.manual_seed(0)
-    M, N = 4, 20000
-    y = torch.cat([torch.randn(M), torch.rand(M) * 1.6 - 0.8, torch.rand(M) * 2 - 5])[None]
-    model = tiny_model()
-    e = IncrementalWaveNet(model)
-    noise = e.draw_noise(N, 1, generator=torch.Generator().manual_seed(1))
-    x = sample_mol(y.expand(N, -1), noise.gumbel[:, 0], noise.logistic[:, 0], -16.0)
-    dist = DiscretizedLogisticMixture(y[0, :M], y[0, M:2 * M], y[0, 2 * M:], num_classes=65536)
-    xs = x.sort().values
-    cdf = dist.cdf(xs.double().clamp(-1, 1)).double()
-    ecdf = torch.arange(1, N + 1, dtype=torch.float64) / N
-    ks = (cdf - ecdf).abs().max().item()
-    assert ks < 1.63 / math.sqrt(N)  # the 1% critical value
-    # temperature 0: always the most probable component
-    noise0 = e.draw_noise(100, 1, generator=torch.Generator().manual_seed(2), temperature=0.0)
-    y0 = y.clone()
-    y0[0, 2 * M:] = -12.0  # narrow components: a sample sits on its component's mean
-    x0 = sample_mol(y0.expand(100, -1), noise0.gumbel[:, 0], noise0.logistic[:, 0], -16.0)
-    best = y[0, :M].argmax()
-    assert torch.allclose(x0, y0[0, M + best].expand(100), atol=1e-3)
-
-
-def test_cpp_and_torch_draw_the_same_samples(cpp):
-    model = tiny_model(6)
-    mel = random_mel(5)
-    a = synthesize_incremental(model, mel, seed=3, backend="torch")
-    b = synthesize_incremental(model, mel, seed=3, backend="cpp")
-    assert np.abs(a - b).max() < 1e-4
-
-
-def test_cpp_threads_give_the_same_numbers(cpp):
-    """Threads split the columns of each product; every column is summed in the same order."""
-    model = tiny_model(10)
-    mel = random_mel(5)
-    one = synthesize_incremental(model, mel, seed=2, backend="cpp", threads=1)
-    two = synthesize_incremental(model, mel, seed=2, backend="cpp", threads=2)
-    assert np.array_equal(one, two)
-    x = torch.from_numpy(one)[None]
-    with torch.no_grad():
-        c = model.upsample(torch.from_numpy(mel).T[None])
-    outs = []
-    for th in (1, 3):
-        e = IncrementalWaveNet(model, backend="cpp", threads=th, amortize=False)
-        outs.append(e.run(e.new_state(1), c, teacher=x, return_params=True)[1])
-    assert torch.equal(outs[0], outs[1])
-    # a batch is split by streams instead (amortized taps too): the same numbers again
-    f1, f2 = (synthesize_folded(model, mel, seed=3, segment_seconds=0.01, overlap_seconds=0.002,
-                                backend="cpp", threads=th) for th in (1, 2))
-    assert np.array_equal(f1, f2)
-    c3 = c.expand(3, -1, -1)
-    outs = []
-    for th in (1, 2):
-        e = IncrementalWaveNet(model, backend="cpp", threads=th, amortize=True)
-        outs.append(e.run(e.new_state(3), c3, generator=torch.Generator()))
-    assert torch.equal(outs[0], outs[1])
 
 
 def test_auto_backend_falls_back_without_a_compiler(monkeypatch):
@@ -460,135 +337,6 @@ def test_vocode_never_overwrites_an_input_or_one_output_with_another(tmp_path, c
 
 # ---- LP-WaveNet: means shifted by the linear prediction from the generated past ---------------
 LP_CASES = [("mol", "torch"), ("gaussian", "torch"), ("mol", "cpp"), ("mol", "cpp-portable")]
-
-
-@pytest.mark.parametrize(("head", "backend"), LP_CASES, indirect=["backend"])
-@pytest.mark.parametrize("amortize", [True, False])
-def test_lp_teacher_forced_matches_forward(head, backend, amortize):
-    """Fed the true samples, the engine outputs model(x, mel) exactly, the prediction channel
-    included, across uneven chunks (the LP history carries over from call to call)."""
-    from dmol.wavenet.incremental import lpc_per_sample
-
-    model = lp_model(1, head)
-    B, F_ = 2, 9
-    hop = model.hop_length
-    mel = lp_mel(F_, B)
-    x = torch.rand(B, F_ * hop, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8
-    with torch.no_grad():
-        ref, c, a = model(x, mel), model.upsample(mel), model.lpc(mel)
-    assert ref.shape[1] == model.head.out_channels == model.head.net_channels + 1
-    e = IncrementalWaveNet(model, backend=backend, amortize=amortize)
-    state = e.new_state(B)
-    parts = []
-    for lo, hi in [(0, 1), (1, 5), (5, 70), (70, 71), (71, 200), (200, F_ * hop)]:
-        xs, p = e.run(state, c[..., lo:hi], teacher=x[:, lo:hi], return_params=True,
-                      lpc=lpc_per_sample(a, lo, hi, hop, F_))
-        assert torch.equal(xs, x[:, lo:hi])
-        parts.append(p)
-    got = torch.cat(parts, dim=-1)
-    assert got.shape == ref.shape
-    assert (got - ref).abs().max().item() < 1e-5
-    assert torch.equal(state.hist, x[:, -8:]) and torch.equal(state.x, x[:, -1])
-
-
-def test_lp_sum_form_and_bfloat16(backend):
-    """The step as ``backend="compile"`` traces it, and bfloat16 weights, for an LP model."""
-    from dmol.wavenet.incremental import lpc_per_sample
-
-    model = lp_model(5)
-    F_, hop = 5, model.hop_length
-    mel = lp_mel(F_, seed=2)
-    x = torch.rand(1, F_ * hop, generator=torch.Generator().manual_seed(4)) - 0.5
-    with torch.no_grad():
-        ref, c, a = model(x, mel), model.upsample(mel), model.lpc(mel)
-    lpc = lpc_per_sample(a, 0, F_ * hop, hop, F_)
-    if backend == "torch":
-        e = IncrementalWaveNet(model)
-        e._get_step = lambda batch: (lambda *args: e._step(*args, sum_form=True))
-        _, got = e.run(e.new_state(1), c, teacher=x, lpc=lpc, return_params=True)
-        assert (got - ref).abs().max().item() < 1e-5
-    e = IncrementalWaveNet(model, backend=backend, dtype=torch.bfloat16)
-    _, got = e.run(e.new_state(1), c, teacher=x, lpc=lpc, return_params=True)
-    err = (got - ref).abs().max().item()
-    assert 0 < err < 2e-2
-
-
-def test_lp_engine_needs_the_coefficients():
-    model = lp_model()
-    e = IncrementalWaveNet(model)
-    c = model.upsample(lp_mel(2))
-    with pytest.raises(ValueError, match="lpc"):
-        e.run(e.new_state(1), c)
-    with pytest.raises(ValueError, match="lpc"):
-        e.run(e.new_state(1), c, lpc=torch.zeros(1, c.shape[-1], 3))
-    plain = IncrementalWaveNet(tiny_model())
-    with pytest.raises(ValueError, match="lpc"):
-        plain.run(plain.new_state(1), c, lpc=torch.zeros(1, c.shape[-1], 8))
-
-
-@pytest.mark.parametrize(("head", "backend"), LP_CASES, indirect=["backend"])
-def test_lp_prediction_reads_the_generated_past(head, backend):
-    """Free-running, the prediction channel is lp_predict of the engine's own samples."""
-    from dmol.audio.lpc import lp_predict
-    from dmol.wavenet.incremental import lpc_per_sample
-
-    model = lp_model(2, head)
-    B, F_ = 2, 8
-    hop = model.hop_length
-    mel = lp_mel(F_, B, seed=3)
-    with torch.no_grad():
-        c, a = model.upsample(mel), model.lpc(mel)
-    e = IncrementalWaveNet(model, backend=backend)
-    state, g = e.new_state(B), torch.Generator().manual_seed(0)
-    xs, ps = [], []
-    for lo, hi in [(0, 3), (3, 130), (130, F_ * hop)]:
-        x, p = e.run(state, c[..., lo:hi], generator=g, return_params=True,
-                     lpc=lpc_per_sample(a, lo, hi, hop, F_))
-        xs.append(x)
-        ps.append(p)
-    x, params = torch.cat(xs, -1), torch.cat(ps, -1)
-    pred = lp_predict(x, a, hop)
-    assert pred.abs().max().item() > 0.05  # the prediction is not trivially zero
-    assert (params[:, -1] - pred).abs().max().item() < 1e-5
-    # and the network saw the same samples: teacher forcing them gives the same parameters
-    with torch.no_grad():
-        ref = model(x, mel)
-    assert (params - ref).abs().max().item() < 1e-5
-
-
-@pytest.mark.parametrize("amortize", [True, False])
-def test_lp_cpp_and_torch_draw_the_same_samples(cpp, amortize):
-    """The same noise gives the same samples (and parameters) on both backends."""
-    from dmol.wavenet.incremental import lpc_per_sample
-
-    model = lp_model(6)
-    B, F_ = 2, 7
-    hop = model.hop_length
-    mel = lp_mel(F_, B, seed=5)
-    with torch.no_grad():
-        c, a = model.upsample(mel), model.lpc(mel)
-    outs = []
-    for backend in ("torch", "cpp"):
-        e = IncrementalWaveNet(model, backend=backend, amortize=amortize)
-        state, g = e.new_state(B), torch.Generator().manual_seed(1)
-        res = []
-        for lo, hi in [(0, 100), (100, 101), (101, F_ * hop)]:
-            noise = e.draw_noise(hi - lo, B, generator=g)
-            res.append(e.run(state, c[..., lo:hi], noise=noise, return_params=True,
-                             lpc=lpc_per_sample(a, lo, hi, hop, F_)))
-        outs.append([torch.cat([r[i] for r in res], -1) for i in (0, 1)])
-    (x0, p0), (x1, p1) = outs
-    assert (x0 - x1).abs().max().item() < 1e-5
-    assert (p0 - p1).abs().max().item() < 1e-5
-    m = random_mel(6, seed=9)
-    a = synthesize_incremental(model, m, seed=3, backend="torch")
-    b = synthesize_incremental(model, m, seed=3, backend="cpp")
-    assert np.abs(a - b).max() < 1e-5
-    # kernel threads (split by columns for one stream, by streams for a batch): same numbers
-    assert np.array_equal(b, synthesize_incremental(model, m, seed=3, backend="cpp", threads=2))
-    f1, f2 = (synthesize_folded(model, m, seed=3, segment_seconds=0.01, overlap_seconds=0.002,
-                                backend="cpp", threads=th) for th in (1, 2))
-    assert np.array_equal(f1, f2)
 
 
 @pytest.mark.parametrize(("head", "backend"), LP_CASES, indirect=["backend"])

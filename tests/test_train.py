@@ -4,17 +4,14 @@ checkpoints, 2-process DDP, the NaN guard, batch sampling and the schedule."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +28,8 @@ from dmol.wavenet.checkpoint import (
     load_checkpoint,
     load_model,
 )
-from dmol.wavenet.heads import make_head
-from dmol.wavenet.plots import distribution_image
 from dmol.wavenet.presets import TrainConfig
+from helpers import FullDisk
 
 # small, fast and quiet: no validation/media during the short runs unless a test asks
 QUICK = {"segment_length": 1024, "batch_size": 2, "log_interval": 2, "val_interval": 10_000,
@@ -411,112 +407,15 @@ def test_print_config(capsys):
     assert "unknown config field" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["mol", "gaussian", "mog", "mulaw"])
-def test_distribution_image(name):
-    head = make_head(name, n_mixtures=3)
-    g = torch.Generator().manual_seed(0)
-    y = torch.sin(torch.arange(300) / 9.0)[None] * 0.4
-    y_hat = torch.randn(1, head.out_channels, 300, generator=g)
-    img = distribution_image(head, y_hat, y, window=200)
-    assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
-    assert img.shape[0] > 100 and img.shape[1] > 200 and img.std() > 10
-
-
 # ---- safety: damaged checkpoints, the run folder, interrupts, arguments ----------------------
 def one_line_error(err: str) -> bool:
     return "Traceback" not in err and err.strip().count("\n") == 0 and err.strip() != ""
 
 
-def test_truncated_newest_checkpoint_without_checksum_falls_back(short_run, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(short_run, run)
-    newest = run / "ckpt_00000006.pt"
-    newest.write_bytes(newest.read_bytes()[:-100])
-    (run / "ckpt_00000006.pt.sha256").unlink()
-    capsys.readouterr()
-    assert latest_checkpoint(run) == run / "ckpt_00000004.pt"
-    err = capsys.readouterr().err
-    assert "ckpt_00000006.pt" in err and "truncated" in err and "falling back to" in err
-    # a flipped byte inside a tensor, no checksum file: the zip's CRC still catches it
-    middle = run / "ckpt_00000004.pt"
-    raw = bytearray(middle.read_bytes())
-    with zipfile.ZipFile(middle) as z:
-        big = max(z.infolist(), key=lambda i: i.file_size)
-    name_len, extra_len = struct.unpack("<HH", raw[big.header_offset + 26:big.header_offset + 30])
-    raw[big.header_offset + 30 + name_len + extra_len + big.file_size // 2] ^= 0xFF
-    middle.write_bytes(bytes(raw))
-    (run / "ckpt_00000004.pt.sha256").unlink()
-    with pytest.raises(CorruptCheckpointError, match="ckpt_00000004.pt.*damaged"):
-        load_checkpoint(middle)
-    assert latest_checkpoint(run) == run / "ckpt_00000002.pt"
-
-
-@pytest.mark.parametrize("content, problem", [
-    (b"", "empty"),
-    (b"hello, this is a text file\n", "not a PyTorch checkpoint"),
-    (np.random.default_rng(0).bytes(5000), "not a PyTorch checkpoint"),
-])
-def test_corrupt_checkpoint_messages_name_the_file_and_the_problem(tmp_path, content, problem):
-    path = tmp_path / "model.pt"
-    path.write_bytes(content)
-    with pytest.raises(CorruptCheckpointError) as info:
-        load_checkpoint(path)
-    msg = str(info.value)
-    assert str(path) in msg and problem in msg, msg
-    for bad in ("weights_only", "KeyError", "EOFError", "UnpicklingError", "miniz"):
-        assert bad not in msg, msg
-
-
-class Opaque:  # pickled by reference: weights_only loading must refuse it
-    pass
-
-
-def test_checkpoint_of_unknown_origin_is_refused_without_suggesting_unsafe_loading(tmp_path):
-    path = tmp_path / "other.pt"
-    torch.save({"format": "dmol-wavenet-1", "thing": Opaque()}, path)
-    with pytest.raises(CorruptCheckpointError) as info:
-        load_checkpoint(path)
-    msg = str(info.value)
-    assert str(path) in msg and "weights_only" not in msg and "Python objects" in msg, msg
-
-
-class _FullDisk:
-    """``open`` for the checkpoint module whose ``.pt.tmp`` files fill the disk half-way."""
-
-    def __init__(self, after: int = 0):
-        self.after, self.calls = after, 0
-
-    def __call__(self, file, mode="r", *args, **kwargs):
-        f = open(file, mode, *args, **kwargs)  # noqa: SIM115
-        if str(file).endswith(".pt.tmp") and "w" in mode:
-            self.calls += 1
-            if self.calls > self.after:
-                real_write = f.write
-
-                def write(data):
-                    real_write(data[: len(data) // 2])
-                    raise OSError(errno.ENOSPC, "No space left on device")
-
-                f.write = write
-        return f
-
-
-def test_disk_full_during_a_checkpoint_write_leaves_no_debris(short_run, tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    shutil.copytree(short_run, run)
-    before = sorted(os.listdir(run))
-    state = load_checkpoint(run / "ckpt_00000006.pt")
-    monkeypatch.setattr(C, "open", _FullDisk(), raising=False)
-    with pytest.raises(OSError, match="No space left"):
-        C.save_checkpoint(run, 8, state)
-    assert sorted(os.listdir(run)) == before  # no .tmp, no orphan ckpt_00000008.pt.sha256
-    assert latest_checkpoint(run) == run / "ckpt_00000006.pt"
-
-
 def test_disk_full_while_training_is_one_line(speech, tmp_path, monkeypatch, capsys):
     data, _, _ = speech
     out = tmp_path / "run"
-    monkeypatch.setattr(C, "open", _FullDisk(after=1), raising=False)  # the 2nd save fails
+    monkeypatch.setattr(C, "open", FullDisk(after=1), raising=False)  # the 2nd save fails
     sets = [f"--set={k}={v}" for k, v in {**QUICK, "max_steps": 6, "ckpt_interval": 2}.items()]
     with one_thread():
         rc = T.main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
