@@ -317,14 +317,14 @@ def _coupled_eager(l: Tensor, x: Tensor, num_classes: int, log_scale_min: float,
 
 
 def _coupled_cpu(l, x, num_classes, log_scale_min, gscale, want_grad):
-    lib = fused._lib()
-    if lib is None:
+    kernel = fused._kernel("dmol_coupled_nll", l.dtype)
+    if kernel is None:
         return _coupled_eager(l, x, num_classes, log_scale_min, gscale, want_grad)
     l, x = fused._rows_layout(l), x.contiguous()
     B, R, S = l.shape
     nll = l.new_empty(B, S)
     grad = l.new_empty((B, R, S) if want_grad else (0,))
-    getattr(lib, f"dmol_coupled_nll_{fused._suffix(l.dtype)}")(
+    kernel(
         l.data_ptr(), l.stride(0), l.stride(1), x.data_ptr(), B, x.shape[1],
         R // (1 + 3 * x.shape[1]), S, float(num_classes - 1), log_scale_min, gscale, nll.data_ptr(),
         grad.data_ptr() if want_grad else None, fused._threads(l))

@@ -242,7 +242,7 @@ def _sample_kernel(p, u, loc, inv_temp, log_st, lsm):
 # device; on the CPU too when there is no compiler (or with ``DMOL_DISABLE_COMPILE=1``), after
 # a one-line warning.
 
-_state: dict = {"lib": None, "reason": None}
+_state: dict = {"libs": {}, "reason": None}  # reason: None untried, "" built, else the fallback
 _SIGNATURES = {  # (argument ctypes) per C entry point: pointers, then sizes, then constants
     "dmol_mol_nll": ["p", "i", "i", "p", "p", "i", "i", "i", "d", "d", "d", "p", "p", "p", "c"],
     "dmol_mol_sample": ["p", "i", "i", "p", "p", "i", "i", "i", "d", "d", "d", "p", "c"],
@@ -257,7 +257,7 @@ _MIN_PARALLEL = 1 << 15
 
 
 def _fallback(reason: str) -> None:
-    _state.update(lib=None, reason=reason)
+    _state.update(libs={}, reason=reason)
     warnings.warn(
         f"dmol.fused: the C++ kernels are not used ({reason}); running the eager version of "
         "the same analytic math: same numbers, several times slower",
@@ -266,31 +266,40 @@ def _fallback(reason: str) -> None:
     )
 
 
-def _lib():
-    """The loaded C++ library, or None (eager math) after one warning saying why."""
-    if _state["lib"] is not None or _state["reason"] is not None:
-        return _state["lib"]
-    if os.environ.get("DMOL_DISABLE_COMPILE", "") not in ("", "0"):
-        return _fallback("DMOL_DISABLE_COMPILE is set")
-    try:
-        lib = _native.load("mol_loss.cpp", _FLAGS)
-    except _native.CompilerMissing as e:
-        return _fallback(str(e))
-    except _native.BuildFailed as e:  # a bug: loud, but the user's run goes on
-        return _fallback(str(e).splitlines()[0] + " (see dmol._native.load for the message)")
-    kinds = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "d": ctypes.c_double, "c": ctypes.c_int}
-    for name, sig in _SIGNATURES.items():
-        for suffix in ("f32", "f64"):
-            fn = getattr(lib, f"{name}_{suffix}")
-            fn.argtypes, fn.restype = [kinds[k] for k in sig], ctypes.c_int
-    _state.update(lib=lib, reason="")
-    return lib
+def _kernel(name: str, dtype: torch.dtype):
+    """The C entry point ``<name>_f32`` or ``_f64`` (a ctypes function), or None (eager math)
+    after one warning saying why. Each (part, dtype) of mol_loss.cpp is built on first use."""
+    if _state["reason"]:  # the fallback was announced
+        return None
+    suffix = _suffix(dtype)
+    part = "COUPLED" if name.startswith("dmol_coupled") else "MOL"
+    lib = _state["libs"].get((part, suffix))
+    if lib is None:
+        if os.environ.get("DMOL_DISABLE_COMPILE", "") not in ("", "0"):
+            return _fallback("DMOL_DISABLE_COMPILE is set")
+        try:
+            lib = _native.load("mol_loss.cpp", _FLAGS, (f"DMOL_PART_{part}",
+                                                        f"DMOL_{suffix.upper()}"))
+        except _native.CompilerMissing as e:
+            return _fallback(str(e))
+        except _native.BuildFailed as e:  # a bug: loud, but the user's run goes on
+            return _fallback(str(e).splitlines()[0] + " (see dmol._native.load for the message)")
+        kinds = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "d": ctypes.c_double,
+                 "c": ctypes.c_int}
+        for entry, sig in _SIGNATURES.items():
+            if entry.startswith("dmol_coupled") == (part == "COUPLED"):
+                fn = getattr(lib, f"{entry}_{suffix}")
+                fn.argtypes, fn.restype = [kinds[k] for k in sig], ctypes.c_int
+        _state["libs"][(part, suffix)] = lib
+        _state["reason"] = ""
+    return getattr(lib, f"{name}_{suffix}")
 
 
 def backend() -> str:
     """``"native"`` when the C++ kernels serve CPU tensors, else ``"eager-fallback: <reason>"``
     (other devices always run the eager math on the device)."""
-    return "native" if _lib() is not None else f"eager-fallback: {_state['reason']}"
+    native = _kernel("dmol_mol_nll", torch.float32) is not None
+    return "native" if native else f"eager-fallback: {_state['reason']}"
 
 
 def _rows_layout(p: Tensor) -> Tensor:
@@ -334,15 +343,15 @@ _mol_nll = torch.ops.dmol.mol_nll.default
 
 
 def _mol_nll_cpu(p, y, loc, num_classes, log_scale_min, gscale, want_grad):
-    lib = _lib()
-    if lib is None:
+    kernel = _kernel("dmol_mol_nll", p.dtype)
+    if kernel is None:
         return _nll_eager(p, y, loc, num_classes, log_scale_min, gscale, want_grad)
     p, y, loc = _rows_layout(p), y.contiguous(), loc.contiguous()
     A, C, T = p.shape
     nll = p.new_empty(A, T)
     grad = p.new_empty((A, C, T) if want_grad else (0,))
     gloc = p.new_empty((A, T) if want_grad else (0,))
-    getattr(lib, f"dmol_mol_nll_{_suffix(p.dtype)}")(
+    kernel(
         p.data_ptr(), p.stride(0), p.stride(1), y.data_ptr(), loc.data_ptr(), A, C // 3, T,
         float(num_classes - 1), log_scale_min, gscale, nll.data_ptr(),
         grad.data_ptr() if want_grad else None, gloc.data_ptr() if want_grad else None,
@@ -451,13 +460,13 @@ _mol_sample = torch.ops.dmol.mol_sample.default
 
 
 def _mol_sample_cpu(p, u, loc, inv_temp, log_st, log_scale_min):
-    lib = _lib()
-    if lib is None:
+    kernel = _kernel("dmol_mol_sample", p.dtype)
+    if kernel is None:
         return _sample_eager(p, u, loc, inv_temp, log_st, log_scale_min)
     p, u, loc = _rows_layout(p), u.contiguous(), loc.contiguous()
     A, C, T = p.shape
     out = p.new_empty(A, T)
-    getattr(lib, f"dmol_mol_sample_{_suffix(p.dtype)}")(
+    kernel(
         p.data_ptr(), p.stride(0), p.stride(1), u.data_ptr(), loc.data_ptr(), A, C // 3, T,
         inv_temp, log_st, log_scale_min, out.data_ptr(), _threads(p))
     return out

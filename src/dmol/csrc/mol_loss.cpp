@@ -471,10 +471,22 @@ void coupled_rows(const T* l, int64_t sB, int64_t sC, const T* xs, int64_t B, in
 
 }  // namespace
 
+// Each (part, dtype) is built on its own, on first use (-DDMOL_PART_MOL or -DDMOL_PART_COUPLED,
+// -DDMOL_F32 or -DDMOL_F64): a first process pays only for what it runs. Without them: all.
+#if !defined(DMOL_PART_MOL) && !defined(DMOL_PART_COUPLED)
+#define DMOL_PART_MOL 1
+#define DMOL_PART_COUPLED 1
+#endif
+#if !defined(DMOL_F32) && !defined(DMOL_F64)
+#define DMOL_F32 1
+#define DMOL_F64 1
+#endif
+
 extern "C" {
 
 // NLL (A, T) and, when grad is not null, its gradient (A, 3M, T) w.r.t. p times gscale and
 // the gradient (A, T) w.r.t. loc; p's rows: element (a, c, t) at p[a sA + c sC + t].
+#if defined(DMOL_PART_MOL) && defined(DMOL_F32)
 int dmol_mol_nll_f32(const float* p, int64_t sA, int64_t sC, const float* y, const float* loc,
                      int64_t A, int64_t M, int64_t T, double k_max, double lsm, double gscale,
                      float* nll, float* grad, float* gloc, int nt) {
@@ -483,6 +495,8 @@ int dmol_mol_nll_f32(const float* p, int64_t sA, int64_t sC, const float* y, con
     return 0;
 }
 
+#endif
+#if defined(DMOL_PART_MOL) && defined(DMOL_F64)
 int dmol_mol_nll_f64(const double* p, int64_t sA, int64_t sC, const double* y,
                      const double* loc, int64_t A, int64_t M, int64_t T, double k_max,
                      double lsm, double gscale, double* nll, double* grad, double* gloc,
@@ -491,7 +505,10 @@ int dmol_mol_nll_f64(const double* p, int64_t sA, int64_t sC, const double* y,
     return 0;
 }
 
+#endif
+
 // Draws (A, T) from p shifted by loc, with uniforms u (2, A, T): u[0] picks the component.
+#if defined(DMOL_PART_MOL) && defined(DMOL_F32)
 int dmol_mol_sample_f32(const float* p, int64_t sA, int64_t sC, const float* u,
                         const float* loc, int64_t A, int64_t M, int64_t T, double inv_temp,
                         double log_st, double lsm, float* out, int nt) {
@@ -500,12 +517,16 @@ int dmol_mol_sample_f32(const float* p, int64_t sA, int64_t sC, const float* u,
     return 0;
 }
 
+#endif
+#if defined(DMOL_PART_MOL) && defined(DMOL_F64)
 int dmol_mol_sample_f64(const double* p, int64_t sA, int64_t sC, const double* u,
                         const double* loc, int64_t A, int64_t M, int64_t T, double inv_temp,
                         double log_st, double lsm, double* out, int nt) {
     sample_rows<double>(p, sA, sC, u, loc, A, M, T, inv_temp, log_st, lsm, out, nt);
     return 0;
 }
+
+#endif
 
 // The channel-coupled (PixelCNN++) NLL: see coupled_rows. Returns 1 for C outside 1..3.
 #define DMOL_COUPLED(T, SUF)                                                                  \
@@ -521,7 +542,11 @@ int dmol_mol_sample_f64(const double* p, int64_t sA, int64_t sC, const double* u
         else return 1;                                                                         \
         return 0;                                                                              \
     }
+#if defined(DMOL_PART_COUPLED) && defined(DMOL_F32)
 DMOL_COUPLED(float, f32)
+#endif
+#if defined(DMOL_PART_COUPLED) && defined(DMOL_F64)
 DMOL_COUPLED(double, f64)
+#endif
 
 }  // extern "C"
