@@ -7,25 +7,25 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).parents[1] / "src" / "dmol"
-DISTRIBUTIONS = ["logistic.py", "gaussian.py", "mulaw.py", "coupled.py", "fused.py", "units.py",
-                 "_validate.py", "compat/r9y9.py", "compat/pixelcnn.py"]
+
+# The layers, lowest first (README, "Layout of the code"); a module imports only modules of its
+# own layer or of lower ones. The private helpers (_validate, _native, _fs) sit at the bottom.
+LAYERS = {
+    "distributions": ("dmol", "dmol.logistic", "dmol.gaussian", "dmol.mulaw", "dmol.coupled",
+                      "dmol.fused", "dmol.units", "dmol.compat", "dmol._validate",
+                      "dmol._native", "dmol._fs"),
+    "audio": ("dmol.audio",),
+    "vocoder": ("dmol.wavenet",),
+    "cli": ("dmol.cli", "dmol.__main__", "dmol.bench", "dmol.benchmarks"),
+}
 
 
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
-
-
-def test_distributions_do_not_import_audio_or_vocoder():
-    for rel in DISTRIBUTIONS:
-        bad = {m for m in _imports(SRC / rel) if m.startswith(("dmol.audio", "dmol.wavenet"))}
-        bad |= {m for m in _imports(SRC / rel) if m.split(".")[0] in ("librosa", "soundfile")}
-        assert not bad, f"{rel} imports {sorted(bad)}"
+def _layer(module: str) -> int:
+    """Index in LAYERS of a dmol module (the longest matching prefix decides)."""
+    best = max(((len(p), i) for i, prefixes in enumerate(LAYERS.values()) for p in prefixes
+                if module == p or module.startswith(p + ".")), default=None)
+    assert best is not None, f"{module} is in no layer: add it to LAYERS (and the README)"
+    return best[1]
 
 
 def test_importing_dmol_loads_no_audio_stack():
@@ -71,8 +71,10 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -
     return subs if len(subs) == len(node.names) else subs | {base}
 
 
-def _is_type_checking(node: ast.stmt) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+def _is_skipped_block(node: ast.stmt) -> bool:
+    """``if TYPE_CHECKING:`` and ``if __name__ == "__main__":`` blocks (never run on import)."""
+    return isinstance(node, ast.If) and any(k in ast.unparse(node.test)
+                                            for k in ("TYPE_CHECKING", "__main__"))
 
 
 def _module_level_imports(path: Path) -> list[ast.Import | ast.ImportFrom]:
@@ -82,7 +84,7 @@ def _module_level_imports(path: Path) -> list[ast.Import | ast.ImportFrom]:
         node = todo.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             found.append(node)
-        elif isinstance(node, (ast.Try, ast.If, ast.With)) and not _is_type_checking(node):
+        elif isinstance(node, (ast.Try, ast.If, ast.With)) and not _is_skipped_block(node):
             for field in ("body", "orelse", "finalbody", "handlers"):
                 todo += getattr(node, field, [])
         elif isinstance(node, ast.ExceptHandler):
@@ -151,3 +153,34 @@ def test_imports_are_at_the_top_unless_stated():
                         if not target.startswith(tuple(DEFERRED)):
                             late.append(f"{name}.{fn.name} (line {node.lineno}): {target}")
     assert not late, "imports inside functions without a stated reason:\n" + "\n".join(late)
+
+
+def test_every_module_is_in_a_layer_and_imports_only_downwards():
+    names, wrong = list(LAYERS), []
+    for module, deps in _import_graph().items():
+        wrong += [f"{module} ({names[_layer(module)]}) imports {d} ({names[_layer(d)]})"
+                  for d in sorted(deps) if _layer(d) > _layer(module)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_distributions_import_no_audio_library():
+    for module, path in MODULES.items():
+        if _layer(module) == 0:
+            found = {t.split(".")[0] for n in _module_level_imports(path)
+                     for t in _targets(n, module, path.name == "__init__.py")}
+            assert not found & {"librosa", "soundfile", "scipy"}, f"{module}: {found}"
+
+
+def test_argument_parsing_lives_in_the_cli():
+    """Library modules take arguments from Python callers; only the cli layer parses argv."""
+    cli = list(LAYERS).index("cli")
+    parsing = [m for m, path in MODULES.items() if _layer(m) != cli
+               and any("argparse" in _targets(n, m, False) for n in ast.walk(ast.parse(
+                   path.read_text())) if isinstance(n, (ast.Import, ast.ImportFrom)))]
+    assert not parsing, f"argparse outside dmol.cli: {parsing}"
+
+
+def test_layers_as_documented():
+    assert _layer("dmol.logistic") < _layer("dmol.audio.lpc") < _layer("dmol.wavenet.model")
+    assert _layer("dmol.wavenet.train") < _layer("dmol.cli.train")
+    assert "dmol.cli.train" not in _import_graph()["dmol.wavenet.train"]  # its __main__ block

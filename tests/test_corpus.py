@@ -19,15 +19,14 @@ import soundfile as sf
 import dmol.audio.corpus as corpus
 from dmol.audio.corpus import (
     build_builtin,
-    data_main,
     list_split,
     load_manifest,
     load_recipe,
     load_utterance,
     preprocess,
-    preprocess_main,
 )
 from dmol.audio.features import recipe_for
+from dmol.cli.data import data_main, preprocess_main
 
 TINY = recipe_for("tiny")
 HAVE_ASTERISK = corpus._g722_available() and bool(corpus.asterisk_g722_files())
@@ -213,6 +212,7 @@ def test_interrupted_preprocess_leaves_the_old_dataset_intact(tmp_path, monkeypa
 _BLOCK_AFTER_ONE = """
 import sys, threading
 import dmol.audio.corpus as c
+from dmol.cli.data import preprocess_main
 real, calls = c._prepare, []
 def prepare(*args):
     calls.append(1)
@@ -221,7 +221,7 @@ def prepare(*args):
         threading.Event().wait()
     return real(*args)
 c._prepare = prepare
-sys.exit(c.preprocess_main(sys.argv[1:]))
+sys.exit(preprocess_main(sys.argv[1:]))
 """
 
 

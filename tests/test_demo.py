@@ -14,8 +14,9 @@ import torch
 
 from dmol import demo as demo_module
 from dmol.audio.corpus import load_utterance
-from dmol.demo import _train_or_reuse, main, pick_utterances
+from dmol.cli.demo import main
 from dmol.wavenet.checkpoint import list_checkpoints
+from dmol.wavenet.demo import _train_or_reuse, pick_utterances
 
 # the training run stops at max_steps (TRAIN_STEPS), never at the time budget: what it
 # learns does not depend on the machine's load

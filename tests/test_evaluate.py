@@ -12,7 +12,8 @@ import torch
 from dmol.audio.corpus import build_builtin, list_split, load_utterance
 from dmol.audio.features import recipe_for
 from dmol.audio.metrics import bits_per_sample
-from dmol.wavenet.evaluate import evaluate_model, log_metrics, main, write_json
+from dmol.cli.evaluate import main
+from dmol.wavenet.evaluate import evaluate_model, log_metrics, write_json
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import get_preset
 

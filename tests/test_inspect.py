@@ -6,7 +6,8 @@ import torch
 from matplotlib.image import imread
 
 from dmol.audio.features import recipe_for
-from dmol.inspect import main, predict, render
+from dmol.cli.inspection import main
+from dmol.wavenet.inspection import predict, render
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import get_preset
 

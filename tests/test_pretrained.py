@@ -12,9 +12,10 @@ import torch
 
 from dmol.audio.corpus import build_builtin
 from dmol.audio.features import recipe_for
+from dmol.cli.evaluate import main as evaluate_main
+from dmol.cli.export import main as export_main
 from dmol.wavenet import checkpoint as C
 from dmol.wavenet.evaluate import audio_utterances
-from dmol.wavenet.evaluate import main as evaluate_main
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import get_preset
 from dmol.wavenet.train import train
@@ -70,9 +71,9 @@ def test_bundle_holds_the_ema_model_only_and_reloads_the_same(lp_run, tmp_path):
 
 def test_export_cli(lp_run, tmp_path, capsys):
     root, _ = lp_run
-    assert C.export_main([str(root / "run"), str(tmp_path / "x.pt")]) == 0
+    assert export_main([str(root / "run"), str(tmp_path / "x.pt")]) == 0
     assert "MB" in capsys.readouterr().out
-    assert C.export_main([str(tmp_path / "nothing"), str(tmp_path / "y.pt")]) == 1
+    assert export_main([str(tmp_path / "nothing"), str(tmp_path / "y.pt")]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "y.pt").exists()
 

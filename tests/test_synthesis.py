@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dmol.audio.features import recipe_for
+from dmol.cli.vocode import main as vocode_main
 from dmol.logistic import mixture_nll_reference
 from dmol.wavenet.incremental import IncrementalWaveNet
 from dmol.wavenet.model import WaveNet
@@ -24,7 +25,6 @@ from dmol.wavenet.synthesis import (
     synthesize_folded,
     synthesize_incremental,
     vocode,
-    vocode_main,
 )
 from helpers import lp_mel, lp_model, random_mel, tiny_model
 

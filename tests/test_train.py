@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from dmol.audio.corpus import asterisk_g722_files, load_recipe, preprocess
+from dmol.cli.train import main as train_main
 from dmol.wavenet import checkpoint as C
 from dmol.wavenet import train as T
 from dmol.wavenet.checkpoint import (
@@ -223,7 +224,7 @@ def test_resume_on_the_command_line_prunes_old_checkpoints(short_run, speech, tm
     sets = [f"--set={k}={v}" for k, v in {**QUICK, "ckpt_interval": 2,
                                             "keep_checkpoints": 2}.items()]
     with one_thread():
-        rc = T.main([str(data), "--preset", "tiny", "--out", str(run), "--resume",
+        rc = train_main([str(data), "--preset", "tiny", "--out", str(run), "--resume",
                      "--max-steps", "10", "--no-progress", "--no-tensorboard", *sets])
     assert rc == 0
     assert _steps(run) == [8, 10]
@@ -255,10 +256,10 @@ def test_workers_and_dropout_resume_exactly(speech, tmp_path):
 
 
 def test_list_presets_and_head_flag(capsys):
-    assert T.main(["--list-presets"]) == 0
+    assert train_main(["--list-presets"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("tiny", "small-16k", "lp-16k", "r9y9-ljspeech-mol"))
-    assert T.main(["--preset", "tiny", "--print-config", "--head", "gaussian"]) == 0
+    assert train_main(["--preset", "tiny", "--print-config", "--head", "gaussian"]) == 0
     assert "head: gaussian" in capsys.readouterr().out
 
 
@@ -399,11 +400,11 @@ def test_lr_schedule():
 
 
 def test_print_config(capsys):
-    assert T.main(["--preset", "tiny", "--print-config", "--set", "layers=8"]) == 0
+    assert train_main(["--preset", "tiny", "--print-config", "--set", "layers=8"]) == 0
     out = capsys.readouterr().out
     assert "layers: 8" in out
     assert f"receptive field: {2 * (1 + 2 + 4 + 8) * 2 + 1} samples" in out
-    assert T.main(["--preset", "tiny", "--print-config", "--set", "layer=8"]) == 2
+    assert train_main(["--preset", "tiny", "--print-config", "--set", "layer=8"]) == 2
     assert "unknown config field" in capsys.readouterr().err
 
 
@@ -418,7 +419,7 @@ def test_disk_full_while_training_is_one_line(speech, tmp_path, monkeypatch, cap
     monkeypatch.setattr(C, "open", FullDisk(after=1), raising=False)  # the 2nd save fails
     sets = [f"--set={k}={v}" for k, v in {**QUICK, "max_steps": 6, "ckpt_interval": 2}.items()]
     with one_thread():
-        rc = T.main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
+        rc = train_main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
                      "--no-tensorboard", *sets])
     err = capsys.readouterr().err
     assert rc == 1 and "No space left on device" in err and one_line_error(err), err
@@ -441,7 +442,7 @@ def test_a_second_training_on_the_same_folder_is_refused(speech, tmp_path, capsy
         assert first.poll() is None, "the first run stopped"
         # the second one, resuming the same folder, must not run beside it
         with one_thread():
-            rc = T.main([str(data), "--preset", "tiny", "--out", str(out), "--resume",
+            rc = train_main([str(data), "--preset", "tiny", "--out", str(out), "--resume",
                          "--no-progress", "--no-tensorboard", "--max-steps", "1"])
         err = capsys.readouterr().err
         assert rc == 2 and "in use" in err and str(first.pid) in err and one_line_error(err), err
@@ -551,7 +552,7 @@ def test_bad_arguments_are_one_line_and_touch_nothing(speech, tmp_path, capsys, 
     data, _, _ = speech
     out = tmp_path / "run"
     with one_thread():
-        rc = T.main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
+        rc = train_main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
                      "--no-tensorboard", "--max-steps", "2", *args])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and one_line_error(err), err
@@ -569,7 +570,7 @@ def test_run_folder_that_is_a_file_or_someone_elses(speech, tmp_path, capsys):
         before = {p: p.read_bytes() for p in Path(out).rglob("*") if p.is_file()} if out.is_dir() \
             else out.read_bytes()
         with one_thread():
-            rc = T.main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
+            rc = train_main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
                          "--no-tensorboard", "--max-steps", "2"])
         err = capsys.readouterr().err
         assert rc == 2 and message in err and one_line_error(err), (out, err)

@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from dmol.audio.corpus import list_split, load_utterance  # noqa: E402
 from dmol.audio.features import griffin_lim  # noqa: E402
-from dmol.demo import _spectrogram_db  # noqa: E402
 from dmol.wavenet.checkpoint import load_model  # noqa: E402
+from dmol.wavenet.demo import _spectrogram_db  # noqa: E402
 from dmol.wavenet.synthesis import vocode  # noqa: E402
 
 

@@ -23,7 +23,6 @@ CHECKPOINT may be ``pretrained``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -38,22 +37,18 @@ import torch
 from dmol.audio.corpus import (
     AUDIO_SUFFIXES,
     _find_audio,
-    list_split,
-    load_recipe,
     load_utterance,
     prepare_audio,
 )
 from dmol.audio.features import griffin_lim
 from dmol.audio.metrics import bits_per_sample, evaluate_pair, metrics_table
-from dmol.wavenet.checkpoint import load_model
-from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE, vocode
+from dmol.wavenet.synthesis import vocode
 
 __all__ = [
     "SYSTEMS",
     "audio_utterances",
     "evaluate_model",
     "log_metrics",
-    "main",
     "teacher_forced_bits",
     "write_json",
 ]
@@ -310,75 +305,3 @@ def audio_utterances(inputs: Sequence[str | Path], recipe, limit: int | None = N
             raise FileNotFoundError(f"no such file or folder: {item}")
     files = files[:limit] if limit is not None else files
     return [(f.stem, *prepare_audio(f, recipe)) for f in files]
-
-
-def _is_dataset(path: Path) -> bool:
-    return path.is_dir() and (path / "recipe.json").is_file() and (path / "manifest.json").is_file()
-
-
-# ---- command line --------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """``dmol evaluate CHECKPOINT INPUT... [--max-utterances N] [--max-seconds S] [--json OUT]``."""
-    p = argparse.ArgumentParser(
-        prog="dmol evaluate",
-        description="copy-synthesis metrics of a WaveNet checkpoint vs Griffin-Lim on held-out "
-        "utterances, plus its teacher-forced NLL",
-    )
-    p.add_argument("checkpoint", help="checkpoint file, run folder, or 'pretrained'")
-    p.add_argument("inputs", nargs="+", type=Path,
-                   help="a dmol dataset (`dmol preprocess` / `dmol data`), or audio files and "
-                        "folders of them")
-    p.add_argument("--split", default="val", choices=("val", "train"),
-                   help="the dataset split to evaluate (a dataset input only)")
-    p.add_argument("--max-utterances", type=int, default=4)
-    p.add_argument("--max-seconds", type=float, default=2.0, help="crop each utterance (s)")
-    p.add_argument("--mode", default="folded", help="synthesis mode (folded or incremental)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="divides the mixture logits (0: the most probable component)")
-    p.add_argument("--scale-temperature", type=float, default=CLI_SCALE_TEMPERATURE,
-                   help="multiplies the components' scales (< 1: a sharper excitation; "
-                        f"default {CLI_SCALE_TEMPERATURE:g}, measured: docs/quality.md)")
-    p.add_argument("--f0-method", default="harvest", choices=("harvest", "dio"))
-    p.add_argument("--no-synth", action="store_true", help="NLL and Griffin-Lim only")
-    p.add_argument("--json", type=Path, default=None, help="write the results here")
-    p.add_argument("--wav-dir", type=Path, default=None, help="write the audio here")
-    a = p.parse_args(argv)
-    if a.max_utterances < 1:
-        p.error(f"--max-utterances must be >= 1, got {a.max_utterances}")
-    for name in ("temperature", "scale_temperature", "max_seconds"):
-        v = getattr(a, name)
-        if not (math.isfinite(v) and v >= 0) or (name == "max_seconds" and v == 0):
-            p.error(f"--{name.replace('_', '-')} must be a finite number >= 0 (> 0 for "
-                    f"max-seconds), got {v}")
-    if a.json is not None and a.json.is_dir():
-        p.error(f"--json {a.json} is a folder: give a file name")
-    try:
-        model, head, recipe, _ = load_model(a.checkpoint)
-        if len(a.inputs) == 1 and _is_dataset(a.inputs[0]):
-            data_recipe = load_recipe(a.inputs[0])
-            if data_recipe != recipe:
-                raise ValueError(
-                    f"{a.inputs[0]} was made with mel recipe {data_recipe.to_dict()} but the "
-                    f"checkpoint expects {recipe.to_dict()}: preprocess the audio with the "
-                    f"checkpoint's preset"
-                )
-            utts = list_split(a.inputs[0], a.split)[: a.max_utterances]
-            what = f"{a.split} utterance(s) of {a.inputs[0]}"
-        else:
-            utts = audio_utterances(a.inputs, recipe, limit=a.max_utterances)
-            what = "audio file(s)"
-        result = evaluate_model(
-            model, head, recipe, utts, synth=not a.no_synth, mode=a.mode, seed=a.seed,
-            temperature=a.temperature, scale_temperature=a.scale_temperature,
-            max_seconds=a.max_seconds, f0_method=a.f0_method, wav_dir=a.wav_dir,
-        )
-    except (ValueError, FileNotFoundError, TypeError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    s = result["settings"]
-    print(f"\n{s['n_utterances']} {what}, {s['seconds']:.1f} s of audio, "
-          f"{a.checkpoint}:\n{result['table']}")
-    if a.json is not None:
-        print(f"wrote {write_json(a.json, result, checkpoint=str(a.checkpoint))}")
-    return 0

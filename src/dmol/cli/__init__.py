@@ -1,8 +1,9 @@
 """The `dmol` command: a thin dispatcher over functions you can call from Python.
 
-Each subcommand lives next to the code it drives and exposes ``main(argv) -> int``; the
-modules are imported lazily so ``dmol --help`` is instant and a missing optional dependency
-only affects the command that needs it.
+Each subcommand is a module of this package exposing ``main(argv) -> int``: it parses the
+arguments and calls library functions you can call from Python (the library modules hold no
+argument parsing). The modules are imported lazily so ``dmol --help`` is instant and a missing
+optional dependency only affects the command that needs it.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import sys
 
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "data": ("dmol.audio.corpus", "data_main", "assemble a corpus: `dmol data builtin OUT_DIR`"),
-    "preprocess": ("dmol.audio.corpus", "preprocess_main", "wav/flac folder -> log-mel dataset"),
-    "train": ("dmol.wavenet.train", "main", "train a WaveNet vocoder"),
-    "export": ("dmol.wavenet.checkpoint", "export_main",
+    "data": ("dmol.cli.data", "data_main", "assemble a corpus: `dmol data builtin OUT_DIR`"),
+    "preprocess": ("dmol.cli.data", "preprocess_main", "wav/flac folder -> log-mel dataset"),
+    "train": ("dmol.cli.train", "main", "train a WaveNet vocoder"),
+    "export": ("dmol.cli.export", "main",
                "training run -> inference bundle (config + mel recipe + EMA weights)"),
-    "vocode": ("dmol.wavenet.synthesis", "vocode_main", "mel (.npy) or wav -> wav"),
-    "inspect": ("dmol.inspect", "main", "draw a model's predicted distribution over a wav"),
-    "evaluate": ("dmol.wavenet.evaluate", "main", "objective copy-synthesis metrics"),
+    "vocode": ("dmol.cli.vocode", "main", "mel (.npy) or wav -> wav"),
+    "inspect": ("dmol.cli.inspection", "main", "draw a model's predicted distribution over a wav"),
+    "evaluate": ("dmol.cli.evaluate", "main", "objective copy-synthesis metrics"),
     "bench": ("dmol.bench", "main", "benchmarks: `dmol bench loss`, `dmol bench synth`"),
-    "demo": ("dmol.demo", "main", "the main job end to end on built-in speech"),
+    "demo": ("dmol.cli.demo", "main", "the main job end to end on built-in speech"),
 }
 
 

@@ -18,11 +18,9 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import html
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,15 +32,13 @@ import torch
 from dmol.audio.corpus import build_builtin, list_split, load_utterance
 from dmol.audio.features import recipe_for
 from dmol.audio.metrics import COLUMNS
-from dmol.inspect import predict, render
-
-# module-qualified: callers and tests substitute these functions on their modules
-from dmol.wavenet import checkpoint
+from dmol.wavenet import checkpoint  # module-qualified: tests substitute their functions
 from dmol.wavenet import train as training
 from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
+from dmol.wavenet.inspection import predict, render
 from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE
 
-__all__ = ["main", "pick_utterances", "run_demo", "write_index", "write_report"]
+__all__ = ["pick_utterances", "run_demo", "write_index", "write_report"]
 
 SYSTEM_LABELS = {"original": "Original", "WaveNet": "WaveNet (dmol)",
                  "Griffin-Lim": "Griffin-Lim (no network)"}
@@ -514,39 +510,3 @@ def _curves_of(bundle: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
     if run_dir is not None:
         return _run_metrics(run_dir)
     return {"val": bundle.get("val") or bundle.get("metrics", {}).get("val", [])}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``dmol demo [--out demo] [--model pretrained] [--train-minutes N] [--utterances 3]``."""
-    p = argparse.ArgumentParser(prog="dmol demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default demo)")
-    p.add_argument("--model", default="pretrained",
-                   help="model to show: 'pretrained' (shipped), a checkpoint or a run folder")
-    p.add_argument("--train-minutes", type=float, default=None,
-                   help="also train a model from scratch for N minutes and show it")
-    p.add_argument("--preset", default=None,
-                   help="preset of that training run (default: the model's preset)")
-    p.add_argument("--utterances", type=int, default=3, help="held-out utterances to vocode")
-    p.add_argument("--unseen", type=int, default=2, help="prompts of each unseen voice")
-    p.add_argument("--limit", type=int, default=None, help="use only N corpus files")
-    p.add_argument("--max-seconds", type=float, default=2.0, help="crop each utterance (s)")
-    p.add_argument("--mode", default="folded", help="synthesis mode: folded or incremental")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="divides the mixture logits (0: the most probable component)")
-    p.add_argument("--scale-temperature", type=float, default=DEFAULT_SCALE_TEMPERATURE,
-                   help="multiplies the components' scales (default "
-                        f"{DEFAULT_SCALE_TEMPERATURE:g}, chosen by measurement: docs/quality.md)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads (default 1: fastest for these small models on shared cores)")
-    a = p.parse_args(argv)
-    try:
-        run_demo(a.out, model=a.model, train_minutes=a.train_minutes, preset=a.preset,
-                 utterances=a.utterances, unseen=a.unseen, limit=a.limit,
-                 max_seconds=a.max_seconds, mode=a.mode, seed=a.seed,
-                 temperature=a.temperature, scale_temperature=a.scale_temperature,
-                 threads=a.threads)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0

@@ -1,0 +1,24 @@
+"""`dmol export`: a training run's inference bundle
+(:func:`dmol.wavenet.checkpoint.export_model`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dmol.wavenet.checkpoint import export_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``dmol export RUN_OR_CHECKPOINT OUT.pt``: write the inference bundle of a training run."""
+    p = argparse.ArgumentParser(prog="dmol export", description=main.__doc__)
+    p.add_argument("source", help="a run folder (its newest checkpoint) or a ckpt_*.pt file")
+    p.add_argument("out", help="bundle file to write (a .sha256 sidecar is written beside it)")
+    a = p.parse_args(argv)
+    try:
+        dst = export_model(a.source, a.out)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"dmol export: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
+    return 0
