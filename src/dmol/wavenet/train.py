@@ -618,10 +618,10 @@ def train(
         lock = _RunLock(out_dir, log) if env.main else contextlib.nullcontext()
         with lock, _Interrupts() as interrupts:
             try:
-                return _train_locked(
+                return Trainer(
                     data_dir, out_dir, preset, recipe, overrides, resume=resume, minutes=minutes,
                     env=env, dev=dev, progress=progress, tensorboard=tensorboard, log=log,
-                    interrupts=interrupts)
+                    interrupts=interrupts).run()
             except TrainingInterrupted:
                 raise
             except KeyboardInterrupt:  # before the first step, or on a DDP replica
@@ -633,294 +633,376 @@ def train(
                 out_dir.rmdir()
 
 
-def _train_locked(data_dir: Path, out_dir: Path, preset: str, recipe, overrides: dict[str, Any],
-                  *, resume: bool, minutes: float | None, env: _Dist, dev: torch.device,
-                  progress: bool, tensorboard: bool, log, interrupts: _Interrupts
-                  ) -> dict[str, Any]:
-    """The body of :func:`train`, run while holding the run folder's lock."""
-    ckpt_path = latest_checkpoint(out_dir, verbose=env.main)
-    state = None
-    if ckpt_path is not None and not resume:
-        raise ValueError(f"{out_dir} already has checkpoints (newest {ckpt_path.name}): pass "
-                         f"resume=True (--resume) to continue it, or choose another out_dir")
-    if ckpt_path is not None:
-        state = load_checkpoint(ckpt_path)
-        lacking = [k for k in ("model", "optimizer", "scheduler") if k not in state]
-        if lacking:
-            raise CorruptCheckpointError(ckpt_path, f"cannot be resumed: it lacks {lacking}")
-        if state.get("preset") != preset:
-            raise ValueError(f"{ckpt_path} was trained from preset {state.get('preset')!r}, "
-                             f"not {preset!r}")
-        model_cfg = WaveNetConfig.from_dict(state["model_config"])
-        train_cfg = TrainConfig.from_dict(state["train_config"])
-        new_model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, overrides)
-        if new_model_cfg != model_cfg:
-            changed = [f.name for f in dataclasses.fields(model_cfg)
-                       if getattr(model_cfg, f.name) != getattr(new_model_cfg, f.name)]
-            raise ValueError(f"cannot change model fields {changed} when resuming {ckpt_path}")
-        log(f"resuming from {ckpt_path} (step {state['step']})")
-    else:
-        if resume:
-            log(f"no checkpoint in {out_dir}: starting a new run")
-        model_cfg, train_cfg = get_preset(preset, overrides)
-    _check_recipe(recipe, model_cfg, data_dir)
-    tc = train_cfg
+class Trainer:
+    """One training session of a run folder, read top to bottom by :meth:`run`:
 
-    # ---- data
-    train_utts = _load_split(data_dir, "train", model_cfg, log)
-    val_utts = _load_split(data_dir, "val", model_cfg, log)
-    if not train_utts:
-        raise ValueError(f"dataset {data_dir} has no usable training utterances")
-    if state is None and "mel_mean" not in overrides:
-        # normalize the conditioning with training-set statistics (stored in the config)
-        mels = np.concatenate([m for _, _, m in train_utts]).astype(np.float64)
-        model_cfg = dataclasses.replace(model_cfg, mel_mean=round(float(mels.mean()), 4),
-                                        mel_std=round(float(mels.std()) + 1e-3, 4))
-    seg_frames = max(1, tc.segment_length // model_cfg.hop_length)
-    sampler = SegmentSampler([(a, m) for _, a, m in train_utts], model_cfg.hop_length,
-                             seg_frames, tc.batch_size, tc.seed, recipe.log_min)
-    max_val = max(1, int(tc.val_max_seconds * recipe.sample_rate) // model_cfg.hop_length)
-    val_set = [(n, a[: max_val * model_cfg.hop_length], m[:max_val])
-               for n, a, m in val_utts[: tc.val_utterances]]
-    if not val_set:
-        log("warning: the dataset has no validation utterances: no validation loss")
+    1. :meth:`setup`: the configs (the preset's, or the checkpoint's when resuming), the data,
+       the model, its EMA copy, the optimizer and scheduler, restored from the checkpoint;
+    2. the loop: :meth:`train_step` per batch, then :meth:`validate`, the media and
+       :meth:`save` on their intervals; Ctrl-C/SIGTERM end it through :meth:`_interrupted`;
+    3. :meth:`finish`: the session's summary into ``metrics.json``.
 
-    # ---- model, optimizer, EMA
-    torch.manual_seed(tc.seed)
-    model = WaveNet(model_cfg, recipe).to(dev)
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas,
-                            weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tc))
-    metrics: dict[str, Any] = {"train": [], "val": [], "lr": [], "grad_norm": [],
-                               "train_seconds": 0.0, "skipped_steps": 0, "skipped_at": []}
-    step = 0
-    # running sum of the losses since the last log line (checkpointed: resumed curves match)
-    window = {"loss": 0.0, "n": 0}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        metrics.update(state.get("metrics", {}))
-        step = int(state["step"])
-        window.update(state.get("log_window", {}))
-        _set_rng(state.get("rng"))
-    head = model.head
-    ddp = model
-    if env.world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None
+    :func:`train` checks the arguments, takes the run folder's lock and runs it.
+    """
+
+    def __init__(self, data_dir: Path, out_dir: Path, preset: str, recipe,
+                 overrides: dict[str, Any], *, resume: bool, minutes: float | None, env: _Dist,
+                 dev: torch.device, progress: bool, tensorboard: bool, log,
+                 interrupts: _Interrupts) -> None:
+        self.data_dir, self.out_dir, self.preset, self.recipe = data_dir, out_dir, preset, recipe
+        self.overrides, self.resume, self.minutes = overrides, resume, minutes
+        self.env, self.dev, self.log, self.interrupts = env, dev, log, interrupts
+        self.progress, self.tensorboard = progress, tensorboard
+        self.writer = None
+        self.bar = None
+
+    def run(self) -> dict[str, Any]:
+        self.setup()
+        tc, env = self.tc, self.env
+        if self.step >= tc.max_steps:
+            self.log(f"{self.out_dir} already reached max_steps = {tc.max_steps}: nothing to do "
+                     f"(raise max_steps to train further)")
+            if self.writer:
+                self.writer.close()
+            return {**self.metrics, **_summary(self.step, tc, self.model, self.preset, env)}
+        self.samples_per_step = (tc.batch_size * self.seg_frames * self.model_cfg.hop_length
+                                 * env.world)
+        self.t_start = time.perf_counter()
+        self.seconds_before = float(self.metrics["train_seconds"])
+        self.skipped_before = int(self.metrics["skipped_steps"])
+        self.session_steps, self.window_t, self.window_steps = 0, time.perf_counter(), 0
+        self.target_logged = False
+        self.stop_reason = "max_steps"
+        try:
+            if self.state is None and self.val_set:
+                self.validate()  # the starting point of the val curve
+            if env.main and self.progress:
+                self.bar = tqdm(total=tc.max_steps, initial=self.step, unit="step",
+                                dynamic_ncols=True)
+            for x, mel, mask in self.loader:
+                if self.step >= tc.max_steps:
+                    break
+                stop = self.train_step(x, mel, mask)
+                if self.bar is not None:
+                    self.bar.update(1)
+                if self.step % tc.val_interval == 0 and self.step < tc.max_steps:
+                    self.validate()
+                if env.main and self.writer and self.step % tc.media_interval == 0:
+                    _log_media(self.writer, self.ema, self.val_set or [self.train_utts[0]],
+                               self.step, self.recipe.sample_rate, self.dev,
+                               log_target=not self.target_logged)
+                    self.target_logged = True
+                if stop:
+                    self.stop_reason = "minutes"
+                    break
+                if self.step % tc.ckpt_interval == 0 and self.step < tc.max_steps:
+                    self.save()
+                    if env.main:
+                        _write_metrics(self.out_dir, self.metrics, self._summary())
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            self.metrics["train_seconds"] = self.seconds_before + time.perf_counter() - self.t_start
+            self.validate()
+            self.save()
+        except KeyboardInterrupt:
+            self._interrupted()
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        return self.finish()
+
+    # ---- 1. setup ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self._configs()
+        self._data()
+        self._model()
+        self._run_folder()
+
+    def _configs(self) -> None:
+        """The preset's configs, or the checkpoint's (training fields may be overridden)."""
+        out_dir, preset, overrides = self.out_dir, self.preset, self.overrides
+        ckpt_path = latest_checkpoint(out_dir, verbose=self.env.main)
+        state = None
+        if ckpt_path is not None and not self.resume:
+            raise ValueError(f"{out_dir} already has checkpoints (newest {ckpt_path.name}): "
+                             f"pass resume=True (--resume) to continue it, or choose another "
+                             f"out_dir")
+        if ckpt_path is not None:
+            state = load_checkpoint(ckpt_path)
+            lacking = [k for k in ("model", "optimizer", "scheduler") if k not in state]
+            if lacking:
+                raise CorruptCheckpointError(ckpt_path, f"cannot be resumed: it lacks {lacking}")
+            if state.get("preset") != preset:
+                raise ValueError(f"{ckpt_path} was trained from preset {state.get('preset')!r}, "
+                                 f"not {preset!r}")
+            model_cfg = WaveNetConfig.from_dict(state["model_config"])
+            train_cfg = TrainConfig.from_dict(state["train_config"])
+            new_model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, overrides)
+            if new_model_cfg != model_cfg:
+                changed = [f.name for f in dataclasses.fields(model_cfg)
+                           if getattr(model_cfg, f.name) != getattr(new_model_cfg, f.name)]
+                raise ValueError(f"cannot change model fields {changed} when resuming "
+                                 f"{ckpt_path}")
+            self.log(f"resuming from {ckpt_path} (step {state['step']})")
+        else:
+            if self.resume:
+                self.log(f"no checkpoint in {out_dir}: starting a new run")
+            model_cfg, train_cfg = get_preset(preset, overrides)
+        _check_recipe(self.recipe, model_cfg, self.data_dir)
+        self.ckpt_path, self.state, self.model_cfg, self.tc = ckpt_path, state, model_cfg, train_cfg
+
+    def _data(self) -> None:
+        """The utterances, the step-indexed batch sampler and the validation set."""
+        tc, recipe, log = self.tc, self.recipe, self.log
+        self.train_utts = _load_split(self.data_dir, "train", self.model_cfg, log)
+        val_utts = _load_split(self.data_dir, "val", self.model_cfg, log)
+        if not self.train_utts:
+            raise ValueError(f"dataset {self.data_dir} has no usable training utterances")
+        if self.state is None and "mel_mean" not in self.overrides:
+            # normalize the conditioning with training-set statistics (stored in the config)
+            mels = np.concatenate([m for _, _, m in self.train_utts]).astype(np.float64)
+            self.model_cfg = dataclasses.replace(
+                self.model_cfg, mel_mean=round(float(mels.mean()), 4),
+                mel_std=round(float(mels.std()) + 1e-3, 4))
+        hop = self.model_cfg.hop_length
+        self.seg_frames = max(1, tc.segment_length // hop)
+        self.sampler = SegmentSampler([(a, m) for _, a, m in self.train_utts], hop,
+                                      self.seg_frames, tc.batch_size, tc.seed, recipe.log_min)
+        max_val = max(1, int(tc.val_max_seconds * recipe.sample_rate) // hop)
+        self.val_set = [(n, a[: max_val * hop], m[:max_val])
+                        for n, a, m in val_utts[: tc.val_utterances]]
+        if not self.val_set:
+            log("warning: the dataset has no validation utterances: no validation loss")
+
+    def _model(self) -> None:
+        """Model, EMA copy, optimizer, scheduler and metrics; restored when resuming."""
+        tc, dev, state = self.tc, self.dev, self.state
+        torch.manual_seed(tc.seed)
+        self.model = WaveNet(self.model_cfg, self.recipe).to(dev)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tc.betas,
+                                     weight_decay=tc.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, tc))
+        self.metrics: dict[str, Any] = {"train": [], "val": [], "lr": [], "grad_norm": [],
+                                        "train_seconds": 0.0, "skipped_steps": 0,
+                                        "skipped_at": []}
+        self.step = 0
+        # running sum of the losses since the last log line (checkpointed: resumed curves match)
+        self.window = {"loss": 0.0, "n": 0}
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.metrics.update(state.get("metrics", {}))
+            self.step = int(state["step"])
+            self.window.update(state.get("log_window", {}))
+            _set_rng(state.get("rng"))
+        self.head = self.model.head
+        self.ddp = self.model
+        if self.env.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[dev.index] if dev.type == "cuda" else None
+            )
+        self.saved = {"step": self.step if state is not None else None, "path": self.ckpt_path}
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if tc.precision == "bf16" and dev.type == "cuda"
+                         else contextlib.nullcontext())
+        batches = _StepBatches(self.sampler, self.step, tc.max_steps, self.env.rank)
+        self.loader = torch.utils.data.DataLoader(
+            batches, batch_size=None, shuffle=False, num_workers=tc.num_workers,
+            pin_memory=dev.type == "cuda", persistent_workers=False,
         )
 
-    writer = None
-    if env.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(out_dir / "config.json", json.dumps(
-            {"preset": preset, "model": model_cfg.to_dict(), "train": tc.to_dict(),
-             "recipe": recipe.to_dict(), "world_size": env.world}, indent=2))
-        if tensorboard:
+    def _run_folder(self) -> None:
+        """config.json, the TensorBoard writer and the opening log line (rank 0 only)."""
+        if not self.env.main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _write_text_atomic(self.out_dir / "config.json", json.dumps(
+            {"preset": self.preset, "model": self.model_cfg.to_dict(), "train": self.tc.to_dict(),
+             "recipe": self.recipe.to_dict(), "world_size": self.env.world}, indent=2))
+        if self.tensorboard:
+            # lazy: tensorboard is optional ([audio] extra) and slow to import
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events a killed run logged after its last checkpoint
-            writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if step else None)
-        rf = model.receptive_field
-        log(f"{preset}: {model.num_parameters:,} parameters, receptive field {rf.samples} "
-            f"samples ({rf.ms:.1f} ms), {len(train_utts)} train / {len(val_set)} val "
-            f"utterances, {env.world} process(es) on {dev}")
+            self.writer = SummaryWriter(str(self.out_dir / "tb"),
+                                        purge_step=self.step if self.step else None)
+        rf = self.model.receptive_field
+        self.log(f"{self.preset}: {self.model.num_parameters:,} parameters, receptive field "
+                 f"{rf.samples} samples ({rf.ms:.1f} ms), {len(self.train_utts)} train / "
+                 f"{len(self.val_set)} val utterances, {self.env.world} process(es) on {self.dev}")
 
-    def checkpoint_state() -> dict[str, Any]:
-        return {
-            "format": "dmol-wavenet-1", "step": step, "preset": preset,
-            "model_config": model_cfg.to_dict(), "train_config": tc.to_dict(),
-            "recipe": recipe.to_dict(), "model": model.state_dict(), "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _get_rng(),
-            "metrics": copy.deepcopy(metrics), "log_window": dict(window),
-            "world_size": env.world,
-        }
-
-    saved = {"step": step if state is not None else None, "path": ckpt_path}
-
-    def save() -> None:
-        if env.main:
-            p = save_checkpoint(out_dir, step, checkpoint_state(), keep=tc.keep_checkpoints)
-            saved.update(step=step, path=p)
-            log(f"step {step}: saved {p.name}")
+    # ---- 2. the loop ---------------------------------------------------------------------------
+    def train_step(self, x: Tensor, mel: Tensor, mask: Tensor) -> bool:
+        """One optimizer step on a batch; returns whether the time budget says stop."""
+        tc, env, dev, model = self.tc, self.env, self.dev, self.model
+        self.ddp.train()
+        torch.manual_seed(derive_seed(tc.seed, self.step, env.rank, 1))  # dropout stream
+        x, mel, mask = (t.to(dev, non_blocking=True) for t in (x, mel, mask))
+        x = model.emphasize(x)  # the signal the model predicts (identity without pre-emphasis)
+        past = noisy_past(model, x, mel, tc, derive_seed(tc.seed, self.step, env.rank, 2))
+        with self.autocast:
+            y_hat = self.ddp(x, mel, past=past)
+        self.opt.zero_grad(set_to_none=True)
+        if bool(torch.isfinite(y_hat).all()):
+            loss = self.head.loss(y_hat.float(), x, mask)
+            loss.backward()
+        else:  # the loss refuses NaN/inf parameters: a zero backward (DDP's all-reduce
+            # still runs on every rank) and a NaN loss, so the step is skipped below
+            (y_hat.nan_to_num(0.0, 0.0, 0.0) * 0.0).sum().backward()
+            loss = torch.tensor(float("nan"), device=dev)
+        clip = tc.grad_clip if tc.grad_clip > 0 else float("inf")
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        over_time = self.minutes is not None and (
+            time.perf_counter() - self.t_start >= 60.0 * self.minutes) and env.main
+        # one collective per step: summed loss, agreement that the step is finite, stop flag
+        flags = torch.stack([loss.detach().float(),
+                             (torch.isfinite(loss) & torch.isfinite(gnorm)).float(),
+                             torch.tensor(float(over_time), device=dev)])
         if env.world > 1:
-            dist.barrier()
+            flags = torch.nan_to_num(flags, nan=float("inf"))
+            dist.all_reduce(flags)
+        mean_loss, ok, stop = flags[0].item() / env.world, flags[1].item(), flags[2].item()
+        # the update, the step that counts it and its log line are one unit: a signal that
+        # arrives in between waits for the end (else a checkpoint saved on the interrupt
+        # would hold an update that resuming applies a second time)
+        with self.interrupts.critical():
+            if ok == env.world:
+                self.opt.step()
+                _ema_update(self.ema, model, self.step, tc.ema_decay)
+                self.window["loss"] += mean_loss
+                self.window["n"] += 1
+            else:
+                self.metrics["skipped_steps"] += 1
+                self.metrics["skipped_at"] = (self.metrics["skipped_at"] + [self.step])[-100:]
+                self.log(f"warning: step {self.step}: non-finite loss or gradient (loss "
+                         f"{mean_loss:.4g}, grad norm {float(gnorm):.4g}): skipped the update "
+                         f"({self.metrics['skipped_steps']} skipped so far)")
+            self.sched.step()
+            self.step += 1
+            self.session_steps += 1
+            self.window_steps += 1
+            if self.step % tc.log_interval == 0 or self.step == tc.max_steps:
+                self._log_train(float(gnorm))
+            self.metrics["train_seconds"] = (self.seconds_before + time.perf_counter()
+                                             - self.t_start)
+        return bool(stop)
 
-    def validate() -> float | None:
-        if not val_set or not env.main:
-            return None
-        loss = _validation_loss(ema, val_set, dev)
-        metrics["val"].append([step, loss])
+    def _log_train(self, gnorm: float) -> None:
+        """The mean loss since the last log line, the lr, grad norm and speed: metrics, bar, TB."""
+        step, metrics, writer = self.step, self.metrics, self.writer
+        now = time.perf_counter()
+        sps = self.samples_per_step * self.window_steps / max(now - self.window_t, 1e-9)
+        avg = self.window["loss"] / self.window["n"] if self.window["n"] else float("nan")
+        self.window_t, self.window_steps = now, 0
+        self.window.update(loss=0.0, n=0)
+        lr = self.opt.param_groups[0]["lr"]
+        metrics["train"].append([step, avg])
+        metrics["lr"].append([step, lr])
+        metrics["grad_norm"].append([step, gnorm])
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{avg:.3f}", lr=f"{lr:.2e}", samples_s=f"{sps:,.0f}")
         if writer:
-            writer.add_scalar("val/loss", loss, step)
-            writer.add_scalar("val/bits_per_sample", loss / math.log(2), step)
-        log(f"step {step}: val loss {loss:.4f} nats ({loss / math.log(2):.3f} bits) [EMA]")
+            writer.add_scalar("train/loss", avg, step)
+            writer.add_scalar("train/lr", lr, step)
+            writer.add_scalar("train/grad_norm", gnorm, step)
+            writer.add_scalar("train/samples_per_sec", sps, step)
+            writer.add_scalar("train/skipped_steps", metrics["skipped_steps"], step)
+
+    def validate(self) -> float | None:
+        """Teacher-forced NLL of the EMA weights on the validation set (rank 0)."""
+        if not self.val_set or not self.env.main:
+            return None
+        loss = _validation_loss(self.ema, self.val_set, self.dev)
+        self.metrics["val"].append([self.step, loss])
+        if self.writer:
+            self.writer.add_scalar("val/loss", loss, self.step)
+            self.writer.add_scalar("val/bits_per_sample", loss / math.log(2), self.step)
+        self.log(f"step {self.step}: val loss {loss:.4f} nats ({loss / math.log(2):.3f} bits) "
+                 f"[EMA]")
         return loss
 
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if tc.precision == "bf16" and dev.type == "cuda" else contextlib.nullcontext())
-    batches = _StepBatches(sampler, step, tc.max_steps, env.rank)
-    loader = torch.utils.data.DataLoader(
-        batches, batch_size=None, shuffle=False, num_workers=tc.num_workers,
-        pin_memory=dev.type == "cuda", persistent_workers=False,
-    )
-    if step >= tc.max_steps:
-        log(f"{out_dir} already reached max_steps = {tc.max_steps}: nothing to do "
-            f"(raise max_steps to train further)")
-        if writer:
-            writer.close()
-        return {**metrics, **_summary(step, tc, model, preset, env)}
-    bar = None
-    samples_per_step = tc.batch_size * seg_frames * model_cfg.hop_length * env.world
-    t_start = time.perf_counter()
-    seconds_before = float(metrics["train_seconds"])
-    skipped_before = int(metrics["skipped_steps"])
-    session_steps, window_t, window_steps = 0, time.perf_counter(), 0
-    target_logged = False
-    stop_reason = "max_steps"
-    try:
-        if state is None and val_set:
-            validate()  # the starting point of the val curve
-        if env.main and progress:
-            bar = tqdm(total=tc.max_steps, initial=step, unit="step", dynamic_ncols=True)
-        for x, mel, mask in loader:
-            if step >= tc.max_steps:
-                break
-            ddp.train()
-            torch.manual_seed(derive_seed(tc.seed, step, env.rank, 1))  # dropout stream
-            x, mel, mask = (t.to(dev, non_blocking=True) for t in (x, mel, mask))
-            x = model.emphasize(x)  # the signal the model predicts (identity without pre-emphasis)
-            past = noisy_past(model, x, mel, tc, derive_seed(tc.seed, step, env.rank, 2))
-            with autocast:
-                y_hat = ddp(x, mel, past=past)
-            opt.zero_grad(set_to_none=True)
-            if bool(torch.isfinite(y_hat).all()):
-                loss = head.loss(y_hat.float(), x, mask)
-                loss.backward()
-            else:  # the loss refuses NaN/inf parameters: a zero backward (DDP's all-reduce
-                # still runs on every rank) and a NaN loss, so the step is skipped below
-                (y_hat.nan_to_num(0.0, 0.0, 0.0) * 0.0).sum().backward()
-                loss = torch.tensor(float("nan"), device=dev)
-            clip = tc.grad_clip if tc.grad_clip > 0 else float("inf")
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            over_time = minutes is not None and (
-                time.perf_counter() - t_start >= 60.0 * minutes) and env.main
-            # one collective per step: summed loss, agreement that the step is finite, stop flag
-            flags = torch.stack([loss.detach().float(),
-                                 (torch.isfinite(loss) & torch.isfinite(gnorm)).float(),
-                                 torch.tensor(float(over_time), device=dev)])
-            if env.world > 1:
-                flags = torch.nan_to_num(flags, nan=float("inf"))
-                dist.all_reduce(flags)
-            mean_loss, ok, stop = flags[0].item() / env.world, flags[1].item(), flags[2].item()
-            # the update, the step that counts it and its log line are one unit: a signal that
-            # arrives in between waits for the end (else a checkpoint saved on the interrupt
-            # would hold an update that resuming applies a second time)
-            with interrupts.critical():
-                if ok == env.world:
-                    opt.step()
-                    _ema_update(ema, model, step, tc.ema_decay)
-                    window["loss"] += mean_loss
-                    window["n"] += 1
-                else:
-                    metrics["skipped_steps"] += 1
-                    metrics["skipped_at"] = (metrics["skipped_at"] + [step])[-100:]
-                    log(f"warning: step {step}: non-finite loss or gradient (loss "
-                        f"{mean_loss:.4g}, grad norm {float(gnorm):.4g}): skipped the update "
-                        f"({metrics['skipped_steps']} skipped so far)")
-                sched.step()
-                step += 1
-                session_steps += 1
-                window_steps += 1
-                if step % tc.log_interval == 0 or step == tc.max_steps:
-                    now = time.perf_counter()
-                    sps = samples_per_step * window_steps / max(now - window_t, 1e-9)
-                    avg = window["loss"] / window["n"] if window["n"] else float("nan")
-                    window_t, window_steps = now, 0
-                    window.update(loss=0.0, n=0)
-                    lr = opt.param_groups[0]["lr"]
-                    metrics["train"].append([step, avg])
-                    metrics["lr"].append([step, lr])
-                    metrics["grad_norm"].append([step, float(gnorm)])
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{avg:.3f}", lr=f"{lr:.2e}",
-                                        samples_s=f"{sps:,.0f}")
-                    if writer:
-                        writer.add_scalar("train/loss", avg, step)
-                        writer.add_scalar("train/lr", lr, step)
-                        writer.add_scalar("train/grad_norm", float(gnorm), step)
-                        writer.add_scalar("train/samples_per_sec", sps, step)
-                        writer.add_scalar("train/skipped_steps", metrics["skipped_steps"], step)
-                metrics["train_seconds"] = seconds_before + time.perf_counter() - t_start
-            if bar is not None:
-                bar.update(1)
-            if step % tc.val_interval == 0 and step < tc.max_steps:
-                validate()
-            if env.main and writer and step % tc.media_interval == 0:
-                _log_media(writer, ema, val_set or [train_utts[0]], step, recipe.sample_rate, dev,
-                           log_target=not target_logged)
-                target_logged = True
-            if stop:
-                stop_reason = "minutes"
-                break
-            if step % tc.ckpt_interval == 0 and step < tc.max_steps:
-                save()
-                if env.main:
-                    _write_metrics(out_dir, metrics, _summary(step, tc, model, preset, env))
-        if bar is not None:
-            bar.close()
-            bar = None
-        metrics["train_seconds"] = seconds_before + time.perf_counter() - t_start
-        validate()
-        save()
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        if env.world > 1:  # the replicas cannot agree on a checkpoint now
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything a resumed run needs to reach the same weights."""
+        return {
+            "format": "dmol-wavenet-1", "step": self.step, "preset": self.preset,
+            "model_config": self.model_cfg.to_dict(), "train_config": self.tc.to_dict(),
+            "recipe": self.recipe.to_dict(), "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(), "rng": _get_rng(),
+            "metrics": copy.deepcopy(self.metrics), "log_window": dict(self.window),
+            "world_size": self.env.world,
+        }
+
+    def save(self) -> None:
+        if self.env.main:
+            p = save_checkpoint(self.out_dir, self.step, self.checkpoint_state(),
+                                keep=self.tc.keep_checkpoints)
+            self.saved.update(step=self.step, path=p)
+            self.log(f"step {self.step}: saved {p.name}")
+        if self.env.world > 1:
+            dist.barrier()
+
+    def _interrupted(self) -> None:
+        """Ctrl-C or SIGTERM: save the current step (once), write metrics.json, and raise
+        :class:`TrainingInterrupted`."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.env.world > 1:  # the replicas cannot agree on a checkpoint now
             raise
         # a second Ctrl-C must not cut the save short: it waits, and is then dropped
-        with interrupts.critical(then_raise=False):
-            metrics["train_seconds"] = seconds_before + time.perf_counter() - t_start
-            if saved["step"] != step and (step > 0 or session_steps):
-                save()
-            if saved["path"] is not None:
-                summary = _summary(step, tc, model, preset, env)
-                summary.update(stop_reason="interrupted", session_steps=session_steps)
-                _write_metrics(out_dir, metrics, summary)
-        if writer:
-            writer.close()
-        raise TrainingInterrupted(interrupts.signum or signal.SIGINT, step,
-                                  saved["path"] if saved["step"] == step else None) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    elapsed = time.perf_counter() - t_start
-    throughput = samples_per_step * session_steps / max(elapsed, 1e-9)
-    summary = _summary(step, tc, model, preset, env)
-    summary.update(stop_reason=stop_reason, samples_per_sec=throughput,
-                   steps_per_sec=session_steps / max(elapsed, 1e-9), session_steps=session_steps)
-    if env.world > 1:  # DDP keeps replicas identical; verify it rather than assume it
-        digests = [None] * env.world
-        dist.all_gather_object(digests, _weights_digest(model))
-        summary["replica_digests"] = digests
-        if env.main and len(set(digests)) != 1:
-            log("warning: the replicas' weights differ at the end of training")
-    if env.main:
-        _write_metrics(out_dir, metrics, summary)
-        log(f"done: step {step}/{tc.max_steps} ({stop_reason}), {throughput:,.0f} samples/s, "
-            f"{session_steps / max(elapsed, 1e-9):.2f} steps/s this session, "
-            f"{metrics['skipped_steps']} skipped step(s); metrics in {out_dir / 'metrics.json'}")
-        if session_steps and metrics["skipped_steps"] - skipped_before == session_steps:
-            log(f"warning: all {session_steps} step(s) of this session were skipped (non-finite "
-                f"loss or gradient): nothing was learned; check the configuration (--set, --lr)")
-    if writer:
-        writer.close()
-    if env.world > 1:
-        dist.barrier()
-    return {**metrics, **summary}
+        with self.interrupts.critical(then_raise=False):
+            self.metrics["train_seconds"] = self.seconds_before + time.perf_counter() - self.t_start
+            if self.saved["step"] != self.step and (self.step > 0 or self.session_steps):
+                self.save()
+            if self.saved["path"] is not None:
+                summary = self._summary()
+                summary.update(stop_reason="interrupted", session_steps=self.session_steps)
+                _write_metrics(self.out_dir, self.metrics, summary)
+        if self.writer:
+            self.writer.close()
+        raise TrainingInterrupted(self.interrupts.signum or signal.SIGINT, self.step,
+                                  self.saved["path"] if self.saved["step"] == self.step else None
+                                  ) from None
+
+    # ---- 3. the end ----------------------------------------------------------------------------
+    def _summary(self) -> dict[str, Any]:
+        return _summary(self.step, self.tc, self.model, self.preset, self.env)
+
+    def finish(self) -> dict[str, Any]:
+        """The session's summary (speed, stop reason; DDP: replica digests) into metrics.json."""
+        env, log, metrics = self.env, self.log, self.metrics
+        elapsed = time.perf_counter() - self.t_start
+        throughput = self.samples_per_step * self.session_steps / max(elapsed, 1e-9)
+        summary = self._summary()
+        summary.update(stop_reason=self.stop_reason, samples_per_sec=throughput,
+                       steps_per_sec=self.session_steps / max(elapsed, 1e-9),
+                       session_steps=self.session_steps)
+        if env.world > 1:  # DDP keeps replicas identical; verify it rather than assume it
+            digests = [None] * env.world
+            dist.all_gather_object(digests, _weights_digest(self.model))
+            summary["replica_digests"] = digests
+            if env.main and len(set(digests)) != 1:
+                log("warning: the replicas' weights differ at the end of training")
+        if env.main:
+            _write_metrics(self.out_dir, metrics, summary)
+            log(f"done: step {self.step}/{self.tc.max_steps} ({self.stop_reason}), "
+                f"{throughput:,.0f} samples/s, {self.session_steps / max(elapsed, 1e-9):.2f} "
+                f"steps/s this session, {metrics['skipped_steps']} skipped step(s); metrics in "
+                f"{self.out_dir / 'metrics.json'}")
+            if (self.session_steps
+                    and metrics["skipped_steps"] - self.skipped_before == self.session_steps):
+                log(f"warning: all {self.session_steps} step(s) of this session were skipped "
+                    f"(non-finite loss or gradient): nothing was learned; check the "
+                    f"configuration (--set, --lr)")
+        if self.writer:
+            self.writer.close()
+        if env.world > 1:
+            dist.barrier()
+        return {**metrics, **summary}
 
 
 def _summary(step, tc, model, preset, env) -> dict[str, Any]:
