@@ -16,7 +16,7 @@ LAYERS = {
                       "dmol._native", "dmol._fs"),
     "audio": ("dmol.audio",),
     "vocoder": ("dmol.wavenet",),
-    "cli": ("dmol.cli", "dmol.__main__", "dmol.bench", "dmol.benchmarks"),
+    "cli": ("dmol.cli", "dmol.__main__", "dmol.benchmarks"),
 }
 
 
@@ -184,3 +184,20 @@ def test_layers_as_documented():
     assert _layer("dmol.logistic") < _layer("dmol.audio.lpc") < _layer("dmol.wavenet.model")
     assert _layer("dmol.wavenet.train") < _layer("dmol.cli.train")
     assert "dmol.cli.train" not in _import_graph()["dmol.wavenet.train"]  # its __main__ block
+
+
+MAX_FUNCTION_LINES = 150
+
+
+def test_functions_are_short_or_say_why():
+    """A function reads top to bottom in one screenful or two; a longer one states why in its
+    docstring (a line starting "Long because")."""
+    long = []
+    for name, path in MODULES.items():
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = fn.end_lineno - fn.lineno + 1
+                doc = ast.get_docstring(fn) or ""
+                if lines > MAX_FUNCTION_LINES and "Long because" not in doc:
+                    long.append(f"{name}.{fn.name}: {lines} lines")
+    assert not long, "\n".join(long)

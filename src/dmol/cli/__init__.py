@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "vocode": ("dmol.cli.vocode", "main", "mel (.npy) or wav -> wav"),
     "inspect": ("dmol.cli.inspection", "main", "draw a model's predicted distribution over a wav"),
     "evaluate": ("dmol.cli.evaluate", "main", "objective copy-synthesis metrics"),
-    "bench": ("dmol.bench", "main", "benchmarks: `dmol bench loss`, `dmol bench synth`"),
+    "bench": ("dmol.cli.bench", "main", "benchmarks: `dmol bench loss`, `dmol bench synth`"),
     "demo": ("dmol.cli.demo", "main", "the main job end to end on built-in speech"),
 }
 
