@@ -53,7 +53,7 @@ class BaselineIncremental:
             })
         self.w_first = model.first.weight.detach()[:, :, 0]
         self.b_first = model.first.bias.detach()
-        p1, p2 = model.post[1], model.post[3]
+        p1, p2 = model.post_convs
         self.post = [(p1.weight.detach()[:, :, 0], p1.bias.detach()),
                      (p2.weight.detach()[:, :, 0], p2.bias.detach())]
 

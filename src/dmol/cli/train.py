@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from dmol._fs import describe_os_error
 from dmol.wavenet.checkpoint import CorruptCheckpointError
+from dmol.wavenet.heads import HEADS
 from dmol.wavenet.model import presets_table
 from dmol.wavenet.presets import PRESETS, get_preset
 from dmol.wavenet.train import TrainingInterrupted, _check_overrides, describe, train
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--segment-length", type=int, help="samples per training segment")
     p.add_argument("--lr", type=float)
-    p.add_argument("--head", choices=["mol", "gaussian", "mog", "mulaw"])
+    p.add_argument("--head", choices=HEADS)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config field, e.g. --set layers=16 --set ema_decay=0.999")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: GPU if available)")

@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import torch
@@ -45,9 +46,10 @@ from dmol.logistic import (
     discretized_mix_logistic_loss,
     sample_discretized_mix_logistic,
 )
-from dmol.mulaw import MuLawCategorical, mulaw_loss, sample_mulaw
+from dmol.mulaw import MuLawCategorical, mulaw_decode, mulaw_encode, mulaw_loss, sample_mulaw
 
-__all__ = ["GaussianHead", "Head", "MoGHead", "MoLHead", "MuLawHead", "make_head"]
+__all__ = ["HEADS", "LP_HEADS", "GaussianHead", "Head", "MixtureHead", "MoGHead", "MoLHead",
+           "MuLawHead", "make_head"]
 
 # Initial log-scale of the continuous heads: about the spread of speech samples around a
 # good prediction. The default bias 0 means a scale of 1, wider than all of [-1, 1]; Adam moves
@@ -84,6 +86,12 @@ class Head:
     name: str = ""
     net_channels: int = 0
     shifted: bool = False
+    #: a linear prediction may shift this head's means (``lpc_order > 0``)
+    shiftable: bool = True
+    #: the synthesis engine draws this head's samples itself, in its torch step and its C++
+    #: kernel, from noise drawn ahead (:meth:`IncrementalWaveNet.draw_noise`) with
+    #: ``engine_log_scale_min``; other heads are sampled through :meth:`sample` each step
+    engine_samples: bool = False
 
     @property
     def out_channels(self) -> int:
@@ -128,6 +136,32 @@ class Head:
     def init_output(self, conv: nn.Conv1d) -> None:
         """Initialize the network's last 1x1 conv (its bias) for this head; default: as is."""
 
+    # ---- what pictures of the prediction need (``dist``: :meth:`distribution`, batch (1, T))
+    def log_density(self, dist: Distribution, grid: Tensor) -> Tensor:
+        """log p(v) per unit amplitude for each value v of ``grid`` (G,) at each step: (G, T).
+
+        A bin's mass divided by its width (``2 / (K - 1)``), so rows compare as a density.
+        """
+        lp = dist.log_prob(grid[:, None, None].expand(-1, *dist.batch_shape)).squeeze(1)
+        return lp + math.log((dist.num_classes - 1) / 2.0)
+
+    def mixture_weights(self, dist: Distribution) -> Tensor | None:
+        """(1, T, M) component weights, or None for a head that is no mixture."""
+        return None
+
+    def moments(self, dist: Distribution) -> tuple[Tensor, Tensor]:
+        """Predicted mean and standard deviation per step (float64)."""
+        raise NotImplementedError
+
+    def component_pdfs(self, dist: Distribution, t: int, x: Tensor
+                       ) -> tuple[list[Tensor], Tensor]:
+        """The weighted density of each component at step ``t`` on ``x``, and the weights."""
+        raise NotImplementedError
+
+    def cdf_below(self, dist: Distribution, x0: float) -> float:
+        """P(Y < x0) for a one-step distribution (batch (1, 1))."""
+        raise NotImplementedError
+
     def _check(self, y_hat: Tensor) -> None:
         if not isinstance(y_hat, Tensor):
             raise TypeError(f"y_hat must be a torch.Tensor, got {type(y_hat).__name__}")
@@ -142,10 +176,20 @@ class Head:
         return f"{type(self).__name__}({args})"
 
 
-class MoLHead(Head):
-    """Discretized mixture of ``n_mixtures`` logistics (PixelCNN++ / r9y9 WaveNet)."""
+class MixtureHead(Head):
+    """A mixture of ``n_mixtures`` location-scale components discretized to ``num_classes``
+    bins on [-1, 1], channels ``[logits | means | log_scales]``.
 
-    name = "mol"
+    The MoL and MoG heads differ only in the component family: the loss, sampler and
+    distribution functions, and the standard component's density and variance below.
+    """
+
+    # the component family (set by each subclass)
+    _nll_fn: Any = None
+    _sample_fn: Any = None
+    _distribution_cls: Any = None
+    #: variance of the standard component (scale 1)
+    component_variance: float = 1.0
 
     def __init__(self, n_mixtures: int = 10, num_classes: int | None = None,
                  log_scale_min: float | None = -16.0, shifted: bool = False) -> None:
@@ -154,6 +198,11 @@ class MoLHead(Head):
         self.log_scale_min = log_scale_min
         self.net_channels = 3 * self.n_mixtures
         self.shifted = bool(shifted)
+
+    @staticmethod
+    def component_pdf(z: Tensor, s: Tensor) -> Tensor:
+        """Density at ``mu + s z`` of a component of scale ``s``."""
+        raise NotImplementedError
 
     def _kw(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "log_scale_min": self.log_scale_min,
@@ -161,18 +210,18 @@ class MoLHead(Head):
 
     def nll(self, y_hat: Tensor, y: Tensor) -> Tensor:
         params, loc = self.split(y_hat)
-        return discretized_mix_logistic_loss(params, y, reduction="none", loc=loc, **self._kw())
+        return type(self)._nll_fn(params, y, reduction="none", loc=loc, **self._kw())
 
     def sample(self, y_hat, *, generator=None, temperature=1.0, scale_temperature=1.0):
         params, loc = self.split(y_hat)
-        return sample_discretized_mix_logistic(
+        return type(self)._sample_fn(
             params, temperature=temperature, scale_temperature=scale_temperature,
             generator=generator, loc=loc, **self._kw()
         )
 
     def distribution(self, y_hat):
         params, loc = self.split(y_hat)
-        return DiscretizedLogisticMixture.from_params(
+        return self._distribution_cls.from_params(
             params, layout="BCT", num_classes=self.num_classes, log_scale_min=self.log_scale_min,
             loc=loc,
         )
@@ -185,49 +234,59 @@ class MoLHead(Head):
     def init_output(self, conv: nn.Conv1d) -> None:
         _init_mixture(conv, self.n_mixtures, self.shifted)
 
+    # ---- what pictures need
+    def mixture_weights(self, dist: Distribution) -> Tensor | None:
+        return torch.softmax(dist.logits.double(), -1)
 
-class MoGHead(Head):
+    def moments(self, dist: Distribution) -> tuple[Tensor, Tensor]:
+        w = self.mixture_weights(dist)
+        mu, s = dist.means.double(), dist.log_scales.double().exp()
+        var_c = s**2 * self.component_variance
+        m = (w * mu).sum(-1)
+        return m, ((w * (var_c + mu**2)).sum(-1) - m**2).clamp_min(0).sqrt()
+
+    def component_pdfs(self, dist: Distribution, t: int, x: Tensor
+                       ) -> tuple[list[Tensor], Tensor]:
+        w = torch.softmax(dist.logits[0, t].double(), -1)
+        mu, s = dist.means[0, t].double(), dist.log_scales[0, t].double().exp()
+        pdf = self.component_pdf((x[:, None] - mu) / s, s)
+        return [w[m] * pdf[:, m] for m in range(w.numel())], w
+
+    def cdf_below(self, dist: Distribution, x0: float) -> float:
+        return float(dist.cdf(torch.full((1, 1), x0, dtype=dist.means.dtype)))
+
+
+class MoLHead(MixtureHead):
+    """Discretized mixture of ``n_mixtures`` logistics (PixelCNN++ / r9y9 WaveNet)."""
+
+    name = "mol"
+    _nll_fn = staticmethod(discretized_mix_logistic_loss)
+    _sample_fn = staticmethod(sample_discretized_mix_logistic)
+    _distribution_cls = DiscretizedLogisticMixture
+    component_variance = math.pi**2 / 3
+    engine_samples = True
+
+    @staticmethod
+    def component_pdf(z: Tensor, s: Tensor) -> Tensor:
+        return torch.sigmoid(z) * torch.sigmoid(-z) / s
+
+    @property
+    def engine_log_scale_min(self) -> float:
+        return -math.inf if self.log_scale_min is None else float(self.log_scale_min)
+
+
+class MoGHead(MixtureHead):
     """Mixture of ``n_mixtures`` Gaussians, discretized to ``num_classes`` bins on [-1, 1]."""
 
     name = "mog"
+    _nll_fn = staticmethod(mix_gaussian_loss)
+    _sample_fn = staticmethod(sample_mix_gaussian)
+    _distribution_cls = DiscretizedGaussianMixture
+    component_variance = 1.0
 
-    def __init__(self, n_mixtures: int = 10, num_classes: int | None = None,
-                 log_scale_min: float | None = -16.0, shifted: bool = False) -> None:
-        self.n_mixtures = int(n_mixtures)
-        self.num_classes = V.check_num_classes(65536 if num_classes is None else num_classes)
-        self.log_scale_min = log_scale_min
-        self.net_channels = 3 * self.n_mixtures
-        self.shifted = bool(shifted)
-
-    def _kw(self) -> dict[str, Any]:
-        return {"num_classes": self.num_classes, "log_scale_min": self.log_scale_min,
-                "layout": "BCT"}
-
-    def nll(self, y_hat, y):
-        params, loc = self.split(y_hat)
-        return mix_gaussian_loss(params, y, reduction="none", mask=None, loc=loc, **self._kw())
-
-    def sample(self, y_hat, *, generator=None, temperature=1.0, scale_temperature=1.0):
-        params, loc = self.split(y_hat)
-        return sample_mix_gaussian(
-            params, temperature=temperature, scale_temperature=scale_temperature,
-            generator=generator, loc=loc, **self._kw(),
-        )
-
-    def distribution(self, y_hat):
-        params, loc = self.split(y_hat)
-        return DiscretizedGaussianMixture.from_params(
-            params, layout="BCT", num_classes=self.num_classes, log_scale_min=self.log_scale_min,
-            loc=loc,
-        )
-
-    def config(self):
-        return {"n_mixtures": self.n_mixtures, "num_classes": self.num_classes,
-                "log_scale_min": self.log_scale_min, "shifted": self.shifted}
-
-    @torch.no_grad()
-    def init_output(self, conv: nn.Conv1d) -> None:
-        _init_mixture(conv, self.n_mixtures, self.shifted)
+    @staticmethod
+    def component_pdf(z: Tensor, s: Tensor) -> Tensor:
+        return torch.exp(-0.5 * z**2) / (s * math.sqrt(2 * math.pi))
 
 
 class GaussianHead(MoGHead):
@@ -256,6 +315,7 @@ class MuLawHead(Head):
     """
 
     name = "mulaw"
+    shiftable = False  # its classes are fixed amplitudes: nothing to shift
 
     def __init__(self, num_classes: int | None = None, rounding: str = "round") -> None:
         self.num_classes = V.check_num_classes(256 if num_classes is None else num_classes)
@@ -278,10 +338,32 @@ class MuLawHead(Head):
     def config(self):
         return {"num_classes": self.num_classes, "rounding": self.rounding}
 
+    def log_density(self, dist, grid):
+        lp = dist.log_prob(grid[:, None, None].expand(-1, *dist.batch_shape)).squeeze(1)
+        # a class covers a non-uniform interval of amplitude: divide its mass by the local
+        # width of one class (2/mu in the companded domain), mapped back through the decoder
+        mu = dist.mu
+        z = mulaw_encode(grid, mu)
+        width = (mulaw_decode((z + 1.0 / mu).clamp(max=1.0), mu)
+                 - mulaw_decode((z - 1.0 / mu).clamp(min=-1.0), mu)).clamp_min(1e-12)
+        return lp - width.log()[:, None]
+
+    def moments(self, dist):
+        return dist.mean.double(), dist.variance.double().clamp_min(0).sqrt()
+
+    def component_pdfs(self, dist, t, x):
+        return [], torch.ones(1)
+
+    def cdf_below(self, dist, x0):
+        return float((dist.probs[0, 0] * (dist.grid < x0)).sum())
+
 
 _HEADS: dict[str, type[Head]] = {
     "mol": MoLHead, "gaussian": GaussianHead, "mog": MoGHead, "mulaw": MuLawHead,
 }
+#: the head names (``--head``, ``WaveNetConfig.head``), and those a linear prediction can shift
+HEADS = tuple(_HEADS)
+LP_HEADS = tuple(name for name, cls in _HEADS.items() if cls.shiftable)
 # every head accepts these; a head ignores the ones it has no use for (e.g. mulaw: n_mixtures)
 _COMMON = ("n_mixtures", "num_classes", "log_scale_min", "rounding", "shifted")
 
@@ -305,7 +387,7 @@ def make_head(name: str, **cfg: Any) -> Head:
     if unknown:
         raise TypeError(f"make_head got unknown argument(s) {unknown}; accepted: {list(_COMMON)}")
     cls = _HEADS[name]
-    if cfg.get("shifted") and name == "mulaw":
-        raise ValueError("the mulaw head cannot be shifted by a linear prediction")
+    if cfg.get("shifted") and not cls.shiftable:
+        raise ValueError(f"the {name} head cannot be shifted by a linear prediction")
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in cfg.items() if k in accepted})

@@ -66,7 +66,6 @@ import torch
 from torch import Tensor
 
 from dmol import _native
-from dmol.wavenet.heads import MoLHead
 from dmol.wavenet.model import WaveNet
 
 __all__ = ["BACKENDS", "IncrementalState", "IncrementalWaveNet", "MoLNoise", "cpp_available",
@@ -209,7 +208,7 @@ class IncrementalWaveNet:
         self.blocked = [amortize and d >= 2 and self.k >= 2 for d in self.dilations]
         self.device = next(model.parameters()).device
         self._fold(model)
-        self.fused_sampler = isinstance(self.head, MoLHead)
+        self.fused_sampler = self.head.engine_samples
         self._past_idx: list[Tensor] | None = None
         self._compiled: dict[tuple[int, bool], object] = {}
         self._kernel = None
@@ -272,13 +271,11 @@ class IncrementalWaveNet:
         self.b_cond = torch.cat(biases).to(dev, torch.float32)  # (L G,)
         self.w_gcond = (torch.cat(gconds, 0).T.to(dev, torch.float32).contiguous()
                         if gconds else None)  # (gin, L G)
-        post1, post2 = model.post[1], model.post[3]
+        post1, post2 = model.post_convs
         self.w_post1, self.b_post1 = dense(post1.weight[:, :, 0]), post1.bias.float().to(dev)
         self.w_post2, self.b_post2 = dense(post2.weight[:, :, 0]), post2.bias.float().to(dev)
-        head = self.head
-        if isinstance(head, MoLHead):
-            self.log_scale_min = (-math.inf if head.log_scale_min is None
-                                  else float(head.log_scale_min))
+        if self.head.engine_samples:
+            self.log_scale_min = self.head.engine_log_scale_min
 
     def weight_bytes_per_step(self) -> float:
         """Bytes of weights one batch-1 step reads (blocked past taps: their share per step).

@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from dmol.audio.features import load_audio
-from dmol.mulaw import mulaw_decode, mulaw_encode
 from dmol.wavenet.checkpoint import load_model
 
 __all__ = ["Prediction", "predict", "render", "inspect_checkpoint"]
@@ -46,53 +44,6 @@ class Prediction:
     zoom: list[dict]  # per chosen step: x, pdf, cdf, components (list of pdfs), truth
     head: str
     sample_rate: int
-
-
-def _log_density(dist, head_name: str, grid: Tensor) -> Tensor:
-    """log p(y) per unit amplitude on ``grid`` (G,) for every step: (G, T)."""
-    lp = dist.log_prob(grid[:, None, None].expand(-1, *dist.batch_shape)).squeeze(1)
-    if head_name == "mulaw":
-        # a class covers a non-uniform interval of amplitude: divide its mass by the local
-        # width of one class (2/mu in the companded domain), mapped back through the decoder
-        mu = dist.mu
-        z = mulaw_encode(grid, mu)
-        width = (mulaw_decode((z + 1.0 / mu).clamp(max=1.0), mu)
-                 - mulaw_decode((z - 1.0 / mu).clamp(min=-1.0), mu)).clamp_min(1e-12)
-        return lp - width.log()[:, None]
-    # discretized heads: K bins of width 2/(K-1)
-    return lp + math.log((dist.num_classes - 1) / 2.0)
-
-
-def _component_pdfs(dist, head_name: str, t: int, x: Tensor) -> tuple[list[Tensor], Tensor]:
-    """Weighted per-component densities at step t on x, and their weights (continuous forms)."""
-    if head_name == "mulaw":
-        return [], torch.ones(1)
-    w = torch.softmax(dist.logits[0, t].double(), -1)
-    mu, s = dist.means[0, t].double(), dist.log_scales[0, t].double().exp()
-    z = (x[:, None] - mu) / s
-    if head_name == "mol":  # logistic pdf = sigmoid(z) sigmoid(-z) / s
-        pdf = torch.sigmoid(z) * torch.sigmoid(-z) / s
-    else:
-        pdf = torch.exp(-0.5 * z**2) / (s * math.sqrt(2 * math.pi))
-    return [w[m] * pdf[:, m] for m in range(w.numel())], w
-
-
-def _cdf_below(dist, head_name: str, x0: float) -> float:
-    """P(Y < x0) for a one-step distribution: where the zoomed CDF curve starts."""
-    if head_name == "mulaw":
-        return float((dist.probs[0, 0] * (dist.grid < x0)).sum())
-    return float(dist.cdf(torch.full((1, 1), x0, dtype=dist.means.dtype)))
-
-
-def _moments(dist, head_name: str) -> tuple[Tensor, Tensor]:
-    """Predicted mean and standard deviation per step (continuous-mixture formulas)."""
-    if head_name == "mulaw":
-        return dist.mean.double(), dist.variance.double().clamp_min(0).sqrt()
-    w = torch.softmax(dist.logits.double(), -1)
-    mu, s = dist.means.double(), dist.log_scales.double().exp()
-    var_c = s**2 * (math.pi**2 / 3 if head_name == "mol" else 1.0)
-    m = (w * mu).sum(-1)
-    return m, ((w * (var_c + mu**2)).sum(-1) - m**2).clamp_min(0).sqrt()
 
 
 # no_grad rather than inference_mode: it reuses the fused loss's already compiled variant
@@ -130,11 +81,11 @@ def predict(
     # stay inside the edge bins: their tail mass divided by a bin width is no density
     inner = 1.0 - 1e-3
     grid = torch.linspace(-inner, inner, grid_size, dtype=y_hat.dtype)
-    log_density = _log_density(dist, head.name, grid)
-    mean, std = _moments(dist, head.name)
-    weights = None
-    if head.name != "mulaw":
-        weights = torch.softmax(dist.logits[0].double(), -1).T.numpy()
+    log_density = head.log_density(dist, grid)
+    mean, std = head.moments(dist)
+    weights = head.mixture_weights(dist)
+    if weights is not None:
+        weights = weights[0].T.numpy()
     signal = x[0].numpy()  # what the density is over: the audio, or its pre-emphasized form
     truth = signal[start:start + window]
     if steps is None:
@@ -145,12 +96,12 @@ def predict(
         centre, spread = float(mean[0, t]), max(4 * float(std[0, t]), 0.02)
         xs = torch.linspace(max(-inner, centre - spread), min(inner, centre + spread), 400,
                             dtype=torch.float64)
-        comps, _ = _component_pdfs(dist, head.name, t, xs)
+        comps, _ = head.component_pdfs(dist, t, xs)
         step_dist = head.distribution(y_hat[..., start + t:start + t + 1])
-        ld = _log_density(step_dist, head.name, xs.to(y_hat.dtype))[:, 0].double()
+        ld = head.log_density(step_dist, xs.to(y_hat.dtype))[:, 0].double()
         cdf = torch.cumsum(ld.exp(), 0) * (xs[1] - xs[0])
         zoom.append({"t": start + t, "x": xs.numpy(), "pdf": ld.exp().numpy(),
-                     "cdf": cdf.numpy() + _cdf_below(step_dist, head.name, float(xs[0])),
+                     "cdf": cdf.numpy() + head.cdf_below(step_dist, float(xs[0])),
                      "components": [p.numpy() for p in comps], "truth": float(truth[t])})
     return Prediction(audio=signal, nll_bits=nll.numpy(), start=start, grid=grid.numpy(),
                       log_density=log_density.double().numpy(), weights=weights,

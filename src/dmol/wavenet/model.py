@@ -155,10 +155,11 @@ class WaveNet(nn.Module):
                           residual_out=i < cfg.layers - 1)
             for i, d in enumerate(cfg.dilations)
         )
+        # ReLU, 1x1, ReLU, 1x1 (the state_dict keys post.1 and post.3 are the checkpoint format)
         self.post = nn.Sequential(
             nn.ReLU(), nn.Conv1d(S, S, 1), nn.ReLU(), nn.Conv1d(S, self.head.net_channels, 1)
         )
-        self.head.init_output(self.post[3])  # e.g. start the scales at a sensible width
+        self.head.init_output(self.post_convs[1])  # e.g. start the scales at a sensible width
         # constants from the config (which checkpoints carry), kept out of the state_dict
         self.register_buffer("mel_mean", torch.tensor(float(cfg.mel_mean)), persistent=False)
         self.register_buffer("mel_std", torch.tensor(float(cfg.mel_std)), persistent=False)
@@ -173,6 +174,11 @@ class WaveNet(nn.Module):
         """Past samples each output sees, and the same in milliseconds at ``cfg.sample_rate``."""
         n = self.cfg.receptive_field
         return ReceptiveField(n, 1000.0 * n / self.cfg.sample_rate)
+
+    @property
+    def post_convs(self) -> tuple[nn.Conv1d, nn.Conv1d]:
+        """The post-net's two 1x1 convs: skip sum -> hidden, hidden -> head parameters."""
+        return self.post[1], self.post[3]
 
     @property
     def num_parameters(self) -> int:

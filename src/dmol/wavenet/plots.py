@@ -21,21 +21,9 @@ __all__ = ["distribution_image", "log_density", "training_curve"]
 def log_density(head, y_hat: Tensor, grid: Tensor) -> Tensor:
     """log p(v) per unit amplitude for each grid value v (G,) at each step: (G, T).
 
-    ``y_hat`` is one sequence, (1, C, T). Discretized heads give a bin's mass; dividing by the
-    bin width (``2 / (K - 1)``, or for mu-law the amplitude width of the class around v) makes
-    the rows comparable as a density.
+    ``y_hat`` is one sequence, (1, C, T); see :meth:`dmol.wavenet.heads.Head.log_density`.
     """
-    dist = head.distribution(y_hat)
-    G, T = grid.shape[0], y_hat.shape[-1]
-    lp = dist.log_prob(grid.to(y_hat.dtype)[:, None, None].expand(G, 1, T))[:, 0]  # (G, T)
-    if head.name == "mulaw":
-        mu = head.num_classes - 1
-        # class width in amplitude: (2 / mu) * d f^-1(z) / dz with z = f(v) the companded value
-        z = torch.log1p(mu * grid.abs()) / math.log1p(mu)
-        log_width = math.log(2 * math.log1p(mu) / mu**2) + z * math.log1p(mu)
-        return lp - log_width.to(lp.dtype)[:, None]
-    K = getattr(head, "num_classes", None)
-    return lp - math.log(2.0 / (K - 1)) if K else lp
+    return head.log_density(head.distribution(y_hat), grid.to(y_hat.dtype))
 
 
 @torch.no_grad()

@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from dmol.wavenet.heads import HEADS, LP_HEADS
+
 __all__ = [
     "HEADS",
     "PRESETS",
@@ -29,8 +31,6 @@ __all__ = [
     "get_preset",
 ]
 
-HEADS = ("mol", "gaussian", "mog", "mulaw")
-LP_HEADS = ("mol", "gaussian", "mog")  # heads whose means a linear prediction can shift
 LR_SCHEDULES = ("cosine", "exponential", "constant")
 PRECISIONS = ("fp32", "bf16")
 
@@ -151,6 +151,13 @@ class WaveNetConfig:
         """Arguments for :func:`dmol.wavenet.heads.make_head` (besides the name)."""
         return {"n_mixtures": self.n_mixtures, "num_classes": self.num_classes,
                 "log_scale_min": self.log_scale_min, "shifted": self.lpc_order > 0}
+
+    def recipe_mismatches(self, recipe) -> list[tuple[str, Any, Any]]:
+        """``(field, recipe's value, model's value)`` for each of sample_rate, n_mels and
+        hop_length where a mel recipe disagrees with this model: its features do not fit."""
+        return [(k, getattr(recipe, k), getattr(self, k))
+                for k in ("sample_rate", "n_mels", "hop_length")
+                if getattr(recipe, k) != getattr(self, k)]
 
     @property
     def in_channels(self) -> int:

@@ -107,7 +107,7 @@ def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | s
     if backend == "auto":
         cpu = next(model.parameters()).device.type == "cpu"
         backend = "torch"
-        if cpu and model.head.name == "mol":
+        if cpu and model.head.engine_samples:
             if cpp_available():
                 backend = "cpp"
             else:
@@ -571,12 +571,11 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
 
 
 def _check_recipe(model: WaveNet, recipe) -> None:
-    cfg = model.cfg
-    for name, want in (("sample_rate", cfg.sample_rate), ("hop_length", model.hop_length),
-                       ("n_mels", cfg.n_mels)):
-        if getattr(recipe, name) != want:
-            raise ValueError(f"the mel recipe has {name}={getattr(recipe, name)} but the model "
-                             f"expects {want}: model and features do not belong together")
+    bad = model.cfg.recipe_mismatches(recipe)
+    if bad:
+        name, got, want = bad[0]
+        raise ValueError(f"the mel recipe has {name}={got} but the model expects {want}: "
+                         f"model and features do not belong together")
 
 
 class _progress:

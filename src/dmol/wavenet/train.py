@@ -540,8 +540,7 @@ def describe(model_cfg: WaveNetConfig, train_cfg: TrainConfig, preset: str = "")
 
 
 def _check_recipe(recipe, cfg: WaveNetConfig, data_dir: Path) -> None:
-    bad = [(k, getattr(recipe, k), v) for k, v in (("sample_rate", cfg.sample_rate),
-           ("n_mels", cfg.n_mels), ("hop_length", cfg.hop_length)) if getattr(recipe, k) != v]
+    bad = cfg.recipe_mismatches(recipe)
     if bad:
         desc = ", ".join(f"{k} {a} vs {b}" for k, a, b in bad)
         raise ValueError(f"dataset {data_dir} does not fit the model (dataset vs model: {desc}); "
