@@ -11,9 +11,9 @@ SRC = Path(__file__).parents[1] / "src" / "dmol"
 # The layers, lowest first (README, "Layout of the code"); a module imports only modules of its
 # own layer or of lower ones. The private helpers (_validate, _native, _fs) sit at the bottom.
 LAYERS = {
-    "distributions": ("dmol", "dmol.logistic", "dmol.gaussian", "dmol.mulaw", "dmol.coupled",
-                      "dmol.fused", "dmol.units", "dmol.compat", "dmol._validate",
-                      "dmol._native", "dmol._fs"),
+    "distributions": ("dmol", "dmol.mixture", "dmol.logistic", "dmol.gaussian", "dmol.mulaw",
+                      "dmol.coupled", "dmol.fused", "dmol.units", "dmol.compat",
+                      "dmol._validate", "dmol._native", "dmol._fs"),
     "audio": ("dmol.audio",),
     "vocoder": ("dmol.wavenet",),
     "cli": ("dmol.cli", "dmol.__main__", "dmol.benchmarks"),

@@ -44,16 +44,17 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Distribution, constraints
+from torch.distributions import constraints
 
 from dmol import _validate as V
-from dmol.logistic import (
-    _ENUMERATE_MAX,
+from dmol.logistic import log1mexp
+from dmol.mixture import (
+    DiscretizedMixture,
+    LocationScaleMixture,
     _apply_temperature,
     _uniform_open,
     bin_centre,
     bin_index,
-    log1mexp,
 )
 
 __all__ = [
@@ -75,8 +76,6 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 # ~105 tau^8 / 9! relative (4e-9 for float32, 1e-14 for float64); above tau, D >= ~tau, so
 # the log1mexp branch keeps full relative precision.
 _SERIES_TAU = {torch.float32: 0.25, torch.float64: 0.05}
-# log-scale standing in for a zero scale (scale_temperature=0): a point mass at the mean
-_POINT_LOG_SCALE = -80.0
 
 
 def ndtr(x: Tensor) -> Tensor:
@@ -247,92 +246,7 @@ def _sample_continuous(
     return mu + torch.exp(log_s) * noise
 
 
-class _GaussianMixtureBase(Distribution):
-    """Parameter handling shared by the continuous and the discretized mixture."""
-
-    arg_constraints = {
-        "logits": constraints.real_vector,
-        "means": constraints.real_vector,
-        "log_scales": constraints.real_vector,
-    }
-    has_rsample = False
-
-    def _init_params(
-        self,
-        logits: Tensor,
-        means: Tensor,
-        log_scales: Tensor,
-        log_scale_min: float | None,
-        validate_args: bool | None,
-    ) -> None:
-        tensors = (logits, means, log_scales)
-        for name, t in zip(("logits", "means", "log_scales"), tensors, strict=True):
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__} "
-                                "(logits, means and log_scales must be torch tensors)")
-        if not (logits.shape == means.shape == log_scales.shape) or logits.dim() < 1:
-            raise ValueError(
-                "logits, means and log_scales must share one shape (*batch, M), got "
-                f"{tuple(logits.shape)}, {tuple(means.shape)}, {tuple(log_scales.shape)}"
-            )
-        self.logits, self.means, self.log_scales = _prepare(*tensors, log_scale_min)
-        self.log_scale_min = log_scale_min
-        validate = V.resolve_validate_args(validate_args)
-        if validate:
-            for name in ("logits", "means", "log_scales"):
-                V.check_finite(name, getattr(self, name))
-        # the checks above replace torch's generic constraint check with clearer messages
-        Distribution.__init__(self, self.logits.shape[:-1], validate_args=False)
-        self._validate_values = bool(validate)
-
-    def _replace(self, logits: Tensor, means: Tensor, log_scales: Tensor):
-        raise NotImplementedError
-
-    @property
-    def num_mixtures(self) -> int:
-        return self.logits.shape[-1]
-
-    @property
-    def mixture_probs(self) -> Tensor:
-        """(*batch, M) component weights."""
-        return torch.softmax(self.logits, dim=-1)
-
-    def expand(self, batch_shape, _instance=None):  # noqa: D102 (torch API)
-        shape = torch.Size(batch_shape) + (self.num_mixtures,)
-        return self._replace(
-            self.logits.expand(shape), self.means.expand(shape), self.log_scales.expand(shape)
-        )
-
-    def with_temperature(self, temperature: float = 1.0, scale_temperature: float = 1.0):
-        """A sharpened (< 1) or flattened (> 1) copy, with the MoL's semantics.
-
-        ``temperature`` divides the mixture logits (0 picks the most probable component);
-        ``scale_temperature`` multiplies each component's scale (0 collapses it to its mean).
-        """
-        logits, log_scales = _apply_temperature(
-            self.logits, self.log_scales, temperature, scale_temperature
-        )
-        if scale_temperature == 0:
-            # a zero scale is a point mass: keep it representable as a very small scale
-            log_scales = torch.full_like(self.log_scales, _POINT_LOG_SCALE)
-        return self._replace(logits, self.means, log_scales)
-
-    def _pick_mean(self) -> Tensor:
-        idx = self.logits.argmax(-1, keepdim=True)
-        return self.means.gather(-1, idx).squeeze(-1)
-
-    def _draw(self, sample_shape: torch.Size, generator: torch.Generator | None) -> Tensor:
-        shape = torch.Size(sample_shape) + self.batch_shape + (self.num_mixtures,)
-        with torch.no_grad():
-            return _sample_continuous(
-                self.logits.expand(shape),
-                self.means.expand(shape),
-                self.log_scales.expand(shape),
-                generator,
-            )
-
-
-class MixtureOfGaussians(_GaussianMixtureBase):
+class MixtureOfGaussians(LocationScaleMixture):
     """A mixture of M Gaussians: a continuous density on the real line.
 
     Args:
@@ -359,6 +273,7 @@ class MixtureOfGaussians(_GaussianMixtureBase):
     """
 
     support = constraints.real
+    _draw_fn = _sample_continuous
 
     def __init__(
         self,
@@ -431,7 +346,7 @@ class MixtureOfGaussians(_GaussianMixtureBase):
         return self._draw(sample_shape, generator)
 
 
-class DiscretizedGaussianMixture(_GaussianMixtureBase):
+class DiscretizedGaussianMixture(DiscretizedMixture):
     """Mixture of M Gaussians discretized to K bins on [-1, 1]; the edge bins take the tails.
 
     The bin grid is the MoL's (:class:`dmol.logistic.DiscretizedLogisticMixture`), so NLLs are
@@ -445,6 +360,7 @@ class DiscretizedGaussianMixture(_GaussianMixtureBase):
         validate_args: check parameters for NaN/inf and values for range (None: yes).
 
     Values are floats in [-1, 1] of shape (*sample, *batch); they are snapped to the nearest bin.
+    ``from_params`` also takes exactly 2 channels ``[mean, log_scale]``: a single Gaussian.
 
     Example::
 
@@ -454,134 +370,24 @@ class DiscretizedGaussianMixture(_GaussianMixtureBase):
         1.0
     """
 
-    support = constraints.interval(-1.0, 1.0)
+    # the Gaussian family (the rest is dmol.mixture.DiscretizedMixture's)
+    _component_cdf = ndtr
+    _bin_nll = discretized_gaussian_mixture_nll
+    _draw_fn = _sample_continuous
 
-    def __init__(
-        self,
-        logits: Tensor,
-        means: Tensor,
-        log_scales: Tensor,
-        num_classes: int = 65536,
-        log_scale_min: float | None = None,
-        validate_args: bool | None = None,
-    ) -> None:
-        self.num_classes = V.check_num_classes(num_classes)
-        self._init_params(logits, means, log_scales, log_scale_min, validate_args)
+    @staticmethod
+    def _split(btc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return V.split_channels(btc, 3, allow_single=2)
 
-    @classmethod
-    def from_params(
-        cls,
-        y_hat: Tensor,
-        layout: str = "BCT",
-        num_classes: int = 65536,
-        log_scale_min: float | None = None,
-        validate_args: bool | None = None,
-        loc: Tensor | None = None,
-    ) -> DiscretizedGaussianMixture:
-        """Build from a network output: channels ``[logits M | means M | log_scales M]``, or
-        exactly 2 channels ``[mean, log_scale]`` for a single Gaussian; batch shape (B, T).
-        ``loc`` (B, T), if given, is added to every mean."""
-        logits, means, log_scales = V.split_channels(V.to_btc(y_hat, layout), 3, allow_single=2)
-        return cls(logits, V.shift_means(means, loc), log_scales, num_classes, log_scale_min,
-                   validate_args)
-
-    def _replace(self, logits, means, log_scales) -> DiscretizedGaussianMixture:
-        return DiscretizedGaussianMixture(
-            logits, means, log_scales, self.num_classes, validate_args=False
-        )
-
-    def _check_value(self, value: Tensor) -> None:
-        if self._validate_values:
-            V.check_range(value)
-
-    def log_prob(self, value: Tensor) -> Tensor:
-        """Exact log-mass of the bin nearest to ``value``; shape broadcast(sample, batch)."""
-        self._check_value(value)
-        return -discretized_gaussian_mixture_nll(
-            self.logits, self.means, self.log_scales, value, self.num_classes
-        )
-
-    def cdf(self, value: Tensor) -> Tensor:
-        """P(Y <= y): the mass of all bins up to and including y's bin."""
-        self._check_value(value)
-        k = bin_index(value, self.num_classes).unsqueeze(-1)
-        upper = bin_centre(k, self.num_classes, torch.float64) + 1.0 / (self.num_classes - 1)
-        z = ((upper - self.means.double()) * torch.exp(-self.log_scales.double())).to(
-            self.means.dtype
-        )
-        c = (self.mixture_probs * ndtr(z)).sum(-1)
-        return torch.where(k.squeeze(-1) == self.num_classes - 1, torch.ones_like(c), c)
-
-    def log_pmf(self, chunk: int = 4096) -> Tensor:
-        """(*batch, K) log-masses of every bin, computed in chunks of bins to bound memory."""
-        K = self.num_classes
-        out = []
-        for start in range(0, K, chunk):
-            k = torch.arange(start, min(start + chunk, K), device=self.means.device)
-            y = bin_centre(k, K, self.means.dtype).expand(*self.batch_shape, -1).movedim(-1, 0)
-            nll = discretized_gaussian_mixture_nll(self.logits, self.means, self.log_scales, y, K)
-            out.append(-nll.movedim(0, -1))
-        return torch.cat(out, dim=-1)
-
-    def _centres(self, dtype: torch.dtype) -> Tensor:
-        k = torch.arange(self.num_classes, device=self.means.device)
-        return bin_centre(k, self.num_classes, dtype)
-
-    @property
-    def mean(self) -> Tensor:
-        """E[Y].
-
-        Exact by enumeration for K <= 4096. Above that, the closed form of E[clip(X, -1, 1)]
-        for the continuous mixture X, per component ``-Phi(alpha) + Phi(-beta) + mu (Phi(beta)
-        - Phi(alpha)) + s (phi(alpha) - phi(beta))`` with alpha, beta = (-+1 - mu)/s, which
-        differs from the discretized mean by at most 1/(K-1) (snapping moves a value that far).
-        """
-        if self.num_classes <= _ENUMERATE_MAX:
-            return (self.log_pmf().exp() * self._centres(self.means.dtype)).sum(-1)
+    def _clipped_means(self) -> Tensor:
+        """``-Phi(alpha) + Phi(-beta) + mu (Phi(beta) - Phi(alpha)) + s (phi(alpha) - phi(beta))``
+        per component, with alpha, beta = (-+1 - mu)/s."""
         s = self.log_scales.exp()
         alpha, beta = (-1.0 - self.means) / s, (1.0 - self.means) / s
         cdf_a, cdf_b = ndtr(alpha), ndtr(beta)
         pdf_a = torch.exp(-0.5 * alpha * alpha - _LOG_SQRT_2PI)
         pdf_b = torch.exp(-0.5 * beta * beta - _LOG_SQRT_2PI)
-        clipped = -cdf_a + (1.0 - cdf_b) + self.means * (cdf_b - cdf_a) + s * (pdf_a - pdf_b)
-        return (self.mixture_probs * clipped).sum(-1)
-
-    @property
-    def mode(self) -> Tensor:
-        """The usual deterministic decode: the most probable component's mean, on the bin grid.
-
-        For M = 1 this is the pmf's mode unless an edge bin's tail mass outweighs it; use
-        ``log_pmf().argmax(-1)`` for the exact mode when K is small.
-        """
-        mu = self._pick_mean().clamp(-1.0, 1.0)
-        return bin_centre(bin_index(mu, self.num_classes), self.num_classes, self.means.dtype)
-
-    @property
-    def variance(self) -> Tensor:
-        """Var[Y] by enumeration (exact); costs K*M per element."""
-        centres = self._centres(torch.float64)
-        p = self.log_pmf().double().exp()
-        m = (p * centres).sum(-1, keepdim=True)
-        return (p * (centres - m) ** 2).sum(-1).to(self.means.dtype)
-
-    def entropy(self) -> Tensor:
-        """Exact Shannon entropy in nats, by enumerating all K bins (K*M work per element)."""
-        lp = self.log_pmf()
-        return -(lp.exp() * lp).sum(-1)
-
-    def sample(
-        self,
-        sample_shape: torch.Size = torch.Size(),
-        generator: torch.Generator | None = None,
-        return_bins: bool = False,
-    ) -> Tensor:
-        """Draw values on the bin grid (or bin indices with ``return_bins=True``).
-
-        A component is chosen with the Gumbel-max trick and a value drawn from it; values
-        outside [-1, 1] land in the edge bins, exactly as their tail mass says.
-        """
-        k = bin_index(self._draw(sample_shape, generator), self.num_classes)
-        return k if return_bins else bin_centre(k, self.num_classes, self.means.dtype)
+        return -cdf_a + (1.0 - cdf_b) + self.means * (cdf_b - cdf_a) + s * (pdf_a - pdf_b)
 
 
 # -- functional API ---------------------------------------------------------------------------

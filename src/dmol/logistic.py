@@ -32,10 +32,15 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Distribution, constraints
 
 from dmol import _validate as V
 from dmol import fused
+from dmol.mixture import (
+    DiscretizedMixture,
+    _uniform_open,
+    bin_centre,
+    bin_index,
+)
 
 __all__ = [
     "DiscretizedLogisticMixture",
@@ -47,9 +52,6 @@ __all__ = [
 ]
 
 _LN2 = math.log(2.0)
-# Above this K the enumeration-based `mean` would touch K*M values per element; use the
-# closed form instead (see `mean`).
-_ENUMERATE_MAX = 4096
 
 
 def log1mexp(x: Tensor) -> Tensor:
@@ -65,17 +67,6 @@ def log1mexp(x: Tensor) -> Tensor:
         torch.log(-torch.expm1(-x.clamp(max=_LN2))),
         torch.log1p(-torch.exp(-x.clamp(min=_LN2))),
     )
-
-
-def bin_index(y: Tensor, num_classes: int) -> Tensor:
-    """The bin k in [0, K-1] whose centre ``2k/(K-1) - 1`` is nearest to y (int64)."""
-    k = torch.round((y.double() + 1.0) * (0.5 * (num_classes - 1)))
-    return k.clamp_(0, num_classes - 1).long()
-
-
-def bin_centre(k: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Centre ``2k/(K-1) - 1`` of bin k, rounded once into ``dtype``."""
-    return ((2.0 * k.double()) / (num_classes - 1) - 1.0).to(dtype)
 
 
 def _offset_and_edges(
@@ -140,30 +131,21 @@ def mixture_nll_reference(
     return -torch.logsumexp(F.log_softmax(logits, dim=-1) + log_mass, dim=-1)
 
 
-def _apply_temperature(
-    logits: Tensor, log_scales: Tensor, temperature: float, scale_temperature: float
-) -> tuple[Tensor, Tensor]:
-    """Temperature semantics shared by the class and the functional sampler.
-
-    ``temperature`` divides the mixture logits (0: always the most probable component);
-    ``scale_temperature`` multiplies every component's scale (0: the component's mean).
-    """
-    temperature = V.check_temperature("temperature", temperature)
-    scale_temperature = V.check_temperature("scale_temperature", scale_temperature)
-    if temperature == 0:
-        # one-hot on the argmax; ties broken by the first index like torch.argmax
-        hot = F.one_hot(logits.argmax(-1), logits.shape[-1]).bool()
-        logits = torch.where(hot, 0.0, float("-inf")).to(logits.dtype)
-    elif temperature != 1:
-        logits = logits / temperature
-    if scale_temperature == 0:
-        log_scales = torch.full_like(log_scales, float("-inf"))
-    elif scale_temperature != 1:
-        log_scales = log_scales + math.log(scale_temperature)
-    return logits, log_scales
+def _gumbel_inverse_cdf(
+    logits: Tensor, means: Tensor, log_scales: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """Unfused Gumbel-max component choice + logistic inverse CDF; clamps to [-1, 1]."""
+    gumbel = -torch.log(-torch.log(_uniform_open(logits.shape, logits, generator)))
+    idx = (logits + gumbel).argmax(-1, keepdim=True)
+    mu = means.gather(-1, idx).squeeze(-1)
+    log_s = log_scales.gather(-1, idx).squeeze(-1)
+    u = _uniform_open(mu.shape, mu, generator)
+    # logit(u) = log u - log(1 - u); log1p keeps precision for small u
+    x = mu + torch.exp(log_s) * (torch.log(u) - torch.log1p(-u))
+    return x.clamp(-1.0, 1.0)
 
 
-class DiscretizedLogisticMixture(Distribution):
+class DiscretizedLogisticMixture(DiscretizedMixture):
     """Mixture of M logistics discretized to K bins on [-1, 1]; the edge bins take the tails.
 
     Args:
@@ -186,110 +168,10 @@ class DiscretizedLogisticMixture(Distribution):
         torch.Size([4])
     """
 
-    arg_constraints = {
-        "logits": constraints.real_vector,
-        "means": constraints.real_vector,
-        "log_scales": constraints.real_vector,
-    }
-    support = constraints.interval(-1.0, 1.0)
-    has_rsample = False
-
-    def __init__(
-        self,
-        logits: Tensor,
-        means: Tensor,
-        log_scales: Tensor,
-        num_classes: int = 65536,
-        log_scale_min: float | None = None,
-        validate_args: bool | None = None,
-    ) -> None:
-        self.num_classes = V.check_num_classes(num_classes)
-        for name, t in (("logits", logits), ("means", means), ("log_scales", log_scales)):
-            V.check_tensor(name, t)
-        if not (logits.shape == means.shape == log_scales.shape) or logits.dim() < 1:
-            raise ValueError(
-                "logits, means and log_scales must share one shape (*batch, M), got "
-                f"{tuple(logits.shape)}, {tuple(means.shape)}, {tuple(log_scales.shape)}"
-            )
-        dtype = V.compute_dtype(means.dtype)
-        self.logits = logits.to(dtype)
-        self.means = means.to(dtype)
-        self.log_scales = log_scales.to(dtype)
-        if log_scale_min is not None:
-            self.log_scales = self.log_scales.clamp(min=log_scale_min)
-        self.log_scale_min = log_scale_min
-        validate = V.resolve_validate_args(validate_args)
-        if validate:
-            for name in ("logits", "means", "log_scales"):
-                V.check_finite(name, getattr(self, name))
-        # the checks above replace torch's generic constraint check with clearer messages
-        super().__init__(self.logits.shape[:-1], validate_args=False)
-        self._validate_values = bool(validate)
-
-    @classmethod
-    def from_params(
-        cls,
-        y_hat: Tensor,
-        layout: str = "BCT",
-        num_classes: int = 65536,
-        log_scale_min: float | None = None,
-        validate_args: bool | None = None,
-        loc: Tensor | None = None,
-    ) -> DiscretizedLogisticMixture:
-        """Build from a network output with channels ``[logits M | means M | log_scales M]``.
-
-        Args:
-            y_hat: (B, 3M, T) for layout "BCT" or (B, T, 3M) for "BTC".
-            loc: optional (B, T) shift added to every mean (e.g. a linear prediction).
-
-        Returns:
-            A distribution with batch shape (B, T).
-        """
-        logits, means, log_scales = V.split_channels(V.to_btc(y_hat, layout), 3)
-        return cls(logits, V.shift_means(means, loc), log_scales, num_classes, log_scale_min,
-                   validate_args)
-
-    @property
-    def num_mixtures(self) -> int:
-        return self.logits.shape[-1]
-
-    @property
-    def mixture_probs(self) -> Tensor:
-        """(*batch, M) component weights."""
-        return torch.softmax(self.logits, dim=-1)
-
-    def expand(self, batch_shape, _instance=None):  # noqa: D102 (torch API)
-        shape = torch.Size(batch_shape) + (self.num_mixtures,)
-        return type(self)(
-            self.logits.expand(shape),
-            self.means.expand(shape),
-            self.log_scales.expand(shape),
-            self.num_classes,
-            None,
-            validate_args=False,
-        )
-
-    def with_temperature(
-        self, temperature: float = 1.0, scale_temperature: float = 1.0
-    ) -> DiscretizedLogisticMixture:
-        """A sharpened (< 1) or flattened (> 1) copy.
-
-        ``temperature`` divides the mixture logits (0 picks the most probable component);
-        ``scale_temperature`` multiplies each component's scale (0 collapses it to its mean).
-        """
-        logits, log_scales = _apply_temperature(
-            self.logits, self.log_scales, temperature, scale_temperature
-        )
-        if scale_temperature == 0:
-            # a zero scale is a point mass: keep it representable as a very small scale
-            log_scales = torch.full_like(self.log_scales, -80.0)
-        return type(self)(logits, self.means, log_scales, self.num_classes, validate_args=False)
-
-    # -- probabilities ------------------------------------------------------------------------
-
-    def _check_value(self, value: Tensor) -> None:
-        if self._validate_values:
-            V.check_range(value)
+    # the logistic family (the rest is dmol.mixture.DiscretizedMixture's)
+    _component_cdf = torch.sigmoid
+    _bin_nll = mixture_nll_reference
+    _draw_fn = _gumbel_inverse_cdf
 
     def log_prob(self, value: Tensor) -> Tensor:
         """Exact log-mass of the bin nearest to ``value``; shape broadcast(sample, batch)."""
@@ -302,125 +184,10 @@ class DiscretizedLogisticMixture(Distribution):
             self.logits, self.means, self.log_scales, value, self.num_classes
         )
 
-    def cdf(self, value: Tensor) -> Tensor:
-        """P(Y <= y): the mass of all bins up to and including y's bin."""
-        self._check_value(value)
-        k = bin_index(value, self.num_classes).unsqueeze(-1)
-        upper = bin_centre(k, self.num_classes, torch.float64) + 1.0 / (self.num_classes - 1)
-        z = ((upper - self.means.double()) * torch.exp(-self.log_scales.double())).to(
-            self.means.dtype
-        )
-        c = (self.mixture_probs * torch.sigmoid(z)).sum(-1)
-        return torch.where(k.squeeze(-1) == self.num_classes - 1, torch.ones_like(c), c)
-
-    def log_pmf(self, chunk: int = 4096) -> Tensor:
-        """(*batch, K) log-masses of every bin, computed in chunks of bins to bound memory."""
-        K = self.num_classes
-        out = []
-        for start in range(0, K, chunk):
-            k = torch.arange(start, min(start + chunk, K), device=self.means.device)
-            centres = bin_centre(k, K, self.means.dtype)  # (k,)
-            y = centres.expand(*self.batch_shape, -1).movedim(-1, 0)  # (k, *batch)
-            out.append(-mixture_nll_reference(
-                self.logits, self.means, self.log_scales, y, K
-            ).movedim(0, -1))
-        return torch.cat(out, dim=-1)
-
-    # -- summaries ----------------------------------------------------------------------------
-
-    @property
-    def mean(self) -> Tensor:
-        """E[Y].
-
-        Exact by enumeration for K <= 4096. Above that, the closed form of E[clip(X, -1, 1)]
-        for the continuous mixture X, ``-1 + s * (softplus((mu + 1)/s) - softplus((mu - 1)/s))``
-        per component, which differs from the discretized mean by at most half a bin width
-        (rounding to a centre moves a value by at most 1/(K-1)).
-        """
-        if self.num_classes <= _ENUMERATE_MAX:
-            centres = bin_centre(
-                torch.arange(self.num_classes, device=self.means.device),
-                self.num_classes,
-                self.means.dtype,
-            )
-            return (self.log_pmf().exp() * centres).sum(-1)
+    def _clipped_means(self) -> Tensor:
+        """``-1 + s * (softplus((mu + 1)/s) - softplus((mu - 1)/s))`` per component."""
         s = self.log_scales.exp()
-        clipped = -1.0 + s * (F.softplus((self.means + 1) / s) - F.softplus((self.means - 1) / s))
-        return (self.mixture_probs * clipped).sum(-1)
-
-    @property
-    def mode(self) -> Tensor:
-        """The usual deterministic decode: the most probable component's mean, on the bin grid.
-
-        For M = 1 this is the bin holding the mean, the pmf's mode unless an edge bin's tail mass
-        outweighs it; use ``log_pmf().argmax(-1)`` for the exact mode when K is small.
-        """
-        idx = self.logits.argmax(-1, keepdim=True)
-        mu = self.means.gather(-1, idx).squeeze(-1).clamp(-1.0, 1.0)
-        return bin_centre(bin_index(mu, self.num_classes), self.num_classes, self.means.dtype)
-
-    @property
-    def variance(self) -> Tensor:
-        """Var[Y] by enumeration (exact); costs K*M per element."""
-        centres = bin_centre(
-            torch.arange(self.num_classes, device=self.means.device),
-            self.num_classes,
-            torch.float64,
-        )
-        p = self.log_pmf().double().exp()
-        m = (p * centres).sum(-1, keepdim=True)
-        return (p * (centres - m) ** 2).sum(-1).to(self.means.dtype)
-
-    def entropy(self) -> Tensor:
-        """Exact Shannon entropy in nats, by enumerating all K bins (chunked; K*M work per
-        element, so about 0.7M operations per element at 16 bits with M = 10)."""
-        lp = self.log_pmf()
-        return -(lp.exp() * lp).sum(-1)
-
-    # -- sampling -----------------------------------------------------------------------------
-
-    def sample(
-        self,
-        sample_shape: torch.Size = torch.Size(),
-        generator: torch.Generator | None = None,
-        return_bins: bool = False,
-    ) -> Tensor:
-        """Draw values on the bin grid (or bin indices with ``return_bins=True``).
-
-        A component is chosen with the Gumbel-max trick, argmax(logits + Gumbel noise), and a
-        value drawn from it by the inverse CDF ``mu + s * (log u - log(1 - u))``; values outside
-        [-1, 1] land in the edge bins, exactly as their tail mass says.
-        """
-        shape = torch.Size(sample_shape) + self.batch_shape
-        with torch.no_grad():
-            x = _gumbel_inverse_cdf(
-                self.logits.expand(shape + (self.num_mixtures,)),
-                self.means.expand(shape + (self.num_mixtures,)),
-                self.log_scales.expand(shape + (self.num_mixtures,)),
-                generator,
-            )
-            k = bin_index(x, self.num_classes)
-            return k if return_bins else bin_centre(k, self.num_classes, self.means.dtype)
-
-
-def _uniform_open(shape: torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """U(0, 1) without 0: log(u) and log(-log(u)) must stay finite."""
-    u = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
-    return u.clamp_(min=torch.finfo(like.dtype).tiny)
-
-
-def _gumbel_inverse_cdf(
-    logits: Tensor, means: Tensor, log_scales: Tensor, generator: torch.Generator | None
-) -> Tensor:
-    """Unfused Gumbel-max component choice + logistic inverse CDF; clamps to [-1, 1]."""
-    gumbel = -torch.log(-torch.log(_uniform_open(logits.shape, logits, generator)))
-    idx = (logits + gumbel).argmax(-1, keepdim=True)
-    mu = means.gather(-1, idx).squeeze(-1)
-    log_s = log_scales.gather(-1, idx).squeeze(-1)
-    u = _uniform_open(mu.shape, mu, generator)
-    # logit(u) = log u - log(1 - u); log1p keeps precision for small u
-    x = mu + torch.exp(log_s) * (torch.log(u) - torch.log1p(-u))
-    return x.clamp(-1.0, 1.0)
+        return -1.0 + s * (F.softplus((self.means + 1) / s) - F.softplus((self.means - 1) / s))
 
 
 # -- functional API ---------------------------------------------------------------------------
