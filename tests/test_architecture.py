@@ -201,3 +201,10 @@ def test_functions_are_short_or_say_why():
                 if lines > MAX_FUNCTION_LINES and "Long because" not in doc:
                     long.append(f"{name}.{fn.name}: {lines} lines")
     assert not long, "\n".join(long)
+
+
+def test_no_c_source_inside_python_files():
+    """Kernel sources are real files in dmol/csrc/ (package data), built by dmol._native."""
+    inline = [name for name, path in MODULES.items() if "#include <" in path.read_text()]
+    assert not inline, f"C/C++ source inside {inline}: move it to src/dmol/csrc/"
+    assert sorted(p.name for p in (SRC / "csrc").glob("*.cpp")), "no kernel sources shipped"
