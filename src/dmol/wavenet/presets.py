@@ -153,10 +153,10 @@ class WaveNetConfig:
                 "log_scale_min": self.log_scale_min, "shifted": self.lpc_order > 0}
 
     def recipe_mismatches(self, recipe) -> list[tuple[str, Any, Any]]:
-        """``(field, recipe's value, model's value)`` for each of sample_rate, n_mels and
-        hop_length where a mel recipe disagrees with this model: its features do not fit."""
+        """``(field, recipe's value, model's value)`` for each of sample_rate, hop_length and
+        n_mels where a mel recipe disagrees with this model: its features do not fit."""
         return [(k, getattr(recipe, k), getattr(self, k))
-                for k in ("sample_rate", "n_mels", "hop_length")
+                for k in ("sample_rate", "hop_length", "n_mels")
                 if getattr(recipe, k) != getattr(self, k)]
 
     @property
