@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from dmol import bench, cli
+from dmol import cli
+from dmol.cli import bench
 
 
 def test_help_lists_every_command(capsys):

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from dmol import demo as demo_module
 from dmol.audio.corpus import load_utterance
+from dmol.cli import demo as demo_module
 from dmol.cli.demo import main
 from dmol.wavenet.checkpoint import list_checkpoints
 from dmol.wavenet.demo import _train_or_reuse, pick_utterances
