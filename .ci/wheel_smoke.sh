@@ -10,6 +10,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 py=${1:-$repo/.venv/bin/python}  # the environment holding the dependencies
+py=$(cd "$(dirname "$py")" && pwd)/$(basename "$py")  # absolute, symlink kept (a venv)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 t0=$SECONDS
