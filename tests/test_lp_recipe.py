@@ -183,3 +183,23 @@ def test_lp_mixture_components_start_with_spread_scales(head):
     assert torch.all(means[1:] > means[:-1]) and float(means.abs().max()) <= 0.01 + 1e-7
     plain = WaveNet(get_preset("tiny", {"head": head, "n_mixtures": M})[0]).post[-1].bias
     assert torch.all(plain[2 * M:] == INIT_LOG_SCALE)
+
+
+def test_deemphasized_audio_is_clipped_to_the_unit_range():
+    """An emphasized signal stuck at +1 (all means far above) de-emphasizes towards
+    (1 + alpha) / (1 - alpha) = 12.3; the audio returned stays in [-1, 1], streaming and
+    folded alike, and streaming still equals offline."""
+    model = pe_model(6)
+    M = model.cfg.n_mixtures
+    with torch.no_grad():
+        model.post_convs[-1].bias[M:2 * M].fill_(5.0)
+        model.post_convs[-1].weight.zero_()
+    mel = _mel(10, seed=7)
+    offline = synthesize_incremental(model, mel, seed=0, backend="torch")
+    assert offline.max() == 1.0 and offline.min() >= -1.0
+    stream = StreamingVocoder(model, seed=0, backend="torch")
+    got = [stream.push(mel[:3]), stream.push(mel[3:]), stream.flush()]
+    assert np.array_equal(np.concatenate(got), offline)
+    folded = synthesize_folded(model, mel, seed=0, backend="torch", max_batch=2,
+                               overlap_seconds=0.002)
+    assert folded.max() == 1.0 and folded.min() >= -1.0

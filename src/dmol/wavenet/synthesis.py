@@ -375,8 +375,10 @@ class StreamingVocoder:
             return signal
         # the filter's state in float64, so that any split into pushes gives the same audio
         audio = self.model.deemphasize(torch.from_numpy(signal).double(), prev=self._last)
-        self._last = audio[-1:].clone()
-        return audio.float().numpy()
+        self._last = audio[-1:].clone()  # the filter's state stays unclipped
+        # the heads keep the emphasized signal in [-1, 1]; de-emphasis can leave it (a
+        # wander at 0 Hz gains up to (1 + alpha) / (1 - alpha)): audio is [-1, 1]
+        return audio.clamp(-1.0, 1.0).float().numpy()
 
 
 def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
@@ -518,7 +520,9 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
             x = torch.cat(outs, dim=1)
             pieces += [x[i, :stop - start] for i, (start, _, stop) in enumerate(rnd)]
     signal = crossfade(pieces, plan, T)
-    return model.deemphasize(signal.double()).float().numpy()  # identity without pre-emphasis
+    if not model.cfg.preemphasis:
+        return signal.numpy()
+    return model.deemphasize(signal.double()).clamp(-1.0, 1.0).float().numpy()
 
 
 # ---- the public entry point ----------------------------------------------------------------
