@@ -12,11 +12,12 @@ responsibilities ``r = softmax(log pi + log P)``:
     dL/dls_m    = -r_m * dlogP_m/dls       (0 where the log_scale_min clamp is active)
 
 So the only (*batch, M)-sized memory is the gradient itself, written straight into one buffer
-laid out like the parameters. The math is compiled with ``torch.compile`` (inductor: C++/OpenMP
-on CPU, Triton on CUDA) with dynamic shapes, so one compiled kernel serves every batch size and
-length; inductor caches it on disk (the first call in a fresh cache costs tens of seconds,
-later processes a few seconds). Without a working compiler, or with ``DMOL_DISABLE_COMPILE=1``,
-the same analytic math runs eagerly after one warning.
+laid out like the parameters. The loss and the sampler are PyTorch operators
+(``torch.ops.dmol.mol_nll`` with a registered backward, ``torch.ops.dmol.mol_sample``), so they
+work inside ``torch.compile`` and under ``torch.func``; on the CPU their kernel is C++
+(``csrc/mol_loss.cpp``, built once per machine with the system compiler: seconds), elsewhere
+the same math runs as torch ops on the device. Without a C++ compiler, or with
+``DMOL_DISABLE_COMPILE=1``, CPU tensors take the eager math too, after one warning.
 
 Example::
 
@@ -50,12 +51,10 @@ _BIG = 1e30  # "infinite" standardized distance: e^-BIG is 0 in float32 and floa
 calls: collections.Counter[str] = collections.Counter()
 
 
-# -- the math (plain tensor code: compiled by inductor, or run eagerly as the fallback) ---------
+# -- the math as torch ops (the eager implementation; mol_loss.cpp follows it step by step) -----
 #
 # Parameters arrive packed as (A, 3M, T): T samples in contiguous rows, the component axis
-# just before them (for a WaveNet's (B, 3M, T) output: the output itself), presented to the
-# compiler as a plain contiguous tensor at offset 0, so that one compiled kernel per
-# (dtype, M) serves every length and batch size (a batch of one gets a second kernel).
+# just before them (for a WaveNet's (B, 3M, T) output: the output itself).
 
 
 def _split(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -83,7 +82,7 @@ def _one_minus_exp(c: Tensor, ec: Tensor) -> Tensor:
     """1 - e^-c to full relative precision, given ec = e^-c.
 
     ``1 - ec`` loses up to all digits for small c (wide components, fine bins: c = 3e-5 at
-    16 bits and unit scale), and inductor's vectorized ``expm1`` is ``exp(x) - 1``. Below ln 2
+    16 bits and unit scale), and a vectorized ``expm1`` is often ``exp(x) - 1``. Below ln 2
     the Taylor series c (1 - c/2! + c^2/3! - ...) converges fast: 9 terms reach float32's
     precision, 17 float64's, a few FMAs where Kahan's (1 - u) c / -log(u) costs a log and a
     division. Above ln 2, ``1 - ec`` is already exact to rounding.
@@ -170,11 +169,10 @@ def _nll_kernel(p, y, loc, k_max, lsm, gscale):
 
     NLL = logsumexp(logits) - logsumexp(logits + log P); the two softmaxes are the mixture
     weights and the responsibilities r, so dNLL/dlogits = softmax(logits) - r and
-    dNLL/dtheta = -r dlogP/dtheta. The loop over the M components unrolls when traced: the
-    compiler emits a single pass over the c samples, every temporary in registers.
+    dNLL/dtheta = -r dlogP/dtheta. (mol_loss.cpp runs the same steps in one pass over each
+    block of samples.)
     """
     lg, mu, ls = _rows(p)
-    # y comes flat and takes p's sizes here: the compiler then sees one (A, T) iteration space
     bins = _bins(y.view(p.shape[:-2] + p.shape[-1:]), k_max, p.dtype)
     # the shift is added in the compute dtype before anything else: the same rounding as
     # means shifted by hand, and dL/dloc is the sum of the means' gradients
