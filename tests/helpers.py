@@ -3,9 +3,14 @@ chi-square test of draws against a pmf, an independent pmf enumeration, a disk t
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from scipy import stats
 
@@ -108,3 +113,32 @@ class FullDisk:
 
                 f.write = write
         return f
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` made read-only for this process: no entry can be added, removed or renamed.
+
+    A normal user gets mode 0555. Root ignores modes, so as root the folder gets the
+    immutable attribute (``chattr +i``: ext4, xfs, btrfs), which root too must obey; where the
+    filesystem has no such attribute the test is skipped with that reason.
+    """
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(mode)
+        return
+    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"running as root and chattr +i failed here: {done.stderr.strip()}")
+    try:
+        probe = folder / ".dmol-probe"
+        with contextlib.suppress(OSError):
+            probe.touch()
+        assert not probe.exists(), "chattr +i did not make the folder read-only"
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

@@ -5,6 +5,7 @@ engine itself: test_incremental.py. Tiny models, random or hand-set weights."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from dmol.wavenet.synthesis import (
     synthesize_incremental,
     vocode,
 )
-from helpers import lp_mel, lp_model, random_mel, tiny_model
+from helpers import lp_mel, lp_model, random_mel, read_only, tiny_model
 
 # the `backend` fixture (conftest.py) runs a test on "torch" and on the C++ kernel, built
 # natively and portably; `cpp` on the kernel alone. Both skip only when there is no compiler.
@@ -496,3 +497,19 @@ def test_vocode_command_line_lp_and_scale_temperature(tmp_path, capsys):
         outs[mode], sr = sf.read(out / "a.wav")
         assert sr == recipe.sample_rate and len(outs[mode]) == 5 * recipe.hop_length
     assert not (tmp_path / "o").exists()
+
+
+def test_vocode_into_a_read_only_folder(tmp_path, capsys):
+    """A read-only --out folder: one line, rc 1, before any synthesis; nothing changes."""
+    run, _ = _tiny_run(tmp_path)
+    np.save(tmp_path / "a.npy", random_mel(4))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with read_only(out):
+        rc = vocode_main([str(run), str(tmp_path / "a.npy"), "--out", str(out), "--no-progress",
+                          "--backend", "torch"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert str(out) in err and "permission denied" in err
+    assert sorted(os.listdir(out)) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"

@@ -30,7 +30,7 @@ from dmol.wavenet.checkpoint import (
     load_model,
 )
 from dmol.wavenet.presets import TrainConfig
-from helpers import FullDisk
+from helpers import FullDisk, read_only
 
 # small, fast and quiet: no validation/media during the short runs unless a test asks
 QUICK = {"segment_length": 1024, "batch_size": 2, "log_interval": 2, "val_interval": 10_000,
@@ -451,6 +451,22 @@ def test_a_second_training_on_the_same_folder_is_refused(speech, tmp_path, capsy
         _, first_err = first.communicate(timeout=120)
     assert first.returncode == 128 + signal.SIGTERM, first_err.decode()[-2000:]
     assert not (out / ".lock").exists()  # released on the way out
+
+
+def test_training_into_a_read_only_run_folder_is_refused_before_work(speech, tmp_path, capsys):
+    """--resume into a run folder that became read-only: one line, rc 2, before any step; the
+    folder's checkpoints and metrics are untouched."""
+    data, _, _ = speech
+    out = tmp_path / "run"
+    run_train(data, out, overrides={**QUICK, "max_steps": 2, "ckpt_interval": 2})
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with read_only(out), one_thread():
+        rc = train_main([str(data), "--preset", "tiny", "--out", str(out), "--resume",
+                         "--no-progress", "--no-tensorboard", "--max-steps", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(out) in err and one_line_error(err), err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_a_stale_lock_is_taken_over(speech, tmp_path, capsys):

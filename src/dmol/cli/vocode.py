@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dmol.audio.corpus import check_writable
 from dmol.audio.features import load_audio
 from dmol.wavenet.checkpoint import load_model
 from dmol.wavenet.synthesis import BACKEND_CHOICES, CLI_SCALE_TEMPERATURE, DTYPES, MODES, vocode
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         try:  # a whole file or none under the final name
             sf.write(str(tmp), audio, recipe.sample_rate, subtype="PCM_16", format="WAV")
             os.replace(tmp, dest)
+        except (OSError, RuntimeError) as e:  # disk full, folder gone (libsndfile: RuntimeError)
+            print(f"dmol vocode: could not write {dest}: {e}", file=sys.stderr)
+            return 1
         finally:
             tmp.unlink(missing_ok=True)
         print(f"{path} -> {dest} ({len(audio) / recipe.sample_rate:.2f} s)")
@@ -111,6 +115,10 @@ def _output_problem(out: Path, inputs: list[Path]) -> str | None:
     two inputs share a stem (one output would overwrite the other), or an output is an input."""
     if out.exists() and not out.is_dir():
         return f"--out {out} is a file, not a folder"
+    try:
+        check_writable(out, f"--out {out}")
+    except ValueError as e:
+        return str(e)
     dests: dict[Path, Path] = {}
     for path in inputs:
         dest = out / f"{path.stem}.wav"
