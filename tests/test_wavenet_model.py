@@ -157,6 +157,22 @@ def test_config_validation():
     assert WaveNetConfig.from_dict(cfg.to_dict()) == cfg
 
 
+@pytest.mark.parametrize(("cls", "field", "value"), [
+    ("model", "log_scale_min", float("nan")), ("model", "log_scale_min", float("-inf")),
+    ("train", "lr_min_ratio", float("nan")), ("train", "lr_gamma", float("inf")),
+    ("train", "weight_decay", float("nan")), ("train", "grad_clip", float("inf")),
+    ("train", "val_max_seconds", float("inf")), ("train", "betas", (0.9, float("nan"))),
+    ("train", "betas", (0.9,)),
+])
+def test_configs_refuse_non_finite_numbers(cls, field, value):
+    """The dataclasses themselves refuse NaN/inf (not only ``--set``): a config built in
+    Python or read from a checkpoint cannot train with them."""
+    from dmol.wavenet.presets import TrainConfig
+
+    with pytest.raises(ValueError, match=field):
+        (WaveNetConfig if cls == "model" else TrainConfig)(**{field: value})
+
+
 @pytest.mark.parametrize("name", HEADS)
 def test_each_head_trains(name):
     torch.manual_seed(0)

@@ -114,6 +114,8 @@ class WaveNetConfig:
         ):
             raise ValueError(f"num_classes must be an integer >= 2 or None, "
                              f"got {self.num_classes!r}")
+        if not (isinstance(self.log_scale_min, (int, float)) and math.isfinite(self.log_scale_min)):
+            raise ValueError(f"log_scale_min must be a finite number, got {self.log_scale_min!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         if isinstance(self.lpc_order, bool) or not isinstance(self.lpc_order, int) or not (
@@ -234,8 +236,19 @@ class TrainConfig:
             raise ValueError(f"input_noise must lie in [0, 1), got {self.input_noise!r}")
         if not (math.isfinite(self.lp_noise) and 0.0 <= self.lp_noise <= 10.0):
             raise ValueError(f"lp_noise must lie in [0, 10], got {self.lp_noise!r}")
-        if self.val_max_seconds <= 0:
-            raise ValueError(f"val_max_seconds must be positive, got {self.val_max_seconds!r}")
+        if not (math.isfinite(self.val_max_seconds) and self.val_max_seconds > 0):
+            raise ValueError(f"val_max_seconds must be positive and finite, got "
+                             f"{self.val_max_seconds!r}")
+        if not (math.isfinite(self.lr_min_ratio) and 0.0 <= self.lr_min_ratio <= 1.0):
+            raise ValueError(f"lr_min_ratio must lie in [0, 1], got {self.lr_min_ratio!r}")
+        if not (math.isfinite(self.lr_gamma) and 0.0 < self.lr_gamma <= 1.0):
+            raise ValueError(f"lr_gamma must lie in (0, 1], got {self.lr_gamma!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
+            raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay!r}")
+        if not math.isfinite(self.grad_clip):  # <= 0 disables clipping; NaN/inf mean nothing
+            raise ValueError(f"grad_clip must be finite (<= 0 disables it), got {self.grad_clip!r}")
+        if len(self.betas) != 2 or not all(math.isfinite(b) and 0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
