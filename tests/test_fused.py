@@ -17,7 +17,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
+from scipy import special, stats
 
 from dmol import _validate as V
 from dmol import fused
@@ -105,8 +105,9 @@ def test_r9y9_vectors_through_the_loss(K, lsm):
 
 
 def test_packed_gradient_is_laid_out_like_the_network_output():
-    y_hat = torch.randn(2, 30, 50, requires_grad=True)
-    y = torch.rand(2, 50) * 2 - 1
+    g = torch.Generator().manual_seed(2)
+    y_hat = torch.randn(2, 30, 50, generator=g, requires_grad=True)
+    y = torch.rand(2, 50, generator=g) * 2 - 1
     nll = fused.mixture_nll_packed(y_hat.transpose(1, 2), y, 65536, -7.0)
     nll.mean().backward()
     assert y_hat.grad.is_contiguous()  # (B, 3M, T) as is: no copy on the way back
@@ -124,30 +125,44 @@ M_FOR = {torch.float32: 10, torch.float64: 3}
 
 @st.composite
 def cases(draw, dtype):
+    """Parameters and targets, with the hard regimes drawn on purpose: log-scales down to -20
+    (below the -16 clamp, and tiny unclamped scales when there is no clamp) and, by choice,
+    components whose mean lies inside the target's bin or one of its neighbours (the bin mass
+    is then a difference of two nearly equal CDFs for a wide component, ~1 for a narrow one)."""
     M = M_FOR[dtype]
     B, T = draw(st.integers(1, 3)), draw(st.integers(1, 24))
     K = draw(st.sampled_from([2, 3, 256, 1024, 65536]))
     lsm = draw(st.sampled_from([None, -7.0, -16.0]))
-    seed = draw(st.integers(0, 2**31 - 1))
-    g = torch.Generator().manual_seed(seed)
+    scales = draw(st.sampled_from(["uniform", "normal", "tiny"]))
+    near = draw(st.booleans())
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
     logits = torch.randn(B, T, M, generator=g, dtype=dtype) * draw(st.sampled_from([0.1, 3.0]))
     means = torch.randn(B, T, M, generator=g, dtype=dtype) * draw(st.sampled_from([0.01, 0.7]))
-    log_scales = (torch.rand(B, T, M, generator=g, dtype=dtype) * 14 - 12 if
-                  draw(st.booleans()) else torch.randn(B, T, M, generator=g, dtype=dtype) - 3)
+    log_scales = {  # [-20, 2]; N(-3, 1); [-20, -14]: below -16 the clamp binds
+        "uniform": lambda: torch.rand(B, T, M, generator=g, dtype=dtype) * 22 - 20,
+        "normal": lambda: torch.randn(B, T, M, generator=g, dtype=dtype) - 3,
+        "tiny": lambda: torch.rand(B, T, M, generator=g, dtype=dtype) * 6 - 20,
+    }[scales]()
     k = torch.randint(0, K, (B, T), generator=g)
     k[..., 0], k[..., -1] = 0, K - 1  # both edge bins in every case
     y = bin_centre(k, K, dtype)
+    if near:  # about half the components (at least the first) within 3 half-bins of the centre
+        h = 1.0 / (K - 1)  # half a bin width: the target's bin is centre -+ h
+        offset = (torch.rand(B, T, M, generator=g, dtype=torch.float64) * 6 - 3) * h
+        pick = torch.rand(B, T, M, generator=g) < 0.5
+        pick[..., 0] = True
+        means = torch.where(pick, (y.double()[..., None] + offset).to(dtype), means)
     if draw(st.booleans()):  # off-grid targets are scored at their bin's centre
         y = (y + (torch.rand(B, T, generator=g, dtype=dtype) - 0.5) / (K - 1)).clamp(-1, 1)
-    return [logits, means, log_scales], y, K, lsm
+    w = torch.rand(B, T, generator=g, dtype=dtype) + 0.5  # a non-uniform upstream gradient
+    return [logits, means, log_scales], y, K, lsm, w
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())
 def test_matches_reference(dtype, data):
-    params, y, K, lsm = data.draw(cases(dtype))
-    w = torch.rand(y.shape, dtype=dtype) + 0.5
+    params, y, K, lsm, w = data.draw(cases(dtype))
     nll, grads = fused_and_grads(params, y, K, lsm, w)
     ref, ref_grads = reference_and_grads(params, y, K, lsm, w)
     assert_nll_close(nll, ref)
@@ -160,15 +175,16 @@ def test_matches_reference(dtype, data):
 @settings(max_examples=8, deadline=None)
 @given(data=st.data(), masked=st.sampled_from(["none", "mask", "lengths"]))
 def test_loss_reductions_and_masks(reduction, layout, data, masked):
-    params, y, K, lsm = data.draw(cases(torch.float32))
+    params, y, K, lsm, _ = data.draw(cases(torch.float32))
     B, T, M = params[0].shape
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="mask seed"))
     btc = torch.cat(params, -1)
     y_hat = (btc.transpose(1, 2) if layout == "BCT" else btc).contiguous().requires_grad_()
     mask = None
     if masked == "mask":
-        mask = (torch.rand(B, T) > 0.3).float()
+        mask = (torch.rand(B, T, generator=g) > 0.3).float()
     elif masked == "lengths":
-        mask = torch.randint(0, T + 1, (B,))
+        mask = torch.randint(0, T + 1, (B,), generator=g)
     loss = discretized_mix_logistic_loss(y_hat, y, num_classes=K, log_scale_min=lsm,
                                          layout=layout, reduction=reduction, mask=mask)
     g = torch.autograd.grad(loss.sum(), y_hat)[0]
@@ -260,18 +276,81 @@ def test_half_inputs_compute_in_float32():
     assert_nll_close(nll.detach(), ref.float())
 
 
+def nll_scipy(logits, means, log_scales, y, K):
+    """The NLL computed independently of dmol, in float64: scipy's logistic CDF at the edges of
+    y's bin (survival functions when the bin lies above the mean, so that no mass is a
+    difference of two numbers near 1), scipy's logsumexp for the mixture."""
+    lg, mu, ls, yv = (t.detach().double().numpy() for t in (logits, means, log_scales, y))
+    k = np.clip(np.round((yv[..., None] + 1) * (K - 1) / 2), 0, K - 1)
+    za = np.where(k == 0, -np.inf, (2 * k - 1) / (K - 1) - 1 - mu) / np.exp(ls)
+    zb = np.where(k == K - 1, np.inf, (2 * k + 1) / (K - 1) - 1 - mu) / np.exp(ls)
+    L = stats.logistic
+    mass = np.where(za > 0, L.sf(za) - L.sf(zb), L.cdf(zb) - L.cdf(za))
+    log_w = lg - special.logsumexp(lg, axis=-1, keepdims=True)
+    return torch.from_numpy(np.asarray(-special.logsumexp(log_w + np.log(mass), axis=-1)))
+
+
 def test_no_grad_forward_and_odd_shapes():
     params, y = _small()
     with torch.no_grad():
         nll = fused.mixture_nll(*params, y, 256, -7.0)
     assert_nll_close(nll, reference_and_grads(params, y, 256, -7.0)[0])
-    # batch shapes other than (B, T): (N,), (), (2, 2, 3) and a non-contiguous layout
+    # batch shapes other than (B, T): (N,), (), (2, 2, 3), against scipy (no dmol code)
+    g = torch.Generator().manual_seed(4)
     for shape in [(5,), (), (2, 2, 3)]:
-        p = [torch.randn(*shape, 3) for _ in range(3)]
-        yy = torch.rand(shape) * 2 - 1
-        assert_nll_close(fused.mixture_nll(*p, yy, 256, None),
-                         mixture_nll_reference(*(t.double() for t in p), yy.double(), 256,
-                                               None).float())
+        p = [torch.randn(*shape, 3, generator=g) for _ in range(3)]
+        yy = torch.rand(shape, generator=g) * 2 - 1
+        got = fused.mixture_nll(*p, yy, 256, None)
+        assert got.shape == shape
+        assert_nll_close(got, nll_scipy(*p, yy, 256).float())
+
+
+def _non_contiguous(g):
+    """(name, [logits, means, log_scales] (B, T, M) = (2, 7, 3), y (B, T)): views that are not
+    contiguous, leaves of autograd through their base tensors."""
+    B, T, M = 2, 7, 3
+    block = torch.randn(3, M, T, B, generator=g)  # each parameter a permuted view of it
+    block[2] -= 3
+    yield ("permuted", [t.permute(2, 1, 0) for t in block.requires_grad_().unbind(0)],
+           (torch.rand(T, B, generator=g) * 2 - 1).t())
+    wide = torch.randn(3, B, 2 * T, 2 * M, generator=g)  # every other sample and component
+    wide[2] -= 3
+    yield ("strided", [t[:, ::2, ::2] for t in wide.requires_grad_().unbind(0)],
+           (torch.rand(B, 2 * T, generator=g) * 2 - 1)[:, ::2])
+
+
+def test_non_contiguous_inputs():
+    """Parameters and targets as transposed and strided views, through mixture_nll and
+    mixture_nll_packed (with and without grad), against the float64 reference on contiguous
+    copies."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.rand(2, 7, generator=g) + 0.5
+    for name, params, y in _non_contiguous(g):
+        assert not any(t.is_contiguous() for t in [*params, y]), name
+        ref, ref_grads = reference_and_grads([t.contiguous() for t in params], y.contiguous(),
+                                             256, -7.0, w)
+        nll = fused.mixture_nll(*params, y, 256, -7.0)
+        assert_nll_close(nll.detach(), ref)
+        for got, want in zip(torch.autograd.grad((nll * w).sum(), params), ref_grads,
+                             strict=True):
+            assert_grad_close(got, want)
+        with torch.no_grad():
+            assert_nll_close(fused.mixture_nll(*params, y, 256, -7.0), ref)
+    # packed (B, T, 3M) views other than the (B, 3M, T) network output's transpose: a
+    # (T, B, 3M) tensor transposed, and every other sample of a (B, 3M, 2T) output
+    for packed in [torch.randn(7, 2, 9, generator=g).transpose(0, 1),
+                   torch.randn(2, 9, 14, generator=g)[..., ::2].transpose(1, 2)]:
+        assert not packed.is_contiguous()
+        packed[..., 6:] -= 3
+        leaf = packed.detach().requires_grad_()  # same strides: a non-contiguous leaf
+        assert not leaf.is_contiguous()
+        y = (torch.rand(7, 2, generator=g) * 2 - 1).t()
+        nll = fused.mixture_nll_packed(leaf, y, 256, -7.0)
+        (got,) = torch.autograd.grad((nll * w).sum(), leaf)
+        ref, ref_grads = reference_and_grads(list(packed.contiguous().chunk(3, -1)),
+                                             y.contiguous(), 256, -7.0, w)
+        assert_nll_close(nll.detach(), ref)
+        assert_grad_close(got, torch.cat(ref_grads, -1))
 
 
 @pytest.mark.parametrize(
@@ -300,7 +379,7 @@ def test_bad_input_names_the_problem(bad, match):
 def test_loss_goes_through_the_native_kernel():
     assert fused.backend() == "native"
     before = fused.calls["mixture_nll"] + fused.calls["mixture_nll_packed"]
-    y_hat = torch.randn(2, 30, 16, requires_grad=True)
+    y_hat = torch.randn(2, 30, 16, generator=torch.Generator().manual_seed(6), requires_grad=True)
     discretized_mix_logistic_loss(y_hat, torch.zeros(2, 16)).backward()
     assert fused.calls["mixture_nll"] + fused.calls["mixture_nll_packed"] == before + 1
     assert fused._state["libs"] and fused._state["reason"] == ""  # no failure, no fallback
@@ -351,7 +430,8 @@ def test_fallback_when_there_is_no_compiler(monkeypatch):
 def test_env_var_forces_the_eager_path_with_one_message():
     code = (
         "import torch, warnings; from dmol import fused\n"
-        "p = [torch.randn(2, 5, 3) for _ in range(3)]; y = torch.zeros(2, 5)\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "p = [torch.randn(2, 5, 3, generator=g) for _ in range(3)]; y = torch.zeros(2, 5)\n"
         "a = fused.mixture_nll(*p, y, 256, -7.0); b = fused.mixture_nll(*p, y, 256, -7.0)\n"
         "x = fused.sample_mixture(*p)\n"
         "print(fused.backend())\n"
@@ -402,8 +482,8 @@ def test_sampler_temperatures_and_generator():
     assert torch.equal(a, b) and not bool((a == a[0]).all())
     # the functional sampler of dmol.logistic goes through it too
     before = fused.calls["sample_mixture"]
-    y_hat = torch.randn(2, 9, 40)
-    out = sample_discretized_mix_logistic(y_hat, num_classes=256, snap=True)
+    y_hat = torch.randn(2, 9, 40, generator=g)
+    out = sample_discretized_mix_logistic(y_hat, num_classes=256, snap=True, generator=g)
     assert out.shape == (2, 40) and fused.calls["sample_mixture"] == before + 1
     with pytest.raises(ValueError, match="temperature"):
         fused.sample_mixture(logits, means, log_scales, temperature=-1.0)

@@ -191,10 +191,13 @@ def test_loc_batch_shapes_and_mixed_dtypes():
         p = [torch.randn(*shape, 3, generator=g) for _ in range(3)]
         y = torch.rand(shape, generator=g) * 2 - 1
         loc = torch.randn(shape, generator=g)
-        got = fused.mixture_nll(*p, y, 256, -7.0, loc=loc)
+        got, grads = _fused_with_loc(p, loc, y, 256, -7.0, "mixture_nll", torch.ones(shape))
         assert got.shape == shape
         assert torch.equal(got, fused.mixture_nll(p[0], p[1] + loc[..., None], p[2], y, 256,
                                                   -7.0))
+        # and the exact value, from the float64 reference (no fused code) at the shifted means
+        ref, ref_grads = _reference_at_shifted_means(p, loc, y, 256, -7.0, torch.ones(shape))
+        _assert_matches_reference(got, grads, ref, ref_grads, torch.float32)
     p = [torch.randn(2, 6, 3, generator=g).requires_grad_() for _ in range(3)]
     y = torch.rand(2, 6, generator=g) * 2 - 1
     loc = torch.randn(2, 6, generator=g, dtype=torch.float64).requires_grad_()
@@ -519,7 +522,7 @@ def test_from_params_loc_log_prob_equals_the_functional_loss(layout):
 # -- bad loc -------------------------------------------------------------------------------------
 
 _B, _T, _M = 2, 5, 3
-_Y_HAT = torch.randn(_B, 3 * _M, _T)
+_Y_HAT = torch.randn(_B, 3 * _M, _T, generator=torch.Generator().manual_seed(13))
 _Y = torch.zeros(_B, _T)
 _P = list(_Y_HAT.transpose(1, 2).chunk(3, -1))
 
