@@ -7,6 +7,7 @@ The CPU kernels are C++ (src/dmol/csrc/mol_loss.cpp) behind the ``dmol::mol_nll`
 ``dmol::mol_sample`` operators: one build serves every dtype, M and shape.
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -128,13 +129,14 @@ def cases(draw, dtype):
     """Parameters and targets, with the hard regimes drawn on purpose: log-scales down to -20
     (below the -16 clamp, and tiny unclamped scales when there is no clamp) and, by choice,
     components whose mean lies inside the target's bin or one of its neighbours (the bin mass
-    is then a difference of two nearly equal CDFs for a wide component, ~1 for a narrow one)."""
+    is then a difference of two nearly equal CDFs for a wide component) or within a few scales
+    of one of the bin's edges (where a narrow component's mass hangs on the edge's rounding)."""
     M = M_FOR[dtype]
     B, T = draw(st.integers(1, 3)), draw(st.integers(1, 24))
     K = draw(st.sampled_from([2, 3, 256, 1024, 65536]))
     lsm = draw(st.sampled_from([None, -7.0, -16.0]))
     scales = draw(st.sampled_from(["uniform", "normal", "tiny"]))
-    near = draw(st.booleans())
+    near = draw(st.sampled_from(["no", "bin", "edge"]))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
     logits = torch.randn(B, T, M, generator=g, dtype=dtype) * draw(st.sampled_from([0.1, 3.0]))
     means = torch.randn(B, T, M, generator=g, dtype=dtype) * draw(st.sampled_from([0.01, 0.7]))
@@ -146,9 +148,14 @@ def cases(draw, dtype):
     k = torch.randint(0, K, (B, T), generator=g)
     k[..., 0], k[..., -1] = 0, K - 1  # both edge bins in every case
     y = bin_centre(k, K, dtype)
-    if near:  # about half the components (at least the first) within 3 half-bins of the centre
+    if near != "no":  # about half the components (at least the first) moved near the target
         h = 1.0 / (K - 1)  # half a bin width: the target's bin is centre -+ h
-        offset = (torch.rand(B, T, M, generator=g, dtype=torch.float64) * 6 - 3) * h
+        if near == "bin":  # anywhere in the target's bin or its neighbours
+            offset = (torch.rand(B, T, M, generator=g, dtype=torch.float64) * 6 - 3) * h
+        else:  # within a few (clamped) scales of one of the bin's edges
+            s = log_scales.double().clamp(min=-math.inf if lsm is None else lsm).exp()
+            side = torch.randint(0, 2, (B, T, M), generator=g) * 2 - 1
+            offset = side * h + torch.randn(B, T, M, generator=g, dtype=torch.float64) * 3 * s
         pick = torch.rand(B, T, M, generator=g) < 0.5
         pick[..., 0] = True
         means = torch.where(pick, (y.double()[..., None] + offset).to(dtype), means)

@@ -330,6 +330,24 @@ def test_loc_reference_regimes_by_hand():
     assert float(nll[3]) < float(nll[2])
 
 
+def test_non_contiguous_loc_targets_and_parameters():
+    """loc, y and the parameters as transposed views, through both entry points: the exact
+    value, from the float64 reference on contiguous copies."""
+    g = torch.Generator().manual_seed(14)
+    B, T, M = 2, 7, 3
+    block = torch.randn(3, M, T, B, generator=g)
+    block[2] = block[2] * 2 - 4
+    p = [t.permute(2, 1, 0) for t in block.unbind(0)]  # (B, T, M) views
+    y = (torch.rand(T, B, generator=g) * 2 - 1).t()
+    loc = (torch.randn(T, B, generator=g) * 0.5).t()
+    w = torch.rand(B, T, generator=g) + 0.5
+    assert not any(t.is_contiguous() for t in [*p, y, loc])
+    ref, ref_grads = _reference_at_shifted_means([t.contiguous() for t in p], loc.contiguous(),
+                                                 y.contiguous(), 256, -7.0, w)
+    for entry in ["mixture_nll", "packed"]:
+        got, grads = _fused_with_loc(p, loc, y, 256, -7.0, entry, w)
+        _assert_matches_reference(got, grads, ref, ref_grads, torch.float32)
+
 def test_gradcheck_loc():
     """Finite differences agree with the analytic gradients w.r.t. loc (and the parameters),
     float64, through mixture_nll and the public loss (packed path), K = 256 and 65536."""
