@@ -504,6 +504,46 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(speech, tmp_path):
     assert saved["stop_reason"] == "interrupted" and not (out / ".lock").exists()
 
 
+def test_ctrl_c_under_ddp_saves_the_step_the_replicas_agree_on(speech, tmp_path):
+    """Ctrl-C in a terminal reaches torchrun and both replicas (SIGINT to the process group).
+    The ranks learn of it in the next step's all-reduce, finish that step together, rank 0
+    saves it (after the regular checkpoint at step 3, none is due), and the run resumes from
+    it under DDP."""
+    data, _, _ = speech
+    out = tmp_path / "ddp"
+    sets = [f"--set={k}={v}" for k, v in {**QUICK, "max_steps": 10**5,
+                                           "ckpt_interval": 3, "keep_checkpoints": 10}.items()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "dmol.wavenet.train", str(data), "--preset", "tiny", "--out", str(out),
+           "--no-progress", "--no-tensorboard"]
+    proc = subprocess.Popen([*cmd, *sets], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _wait_for_checkpoint(proc, out)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = err.decode()
+    saved = json.loads((out / "metrics.json").read_text())
+    steps = _steps(out)
+    assert steps[-1] == saved["step"] and saved["stop_reason"] == "interrupted", (
+        steps, saved.get("stop_reason"), err[-3000:])
+    assert load_checkpoint(out / f"ckpt_{steps[-1]:08d}.pt")["world_size"] == 2
+    # rank 0 says it in one line; no traceback from dmol's code (torchrun's own agent prints
+    # one for the SIGINT it received: not ours to change)
+    assert f"interrupted (SIGINT) at step {steps[-1]}" in err, err[-3000:]
+    assert "dmol/wavenet" not in err and "TrainingInterrupted" not in err, err[-3000:]
+    assert not (out / ".lock").exists()
+    # the saved step resumes under DDP
+    more = subprocess.run([*cmd, "--resume", "--max-steps", str(steps[-1] + 2)], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["step"] == steps[-1] + 2
+
+
 def _interrupt_at(monkeypatch, func: str, call: int) -> None:
     """Send this process SIGINT during the ``call``-th call of ``T.<func>``, as Ctrl-C would."""
     real, calls = getattr(T, func), {"n": 0}

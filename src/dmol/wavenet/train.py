@@ -672,7 +672,14 @@ class Trainer:
         self.session_steps, self.window_t, self.window_steps = 0, time.perf_counter(), 0
         self.target_logged = False
         self.stop_reason = "max_steps"
+        # DDP: a signal must not cut one replica out of a collective. It is only recorded;
+        # the ranks learn of it in the next step's all-reduce, finish that step together and
+        # stop there (rank 0 saves). One process: it stops at once (after a critical section).
+        self.halted = False
+        defer = (self.interrupts.critical(then_raise=False) if env.world > 1
+                 else contextlib.nullcontext())
         try:
+            defer.__enter__()
             if self.state is None and self.val_set:
                 self.validate()  # the starting point of the val curve
             if env.main and self.progress:
@@ -684,6 +691,8 @@ class Trainer:
                 stop = self.train_step(x, mel, mask)
                 if self.bar is not None:
                     self.bar.update(1)
+                if self.halted:  # every rank, after the same step
+                    raise KeyboardInterrupt
                 if self.step % tc.val_interval == 0 and self.step < tc.max_steps:
                     self.validate()
                 if env.main and self.writer and self.step % tc.media_interval == 0:
@@ -707,6 +716,7 @@ class Trainer:
         except KeyboardInterrupt:
             self._interrupted()
         finally:
+            defer.__exit__(None, None, None)
             if self.bar is not None:
                 self.bar.close()
         return self.finish()
@@ -857,13 +867,17 @@ class Trainer:
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         over_time = self.minutes is not None and (
             time.perf_counter() - self.t_start >= 60.0 * self.minutes) and env.main
-        # one collective per step: summed loss, agreement that the step is finite, stop flag
+        # one collective per step: summed loss, agreement that the step is finite, stop flag,
+        # and (DDP) whether any rank received SIGINT/SIGTERM
+        interrupted = float(self.interrupts.signum is not None)
         flags = torch.stack([loss.detach().float(),
                              (torch.isfinite(loss) & torch.isfinite(gnorm)).float(),
-                             torch.tensor(float(over_time), device=dev)])
+                             torch.tensor(float(over_time), device=dev),
+                             torch.tensor(interrupted, device=dev)])
         if env.world > 1:
             flags = torch.nan_to_num(flags, nan=float("inf"))
             dist.all_reduce(flags)
+            self.halted = flags[3].item() > 0
         mean_loss, ok, stop = flags[0].item() / env.world, flags[1].item(), flags[2].item()
         # the update, the step that counts it and its log line are one unit: a signal that
         # arrives in between waits for the end (else a checkpoint saved on the interrupt
@@ -940,8 +954,9 @@ class Trainer:
         if self.env.main:
             p = save_checkpoint(self.out_dir, self.step, self.checkpoint_state(),
                                 keep=self.tc.keep_checkpoints)
-            self.saved.update(step=self.step, path=p)
+            self.saved["path"] = p
             self.log(f"step {self.step}: saved {p.name}")
+        self.saved["step"] = self.step  # on every rank: DDP decides together whether to save
         if self.env.world > 1:
             dist.barrier()
 
@@ -950,7 +965,7 @@ class Trainer:
         :class:`TrainingInterrupted`."""
         if self.bar is not None:
             self.bar.close()
-        if self.env.world > 1:  # the replicas cannot agree on a checkpoint now
+        if self.env.world > 1 and not self.halted:  # not at an agreed step: nothing to save
             raise
         # a second Ctrl-C must not cut the save short: it waits, and is then dropped
         with self.interrupts.critical(then_raise=False):
