@@ -7,6 +7,8 @@ generates (streaming piece by piece, bit for bit the offline result).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -203,3 +205,22 @@ def test_deemphasized_audio_is_clipped_to_the_unit_range():
     folded = synthesize_folded(model, mel, seed=0, backend="torch", max_batch=2,
                                overlap_seconds=0.002)
     assert folded.max() == 1.0 and folded.min() >= -1.0
+
+
+def test_evaluate_reports_the_audio_nll_of_a_preemphasis_model():
+    """dmol evaluate's NLL column is of the audio: for a pre-emphasis model, the NLL of the
+    emphasized signal plus log(1 + alpha) (the Jacobian), not the model scored on raw audio."""
+    from dmol.wavenet.evaluate import teacher_forced_bits
+
+    model = pe_model(7)
+    rec = recipe_for("tiny")
+    rng = np.random.default_rng(1)
+    audio = (0.1 * rng.standard_normal(16 * rec.hop_length)).astype(np.float32)
+    mel = rec.compute(audio)[:16]
+    got = teacher_forced_bits(model, model.head, audio, mel)
+    x = torch.from_numpy(audio)[None]
+    with torch.no_grad():
+        s = model.emphasize(x)
+        nats = model.head.nll(model(s, torch.from_numpy(mel.T.copy())[None]), s).double().mean()
+    want = (float(nats) + math.log1p(ALPHA)) / math.log(2)
+    assert got == pytest.approx(want, rel=1e-12)

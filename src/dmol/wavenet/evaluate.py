@@ -80,7 +80,10 @@ def teacher_forced_bits(model, head, audio: np.ndarray, mel: np.ndarray) -> floa
     dev = _model_device(model)
     x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(dev)
     c = torch.from_numpy(np.ascontiguousarray(mel.T, dtype=np.float32))[None].to(dev)
-    nll = head.nll(model(x, c), x).double().mean()  # nats per sample
+    # a pre-emphasis model predicts s = (x - alpha x[t-1]) / (1 + alpha): the audio's NLL is
+    # the signal's plus log(1 + alpha) (the Jacobian given the past), so models compare
+    s = model.emphasize(x)
+    nll = head.nll(model(s, c), s).double().mean() + math.log1p(model.cfg.preemphasis)
     return float(bits_per_sample(float(nll)))
 
 
