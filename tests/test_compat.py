@@ -284,3 +284,15 @@ def test_float16_promotes_to_float32_like_the_original():
     torch.testing.assert_close(out, ref, rtol=1e-3, atol=0)
     per = r9y9.discretized_mix_logistic_loss(y_hat.half(), y.half(), reduce=False)
     assert per.dtype == torch.float32
+
+
+def test_pixelcnn_float16_promotes_to_float32_like_the_original():
+    """pclucas14/pixel-cnn-pp blends with ``.float()`` masks, so a half input gives a float32
+    loss; a sum beyond float16's 65504 stays finite (issue 12 item 9's sibling)."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randint(0, 256, (4, 3, 32, 32), generator=g).float() / 127.5 - 1.0)
+    l = torch.zeros(4, 10, 32, 32)  # M = 1: mean 0, log-scale 0 (~3 nats per value)
+    ref = pixelcnn.discretized_mix_logistic_loss(x, l)
+    out = pixelcnn.discretized_mix_logistic_loss(x.half(), l.half())
+    assert out.dtype == torch.float32 and ref.item() > 65504 and torch.isfinite(out)
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=0)

@@ -14,7 +14,8 @@ What this reproduces, on purpose (see ``docs/compat.md``; the exact, normalized 
 - 8-bit data only (bin half-width 1/255), log-scales clamped at -7;
 - edge bins by threshold (``x < -0.999`` / ``x > 0.999``), the ``cdf_delta <= 1e-5`` fallback to
   the log-density at the bin centre, and the ``1e-12`` clamp;
-- computation in the input dtype (float16 gives NaN where the clamp underflows).
+- computation in the input dtype up to the masks' blend, float32 after it (the original's
+  ``.float()`` masks promote): float16 gives NaN where the clamp underflows, and a float32 sum.
 
 Example::
 
@@ -111,14 +112,16 @@ def discretized_mix_logistic_loss(x: Tensor, l: Tensor) -> Tensor:
     mid_in = inv_s * centered
     log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in)
 
-    # 0/1 float masks blended as in the original, so non-finite unused branches propagate.
-    big = (cdf_delta > 1e-5).to(l.dtype)
+    # 0/1 float masks blended as in the original, so non-finite unused branches propagate;
+    # they are float32 as its `.float()` masks are, so half inputs give a float32 loss after
+    # the blend (and a long sum does not overflow float16's 65504)
+    big = (cdf_delta > 1e-5).float()
     interior = big * torch.log(torch.clamp(cdf_delta, min=1e-12)) + (1.0 - big) * (
         log_pdf_mid - math.log(127.5)
     )
-    top = (x > 0.999).to(l.dtype)
+    top = (x > 0.999).float()
     not_bottom = top * log_one_minus_cdf_min + (1.0 - top) * interior
-    bottom = (x < -0.999).to(l.dtype)
+    bottom = (x < -0.999).float()
     log_probs = bottom * log_cdf_plus + (1.0 - bottom) * not_bottom
 
     # Channels multiply inside a component; components mix with log-softmax weights. The

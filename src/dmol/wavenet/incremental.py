@@ -69,6 +69,7 @@ from dmol import _native
 from dmol.wavenet.model import WaveNet
 
 __all__ = ["BACKENDS", "IncrementalState", "IncrementalWaveNet", "MoLNoise", "cpp_available",
+           "cpp_problem",
            "lpc_per_sample", "sample_mol"]
 
 BACKENDS = ("torch", "compile", "cpp")
@@ -568,13 +569,21 @@ def _load_kernel() -> ctypes.CDLL:
     return lib
 
 
-def cpp_available() -> bool:
-    """Whether the ``"cpp"`` backend can be built and loaded here."""
+def cpp_problem() -> str | None:
+    """Why the ``"cpp"`` backend cannot be built and loaded here (one line), or None."""
     try:
         _load_kernel()
-    except (RuntimeError, OSError):
-        return False
-    return True
+    except _native.CompilerMissing as e:
+        return str(e)
+    except (RuntimeError, OSError) as e:  # BuildFailed carries the compiler's output
+        first = next((ln for ln in str(e).splitlines()[1:] if "error" in ln), "")
+        return f"building the C++ kernel failed: {first.strip() or str(e).splitlines()[0]}"
+    return None
+
+
+def cpp_available() -> bool:
+    """Whether the ``"cpp"`` backend can be built and loaded here."""
+    return cpp_problem() is None
 
 
 class _Net(ctypes.Structure):

@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 from dmol.wavenet.incremental import (
     IncrementalWaveNet,
     _check_temperature,
-    cpp_available,
+    cpp_problem,
 )
 from dmol.wavenet.model import WaveNet
 
@@ -108,11 +108,12 @@ def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | s
         cpu = next(model.parameters()).device.type == "cpu"
         backend = "torch"
         if cpu and model.head.engine_samples:
-            if cpp_available():
+            problem = cpp_problem()
+            if problem is None:
                 backend = "cpp"
-            else:
-                warnings.warn("no C++ compiler found: synthesis runs on the slower 'torch' "
-                              "backend", RuntimeWarning, stacklevel=2)
+            else:  # the reason, not a guess: a missing compiler and a failed build differ
+                warnings.warn(f"{problem}: synthesis runs on the slower 'torch' backend",
+                              RuntimeWarning, stacklevel=2)
     # past taps in blocks save weight traffic, which bounds batch 1; a batch is bound by
     # arithmetic, and one product over all k taps is then the cheaper layout
     return IncrementalWaveNet(model, backend=backend, dtype=dtype, amortize=batch <= 2,
