@@ -633,3 +633,28 @@ def test_run_folder_that_is_a_file_or_someone_elses(speech, tmp_path, capsys):
         after = {p: p.read_bytes() for p in Path(out).rglob("*") if p.is_file()} if out.is_dir() \
             else out.read_bytes()
         assert after == before
+
+
+def test_run_lock_without_fcntl(tmp_path, monkeypatch):
+    """Where there is no fcntl (Windows), the lock is an O_EXCL file: a live owner is refused
+    with its PID, a dead owner on this host is taken over with a warning, one on another host
+    is refused (its PID means nothing here), and the file goes when the holder exits."""
+    import socket
+
+    monkeypatch.setattr(T, "fcntl", None)
+    run = tmp_path / "run"
+    said = []
+    with T._RunLock(run, said.append):
+        assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+        with pytest.raises(T.RunLockedError, match=str(os.getpid())):
+            T._RunLock(run, said.append).__enter__()
+    assert not (run / ".lock").exists() and not said
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    with T._RunLock(run, said.append):
+        assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+    assert len(said) == 1 and "stale lock" in said[0] and str(dead.pid) in said[0]
+    (run / ".lock").write_text(json.dumps({"pid": dead.pid, "host": "elsewhere"}))
+    with pytest.raises(T.RunLockedError, match="elsewhere"):
+        T._RunLock(run, said.append).__enter__()
