@@ -10,6 +10,7 @@ from dmol.cli.inspection import main
 from dmol.wavenet.inspection import predict, render
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import get_preset
+from helpers import read_only
 
 
 @pytest.mark.parametrize("head", ["mol", "gaussian", "mog", "mulaw"])
@@ -112,6 +113,22 @@ def test_cli_bad_numbers_are_refused_before_any_work(tmp_path, capsys, args, mes
     rc, err = run_cli([tmp_path / "no.pt", tmp_path / "no.wav", "--out", tmp_path / "x.png",
                        *args], capsys)
     assert rc == 2 and one_line(err) and message in err, err
+
+
+def test_cli_into_a_read_only_folder_is_refused_before_work(tmp_path, capsys, monkeypatch):
+    """A read-only --out folder: rc 2 and one line before the model runs; nothing written."""
+    import dmol.cli.inspection as cli
+
+    run, wav = tiny_run(tmp_path)
+    out = tmp_path / "pictures"
+    out.mkdir()
+    ran = []
+    monkeypatch.setattr(cli, "inspect_checkpoint", lambda *a, **k: ran.append(a))
+    with read_only(out):
+        rc, err = run_cli([run / "ckpt_00000005.pt", wav, "--out", out, "--window-ms", "5"],
+                          capsys)
+    assert rc == 2 and one_line(err) and str(out) in err, err
+    assert not ran and list(out.iterdir()) == []
 
 
 def test_cli_never_writes_over_its_inputs(tmp_path, capsys):

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from dmol._fs import describe_os_error
+from dmol.audio.corpus import check_writable
 from dmol.audio.features import AudioInputWarning
 from dmol.wavenet.inspection import _check_numbers, inspect_checkpoint
 
@@ -34,6 +35,7 @@ def _output_path(out: str | None, wav: Path, inputs: list[Path]) -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"--out {path}: {parent} is a file, not a folder")
+    check_writable(path.parent, f"--out {path}")  # before the model runs, not after
     formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
     if path.suffix.lower().lstrip(".") not in formats:
         raise ValueError(f"--out {path}: a picture file is expected (.png, .pdf, .svg...), "
