@@ -52,7 +52,7 @@ from dmol.mixture import (
     DiscretizedMixture,
     LocationScaleMixture,
     _apply_temperature,
-    _uniform_open,
+    _pick_component,
     bin_centre,
     bin_index,
 )
@@ -238,10 +238,7 @@ def _sample_continuous(
     logits: Tensor, means: Tensor, log_scales: Tensor, generator: torch.Generator | None
 ) -> Tensor:
     """Gumbel-max component choice, then mean + scale * N(0, 1); not clamped."""
-    gumbel = -torch.log(-torch.log(_uniform_open(logits.shape, logits, generator)))
-    idx = (logits + gumbel).argmax(-1, keepdim=True)
-    mu = means.gather(-1, idx).squeeze(-1)
-    log_s = log_scales.gather(-1, idx).squeeze(-1)
+    mu, log_s = _pick_component(logits, means, log_scales, generator)
     noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
     return mu + torch.exp(log_s) * noise
 

@@ -37,6 +37,7 @@ from dmol import _validate as V
 from dmol import fused
 from dmol.mixture import (
     DiscretizedMixture,
+    _pick_component,
     _uniform_open,
     bin_centre,
     bin_index,
@@ -135,10 +136,7 @@ def _gumbel_inverse_cdf(
     logits: Tensor, means: Tensor, log_scales: Tensor, generator: torch.Generator | None
 ) -> Tensor:
     """Unfused Gumbel-max component choice + logistic inverse CDF; clamps to [-1, 1]."""
-    gumbel = -torch.log(-torch.log(_uniform_open(logits.shape, logits, generator)))
-    idx = (logits + gumbel).argmax(-1, keepdim=True)
-    mu = means.gather(-1, idx).squeeze(-1)
-    log_s = log_scales.gather(-1, idx).squeeze(-1)
+    mu, log_s = _pick_component(logits, means, log_scales, generator)
     u = _uniform_open(mu.shape, mu, generator)
     # logit(u) = log u - log(1 - u); log1p keeps precision for small u
     x = mu + torch.exp(log_s) * (torch.log(u) - torch.log1p(-u))

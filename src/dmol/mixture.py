@@ -51,6 +51,17 @@ def _uniform_open(shape: torch.Size, like: Tensor, generator: torch.Generator | 
     return u.clamp_(min=torch.finfo(like.dtype).tiny)
 
 
+def _pick_component(logits: Tensor, means: Tensor, log_scales: Tensor,
+                    generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Gumbel-max choice of one component per element: its (mean, log-scale), each (*batch,).
+
+    ``argmax(logits + G)`` with G standard Gumbel draws index m with probability softmax_m,
+    with no normalization and no cumulative sum to round."""
+    gumbel = -torch.log(-torch.log(_uniform_open(logits.shape, logits, generator)))
+    idx = (logits + gumbel).argmax(-1, keepdim=True)
+    return means.gather(-1, idx).squeeze(-1), log_scales.gather(-1, idx).squeeze(-1)
+
+
 def _apply_temperature(
     logits: Tensor, log_scales: Tensor, temperature: float, scale_temperature: float
 ) -> tuple[Tensor, Tensor]:
