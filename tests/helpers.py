@@ -46,6 +46,21 @@ def lp_model(seed: int = 0, head: str = "mol", order: int = 8) -> WaveNet:
     return model
 
 
+def ltp_model(seed: int = 0, head: str = "mol", taps: int = 3) -> WaveNet:
+    """:func:`lp_model` with pitch taps; 80 mel bands (the tiny recipe's 20 cannot resolve
+    harmonics), every parameter perturbed."""
+    import dataclasses
+
+    torch.manual_seed(seed)
+    cfg, _ = get_preset("tiny", {"lpc_order": 8, "head": head, "pitch_taps": taps,
+                                 "n_mels": 80})
+    model = WaveNet(cfg, dataclasses.replace(recipe_for("tiny"), n_mels=80)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
 def lp_mel(frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
     """(B, n_mels, frames) log-mels in the tiny recipe's range (speech-like envelopes)."""
     return torch.from_numpy(np.stack([random_mel(frames, seed=seed + s) for s in range(batch)])

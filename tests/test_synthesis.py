@@ -375,7 +375,7 @@ def test_lp_frames_give_each_sample_its_nearest_frame():
     for f in range(F_):  # frames arrive one by one, one frame of lookahead
         received = min(F_, f + 2)
         total = F_ if received == F_ else None
-        got.append(lf.samples(mel[..., :received], 0, received, f, total))
+        got.append(lf.samples(mel[..., :received], 0, received, f, total)[0])
     assert (torch.cat(got, dim=1) - want).abs().max().item() < 1e-6
     with pytest.raises(ValueError, match="received"):
         lf.samples(mel[..., :3], 0, 3, 2)  # frame 3 has not arrived

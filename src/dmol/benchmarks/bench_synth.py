@@ -61,14 +61,16 @@ def profile_incremental(model: WaveNet, mel: np.ndarray, engine) -> dict:
     t = dict.fromkeys(("conditioning", "noise", "steps"), 0.0)
     with torch.inference_mode():
         coef = model.lpc(m) if model.cfg.lpc_order else None  # LP: coefficients up front
+        pl = model.pitch_lags(m) if model.cfg.pitch_taps else None
         for f in range(F_):
             t0 = time.perf_counter()
             c = cond.frames(m, f, f + 1, F_)
             lpc = None if coef is None else lpc_per_sample(coef, f * hop, (f + 1) * hop, hop, F_)
+            lags = None if pl is None else lpc_per_sample(pl, f * hop, (f + 1) * hop, hop, F_)
             t1 = time.perf_counter()
             noise = engine.draw_noise(hop, 1, generator=g)
             t2 = time.perf_counter()
-            engine.run(state, c, noise=noise, lpc=lpc)  # the steps, and the projection of c
+            engine.run(state, c, noise=noise, lpc=lpc, lags=lags)  # the steps, projection of c
             t3 = time.perf_counter()
             for k, a, b in (("conditioning", t0, t1), ("noise", t1, t2), ("steps", t2, t3)):
                 t[k] += b - a

@@ -103,12 +103,14 @@ static inline void tile_1x2(const float* X, const W* p, const W* q, int64_t K, f
 // Sizes are padded: R, S, C to multiples of 32, H to a multiple of 16, G = 2 H. Gate columns
 // are interleaved per panel: 16 of the tanh half, then the 16 matching sigmoid columns.
 // C is the network's output (padded), C_out the channels of params: the network's, plus the
-// prediction p_t of an LP model (order > 0)
+// prediction p_t of an LP model (order > 0). An LP model keeps the last HN >= order samples;
+// with K = ptaps > 0 pitch taps its input also holds x[t - lag_t + j], |j| <= K / 2
 struct Net {
     int64_t L, R, G, H, S, C, M, k, P, bf16, C_out, cin, order;  // bf16: 0 no, 1 weights, 2 dp
+    int64_t ptaps, HN;
     const int64_t* dil;
     const int64_t* blocked;
-    const float* w_first;        // (R,), LP (3, R): rows for x[t-1], p_t, x[t-1] - p[t-1]
+    const float* w_first;        // (R,), LP (3 + K, R): x[t-1], p_t, x[t-1] - p[t-1], taps
     const void* const* w_main;   // per layer: (k R, G), or blocked (R, G)
     const float* const* w_past;  // per layer: k - 1 panels sets (R, G) float32, or null
     const void* const* w_out;    // per layer but the last: (H, R)
@@ -330,8 +332,9 @@ struct Job {
     float *ring, *x, *base;
     const float *cond, *bias, *gumbel, *logistic, *teacher;
     float *out, *params;
-    float *hist, *pprev;  // LP: (B, order) last samples in time order, (B,) previous p
+    float *hist, *pprev;  // LP: (B, HN) last samples in time order, (B,) previous p
     const float* lpc;     // LP: (B, T, order) per step, w[j] multiplies x[t - order + j]
+    const int64_t* lags;  // pitch taps: (B, T) the pitch period of each step, in samples
     std::vector<float> h, taps, z, u, s, y1, y;
     Barrier bar;
 };
@@ -352,11 +355,11 @@ static void work(Job& j, int64_t tid) {
     float *h = j.h.data(), *taps = j.taps.data(), *z = j.z.data(), *u = j.u.data();
     float *s = j.s.data(), *y1 = j.y1.data(), *y = j.y.data();
     // LP: every thread keeps its own copy of the history (the samples are shared through
-    // j.x) and computes the same predictions; row b of hb: samples t0 - O .. t0 + T - 1
-    const int64_t O = n.order, HL = O + T;
+    // j.x) and computes the same predictions; row b of hb: samples t0 - HN .. t0 + T - 1
+    const int64_t O = n.order, HN = n.HN, HL = HN + T, K = n.ptaps, half = K / 2;
     std::vector<float> hb(O ? B * HL : 0), pc(O ? B : 0), pp(O ? B : 0);
     for (int64_t b = 0; O && b < B; ++b) {
-        std::memcpy(hb.data() + b * HL, j.hist + b * O, sizeof(float) * O);
+        std::memcpy(hb.data() + b * HL, j.hist + b * HN, sizeof(float) * HN);
         pp[b] = j.pprev[b];
     }
     auto ring_row = [&](int64_t i, int64_t slot) { return j.ring + ((i * P + slot) * Bs) * R; };
@@ -396,18 +399,25 @@ static void work(Job& j, int64_t tid) {
                              bt + q * Bs * L * G + i * G, L * G);
             }
         }
-        if (O) {  // p_t from the last O samples; input [x[t-1], p_t, x[t-1] - p[t-1]]
+        if (O) {  // p_t from the last O samples; input [x[t-1], p_t, x[t-1] - p[t-1], taps]
             for (int64_t b = 0; b < B; ++b) {
                 float* hr = hb.data() + b * HL;
-                if (r) hr[O + r - 1] = j.x[b];
+                if (r) hr[HN + r - 1] = j.x[b];
                 const float* w = j.lpc + (b * T + r) * O;
                 float p = 0.f;
-                for (int64_t q = 0; q < O; ++q) p += w[q] * hr[r + q];
+                for (int64_t q = 0; q < O; ++q) p += w[q] * hr[HN - O + r + q];
                 const float xp = j.x[b], e = xp - pp[b];
                 pc[b] = p, pp[b] = p;
                 const float *w0 = n.w_first, *w1 = w0 + R, *w2 = w1 + R;
                 for (int64_t q = r0 * PW; q < r1 * PW; ++q)
                     h[b * R + q] = xp * w0[q] + p * w1[q] + e * w2[q];
+                if (K) {  // x[t - lag + i - half]: index HN + r stands for step t
+                    const float* xl = hr + HN + r - j.lags[b * T + r] - half;
+                    for (int64_t i = 0; i < K; ++i) {
+                        const float v = xl[i], *wi = w2 + (1 + i) * R;
+                        for (int64_t q = r0 * PW; q < r1 * PW; ++q) h[b * R + q] += v * wi[q];
+                    }
+                }
             }
         } else {
             for (int64_t b = 0; b < B; ++b)
@@ -502,8 +512,8 @@ static void work(Job& j, int64_t tid) {
     if (O && tid == 0)  // the history for the next call: the last O samples, the last p
         for (int64_t b = 0; b < B; ++b) {
             float* hr = hb.data() + b * HL;
-            if (T) hr[O + T - 1] = j.x[b];
-            std::memcpy(j.hist + b * O, hr + T, sizeof(float) * O);
+            if (T) hr[HN + T - 1] = j.x[b];
+            std::memcpy(j.hist + b * HN, hr + T, sizeof(float) * HN);
             j.pprev[b] = pp[b];
         }
 }
@@ -530,6 +540,7 @@ extern "C" int dmol_wavenet_run(const Net* n, int64_t B, int64_t T, int64_t t0, 
                                 const float* gumbel, const float* logistic,
                                 const float* teacher, float* out, float* params,
                                 float* hist, float* pprev, const float* lpc,
+                                const int64_t* lags,
                                 float* work_base, int64_t threads) {
     const int64_t nt = std::max<int64_t>(1, threads);
     const bool by_rows = nt > 1 && B >= nt;
@@ -549,8 +560,9 @@ extern "C" int dmol_wavenet_run(const Net* n, int64_t B, int64_t T, int64_t t0, 
         j.logistic = logistic ? logistic + b0 : nullptr;
         j.teacher = teacher ? teacher + b0 * T : nullptr;
         j.out = out + b0 * T, j.params = params ? params + b0 * n->C_out * T : nullptr;
-        j.hist = hist ? hist + b0 * n->order : nullptr, j.pprev = pprev ? pprev + b0 : nullptr;
+        j.hist = hist ? hist + b0 * n->HN : nullptr, j.pprev = pprev ? pprev + b0 : nullptr;
         j.lpc = lpc ? lpc + b0 * T * n->order : nullptr;
+        j.lags = lags ? lags + b0 * T : nullptr;
     }
     std::vector<std::thread> pool;
     if (by_rows) {

@@ -32,6 +32,10 @@ that one time step costs a handful of matrix products and no allocation of state
   :meth:`IncrementalWaveNet.run`); the first layer reads ``[x[t-1], p_t, x[t-1] - p[t-1]]``
   and every component mean is shifted by ``p_t``. The last ``order`` samples and the previous
   prediction live in :class:`IncrementalState`, so successive calls continue seamlessly.
+  With ``cfg.pitch_taps = K`` the first layer also reads ``x[t - lag_t + j]``, ``|j| <= K // 2``,
+  ``lag_t`` the pitch period of the step's frame (``model.pitch_lags(mel)`` per sample, the
+  ``lags=`` argument); the state then keeps the last :attr:`IncrementalWaveNet.history`
+  samples, enough for the longest period.
 
 Three backends run the same step: ``"torch"`` (eager PyTorch ops, the exact reference, any
 device), ``"compile"`` (the step through :func:`torch.compile`) and ``"cpp"`` (CPU, MoL head,
@@ -66,6 +70,7 @@ import torch
 from torch import Tensor
 
 from dmol import _native
+from dmol.audio.pitch import F0_MIN
 from dmol.wavenet.model import WaveNet
 
 __all__ = ["BACKENDS", "IncrementalState", "IncrementalWaveNet", "MoLNoise", "cpp_available",
@@ -146,7 +151,8 @@ class IncrementalState:
 
     ``ring`` (L, P, B, R) holds each layer's (offset) input for the last ``P`` steps,
     ``x`` (B,) the previous sample, ``t`` the number of steps taken. An LP model also keeps
-    ``hist`` (B, order), the last ``order`` samples in time order (``hist[:, -1] == x``), and
+    ``hist`` (B, history), the last ``history`` (>= order) samples in time order
+    (``hist[:, -1] == x``; :attr:`IncrementalWaveNet.history`), and
     ``p`` (B,), the previous step's prediction (zeros before t = 0: silence); every backend
     reads and updates them in this layout.
     """
@@ -204,6 +210,13 @@ class IncrementalWaveNet:
         self.C = self.head.out_channels  # what run(return_params=True) returns per step
         self.C_net = self.head.net_channels  # what the network computes (C - 1 for LP)
         self.order = int(cfg.lpc_order)  # > 0: LP-WaveNet
+        self.ptaps = int(cfg.pitch_taps)  # > 0: inputs one pitch period back
+        #: samples of the past an LP state keeps: the prediction's order, or the longest pitch
+        #: period plus half the taps
+        self.history = self.order
+        if self.ptaps:
+            self.max_lag = round(cfg.sample_rate / F0_MIN)
+            self.history = max(self.order, self.max_lag + self.ptaps // 2)
         self.period = self.k * math.lcm(*self.dilations)
         # layers whose past taps are precomputed in blocks of d steps
         self.blocked = [amortize and d >= 2 and self.k >= 2 for d in self.dilations]
@@ -305,7 +318,7 @@ class IncrementalWaveNet:
         ring = lay.ring_init[:, None, None, :].expand(self.L, self.period, batch, lay.R)
         hist = p = None
         if self.order:
-            hist = torch.zeros(batch, self.order, device=self.device)
+            hist = torch.zeros(batch, self.history, device=self.device)
             p = torch.zeros(batch, device=self.device)
         return IncrementalState(ring=ring.contiguous(),
                                 x=torch.zeros(batch, device=self.device), speaker=g,
@@ -357,7 +370,8 @@ class IncrementalWaveNet:
 
     def _step(self, x_prev: Tensor, base: Tensor, past: Tensor, gumbel: Tensor | None,
               logistic: Tensor | None, p: Tensor | None = None, e: Tensor | None = None,
-              sum_form: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+              taps: Tensor | None = None, sum_form: bool = False
+              ) -> tuple[Tensor, Tensor, Tensor]:
         """One time step of B streams, a pure function (what ``backend="compile"`` compiles).
 
         Args:
@@ -367,6 +381,7 @@ class IncrementalWaveNet:
             gumbel, logistic: the step's MoL noise, or None to skip sampling.
             p, e: LP models: (B,) this step's prediction p_t and the previous residual
                 x[t-1] - p[t-1]; p shifts the sampled component's mean.
+            taps: models with pitch taps: (B, K) the samples around one period back.
 
         Returns:
             sample (B,) (``x_prev`` if not sampled), y (B, C_net), every layer's input
@@ -379,6 +394,8 @@ class IncrementalWaveNet:
         else:
             w = self.w_first
             h = x_prev[:, None] * w[0] + p[:, None] * w[1] + e[:, None] * w[2]
+            if taps is not None:
+                h = h + taps @ w[3:]
         hs, us, n = [], [], 0
         for i in range(self.L):
             hs.append(h)
@@ -438,8 +455,8 @@ class IncrementalWaveNet:
     def run(self, state: IncrementalState, cond: Tensor, *, noise: MoLNoise | None = None,
             generator: torch.Generator | None = None, temperature: float = 1.0,
             scale_temperature: float = 1.0, teacher: Tensor | None = None,
-            lpc: Tensor | None = None, return_params: bool = False,
-            callback=None) -> Tensor | tuple[Tensor, Tensor]:
+            lpc: Tensor | None = None, lags: Tensor | None = None,
+            return_params: bool = False, callback=None) -> Tensor | tuple[Tensor, Tensor]:
         """Generate ``T = cond.shape[-1]`` steps; the state advances by T.
 
         Args:
@@ -453,6 +470,8 @@ class IncrementalWaveNet:
             lpc: LP models only, required: (B, T, order) the coefficients ``a_k`` of each step
                 (:func:`lpc_per_sample` of ``model.lpc(mel)``); step t predicts
                 ``p_t = -sum_k lpc[:, t, k - 1] x[t - k]`` from the stream's own past.
+            lags: models with pitch taps only, required: (B, T) integer pitch period of each
+                step in samples (:func:`lpc_per_sample` of ``model.pitch_lags(mel)``).
             return_params: also return what ``model.forward`` outputs, (B, C, T) (for an LP
                 model the last channel is p_t).
             callback: called with the number of steps done, every 256 steps (progress bars).
@@ -484,6 +503,7 @@ class IncrementalWaveNet:
             w_lp = lpc.to(self.device, torch.float32).flip(-1).neg().contiguous()
         elif lpc is not None:
             raise ValueError("lpc= given, but the model has no linear prediction (lpc_order 0)")
+        lags = self._check_lags(lags, B, T)
         fused = self.fused_sampler and teacher is None
         if fused and noise is None:
             noise = self.draw_noise(T, B, generator=generator, temperature=temperature,
@@ -492,40 +512,61 @@ class IncrementalWaveNet:
         params = torch.empty(B, self.C, T, device=self.device) if return_params else None
         if self._kernel is not None:
             self._kernel.run(state, cond, self._bias(state, self._kernel), noise, teacher,
-                             w_lp, out, params)
+                             w_lp, lags, out, params)
             if callback is not None:
                 callback(T)
         else:
             self._loop(state, self._project(cond, state), T, self._get_step(B), fused, noise,
-                       teacher, generator, temperature, scale_temperature, w_lp, out, params,
-                       callback)
+                       teacher, generator, temperature, scale_temperature, w_lp, lags, out,
+                       params, callback)
         return (out, params) if return_params else out
 
+    def _check_lags(self, lags: Tensor | None, B: int, T: int) -> Tensor | None:
+        if not self.ptaps:
+            if lags is not None:
+                raise ValueError("lags= given, but the model has no pitch taps (pitch_taps 0)")
+            return None
+        if not isinstance(lags, Tensor) or tuple(lags.shape) != (B, T) \
+                or lags.dtype.is_floating_point:
+            got = (tuple(lags.shape), lags.dtype) if isinstance(lags, Tensor) else lags
+            raise ValueError(f"a model with pitch taps needs lags=, the integer pitch period of "
+                             f"every step, shape (B, T) = {(B, T)}, got {got}")
+        half = self.ptaps // 2
+        if T and (int(lags.min()) <= half or int(lags.max()) > self.history - half):
+            raise ValueError(f"lags must lie in [{half + 1}, {self.history - half}], got "
+                             f"{int(lags.min())}..{int(lags.max())}")
+        return lags.to(self.device, torch.int64).contiguous()
+
     def _loop(self, state, base, T, step, fused, noise, teacher, generator, temperature,
-              scale_temperature, w_lp, out, params, callback) -> None:
+              scale_temperature, w_lp, lags, out, params, callback) -> None:
         B = state.batch
         ring, x = state.ring, state.x
         flat = ring.view(-1, B, self.R)
         n_past = self.blocked.count(False)
         if self._past_idx is None:
             self._past_idx = self._past_index()
-        O = self.order
-        p = e = None
-        if O:  # buf[:, j]: sample t0 - O + j (the history, then this call's samples)
+        O, HN, half = self.order, self.history, self.ptaps // 2
+        p = e = taps = None
+        if O:  # buf[:, j]: sample t0 - HN + j (the history, then this call's samples)
             buf = torch.cat([state.hist.float(), x.new_zeros(B, T)], dim=1)
             p_prev = state.p
+            if lags is not None:  # offsets of the taps around one period back
+                around = torch.arange(-half, half + 1, device=self.device)
         for r in range(T):
             t = state.t + r
             slot = t % self.period
             self._block(ring, base, t, r, T)
             past = flat.index_select(0, self._past_idx[slot]).view(n_past, self.k - 1, B, self.R)
             if O:
-                p = (buf[:, r:r + O] * w_lp[:, r]).sum(-1)
+                p = (buf[:, HN - O + r:HN + r] * w_lp[:, r]).sum(-1)
                 e = x - p_prev
+                if lags is not None:
+                    taps = buf.gather(1, (HN + r - lags[:, r])[:, None] + around)
             if fused:
-                x, y, hs = step(x, base[r], past, noise.gumbel[r], noise.logistic[r], p, e)
+                x, y, hs = step(x, base[r], past, noise.gumbel[r], noise.logistic[r], p, e,
+                                taps)
             else:
-                _, y, hs = step(x, base[r], past, None, None, p, e)
+                _, y, hs = step(x, base[r], past, None, None, p, e, taps)
                 if teacher is not None:
                     x = teacher[:, r].float()
                 else:
@@ -536,7 +577,7 @@ class IncrementalWaveNet:
             ring[:, slot] = hs
             out[:, r] = x
             if O:
-                buf[:, O + r] = x
+                buf[:, HN + r] = x
                 p_prev = p
             if params is not None:
                 params[:, :self.C_net, r] = y
@@ -589,7 +630,7 @@ def cpp_available() -> bool:
 class _Net(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in
                 ("L", "R", "G", "H", "S", "C", "M", "k", "P", "bf16", "C_out", "cin",
-                 "order")] + [
+                 "order", "ptaps", "HN")] + [
         ("dil", ctypes.c_void_p), ("blocked", ctypes.c_void_p), ("w_first", ctypes.c_void_p),
         ("w_main", ctypes.c_void_p), ("w_past", ctypes.c_void_p), ("w_out", ctypes.c_void_p),
         ("w_skip", ctypes.c_void_p), ("b_skip", ctypes.c_void_p),
@@ -683,7 +724,7 @@ class _CppNet:
 
         self.net = _Net(
             L, Rp, Gp, Hp, Sp, Cp, C // 3, k, e.period, 2 if self.dp else int(wd != torch.float32),
-            e.C, self.cin, e.order,
+            e.C, self.cin, e.order, e.ptaps, e.history,
             ints[0].data_ptr(), ints[1].data_ptr(), biases[0].data_ptr(),
             ctypes.addressof(ptrs(main)), ctypes.addressof(ptrs(past)),
             ctypes.addressof(ptrs(outs)), dense[0].data_ptr(), biases[1].data_ptr(),
@@ -691,7 +732,7 @@ class _CppNet:
             biases[3].data_ptr(), w_cond.data_ptr(), e.log_scale_min)
 
     def run(self, state: IncrementalState, cond: Tensor, bias: Tensor, noise: MoLNoise | None,
-            teacher: Tensor | None, w_lp: Tensor | None, out: Tensor,
+            teacher: Tensor | None, w_lp: Tensor | None, lags: Tensor | None, out: Tensor,
             params: Tensor | None) -> None:
         B, cin, T = cond.shape
         if cin == self.cin:  # (T, B, cin) rows
@@ -734,6 +775,7 @@ class _CppNet:
             ctypes.c_void_p(None if params is None else params.data_ptr()),
             ctypes.c_void_p(state.hist.data_ptr() if lp else None),
             ctypes.c_void_p(state.p.data_ptr() if lp else None), ctypes.c_void_p(ptr(w_lp)),
+            ctypes.c_void_p(None if lags is None else lags.data_ptr()),
             ctypes.c_void_p(None if base is None else base.data_ptr()),
             ctypes.c_int64(self.threads))
         state.t += T

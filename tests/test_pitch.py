@@ -1,0 +1,193 @@
+"""Pitch from the mel and the pitch taps (a long-term predictor): the estimator on signals
+with a known F0, the taps' indexing, and every synthesis path reading the same taps as
+``model.forward``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests.helpers import ltp_model, random_mel
+
+from dmol.audio.features import recipe_for
+from dmol.audio.pitch import F0_MAX, F0_MIN, pitch_from_mel, pitch_lags, pitch_taps
+from dmol.wavenet.incremental import IncrementalWaveNet, lpc_per_sample
+from dmol.wavenet.presets import get_preset
+from dmol.wavenet.synthesis import (
+    LPC_BLOCK,
+    LpcFrames,
+    StreamingVocoder,
+    synthesize_folded,
+    synthesize_incremental,
+)
+
+RECIPE = recipe_for("lp-16k")
+
+
+def harmonic(f0: np.ndarray, sr: int, tilt: float = 0.7) -> np.ndarray:
+    """A voiced-like signal: every harmonic below sr / 2 of a per-sample F0, amplitudes
+    falling by ``tilt`` per harmonic."""
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    out = np.zeros_like(f0)
+    for h in range(1, int(sr / 2 / f0.min())):
+        out += np.where(h * f0 < sr / 2, tilt ** h * np.sin(h * phase), 0.0)
+    return (0.3 * out / np.abs(out).max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0_hz", [90.0, 150.0, 230.0, 330.0])
+def test_steady_pitch_is_found(f0_hz):
+    sr = RECIPE.sample_rate
+    x = harmonic(np.full(sr, f0_hz), sr)
+    f0, strength = pitch_from_mel(torch.from_numpy(RECIPE.compute(x)), RECIPE)
+    inner = slice(3, -3)  # frames whose window lies inside the signal
+    assert np.abs(f0[inner].numpy() / f0_hz - 1).max() < 0.02
+    assert strength[inner].min().item() > 0.7
+    lags = pitch_lags(f0, sr)
+    assert lags.dtype == torch.int64 and abs(int(lags[10]) - round(sr / f0_hz)) <= 2
+
+
+def test_gliding_pitch_is_followed_and_noise_is_weak():
+    sr = RECIPE.sample_rate
+    track = np.geomspace(110.0, 260.0, 2 * sr)
+    x = harmonic(track, sr)
+    f0, strength = pitch_from_mel(torch.from_numpy(RECIPE.compute(x)), RECIPE)
+    hop = RECIPE.hop_length
+    want = track[np.minimum(np.arange(len(f0)) * hop, len(track) - 1)]
+    rel = np.abs(f0.numpy() / want - 1)[3:-3]
+    assert np.median(rel) < 0.015 and rel.max() < 0.05
+    noise = np.random.default_rng(0).standard_normal(sr).astype(np.float32) * 0.1
+    _, s_noise = pitch_from_mel(torch.from_numpy(RECIPE.compute(noise)), RECIPE)
+    assert s_noise.median().item() < strength.median().item() - 0.3
+    assert f0.min().item() >= F0_MIN and f0.max().item() <= F0_MAX
+
+
+def test_estimator_checks_its_inputs():
+    with pytest.raises(ValueError, match="too few"):
+        pitch_from_mel(torch.zeros(3, 20), recipe_for("tiny"))
+    with pytest.raises(ValueError, match="n_mels=80"):
+        pitch_from_mel(torch.zeros(3, 20), RECIPE)
+    with pytest.raises(TypeError, match="MelRecipe"):
+        pitch_from_mel(torch.zeros(3, 80), "lp-16k")
+
+
+def test_taps_read_one_period_back():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 700, generator=g)
+    lags = torch.tensor([[50, 61, 70], [40, 100, 7]])
+    hop = 256
+    taps = pitch_taps(x, lags, hop, 5)
+    assert taps.shape == (2, 5, 700)
+    for b in range(2):
+        for t in (0, 3, 45, 127, 128, 300, 383, 384, 699):
+            lag = int(lags[b, min((t + hop // 2) // hop, 2)])
+            for j in range(5):
+                i = t - lag + j - 2
+                assert taps[b, j, t].item() == (x[b, i].item() if i >= 0 else 0.0)
+    with pytest.raises(ValueError, match="exceed"):
+        pitch_taps(x, torch.full((2, 3), 2), hop, 5)
+    with pytest.raises(ValueError, match="odd"):
+        pitch_taps(x, lags, hop, 4)
+
+
+def test_config_checks_pitch_taps():
+    with pytest.raises(ValueError, match="odd"):
+        get_preset("lp-16k", {"pitch_taps": 4})
+    with pytest.raises(ValueError, match="LP model"):
+        get_preset("tiny", {"pitch_taps": 3})
+    cfg, _ = get_preset("lp-16k-ltp")
+    assert cfg.pitch_taps == 5 and cfg.in_channels == 8
+    from dmol.wavenet.model import WaveNet
+
+    with pytest.raises(ValueError, match="too few"):  # 20 bands cannot resolve harmonics
+        WaveNet(get_preset("tiny", {"lpc_order": 8, "pitch_taps": 3})[0], recipe_for("tiny"))
+
+
+def _mel(frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.stack([random_mel(frames, 80, seed + s) for s in range(batch)])
+                            ).transpose(1, 2).contiguous()
+
+
+@pytest.mark.parametrize("amortize", [True, False])
+def test_teacher_forced_engines_match_forward(backend, amortize):
+    """Fed the true samples over uneven chunks, every backend outputs model(x, mel): the taps
+    come from the state's history across calls, up to the longest period."""
+    model = ltp_model(1)
+    B, F_ = 2, 14
+    hop = model.hop_length
+    mel = _mel(F_, B)
+    x = torch.rand(B, F_ * hop, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8
+    with torch.no_grad():
+        ref, c, a, lags = model(x, mel), model.upsample(mel), model.lpc(mel), model.pitch_lags(mel)
+    assert int(lags.max()) > 150 and int(lags.min()) < 100  # long and short periods
+    e = IncrementalWaveNet(model, backend=backend, amortize=amortize)
+    state = e.new_state(B)
+    parts = []
+    for lo, hi in [(0, 1), (1, 5), (5, 300), (300, 301), (301, 700), (700, F_ * hop)]:
+        _, p = e.run(state, c[..., lo:hi], teacher=x[:, lo:hi], return_params=True,
+                     lpc=lpc_per_sample(a, lo, hi, hop, F_),
+                     lags=lpc_per_sample(lags, lo, hi, hop, F_))
+        parts.append(p)
+    assert (torch.cat(parts, -1) - ref).abs().max().item() < 1e-5
+    assert torch.equal(state.hist, x[:, -e.history:])
+
+
+def test_free_running_taps_read_the_generated_past(backend):
+    """Free-running, the network saw its own samples: teacher forcing them gives the same
+    parameters; and the engine refuses a call without lags or with lags out of range."""
+    model = ltp_model(2)
+    F_, hop = 10, model.hop_length
+    mel = _mel(F_, seed=3)
+    with torch.no_grad():
+        c, a, lags = model.upsample(mel), model.lpc(mel), model.pitch_lags(mel)
+    e = IncrementalWaveNet(model, backend=backend)
+    T = F_ * hop
+    lpc, lag = lpc_per_sample(a, 0, T, hop, F_), lpc_per_sample(lags, 0, T, hop, F_)
+    x, params = e.run(e.new_state(1), c, generator=torch.Generator().manual_seed(0),
+                      lpc=lpc, lags=lag, return_params=True)
+    assert x.abs().max().item() > 0.05
+    with torch.no_grad():
+        assert (params - model(x, mel)).abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="lags"):
+        e.run(e.new_state(1), c, lpc=lpc)
+    with pytest.raises(ValueError, match="lags must lie"):
+        e.run(e.new_state(1), c, lpc=lpc, lags=torch.full_like(lag, e.history))
+
+
+def test_cpp_and_torch_draw_the_same_samples(cpp):
+    model = ltp_model(3)
+    m = random_mel(9, 80, seed=4)
+    a = synthesize_incremental(model, m, seed=3, backend="torch")
+    b = synthesize_incremental(model, m, seed=3, backend="cpp")
+    assert np.abs(a - b).max() < 1e-5
+    assert np.array_equal(b, synthesize_incremental(model, m, seed=3, backend="cpp", threads=2))
+
+
+def test_streaming_equals_offline_and_folded_one_segment(backend):
+    model = ltp_model(4)
+    mel, hop = random_mel(LPC_BLOCK + 7, 80, seed=1), model.hop_length
+    offline = synthesize_incremental(model, mel, seed=4, backend=backend)
+    stream = StreamingVocoder(model, seed=4, backend=backend)
+    got, received = [], 0
+    for n in (2, 1, 5, 0, 13, 1, 30, 9, 12, LPC_BLOCK):
+        got.append(stream.push(mel[received:received + n]))
+        received += n
+    got.append(stream.flush())
+    assert np.array_equal(np.concatenate(got), offline)
+    one = synthesize_folded(model, mel, seed=4, segment_seconds=10.0, backend=backend)
+    assert np.abs(one - offline).max() < 1e-5
+    assert len(offline) == len(mel) * hop
+
+
+def test_lpc_frames_give_each_sample_the_lag_of_its_nearest_frame():
+    model = ltp_model(5)
+    F_, hop = LPC_BLOCK + 5, model.hop_length
+    mel = _mel(F_, seed=7)
+    with torch.no_grad():
+        want = lpc_per_sample(model.pitch_lags(mel), 0, F_ * hop, hop, F_)
+    lf = LpcFrames(model)
+    got = []
+    for f in range(F_):
+        received = min(F_, f + 2)
+        got.append(lf.samples(mel[..., :received], 0, received, f,
+                              F_ if received == F_ else None)[1])
+    assert torch.equal(torch.cat(got, dim=1), want)
