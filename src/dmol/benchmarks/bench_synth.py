@@ -2,6 +2,8 @@
 
     dmol bench synth --preset r9y9-ljspeech-mol --seconds 2 --kernel-threads 1 2
     dmol bench synth --preset r9y9-ljspeech-mol --mode folded --json
+    dmol bench synth --preset r9y9-ljspeech-mol --mode streaming     # latency of StreamingVocoder
+    dmol bench synth --preset r9y9-ljspeech-mol --r9y9-src DIR       # + r9y9's own loop
     dmol bench synth --preset lp-16k --mode incremental --seconds 4     # an LP-WaveNet
 
 Random weights (speed does not depend on them) and a random log-mel in the recipe's range.
@@ -12,6 +14,15 @@ counts. RTF = wall seconds per second of audio (<= 1 is real time). ``--profile`
 the time of sequential synthesis goes, and the weight traffic per step against this machine's
 measured read bandwidth. An LP-WaveNet preset (``lpc_order > 0``, e.g. ``lp-16k``) has no
 baseline (the plain loop has no linear prediction): its rows are dmol's engine alone.
+
+``--r9y9-src DIR`` adds the reference implementation itself: r9y9/wavenet_vocoder's WaveNet,
+imported from DIR (a checkout or its unpacked sdist; nothing of it ships with dmol), built
+with the preset's hyper-parameters and timed on its own ``incremental_forward`` for
+``--baseline-seconds`` of audio (see r9y9_reference.py); every row then also shows its
+speed over r9y9's. Streaming rows push the mel into a :class:`StreamingVocoder` one frame at
+a time, as a live source would: besides the rate they give the latency from a frame's
+arrival to the end of its audio, i.e. the lookahead (frames that must arrive first) plus the
+compute time of the push that completes it (median and 95th percentile over the frames).
 """
 
 from __future__ import annotations
@@ -28,16 +39,21 @@ import numpy as np
 import torch
 
 from dmol.audio.features import recipe_for
+from dmol.benchmarks import r9y9_reference
 from dmol.benchmarks.baseline_synth import BaselineIncremental
 from dmol.wavenet.incremental import lpc_per_sample
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import PRESETS, get_preset
 from dmol.wavenet.synthesis import (
     Conditioner,
+    StreamingVocoder,
     make_engine,
     synthesize_folded,
     synthesize_incremental,
 )
+
+MODES = {"incremental": ["incremental"], "folded": ["folded"], "streaming": ["streaming"],
+         "both": ["incremental", "folded"], "all": ["incremental", "folded", "streaming"]}
 
 
 def _timed(fn):
@@ -92,9 +108,55 @@ def profile_incremental(model: WaveNet, mel: np.ndarray, engine) -> dict:
             "plain_read_bandwidth_GBps": traffic / read_s / 1e9}
 
 
+def _best_of_threads(threads: int, timed) -> dict:
+    """The faster of ``timed(1)`` and ``timed(threads)`` (rows run with that many torch
+    threads): batch-1 ops are tiny, a second thread mostly adds synchronisation and stalls
+    when the machine is busy, so a one-at-a-time loop gets its better setting."""
+    best = None
+    for th in sorted({1, threads}):
+        torch.set_num_threads(th)
+        row = timed(th)
+        best = row if best is None or row["samples_per_s"] > best["samples_per_s"] else best
+    torch.set_num_threads(threads)
+    return best
+
+
+def time_streaming(model: WaveNet, mel: np.ndarray, engine, name: str, seed: int = 0) -> dict:
+    """Push ``mel`` into a :class:`StreamingVocoder` one frame at a time: the rate, and the
+    latency from a frame's arrival to the end of its audio (lookahead + compute per push)."""
+    sr = model.cfg.sample_rate
+    warm = StreamingVocoder(model, seed=seed, engine=engine)  # builds, first-call costs
+    for f in range(min(len(mel), warm.lookahead + 2)):
+        warm.push(mel[f:f + 1])
+    warm.flush()
+    stream = StreamingVocoder(model, seed=seed, engine=engine)
+    compute, n = [], 0
+    w, c = time.perf_counter(), time.process_time()
+    for f in range(len(mel)):
+        t = time.perf_counter()
+        m = len(stream.push(mel[f:f + 1]))
+        if m:  # this push completed frame f - lookahead
+            compute.append(time.perf_counter() - t)
+        n += m
+    n += len(stream.flush())  # the last `lookahead` frames, at once
+    row = _row(name, n, time.perf_counter() - w, time.process_time() - c, sr)
+    look = stream.latency_samples / sr * 1e3
+    med, p95 = (np.percentile(np.array(compute) * 1e3, [50, 95]).tolist() if compute
+                else (None, None))
+    row |= {"lookahead_frames": stream.lookahead, "lookahead_ms": look,
+            "frame_ms": model.hop_length / sr * 1e3, "frames_timed": len(compute),
+            "compute_ms_median": med, "compute_ms_p95": p95,
+            "latency_ms_median": None if med is None else look + med,
+            "latency_ms_p95": None if p95 is None else look + p95}
+    return row
+
+
 def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
         dtypes: list[str], backend: str, max_batch: int, kernel_threads: list[int],
-        profile: bool = False, seed: int = 0) -> dict:
+        profile: bool = False, seed: int = 0,
+        r9y9: r9y9_reference.Reference | None = None) -> dict:
+    """Long because it is the benchmark's script: the baselines, then a row per (mode, dtype,
+    kernel threads), each timed in turn in this process."""
     cfg, _ = get_preset(preset)
     torch.manual_seed(seed)
     recipe = recipe_for(preset)
@@ -102,12 +164,11 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
     sr, hop = cfg.sample_rate, cfg.hop_length
     rng = np.random.default_rng(seed)
     frames = max(1, round(seconds * sr / hop))
-    mel = rng.uniform(recipe.log_min + 2, recipe.log_max - 2,
-                      (frames, cfg.n_mels)).astype(np.float32)
+    lo, hi = recipe.log_min + 2, recipe.log_max - 2
+    mel = rng.uniform(lo, hi, (frames, cfg.n_mels)).astype(np.float32)
     rows, profiles = [], {}
-    # baseline: the shifted-buffer loop, at its best torch thread count (batch-1 ops are tiny:
-    # a second thread mostly adds synchronisation, and stalls when the machine is busy); it
-    # has no linear prediction, so an LP model runs without it
+    # baseline: the shifted-buffer loop, at its best torch thread count; it has no linear
+    # prediction, so an LP model runs without it
     n_base = 0
     if not cfg.lpc_order and baseline_seconds > 0:
         n_base = max(hop, round(baseline_seconds * sr))
@@ -115,17 +176,24 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
     if n_base:
         base = BaselineIncremental(model)
         mel_t = torch.from_numpy(mel[: math.ceil(n_base / hop)].T.copy())[None]
-        best = None
-        for th in sorted({1, threads}):
-            torch.set_num_threads(th)
+
+        def timed_baseline(th: int) -> dict:
             base.generate(mel_t, steps=16, generator=torch.Generator().manual_seed(seed))
             _, wall, cpu = _timed(lambda: base.generate(
                 mel_t, steps=n_base, generator=torch.Generator().manual_seed(seed)))
-            row = _row(f"baseline (shifted buffers, per-layer linears) x{th}", n_base, wall,
-                       cpu, sr)
-            best = row if best is None or row["samples_per_s"] > best["samples_per_s"] else best
-        torch.set_num_threads(threads)
-        rows.append(best)
+            return _row(f"baseline (shifted buffers, per-layer linears) x{th}", n_base, wall,
+                        cpu, sr)
+
+        rows.append(_best_of_threads(threads, timed_baseline))
+    if r9y9 is not None and n_base:  # the reference implementation, same audio length
+
+        def timed_r9y9(th: int) -> dict:
+            n, wall, cpu = r9y9_reference.time_incremental(r9y9, cfg, n_base, lo, hi, seed)
+            return _row(f"r9y9/wavenet_vocoder {r9y9.version} incremental_forward x{th}", n,
+                        wall, cpu, sr)
+
+        rows.append(_best_of_threads(threads, timed_r9y9))
+        rows[-1]["reference"] = True
     for dtype in dtypes:
         for th in kernel_threads if "incremental" in modes else []:
             engine = make_engine(model, backend=backend, dtype=dtype, batch=1, threads=th)
@@ -149,26 +217,99 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
             tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
             rows.append(_row(f"folded (<= {max_batch} segments), {tag}, {dtype}",
                              len(out), wall, cpu, sr))
+        for th in kernel_threads if "streaming" in modes else []:
+            engine = make_engine(model, backend=backend, dtype=dtype, batch=1, threads=th)
+            if engine.backend != "cpp" and th != kernel_threads[0]:
+                continue
+            tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
+            rows.append(time_streaming(model, mel, engine,
+                                       f"streaming (1 frame per push), {tag}, {dtype}", seed))
     ref = rows[0]["samples_per_s"] if n_base else None
+    ref_r9y9 = next((r["samples_per_s"] for r in rows if r.get("reference")), None)
     for r in rows:
         r["speedup_vs_baseline"] = None if ref is None else r["samples_per_s"] / ref
+        r["speedup_vs_r9y9"] = None if ref_r9y9 is None else r["samples_per_s"] / ref_r9y9
     return {"preset": preset, "parameters": model.num_parameters, "sample_rate": sr,
             "lpc_order": cfg.lpc_order,
             "seconds": frames * hop / sr, "baseline_seconds": n_base / sr,
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(),
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "torch": torch.__version__, "rows": rows, "profiles": profiles}
+            "torch": torch.__version__, "rows": rows, "profiles": profiles,
+            "r9y9": None if r9y9 is None else {
+                "src": r9y9.src, "version": r9y9.version, "parameters": r9y9.parameters,
+                "cin_pad": r9y9.cin_pad, "unmatched": r9y9.unmatched}}
+
+
+def load_r9y9(src: str, preset: str, seconds: float, seed: int = 0) -> r9y9_reference.Reference:
+    """r9y9's WaveNet from ``src`` built like ``preset``; ValueError (one line) if it cannot
+    be, before any timing starts."""
+    cfg, _ = get_preset(preset)
+    r9y9_reference.check_preset(cfg)
+    if seconds <= 0:
+        raise ValueError("--r9y9-src times r9y9 for --baseline-seconds: give it > 0")
+    root = r9y9_reference.find_source(src)
+    try:
+        module = r9y9_reference.import_wavenet(root)
+        torch.manual_seed(seed)
+        return r9y9_reference.build(module, cfg)
+    except Exception as e:  # its code, our shims: whatever fails, say so in one line
+        msg = " ".join(f"{type(e).__name__}: {e}".split())
+        raise ValueError(f"--r9y9-src {src}: cannot build r9y9's WaveNet from {root}: "
+                         f"{msg}") from e
+
+
+def _print(res: dict) -> None:
+    la = res["load_average"]
+    lp = f", LP order {res['lpc_order']}" if res["lpc_order"] else ""
+    print(f"preset {res['preset']} ({res['parameters']:,} parameters, {res['sample_rate']} Hz"
+          f"{lp}), "
+          f"torch {res['torch']}, {res['threads']} torch thread(s) on {res['cpus']} CPU(s)"
+          + (f", load average {la[0]:.1f}" if la else ""))
+    if res["r9y9"]:
+        r = res["r9y9"]
+        print(f"r9y9/wavenet_vocoder {r['version']} from {r['src']} ({r['parameters']:,} "
+              f"parameters, random weights"
+              + (f"; no argument for the preset's {', '.join(r['unmatched'])}"
+                 if r["unmatched"] else "") + ")")
+    r9 = res["r9y9"] is not None
+    print(f"{'system':<56} {'samples/s':>10} {'(per cpu-s)':>11} {'RTF':>7} {'x baseline':>10}"
+          + (f" {'x r9y9':>7}" if r9 else ""))
+    for r in res["rows"]:
+        x, xr = r["speedup_vs_baseline"], r["speedup_vs_r9y9"]
+        print(f"{r['system']:<56} {r['samples_per_s']:>10.0f} {r['samples_per_cpu_s']:>11.0f} "
+              f"{r['rtf']:>7.2f} {'-' if x is None else f'{x:.1f}':>10}"
+              + (f" {f'{xr:.1f}':>7}" if r9 else ""))
+    for r in res["rows"]:
+        if "lookahead_ms" not in r or r["compute_ms_median"] is None:
+            continue
+        print(f"\n{r['system']}: a frame's audio ends {r['latency_ms_median']:.1f} ms "
+              f"(p95 {r['latency_ms_p95']:.1f} ms) after the frame arrives = lookahead "
+              f"{r['lookahead_frames']} frames ({r['lookahead_ms']:.1f} ms) + compute per push "
+              f"median {r['compute_ms_median']:.1f} ms, p95 {r['compute_ms_p95']:.1f} ms "
+              f"({r['frames_timed']} frames of {r['frame_ms']:.1f} ms)")
+        if r["rtf"] > 1:
+            print("  (RTF > 1: fed in real time, the stream falls behind and this delay grows)")
+    for name, pr in res["profiles"].items():
+        share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in pr["share"].items())
+        print(f"\nprofile of {name}: {share}")
+        print(f"  one step {pr['step_us']:.0f} us reads {pr['weight_bytes_per_step'] / 1e6:.2f} "
+              f"MB of weights: {pr['step_bandwidth_GBps']:.1f} GB/s; a plain sum over as many "
+              f"bytes reads {pr['plain_read_bandwidth_GBps']:.1f} GB/s here")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dmol bench synth", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="r9y9-ljspeech-mol", choices=sorted(PRESETS))
-    p.add_argument("--mode", choices=("incremental", "folded", "both"), default="both")
+    p.add_argument("--mode", choices=tuple(MODES), default="both",
+                   help="both: incremental and folded; all: also streaming")
     p.add_argument("--seconds", type=float, default=2.0, help="audio generated by dmol")
     p.add_argument("--baseline-seconds", type=float, default=0.25,
-                   help="audio generated by the (slow) baseline (0: no baseline; LP presets "
-                        "have none)")
+                   help="audio generated by the (slow) baseline and by r9y9 (0: no baseline; "
+                        "LP presets have none)")
+    p.add_argument("--r9y9-src", metavar="DIR",
+                   help="r9y9/wavenet_vocoder's source (checkout or unpacked sdist): time its "
+                        "incremental_forward too")
     p.add_argument("--dtype", nargs="+", default=["float32"],
                    choices=("float32", "bfloat16"))
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "compile", "cpp"))
@@ -182,29 +323,19 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    modes = ["incremental", "folded"] if a.mode == "both" else [a.mode]
-    res = run(a.preset, modes, a.seconds, a.baseline_seconds, a.dtype, a.backend, a.max_batch,
-              a.kernel_threads, a.profile)
+    r9y9 = None
+    if a.r9y9_src is not None:
+        try:
+            r9y9 = load_r9y9(a.r9y9_src, a.preset, a.baseline_seconds)
+        except ValueError as e:
+            print(f"dmol bench synth: {e}", file=sys.stderr)
+            return 2
+    res = run(a.preset, MODES[a.mode], a.seconds, a.baseline_seconds, a.dtype, a.backend,
+              a.max_batch, a.kernel_threads, a.profile, r9y9=r9y9)
     if a.json:
         print(json.dumps(res, indent=2))
-        return 0
-    la = res["load_average"]
-    lp = f", LP order {res['lpc_order']}" if res["lpc_order"] else ""
-    print(f"preset {res['preset']} ({res['parameters']:,} parameters, {res['sample_rate']} Hz"
-          f"{lp}), "
-          f"torch {res['torch']}, {res['threads']} torch thread(s) on {res['cpus']} CPU(s)"
-          + (f", load average {la[0]:.1f}" if la else ""))
-    print(f"{'system':<52} {'samples/s':>10} {'(per cpu-s)':>11} {'RTF':>7} {'x baseline':>10}")
-    for r in res["rows"]:
-        x = r["speedup_vs_baseline"]
-        print(f"{r['system']:<52} {r['samples_per_s']:>10.0f} {r['samples_per_cpu_s']:>11.0f} "
-              f"{r['rtf']:>7.2f} {'-' if x is None else f'{x:.1f}':>10}")
-    for name, pr in res["profiles"].items():
-        share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in pr["share"].items())
-        print(f"\nprofile of {name}: {share}")
-        print(f"  one step {pr['step_us']:.0f} us reads {pr['weight_bytes_per_step'] / 1e6:.2f} "
-              f"MB of weights: {pr['step_bandwidth_GBps']:.1f} GB/s; a plain sum over as many "
-              f"bytes reads {pr['plain_read_bandwidth_GBps']:.1f} GB/s here")
+    else:
+        _print(res)
     return 0
 
 
