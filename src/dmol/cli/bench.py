@@ -4,9 +4,11 @@
     dmol bench synth [...]
 
 ``loss`` times the fused MoL loss and sampler against the unfused baseline
-(``dmol/benchmarks/bench_loss.py``); ``synth`` times the synthesis engine against the plain
-incremental loop (``dmol/benchmarks/bench_synth.py``). They are modules of the package, so
-this works from an installed wheel as from a checkout.
+(``dmol/benchmarks/bench_loss.py``); ``synth`` times the synthesis engine (incremental,
+folded, streaming with its latency) against the plain incremental loop, and against
+r9y9/wavenet_vocoder's own ``incremental_forward`` with ``--r9y9-src DIR``
+(``dmol/benchmarks/bench_synth.py``). They are modules of the package, so this works from an
+installed wheel as from a checkout.
 """
 
 from __future__ import annotations
