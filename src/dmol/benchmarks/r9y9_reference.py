@@ -90,6 +90,7 @@ def import_wavenet(root: Path) -> types.ModuleType:
 
 
 def _accepted(fn, wanted: dict) -> tuple[dict, list[str]]:
+    """The part of ``wanted`` that ``fn``'s signature takes, and the names it does not."""
     params = inspect.signature(fn).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return dict(wanted), []
