@@ -191,3 +191,43 @@ def test_lpc_frames_give_each_sample_the_lag_of_its_nearest_frame():
         got.append(lf.samples(mel[..., :received], 0, received, f,
                               F_ if received == F_ else None)[1])
     assert torch.equal(torch.cat(got, dim=1), want)
+
+
+def test_extreme_lags_read_the_ends_of_the_history(backend):
+    """Periods of taps // 2 + 1 (the shortest a tap may read) and history - taps // 2 (the
+    oldest sample the state keeps) alternating frame by frame: the engine still equals
+    model.forward, so the history is long enough and no tap reads x[t] itself."""
+    model = ltp_model(6)
+    F_, hop, B = 12, model.hop_length, 2
+    e = IncrementalWaveNet(model, backend=backend)
+    half = model.cfg.pitch_taps // 2
+    lo, hi = half + 1, e.history - half
+    extreme = torch.tensor([[lo, hi] * (F_ // 2), [hi, lo] * (F_ // 2)])
+    model.pitch_lags = lambda mel: extreme  # what forward and the engine both read
+    mel = _mel(F_, B, seed=11)
+    x = torch.rand(B, F_ * hop, generator=torch.Generator().manual_seed(3)) - 0.5
+    with torch.no_grad():
+        ref, c, a = model(x, mel), model.upsample(mel), model.lpc(mel)
+    T = F_ * hop
+    _, got = e.run(e.new_state(B), c, teacher=x, return_params=True,
+                   lpc=lpc_per_sample(a, 0, T, hop, F_),
+                   lags=lpc_per_sample(extreme, 0, T, hop, F_))
+    assert (got - ref).abs().max().item() < 1e-5
+
+
+def test_kernel_threads_split_by_streams_give_the_same_numbers(cpp):
+    """Folded synthesis runs several segments at once: two kernel threads then split the
+    streams between them (each with its own history); the same numbers as one thread."""
+    model = ltp_model(7)
+    m = random_mel(16, 80, seed=8)
+    kw = {"seed": 2, "segment_seconds": 0.05, "overlap_seconds": 0.01, "backend": "cpp"}
+    one, two = (synthesize_folded(model, m, threads=th, **kw) for th in (1, 2))
+    assert np.array_equal(one, two) and np.abs(one).max() > 0.01
+
+
+def test_pitch_functions_refuse_bad_input():
+    with pytest.raises(ValueError, match="finite"):
+        pitch_lags(torch.tensor([100.0, float("nan")]), 16000)
+    with pytest.raises(TypeError, match="integer"):
+        pitch_taps(torch.zeros(1, 10), torch.full((1, 1), 50.0), 256, 3)
+    assert pitch_taps(torch.zeros(2, 0), torch.full((2, 1), 50), 256, 3).shape == (2, 3, 0)

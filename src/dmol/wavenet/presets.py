@@ -279,6 +279,19 @@ def _checked_fields(cls: type, d: dict[str, Any]) -> dict[str, Any]:
     return dict(d)
 
 
+# The LP-WaveNet of the shipped model and its variants (below): small-16k's width, 14 layers.
+_LP16K = WaveNetConfig(
+    layers=14, stacks=2, residual_channels=32, gate_channels=64, skip_channels=32,
+    kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=16000,
+    head="mol", n_mixtures=10, log_scale_min=-16.0, dropout=0.0, lpc_order=16,
+)
+_LP16K_TRAIN = TrainConfig(
+    batch_size=4, segment_length=2048, lr=2e-3, lr_schedule="cosine", warmup_steps=100,
+    grad_clip=1.0, ema_decay=0.999, max_steps=30_000, log_interval=20, ckpt_interval=500,
+    val_interval=1000, media_interval=2000, val_utterances=4, val_max_seconds=1.0,
+    input_noise=2e-4,
+)
+
 PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
     # r9y9/wavenet_vocoder's LJSpeech MoL recipe: 24 layers in 4 stacks, 10 logistics, 16-bit
     # targets, 4x4x4x4 upsampling (hop 256) with a 5-frame input conv (cin_pad=2).
@@ -313,53 +326,15 @@ PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
     # field of two 64-sample dilation cycles (32 ms: two pitch periods down to ~60 Hz), the
     # mixture's means shifted by the order-16 prediction from the mel, noise in the past it
     # reads. Single long runs: cosine decay over max_steps, checkpoints every 500 steps.
-    "lp-16k": (
-        WaveNetConfig(
-            layers=14, stacks=2, residual_channels=32, gate_channels=64, skip_channels=32,
-            kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=16000,
-            head="mol", n_mixtures=10, log_scale_min=-16.0, dropout=0.0, lpc_order=16,
-        ),
-        TrainConfig(
-            batch_size=4, segment_length=2048, lr=2e-3, lr_schedule="cosine", warmup_steps=100,
-            grad_clip=1.0, ema_decay=0.999, max_steps=30_000, log_interval=20, ckpt_interval=500,
-            val_interval=1000, media_interval=2000, val_utterances=4, val_max_seconds=1.0,
-            input_noise=2e-4,
-        ),
-    ),
+    "lp-16k": (_LP16K, _LP16K_TRAIN),
     # lp-16k on the pre-emphasized signal (LPCNet's 0.85): the envelope the prediction fits is
     # flatter (1/A(z) at 0 Hz: median 32 -> 6 on the built-in prompts). For the ablation against
     # lp-16k (docs/quality.md).
-    "lp-16k-pe": (
-        WaveNetConfig(
-            layers=14, stacks=2, residual_channels=32, gate_channels=64, skip_channels=32,
-            kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=16000,
-            head="mol", n_mixtures=10, log_scale_min=-16.0, dropout=0.0, lpc_order=16,
-            preemphasis=0.85,
-        ),
-        TrainConfig(
-            batch_size=4, segment_length=2048, lr=2e-3, lr_schedule="cosine", warmup_steps=100,
-            grad_clip=1.0, ema_decay=0.999, max_steps=30_000, log_interval=20, ckpt_interval=500,
-            val_interval=1000, media_interval=2000, val_utterances=4, val_max_seconds=1.0,
-            input_noise=2e-4,
-        ),
-    ),
+    "lp-16k-pe": (dataclasses.replace(_LP16K, preemphasis=0.85), _LP16K_TRAIN),
     # lp-16k plus a long-term predictor: the 5 samples around one pitch period back, the
     # period estimated from the mel (dmol.audio.pitch). lp-16k learns the envelope fast but
     # pitch slowly (docs/quality.md); this hands it the periodicity.
-    "lp-16k-ltp": (
-        WaveNetConfig(
-            layers=14, stacks=2, residual_channels=32, gate_channels=64, skip_channels=32,
-            kernel_size=3, upsample_scales=(4, 4, 4, 4), cin_pad=2, n_mels=80, sample_rate=16000,
-            head="mol", n_mixtures=10, log_scale_min=-16.0, dropout=0.0, lpc_order=16,
-            pitch_taps=5,
-        ),
-        TrainConfig(
-            batch_size=4, segment_length=2048, lr=2e-3, lr_schedule="cosine", warmup_steps=100,
-            grad_clip=1.0, ema_decay=0.999, max_steps=30_000, log_interval=20, ckpt_interval=500,
-            val_interval=1000, media_interval=2000, val_utterances=4, val_max_seconds=1.0,
-            input_noise=2e-4,
-        ),
-    ),
+    "lp-16k-ltp": (dataclasses.replace(_LP16K, pitch_taps=5), _LP16K_TRAIN),
     # For tests and smoke runs: seconds per hundred steps.
     "tiny": (
         WaveNetConfig(
