@@ -65,7 +65,7 @@ def test_first_run_writes_everything(demo):
     out, printed, _, _ = demo
     for i in range(1, 7):
         assert f"[{i}/6]" in printed
-    assert "(1 CPU thread(s))" in printed and "lp-16k.pt (lp-16k" in printed
+    assert "(1 CPU thread(s))" in printed and "lp-16k-ltp.pt (lp-16k-ltp" in printed
     assert "training preset 'tiny' from scratch" in printed
     steps = [int(p.stem.split("_")[1]) for p in list_checkpoints(out / "run")]
     assert max(steps) == TRAIN_STEPS  # it stopped at max_steps, not at the time budget

@@ -89,8 +89,9 @@ def test_shipped_model_is_a_small_lp_bundle():
     assert C.PRETRAINED.is_file(), "the pretrained bundle is missing from the package"
     assert C.PRETRAINED.stat().st_size <= 10 * 2**20
     model, head, recipe, info = C.load_model("pretrained")
-    assert model.cfg.lpc_order == 16 and head.shifted and info["preset"] == "lp-16k"
-    assert recipe == recipe_for("lp-16k") and not model.training
+    assert model.cfg.lpc_order == 16 and head.shifted and info["preset"] == "lp-16k-ltp"
+    assert model.cfg.pitch_taps == 5
+    assert recipe == recipe_for("lp-16k-ltp") and not model.training
 
 
 def test_evaluate_on_plain_audio_files(lp_run, tmp_path, capsys):

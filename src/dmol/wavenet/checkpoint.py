@@ -69,7 +69,7 @@ __all__ = [
 FORMAT = "dmol-wavenet-1"
 BUNDLE_FORMAT = "dmol-wavenet-model-1"
 #: The inference bundle shipped inside the package (docs/pretrained.md), named "pretrained".
-PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "lp-16k.pt"
+PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "lp-16k-ltp.pt"
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
 

@@ -71,12 +71,11 @@ __all__ = [
 ]
 
 MODES = ("incremental", "folded")
-#: Scale temperature of the command-line tools (vocode, evaluate, demo): a sharper excitation
-#: than the model's own spread. Measured on the shipped lp-16k model at step 10,000
-#: (docs/quality.md): of 1, 0.6, 0.3, 0.2, 0.1 and 0, 0.3 has the best F0 error and the best
-#: rank over MCD, F0, V/UV and MR-STFT together (0.6 the best MCD and MR-STFT, lower values the
-#: best voicing). The Python functions default to 1 (the model's own distribution).
-CLI_SCALE_TEMPERATURE = 0.3
+#: Scale temperature of the command-line tools (vocode, evaluate, demo). Measured on the shipped
+#: model (lp-16k-ltp, docs/quality.md): of 1, 0.8, 0.6 and 0.3, 1 (the model's own spread) has
+#: the best MCD, log-mel, MR-STFT and F0 error; lower values trade those for voicing and then
+#: starve the excitation (the output fades). The first LP model (lp-16k) did best at 0.3.
+CLI_SCALE_TEMPERATURE = 1.0
 BACKEND_CHOICES = ("auto", "torch", "compile", "cpp")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # steps x streams per engine call: the engine holds every layer's projected conditioning of
