@@ -44,8 +44,8 @@ from torch import Tensor
 
 from dmol.audio.features import MelRecipe, _mel_basis
 
-__all__ = ["de_emphasis", "excitation_noise", "levinson", "lp_predict", "lp_synthesize",
-           "lpc_from_mel", "pre_emphasis", "prediction_gain_db"]
+__all__ = ["check_log_mel", "de_emphasis", "excitation_noise", "levinson", "lp_predict",
+           "lp_synthesize", "lpc_from_mel", "pre_emphasis", "prediction_gain_db"]
 
 
 def levinson(r: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,6 +79,20 @@ def levinson(r: Tensor) -> tuple[Tensor, Tensor]:
     return a, err
 
 
+def check_log_mel(log_mel, recipe: MelRecipe) -> Tensor:
+    """A (..., frames, n_mels) floating-point log-mel of ``recipe`` as a tensor, else a one-line
+    error (the shared input check of the functions that analyse a mel)."""
+    if not isinstance(recipe, MelRecipe):
+        raise TypeError(f"recipe must be a MelRecipe, got {type(recipe).__name__}")
+    m = torch.as_tensor(log_mel)
+    if m.dim() < 2 or m.shape[-1] != recipe.n_mels:
+        raise ValueError(f"log_mel must be (..., frames, n_mels={recipe.n_mels}), "
+                         f"got shape {tuple(m.shape)}")
+    if not m.is_floating_point():
+        raise TypeError(f"log_mel must be floating point, got dtype {m.dtype}")
+    return m
+
+
 @functools.lru_cache(maxsize=8)
 def _pinv_basis(recipe: MelRecipe) -> np.ndarray:
     """(n_mels, 1 + n_fft/2) -> its pseudo-inverse (1 + n_fft/2, n_mels), float64."""
@@ -105,16 +119,9 @@ def lpc_from_mel(log_mel: Tensor, recipe: MelRecipe, order: int = 16, *,
     Returns:
         (..., frames, order) float32 coefficients a_k (A(z) = 1 + sum a_k z^-k).
     """
-    if not isinstance(recipe, MelRecipe):
-        raise TypeError(f"recipe must be a MelRecipe, got {type(recipe).__name__}")
+    m = check_log_mel(log_mel, recipe)
     if isinstance(order, bool) or int(order) != order or not 1 <= order < recipe.n_fft // 2:
         raise ValueError(f"order must be an integer in [1, {recipe.n_fft // 2}), got {order!r}")
-    m = torch.as_tensor(log_mel)
-    if m.dim() < 2 or m.shape[-1] != recipe.n_mels:
-        raise ValueError(f"log_mel must be (..., frames, n_mels={recipe.n_mels}), "
-                         f"got shape {tuple(m.shape)}")
-    if not m.is_floating_point():
-        raise TypeError(f"log_mel must be floating point, got dtype {m.dtype}")
     _check_alpha(preemphasis)
     # float64 throughout: the autocorrelation of a 60 dB-range spectrum is ill-conditioned
     pinv = torch.from_numpy(_pinv_basis(recipe)).to(m.device)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dmol.audio.features import MelRecipe, _mel_basis
-from dmol.audio.lpc import _frame_of_sample
+from dmol.audio.lpc import _frame_of_sample, check_log_mel
 
 __all__ = ["F0_MAX", "F0_MIN", "pitch_from_mel", "pitch_lags", "pitch_taps"]
 
@@ -99,14 +99,7 @@ def pitch_from_mel(log_mel: Tensor, recipe: MelRecipe) -> tuple[Tensor, Tensor]:
         f0 (..., frames) float32 in [F0_MIN, F0_MAX] Hz (an estimate in every frame, voiced
         or not), strength (..., frames) float32 in [-1, 1] (correlation with the best comb).
     """
-    if not isinstance(recipe, MelRecipe):
-        raise TypeError(f"recipe must be a MelRecipe, got {type(recipe).__name__}")
-    m = torch.as_tensor(log_mel)
-    if m.dim() < 2 or m.shape[-1] != recipe.n_mels:
-        raise ValueError(f"log_mel must be (..., frames, n_mels={recipe.n_mels}), "
-                         f"got shape {tuple(m.shape)}")
-    if not m.is_floating_point():
-        raise TypeError(f"log_mel must be floating point, got dtype {m.dtype}")
+    m = check_log_mel(log_mel, recipe)
     f0, templates, bands = _templates(recipe)
     score = _detrend(m[..., :bands].double()) @ templates.to(m.device).T  # (..., frames, C)
     best, idx = score.max(-1)
