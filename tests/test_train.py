@@ -600,6 +600,8 @@ def test_ctrl_c_during_the_final_validation_still_saves(speech, tmp_path, monkey
     (["--set", "ema_decay=abc"], "ema_decay"),
     (["--set", "layers=8.5"], "layers"),
     (["--set", "head=7"], "head"),
+    (["--set", "self_sample=1.5"], "self_sample"),
+    (["--set", "self_sample_passes=0"], "self_sample_passes"),
     (["--lr", "nan"], "lr"),
     (["--threads", "0"], "threads"),
     (["--minutes", "nan"], "minutes"),

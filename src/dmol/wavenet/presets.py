@@ -224,6 +224,13 @@ class TrainConfig:
     # LP models: noise in the excitation at this fraction of its rms, through 1/A(z), added to
     # the past the network and the prediction read (dmol.audio.lpc.excitation_noise)
     lp_noise: float = 0.0
+    # Parallel scheduled sampling (Duckworth et al. 2019): this fraction of each batch's
+    # segments reads the model's own samples as its past instead of the truth; each of
+    # ``self_sample_passes`` no-grad teacher-forced passes samples every step given the
+    # previous pass's past, so pass k's past carries errors compounded k times. The target
+    # stays the clean signal: the network learns to pull back from its own mistakes.
+    self_sample: float = 0.0
+    self_sample_passes: int = 1
     precision: str = "fp32"  # "bf16": autocast on CUDA (the loss itself runs in float32)
 
     def __post_init__(self) -> None:
@@ -247,6 +254,12 @@ class TrainConfig:
             raise ValueError(f"input_noise must lie in [0, 1), got {self.input_noise!r}")
         if not (math.isfinite(self.lp_noise) and 0.0 <= self.lp_noise <= 10.0):
             raise ValueError(f"lp_noise must lie in [0, 10], got {self.lp_noise!r}")
+        if not (math.isfinite(self.self_sample) and 0.0 <= self.self_sample <= 1.0):
+            raise ValueError(f"self_sample must lie in [0, 1], got {self.self_sample!r}")
+        n = self.self_sample_passes
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
+            raise ValueError(f"self_sample_passes must be an integer in [1, 8], got "
+                             f"{self.self_sample_passes!r}")
         if not (math.isfinite(self.val_max_seconds) and self.val_max_seconds > 0):
             raise ValueError(f"val_max_seconds must be positive and finite, got "
                              f"{self.val_max_seconds!r}")

@@ -189,6 +189,33 @@ def noisy_past(model: WaveNet, x: Tensor, mel: Tensor, tc: TrainConfig, seed: in
     return past
 
 
+@torch.no_grad()
+def self_sampled_past(model: WaveNet, x: Tensor, mel: Tensor, past: Tensor, tc: TrainConfig,
+                      seed: int) -> Tensor:
+    """Replace the past of a random ``tc.self_sample`` fraction of the batch's segments by the
+    model's own samples (parallel scheduled sampling). A pass is one teacher-forced forward
+    and one draw per step (temperature 1, as synthesis samples); the next pass reads the
+    draws as its past. Unlike white noise, the errors have the model's own size and shape:
+    large and signed at the glottal pulses, small in silence."""
+    if tc.self_sample <= 0:
+        return past
+    g = torch.Generator(x.device).manual_seed(seed)
+    pick = (torch.rand(x.shape[0], generator=g, device=x.device) < tc.self_sample).nonzero()[:, 0]
+    if pick.numel() == 0:
+        return past
+    was_training = model.training
+    model.eval()  # dropout off: the draws are the model's, not a thinned network's
+    try:
+        own = past[pick]
+        for _ in range(tc.self_sample_passes):
+            own = model.head.sample(model(x[pick], mel[pick], past=own).float(), generator=g)
+    finally:
+        model.train(was_training)
+    out = past.clone()
+    out[pick] = own.to(past.dtype)
+    return out
+
+
 # ---- schedule and EMA ----------------------------------------------------------------------
 def lr_factor(step: int, tc: TrainConfig) -> float:
     """Learning-rate multiplier at ``step`` (0-based): linear warmup, then the schedule."""
@@ -854,6 +881,8 @@ class Trainer:
         x = model.emphasize(x)  # the signal the model predicts (identity without pre-emphasis)
         past = noisy_past(model, x, mel, tc, derive_seed(tc.seed, self.step, env.rank, 2))
         with self.autocast:
+            past = self_sampled_past(model, x, mel, past, tc,
+                                     derive_seed(tc.seed, self.step, env.rank, 3))
             y_hat = self.ddp(x, mel, past=past)
         self.opt.zero_grad(set_to_none=True)
         if bool(torch.isfinite(y_hat).all()):
