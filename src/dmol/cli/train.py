@@ -16,7 +16,7 @@ from dmol.wavenet.checkpoint import CorruptCheckpointError
 from dmol.wavenet.heads import HEADS
 from dmol.wavenet.model import presets_table
 from dmol.wavenet.presets import PRESETS, get_preset
-from dmol.wavenet.train import TrainingInterrupted, _check_overrides, describe, train
+from dmol.wavenet.train import TrainingInterrupted, check_overrides, describe, train
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("segment_length", "lr", "head", "max_steps", "seed", "batch_size"):
             if getattr(a, key) is not None:
                 overrides[key] = getattr(a, key)
-        overrides = _check_overrides(overrides)
+        overrides = check_overrides(overrides)
         if a.print_config:
             print(describe(*get_preset(a.preset, overrides), preset=a.preset))
             return 0

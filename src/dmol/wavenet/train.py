@@ -80,8 +80,8 @@ try:
 except ImportError:  # Windows: the lock falls back to O_EXCL and PID checks
     fcntl = None
 
-__all__ = ["RunLockedError", "SegmentSampler", "TrainingInterrupted", "describe", "lr_factor",
-           "main", "train"]
+__all__ = ["RunLockedError", "SegmentSampler", "TrainingInterrupted", "check_overrides",
+           "describe", "lr_factor", "main", "noisy_past", "self_sampled_past", "train"]
 
 
 # ---- data ----------------------------------------------------------------------------------
@@ -531,8 +531,9 @@ def _check_value(name: str, value: Any, annotation: str) -> Any:
     return value
 
 
-def _check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Type-check config overrides against the dataclass fields; unknown names are left to
+def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Type-check ``--set`` style overrides (``{"lr": "3e-4"}`` or parsed values) against the
+    config dataclasses' fields and return them converted; unknown names are left to
     :func:`apply_overrides`, which lists the valid ones."""
     fields = {f.name: f for cls in (WaveNetConfig, TrainConfig) for f in dataclasses.fields(cls)}
     out = {}
@@ -623,7 +624,7 @@ def train(
     for k, v in (("max_steps", max_steps), ("seed", seed), ("batch_size", batch_size)):
         if v is not None:
             overrides[k] = v
-    overrides = _check_overrides(overrides)
+    overrides = check_overrides(overrides)
     if not resume:
         get_preset(preset, overrides)  # a bad value fails now, not after loading the data
     data_dir, out_dir = Path(data_dir), Path(out_dir)
