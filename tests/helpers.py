@@ -46,14 +46,15 @@ def lp_model(seed: int = 0, head: str = "mol", order: int = 8) -> WaveNet:
     return model
 
 
-def ltp_model(seed: int = 0, head: str = "mol", taps: int = 3) -> WaveNet:
-    """:func:`lp_model` with pitch taps; 80 mel bands (the tiny recipe's 20 cannot resolve
-    harmonics), every parameter perturbed."""
+def ltp_model(seed: int = 0, head: str = "mol", taps: int = 3,
+              excitation: bool = False) -> WaveNet:
+    """:func:`lp_model` with pitch taps (and their excitation); 80 mel bands (the tiny
+    recipe's 20 cannot resolve harmonics), every parameter perturbed."""
     import dataclasses
 
     torch.manual_seed(seed)
     cfg, _ = get_preset("tiny", {"lpc_order": 8, "head": head, "pitch_taps": taps,
-                                 "n_mels": 80})
+                                 "n_mels": 80, "pitch_excitation": excitation})
     model = WaveNet(cfg, dataclasses.replace(recipe_for("tiny"), n_mels=80)).eval()
     with torch.no_grad():
         for p in model.parameters():

@@ -10,7 +10,14 @@ import torch
 from tests.helpers import ltp_model, random_mel
 
 from dmol.audio.features import recipe_for
-from dmol.audio.pitch import F0_MAX, F0_MIN, pitch_from_mel, pitch_lags, pitch_taps
+from dmol.audio.pitch import (
+    F0_MAX,
+    F0_MIN,
+    pitch_excitation_taps,
+    pitch_from_mel,
+    pitch_lags,
+    pitch_taps,
+)
 from dmol.wavenet.incremental import IncrementalWaveNet, lpc_per_sample
 from dmol.wavenet.presets import get_preset
 from dmol.wavenet.synthesis import (
@@ -22,6 +29,8 @@ from dmol.wavenet.synthesis import (
 )
 
 RECIPE = recipe_for("lp-16k")
+# the engine tests run with signal taps alone and with their excitation too
+EXCITATION = pytest.mark.parametrize("excitation", [False, True], ids=["signal", "excitation"])
 
 
 def harmonic(f0: np.ndarray, sr: int, tilt: float = 0.7) -> np.ndarray:
@@ -89,6 +98,46 @@ def test_taps_read_one_period_back():
         pitch_taps(x, lags, hop, 4)
 
 
+def test_excitation_taps_are_the_lagged_residual_under_each_steps_lpc():
+    """Known answer by the definition, sample by sample: e_t(s) = x[s] + sum_k a_k(t) x[s - k],
+    s = t - L_t + j - K // 2, zeros before t = 0; and on an AR(2) signal whose own
+    coefficients are given, the taps are its white innovation one period back."""
+    g = torch.Generator().manual_seed(0)
+    B, T, hop, frames, order, K = 2, 300, 16, 19, 4, 3
+    x = torch.randn(B, T, generator=g, dtype=torch.float64)
+    lags = torch.randint(3, 40, (B, frames), generator=g)
+    a = torch.randn(B, frames, order, generator=g, dtype=torch.float64)
+    got = pitch_excitation_taps(x, lags, a, hop, K)
+    assert got.shape == (B, K, T)
+
+    def at(b, i):
+        return float(x[b, i]) if i >= 0 else 0.0
+
+    for b in range(B):
+        for t in (0, 5, 7, 8, 40, 151, 299):
+            f = min((t + hop // 2) // hop, frames - 1)
+            for j in range(K):
+                s = t - int(lags[b, f]) + j - K // 2
+                want = at(b, s) + sum(float(a[b, f, k - 1]) * at(b, s - k)
+                                      for k in range(1, order + 1))
+                assert got[b, j, t].item() == pytest.approx(want, abs=1e-12)
+    # AR(2): x[t] = 1.3 x[t-1] - 0.6 x[t-2] + w[t]; with a = (-1.3, 0.6) the residual is w
+    w = torch.randn(1, 4000, generator=g, dtype=torch.float64)
+    ar = torch.zeros_like(w)
+    for t in range(4000):
+        ar[0, t] = w[0, t] + 1.3 * (ar[0, t - 1] if t else 0) - 0.6 * (ar[0, t - 2] if t > 1 else 0)
+    coef = torch.tensor([-1.3, 0.6], dtype=torch.float64).expand(1, 250, 2)
+    lag = torch.full((1, 250), 80)
+    ex = pitch_excitation_taps(ar, lag, coef, 16, 5)
+    t = torch.arange(200, 4000)
+    for j in range(5):
+        assert torch.allclose(ex[0, j, t], w[0, t - 80 + j - 2], atol=1e-12)
+    with pytest.raises(ValueError, match="frames, order"):
+        pitch_excitation_taps(x, lags, a[:, :-1], hop, K)
+    with pytest.raises(ValueError, match="odd"):
+        pitch_excitation_taps(x, lags, a, hop, 4)
+
+
 def test_config_checks_pitch_taps():
     with pytest.raises(ValueError, match="odd"):
         get_preset("lp-16k", {"pitch_taps": 4})
@@ -96,6 +145,11 @@ def test_config_checks_pitch_taps():
         get_preset("tiny", {"pitch_taps": 3})
     cfg, _ = get_preset("lp-16k-ltp")
     assert cfg.pitch_taps == 5 and cfg.in_channels == 8
+    assert get_preset("lp-16k-ltp", {"pitch_excitation": True})[0].in_channels == 13
+    with pytest.raises(ValueError, match="pitch_excitation needs pitch taps"):
+        get_preset("lp-16k", {"pitch_excitation": True})
+    with pytest.raises(ValueError, match="True or False"):
+        get_preset("lp-16k-ltp", {"pitch_excitation": 1})
     from dmol.wavenet.model import WaveNet
 
     with pytest.raises(ValueError, match="too few"):  # 20 bands cannot resolve harmonics
@@ -108,10 +162,11 @@ def _mel(frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("amortize", [True, False])
-def test_teacher_forced_engines_match_forward(backend, amortize):
+@EXCITATION
+def test_teacher_forced_engines_match_forward(backend, amortize, excitation):
     """Fed the true samples over uneven chunks, every backend outputs model(x, mel): the taps
     come from the state's history across calls, up to the longest period."""
-    model = ltp_model(1)
+    model = ltp_model(1, excitation=excitation)
     B, F_ = 2, 14
     hop = model.hop_length
     mel = _mel(F_, B)
@@ -131,10 +186,11 @@ def test_teacher_forced_engines_match_forward(backend, amortize):
     assert torch.equal(state.hist, x[:, -e.history:])
 
 
-def test_free_running_taps_read_the_generated_past(backend):
+@EXCITATION
+def test_free_running_taps_read_the_generated_past(backend, excitation):
     """Free-running, the network saw its own samples: teacher forcing them gives the same
     parameters; and the engine refuses a call without lags or with lags out of range."""
-    model = ltp_model(2)
+    model = ltp_model(2, excitation=excitation)
     F_, hop = 10, model.hop_length
     mel = _mel(F_, seed=3)
     with torch.no_grad():
@@ -153,8 +209,9 @@ def test_free_running_taps_read_the_generated_past(backend):
         e.run(e.new_state(1), c, lpc=lpc, lags=torch.full_like(lag, e.history))
 
 
-def test_cpp_and_torch_draw_the_same_samples(cpp):
-    model = ltp_model(3)
+@EXCITATION
+def test_cpp_and_torch_draw_the_same_samples(cpp, excitation):
+    model = ltp_model(3, excitation=excitation)
     m = random_mel(9, 80, seed=4)
     a = synthesize_incremental(model, m, seed=3, backend="torch")
     b = synthesize_incremental(model, m, seed=3, backend="cpp")
@@ -162,8 +219,9 @@ def test_cpp_and_torch_draw_the_same_samples(cpp):
     assert np.array_equal(b, synthesize_incremental(model, m, seed=3, backend="cpp", threads=2))
 
 
-def test_streaming_equals_offline_and_folded_one_segment(backend):
-    model = ltp_model(4)
+@EXCITATION
+def test_streaming_equals_offline_and_folded_one_segment(backend, excitation):
+    model = ltp_model(4, excitation=excitation)
     mel, hop = random_mel(LPC_BLOCK + 7, 80, seed=1), model.hop_length
     offline = synthesize_incremental(model, mel, seed=4, backend=backend)
     stream = StreamingVocoder(model, seed=4, backend=backend)
@@ -193,15 +251,16 @@ def test_lpc_frames_give_each_sample_the_lag_of_its_nearest_frame():
     assert torch.equal(torch.cat(got, dim=1), want)
 
 
-def test_extreme_lags_read_the_ends_of_the_history(backend):
+@EXCITATION
+def test_extreme_lags_read_the_ends_of_the_history(backend, excitation):
     """Periods of taps // 2 + 1 (the shortest a tap may read) and history - taps // 2 (the
     oldest sample the state keeps) alternating frame by frame: the engine still equals
     model.forward, so the history is long enough and no tap reads x[t] itself."""
-    model = ltp_model(6)
+    model = ltp_model(6, excitation=excitation)
     F_, hop, B = 12, model.hop_length, 2
     e = IncrementalWaveNet(model, backend=backend)
     half = model.cfg.pitch_taps // 2
-    lo, hi = half + 1, e.history - half
+    lo, hi = half + 1, e.history - half - model.cfg.lpc_order * excitation
     extreme = torch.tensor([[lo, hi] * (F_ // 2), [hi, lo] * (F_ // 2)])
     model.pitch_lags = lambda mel: extreme  # what forward and the engine both read
     mel = _mel(F_, B, seed=11)
@@ -215,10 +274,11 @@ def test_extreme_lags_read_the_ends_of_the_history(backend):
     assert (got - ref).abs().max().item() < 1e-5
 
 
-def test_kernel_threads_split_by_streams_give_the_same_numbers(cpp):
+@EXCITATION
+def test_kernel_threads_split_by_streams_give_the_same_numbers(cpp, excitation):
     """Folded synthesis runs several segments at once: two kernel threads then split the
     streams between them (each with its own history); the same numbers as one thread."""
-    model = ltp_model(7)
+    model = ltp_model(7, excitation=excitation)
     m = random_mel(16, 80, seed=8)
     kw = {"seed": 2, "segment_seconds": 0.05, "overlap_seconds": 0.01, "backend": "cpp"}
     one, two = (synthesize_folded(model, m, threads=th, **kw) for th in (1, 2))

@@ -43,7 +43,8 @@ from torch import Tensor
 from dmol.audio.features import MelRecipe, _mel_basis
 from dmol.audio.lpc import _frame_of_sample, check_log_mel
 
-__all__ = ["F0_MAX", "F0_MIN", "pitch_from_mel", "pitch_lags", "pitch_taps"]
+__all__ = ["F0_MAX", "F0_MIN", "pitch_excitation_taps", "pitch_from_mel", "pitch_lags",
+           "pitch_taps"]
 
 F0_MIN, F0_MAX = 60.0, 420.0  # Hz: the range of speaking voices the estimator searches
 BAND_HZ = 1000.0  # bands centred below this resolve the harmonics (the mel is linear there)
@@ -143,9 +144,57 @@ def pitch_taps(x: Tensor, lags: Tensor, hop_length: int, taps: int) -> Tensor:
     lag = lags[:, _frame_of_sample(T, lags.shape[1], hop_length, x.device)]  # (B, T)
     if int(lag.min()) <= half:
         raise ValueError(f"pitch lags must exceed taps // 2 = {half}, got {int(lag.min())}")
-    # index into x padded with max_lag zeros on the left
-    pad = int(lag.max()) + half
+    return _lagged(x, lag, -half, half)
+
+
+def _lagged(x: Tensor, lag: Tensor, lo: int, hi: int) -> Tensor:
+    """``out[:, i, t] = x[t - lag[:, t] + lo + i]`` for ``lo + i`` in ``[lo, hi]``, zeros
+    before t = 0: (B, hi - lo + 1, T)."""
+    B, T = x.shape
+    pad = max(int(lag.max()) - lo, 0)  # x padded with zeros on the left
     xp = F.pad(x, (pad, 0))
     t = torch.arange(T, device=x.device)
-    idx = (t + pad - lag)[:, None, :] + torch.arange(-half, half + 1, device=x.device)[:, None]
-    return torch.gather(xp[:, None, :].expand(B, taps, -1), 2, idx)
+    idx = (t + pad - lag)[:, None, :] + torch.arange(lo, hi + 1, device=x.device)[:, None]
+    return torch.gather(xp[:, None, :].expand(B, hi - lo + 1, -1), 2, idx)
+
+
+def pitch_excitation_taps(x: Tensor, lags: Tensor, a: Tensor, hop_length: int,
+                          taps: int) -> Tensor:
+    """The excitation one pitch period back: the residual of :func:`pitch_taps`' samples
+    under each step's own LPC, ``out[:, j, t] = e_t(t - L_t + j - taps // 2)`` with
+    ``e_t(s) = x[s] + sum_k a_k(t) x[s - k]`` (``a(t)``: the coefficients of t's frame).
+
+    Speech codecs keep their long-term predictor in the excitation domain (CELP's adaptive
+    codebook): there a glottal pulse is a few samples wide, in the signal it rings through the
+    formants. Using t's coefficients rather than those of the lagged sample's frame (the
+    envelope barely moves in one period) lets synthesis compute the taps from the signal's
+    history alone, with no stored excitation.
+
+    Args:
+        x: (B, T) signal; samples before t = 0 count as zeros.
+        lags: (B, frames) integer pitch periods; a: (B, frames, order) LPC; sample t uses
+            the frame whose centre is nearest (as :func:`dmol.audio.lpc.lp_predict`).
+        hop_length, taps: as :func:`pitch_taps`.
+
+    Returns:
+        (B, taps, T) in x's dtype; reads x[t - L_t - taps // 2 - order .. t - L_t + taps // 2].
+    """
+    if a.dim() != 3 or a.shape[:2] != lags.shape:
+        raise ValueError(f"a must be (B, frames, order) with lags' (B, frames) "
+                         f"{tuple(lags.shape)}, got {tuple(a.shape)}")
+    pitch_taps(x[:, :0], lags, hop_length, taps)  # the same checks of x, lags and taps
+    B, T = x.shape
+    order, half = a.shape[2], taps // 2
+    if T == 0:
+        return x.new_zeros(B, taps, 0)
+    lag = lags[:, _frame_of_sample(T, lags.shape[1], hop_length, x.device)]
+    if int(lag.min()) <= half:
+        raise ValueError(f"pitch lags must exceed taps // 2 = {half}, got {int(lag.min())}")
+    # wide[:, i] = x[t - L + i - half - order]: the taps and the order samples before them
+    wide = _lagged(x, lag, -half - order, half)
+    per_sample = a[:, _frame_of_sample(x.shape[1], a.shape[1], hop_length, x.device)]
+    per_sample = per_sample.to(x.dtype).transpose(1, 2)  # (B, order, T); a_k at row k - 1
+    out = wide[:, order:].clone()
+    for k in range(1, order + 1):  # tap j reads wide[order + j - k]
+        out += per_sample[:, k - 1 : k] * wide[:, order - k : order - k + taps]
+    return out

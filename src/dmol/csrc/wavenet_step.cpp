@@ -104,13 +104,15 @@ static inline void tile_1x2(const float* X, const W* p, const W* q, int64_t K, f
 // are interleaved per panel: 16 of the tanh half, then the 16 matching sigmoid columns.
 // C is the network's output (padded), C_out the channels of params: the network's, plus the
 // prediction p_t of an LP model (order > 0). An LP model keeps the last HN >= order samples;
-// with K = ptaps > 0 pitch taps its input also holds x[t - lag_t + j], |j| <= K / 2
+// with K = ptaps > 0 pitch taps its input also holds x[t - lag_t + j], |j| <= K / 2, and with
+// pexc their excitation under step t's coefficients (HN covers the order samples before them)
 struct Net {
     int64_t L, R, G, H, S, C, M, k, P, bf16, C_out, cin, order;  // bf16: 0 no, 1 weights, 2 dp
-    int64_t ptaps, HN;
+    int64_t ptaps, HN, pexc;
     const int64_t* dil;
     const int64_t* blocked;
-    const float* w_first;        // (R,), LP (3 + K, R): x[t-1], p_t, x[t-1] - p[t-1], taps
+    const float* w_first;        // (R,), LP (3 + K (2 K), R): x[t-1], p_t, x[t-1] - p[t-1],
+                                 // taps (then their excitation)
     const void* const* w_main;   // per layer: (k R, G), or blocked (R, G)
     const float* const* w_past;  // per layer: k - 1 panels sets (R, G) float32, or null
     const void* const* w_out;    // per layer but the last: (H, R)
@@ -415,6 +417,12 @@ static void work(Job& j, int64_t tid) {
                     const float* xl = hr + HN + r - j.lags[b * T + r] - half;
                     for (int64_t i = 0; i < K; ++i) {
                         const float v = xl[i], *wi = w2 + (1 + i) * R;
+                        for (int64_t q = r0 * PW; q < r1 * PW; ++q) h[b * R + q] += v * wi[q];
+                    }
+                    for (int64_t i = 0; n.pexc && i < K; ++i) {  // x[s] - p_t's filter at s
+                        float v = xl[i];
+                        for (int64_t q = 0; q < O; ++q) v -= w[q] * xl[i - O + q];
+                        const float* wi = w2 + (1 + K + i) * R;
                         for (int64_t q = r0 * PW; q < r1 * PW; ++q) h[b * R + q] += v * wi[q];
                     }
                 }

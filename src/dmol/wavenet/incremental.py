@@ -211,12 +211,14 @@ class IncrementalWaveNet:
         self.C_net = self.head.net_channels  # what the network computes (C - 1 for LP)
         self.order = int(cfg.lpc_order)  # > 0: LP-WaveNet
         self.ptaps = int(cfg.pitch_taps)  # > 0: inputs one pitch period back
+        self.pexc = bool(cfg.pitch_excitation)  # and their excitation (reads order more)
         #: samples of the past an LP state keeps: the prediction's order, or the longest pitch
-        #: period plus half the taps
+        #: period plus half the taps (plus the order, for the taps' excitation)
         self.history = self.order
         if self.ptaps:
             self.max_lag = round(cfg.sample_rate / F0_MIN)
-            self.history = max(self.order, self.max_lag + self.ptaps // 2)
+            self.history = max(self.order,
+                               self.max_lag + self.ptaps // 2 + self.order * self.pexc)
         self.period = self.k * math.lcm(*self.dilations)
         # layers whose past taps are precomputed in blocks of d steps
         self.blocked = [amortize and d >= 2 and self.k >= 2 for d in self.dilations]
@@ -532,8 +534,9 @@ class IncrementalWaveNet:
             raise ValueError(f"a model with pitch taps needs lags=, the integer pitch period of "
                              f"every step, shape (B, T) = {(B, T)}, got {got}")
         half = self.ptaps // 2
-        if T and (int(lags.min()) <= half or int(lags.max()) > self.history - half):
-            raise ValueError(f"lags must lie in [{half + 1}, {self.history - half}], got "
+        top = self.history - half - self.order * self.pexc
+        if T and (int(lags.min()) <= half or int(lags.max()) > top):
+            raise ValueError(f"lags must lie in [{half + 1}, {top}], got "
                              f"{int(lags.min())}..{int(lags.max())}")
         return lags.to(self.device, torch.int64).contiguous()
 
@@ -550,8 +553,10 @@ class IncrementalWaveNet:
         if O:  # buf[:, j]: sample t0 - HN + j (the history, then this call's samples)
             buf = torch.cat([state.hist.float(), x.new_zeros(B, T)], dim=1)
             p_prev = state.p
-            if lags is not None:  # offsets of the taps around one period back
-                around = torch.arange(-half, half + 1, device=self.device)
+            if lags is not None:  # offsets of the taps around one period back (and, for
+                # their excitation, the order samples before them)
+                lo = -half - O * self.pexc
+                around = torch.arange(lo, half + 1, device=self.device)
         for r in range(T):
             t = state.t + r
             slot = t % self.period
@@ -562,6 +567,10 @@ class IncrementalWaveNet:
                 e = x - p_prev
                 if lags is not None:
                     taps = buf.gather(1, (HN + r - lags[:, r])[:, None] + around)
+                    if self.pexc:  # residual of each tap under this step's coefficients
+                        ex = taps[:, O:] - (taps.unfold(1, O, 1)[:, :-1] * w_lp[:, r, None]
+                                            ).sum(-1)
+                        taps = torch.cat([taps[:, O:], ex], dim=1)
             if fused:
                 x, y, hs = step(x, base[r], past, noise.gumbel[r], noise.logistic[r], p, e,
                                 taps)
@@ -630,7 +639,7 @@ def cpp_available() -> bool:
 class _Net(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in
                 ("L", "R", "G", "H", "S", "C", "M", "k", "P", "bf16", "C_out", "cin",
-                 "order", "ptaps", "HN")] + [
+                 "order", "ptaps", "HN", "pexc")] + [
         ("dil", ctypes.c_void_p), ("blocked", ctypes.c_void_p), ("w_first", ctypes.c_void_p),
         ("w_main", ctypes.c_void_p), ("w_past", ctypes.c_void_p), ("w_out", ctypes.c_void_p),
         ("w_skip", ctypes.c_void_p), ("b_skip", ctypes.c_void_p),
@@ -724,7 +733,7 @@ class _CppNet:
 
         self.net = _Net(
             L, Rp, Gp, Hp, Sp, Cp, C // 3, k, e.period, 2 if self.dp else int(wd != torch.float32),
-            e.C, self.cin, e.order, e.ptaps, e.history,
+            e.C, self.cin, e.order, e.ptaps, e.history, int(e.pexc),
             ints[0].data_ptr(), ints[1].data_ptr(), biases[0].data_ptr(),
             ctypes.addressof(ptrs(main)), ctypes.addressof(ptrs(past)),
             ctypes.addressof(ptrs(outs)), dense[0].data_ptr(), biases[1].data_ptr(),

@@ -7,7 +7,8 @@ gate and skip channel counts, ``C`` the head's output channels)::
          (LP, lpc_order > 0: 3 channels [x[t-1], p[t], x[t-1] - p[t-1]], p the linear
           prediction of x[t] from x[t-order..t-1] with the mel's LPC, dmol.audio.lpc;
           pitch_taps K > 0: K more, x[t - T0 + j] for |j| <= K // 2, T0 the pitch period of
-          t's frame from the mel, dmol.audio.pitch)
+          t's frame from the mel, dmol.audio.pitch; pitch_excitation: K more, their LP
+          residual under t's coefficients)
     c    = upsample(mel)                          (B, n_mels, T), T = frames * hop
     h    = first(x_in)                            1x1 conv, in_channels -> R
     for layer i = 0 .. L-1, dilation d_i = 2 ** (i % (L / stacks)):
@@ -47,7 +48,7 @@ from torch import Tensor
 
 from dmol.audio.features import MelRecipe, recipe_for
 from dmol.audio.lpc import de_emphasis, lp_predict, lpc_from_mel, pre_emphasis
-from dmol.audio.pitch import pitch_from_mel, pitch_lags, pitch_taps
+from dmol.audio.pitch import pitch_excitation_taps, pitch_from_mel, pitch_lags, pitch_taps
 from dmol.wavenet.heads import Head, make_head
 from dmol.wavenet.presets import PRESETS, WaveNetConfig, get_preset
 
@@ -302,11 +303,15 @@ class WaveNet(nn.Module):
         if not self.cfg.lpc_order:
             return self.forward_features(shift(past).unsqueeze(1), c, g)
         with torch.no_grad():
-            p = lp_predict(past, self.lpc(mel), self.hop_length)
+            a = self.lpc(mel)
+            p = lp_predict(past, a, self.hop_length)
         x_in = torch.stack([shift(past), p, shift(past - p)], dim=1)
         if self.cfg.pitch_taps:
-            taps = pitch_taps(past, self.pitch_lags(mel), self.hop_length, self.cfg.pitch_taps)
-            x_in = torch.cat([x_in, taps], dim=1)
+            K, lags = self.cfg.pitch_taps, self.pitch_lags(mel)
+            x_in = torch.cat([x_in, pitch_taps(past, lags, self.hop_length, K)], dim=1)
+            if self.cfg.pitch_excitation:
+                ex = pitch_excitation_taps(past, lags, a, self.hop_length, K)
+                x_in = torch.cat([x_in, ex], dim=1)
         return torch.cat([self.forward_features(x_in, c, g), p.unsqueeze(1)], dim=1)
 
     def forward_features(self, x_in: Tensor, c: Tensor, g: Tensor | None = None) -> Tensor:

@@ -59,6 +59,9 @@ class WaveNetConfig:
     ``pitch_taps = K > 0`` (odd; LP models): the network also reads the K past samples around
     one pitch period back, ``x[t - T0 + j]``, ``|j| <= K // 2``, with the period ``T0`` of
     t's frame estimated from the mel (:mod:`dmol.audio.pitch`): a long-term predictor.
+    ``pitch_excitation = True`` (with pitch taps) adds the K excitation samples there, the
+    lagged signal's residual under t's own LPC (:func:`dmol.audio.pitch.pitch_excitation_taps`):
+    the glottal pulses one period back, sharp where the signal taps are smeared by the formants.
     ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
     :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
     checkpoint carries them.
@@ -87,6 +90,7 @@ class WaveNetConfig:
     lpc_order: int = 0  # > 0: LP-WaveNet (means shifted by the mel's linear prediction)
     preemphasis: float = 0.0  # > 0: model the emphasized signal (LPCNet uses 0.85)
     pitch_taps: int = 0  # > 0 (odd, LP only): inputs x[t - T0 + j], T0 the mel's pitch period
+    pitch_excitation: bool = False  # with pitch taps: also their excitation (LP residual)
 
     def __post_init__(self) -> None:
         self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
@@ -137,6 +141,11 @@ class WaveNetConfig:
                              f"{self.pitch_taps!r}")
         if self.pitch_taps and not self.lpc_order:
             raise ValueError("pitch_taps > 0 needs an LP model (lpc_order > 0)")
+        if not isinstance(self.pitch_excitation, bool):
+            raise ValueError(f"pitch_excitation must be True or False, got "
+                             f"{self.pitch_excitation!r}")
+        if self.pitch_excitation and not self.pitch_taps:
+            raise ValueError("pitch_excitation needs pitch taps (pitch_taps > 0)")
         if not (math.isfinite(self.mel_std) and self.mel_std > 0 and math.isfinite(self.mel_mean)):
             raise ValueError(f"mel_std must be positive and finite, got mean {self.mel_mean!r}, "
                              f"std {self.mel_std!r}")
@@ -174,8 +183,11 @@ class WaveNetConfig:
     @property
     def in_channels(self) -> int:
         """Per-step network input: x[t-1]; with LP also p_t and the excitation x[t-1] - p[t-1],
-        then the ``pitch_taps`` samples one pitch period back."""
-        return 3 + self.pitch_taps if self.lpc_order else 1
+        then the ``pitch_taps`` samples one pitch period back (and their excitation, with
+        ``pitch_excitation``)."""
+        if not self.lpc_order:
+            return 1
+        return 3 + self.pitch_taps * (1 + self.pitch_excitation)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
