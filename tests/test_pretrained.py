@@ -90,7 +90,9 @@ def test_shipped_model_is_a_small_lp_bundle():
     assert C.PRETRAINED.stat().st_size <= 10 * 2**20
     model, head, recipe, info = C.load_model("pretrained")
     assert model.cfg.lpc_order == 16 and head.shifted and info["preset"] == "lp-16k-ltp"
-    assert model.cfg.pitch_taps == 5
+    assert model.cfg.pitch_taps == 5 and model.cfg.pitch_excitation
+    # the network of preset lp-16k-ltpe (the run kept the name it started with)
+    assert model.cfg.in_channels == get_preset("lp-16k-ltpe")[0].in_channels == 13
     assert recipe == recipe_for("lp-16k-ltp") and not model.training
 
 

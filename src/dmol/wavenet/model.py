@@ -351,7 +351,8 @@ def presets_table() -> str:
             f"| {m.residual_channels} / {m.gate_channels} / {m.skip_channels} | {m.kernel_size} "
             f"| {m.head}{f' + LPC {m.lpc_order}' if m.lpc_order else ''}"
             f"{f' + pre-emphasis {m.preemphasis:g}' if m.preemphasis else ''}"
-            f"{f' + pitch taps {m.pitch_taps}' if m.pitch_taps else ''}, "
+            f"{f' + pitch taps {m.pitch_taps}' if m.pitch_taps else ''}"
+            f"{' and their excitation' if m.pitch_excitation else ''}, "
             f"{model.head.net_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
             f"| {model.num_parameters:,} |"
         )

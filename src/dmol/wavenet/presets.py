@@ -360,6 +360,10 @@ PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
     # period estimated from the mel (dmol.audio.pitch). lp-16k learns the envelope fast but
     # pitch slowly (docs/quality.md); this hands it the periodicity.
     "lp-16k-ltp": (dataclasses.replace(_LP16K, pitch_taps=5), _LP16K_TRAIN),
+    # lp-16k-ltp plus the taps' excitation (the LP residual one period back, where a glottal
+    # pulse is sharp): the shipped model's network (docs/pretrained.md)
+    "lp-16k-ltpe": (dataclasses.replace(_LP16K, pitch_taps=5, pitch_excitation=True),
+                    _LP16K_TRAIN),
     # For tests and smoke runs: seconds per hundred steps.
     "tiny": (
         WaveNetConfig(
