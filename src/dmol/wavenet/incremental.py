@@ -34,8 +34,9 @@ that one time step costs a handful of matrix products and no allocation of state
   prediction live in :class:`IncrementalState`, so successive calls continue seamlessly.
   With ``cfg.pitch_taps = K`` the first layer also reads ``x[t - lag_t + j]``, ``|j| <= K // 2``,
   ``lag_t`` the pitch period of the step's frame (``model.pitch_lags(mel)`` per sample, the
-  ``lags=`` argument); the state then keeps the last :attr:`IncrementalWaveNet.history`
-  samples, enough for the longest period.
+  ``lags=`` argument), and with ``cfg.pitch_excitation`` their residual under the step's
+  coefficients; the state then keeps the last :attr:`IncrementalWaveNet.history` samples,
+  enough for the longest period (and the ``order`` samples before it).
 
 Three backends run the same step: ``"torch"`` (eager PyTorch ops, the exact reference, any
 device), ``"compile"`` (the step through :func:`torch.compile`) and ``"cpp"`` (CPU, MoL head,
