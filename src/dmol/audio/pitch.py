@@ -130,6 +130,15 @@ def pitch_taps(x: Tensor, lags: Tensor, hop_length: int, taps: int) -> Tensor:
     Returns:
         (B, taps, T) in x's dtype; every tap reads x strictly before t (lags > taps // 2).
     """
+    lag = _lag_per_sample(x, lags, hop_length, taps)
+    if lag is None:
+        return x.new_zeros(x.shape[0], taps, 0)
+    return _lagged(x, lag, -(taps // 2), taps // 2)
+
+
+def _lag_per_sample(x: Tensor, lags: Tensor, hop_length: int, taps: int) -> Tensor | None:
+    """Each sample's lag (B, T), its nearest frame's, after checking the arguments of the two
+    tap functions; None for an empty signal."""
     if x.dim() != 2 or lags.dim() != 2 or lags.shape[0] != x.shape[0]:
         raise ValueError(f"x must be (B, T) and lags (B, frames), got {tuple(x.shape)} and "
                          f"{tuple(lags.shape)}")
@@ -137,14 +146,13 @@ def pitch_taps(x: Tensor, lags: Tensor, hop_length: int, taps: int) -> Tensor:
         raise ValueError(f"taps must be a positive odd number, got {taps}")
     if lags.dtype.is_floating_point:
         raise TypeError(f"lags must be integer samples (pitch_lags), got dtype {lags.dtype}")
-    B, T = x.shape
-    half = taps // 2
+    T, half = x.shape[1], taps // 2
     if T == 0:
-        return x.new_zeros(B, taps, 0)
-    lag = lags[:, _frame_of_sample(T, lags.shape[1], hop_length, x.device)]  # (B, T)
+        return None
+    lag = lags[:, _frame_of_sample(T, lags.shape[1], hop_length, x.device)]
     if int(lag.min()) <= half:
         raise ValueError(f"pitch lags must exceed taps // 2 = {half}, got {int(lag.min())}")
-    return _lagged(x, lag, -half, half)
+    return lag
 
 
 def _lagged(x: Tensor, lag: Tensor, lo: int, hi: int) -> Tensor:
@@ -182,14 +190,10 @@ def pitch_excitation_taps(x: Tensor, lags: Tensor, a: Tensor, hop_length: int,
     if a.dim() != 3 or a.shape[:2] != lags.shape:
         raise ValueError(f"a must be (B, frames, order) with lags' (B, frames) "
                          f"{tuple(lags.shape)}, got {tuple(a.shape)}")
-    pitch_taps(x[:, :0], lags, hop_length, taps)  # the same checks of x, lags and taps
-    B, T = x.shape
+    lag = _lag_per_sample(x, lags, hop_length, taps)
+    if lag is None:
+        return x.new_zeros(x.shape[0], taps, 0)
     order, half = a.shape[2], taps // 2
-    if T == 0:
-        return x.new_zeros(B, taps, 0)
-    lag = lags[:, _frame_of_sample(T, lags.shape[1], hop_length, x.device)]
-    if int(lag.min()) <= half:
-        raise ValueError(f"pitch lags must exceed taps // 2 = {half}, got {int(lag.min())}")
     # wide[:, i] = x[t - L + i - half - order]: the taps and the order samples before them
     wide = _lagged(x, lag, -half - order, half)
     per_sample = a[:, _frame_of_sample(x.shape[1], a.shape[1], hop_length, x.device)]
