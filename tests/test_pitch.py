@@ -29,8 +29,13 @@ from dmol.wavenet.synthesis import (
 )
 
 RECIPE = recipe_for("lp-16k")
-# the engine tests run with signal taps alone and with their excitation too
-EXCITATION = pytest.mark.parametrize("excitation", [False, True], ids=["signal", "excitation"])
+# the engine tests run with signal taps alone, with their excitation too, and with both and
+# a phase clock (dmol.audio.phase: two harmonics of conditioning)
+KINDS = pytest.mark.parametrize("kind", ["signal", "excitation", "phase"])
+
+
+def _ltp(seed: int, kind: str):
+    return ltp_model(seed, excitation=kind != "signal", phase=2 if kind == "phase" else 0)
 
 
 def harmonic(f0: np.ndarray, sr: int, tilt: float = 0.7) -> np.ndarray:
@@ -162,17 +167,18 @@ def _mel(frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("amortize", [True, False])
-@EXCITATION
-def test_teacher_forced_engines_match_forward(backend, amortize, excitation):
+@KINDS
+def test_teacher_forced_engines_match_forward(backend, amortize, kind):
     """Fed the true samples over uneven chunks, every backend outputs model(x, mel): the taps
     come from the state's history across calls, up to the longest period."""
-    model = ltp_model(1, excitation=excitation)
+    model = _ltp(1, kind)
     B, F_ = 2, 14
     hop = model.hop_length
     mel = _mel(F_, B)
     x = torch.rand(B, F_ * hop, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8
     with torch.no_grad():
-        ref, c, a, lags = model(x, mel), model.upsample(mel), model.lpc(mel), model.pitch_lags(mel)
+        ref, c = model(x, mel), model.conditioning(mel)
+        a, lags = model.lpc(mel), model.pitch_lags(mel)
     assert int(lags.max()) > 150 and int(lags.min()) < 100  # long and short periods
     e = IncrementalWaveNet(model, backend=backend, amortize=amortize)
     state = e.new_state(B)
@@ -186,15 +192,15 @@ def test_teacher_forced_engines_match_forward(backend, amortize, excitation):
     assert torch.equal(state.hist, x[:, -e.history:])
 
 
-@EXCITATION
-def test_free_running_taps_read_the_generated_past(backend, excitation):
+@KINDS
+def test_free_running_taps_read_the_generated_past(backend, kind):
     """Free-running, the network saw its own samples: teacher forcing them gives the same
     parameters; and the engine refuses a call without lags or with lags out of range."""
-    model = ltp_model(2, excitation=excitation)
+    model = _ltp(2, kind)
     F_, hop = 10, model.hop_length
     mel = _mel(F_, seed=3)
     with torch.no_grad():
-        c, a, lags = model.upsample(mel), model.lpc(mel), model.pitch_lags(mel)
+        c, a, lags = model.conditioning(mel), model.lpc(mel), model.pitch_lags(mel)
     e = IncrementalWaveNet(model, backend=backend)
     T = F_ * hop
     lpc, lag = lpc_per_sample(a, 0, T, hop, F_), lpc_per_sample(lags, 0, T, hop, F_)
@@ -209,9 +215,9 @@ def test_free_running_taps_read_the_generated_past(backend, excitation):
         e.run(e.new_state(1), c, lpc=lpc, lags=torch.full_like(lag, e.history))
 
 
-@EXCITATION
-def test_cpp_and_torch_draw_the_same_samples(cpp, excitation):
-    model = ltp_model(3, excitation=excitation)
+@KINDS
+def test_cpp_and_torch_draw_the_same_samples(cpp, kind):
+    model = _ltp(3, kind)
     m = random_mel(9, 80, seed=4)
     a = synthesize_incremental(model, m, seed=3, backend="torch")
     b = synthesize_incremental(model, m, seed=3, backend="cpp")
@@ -219,9 +225,9 @@ def test_cpp_and_torch_draw_the_same_samples(cpp, excitation):
     assert np.array_equal(b, synthesize_incremental(model, m, seed=3, backend="cpp", threads=2))
 
 
-@EXCITATION
-def test_streaming_equals_offline_and_folded_one_segment(backend, excitation):
-    model = ltp_model(4, excitation=excitation)
+@KINDS
+def test_streaming_equals_offline_and_folded_one_segment(backend, kind):
+    model = _ltp(4, kind)
     mel, hop = random_mel(LPC_BLOCK + 7, 80, seed=1), model.hop_length
     offline = synthesize_incremental(model, mel, seed=4, backend=backend)
     stream = StreamingVocoder(model, seed=4, backend=backend)
@@ -251,22 +257,22 @@ def test_lpc_frames_give_each_sample_the_lag_of_its_nearest_frame():
     assert torch.equal(torch.cat(got, dim=1), want)
 
 
-@EXCITATION
-def test_extreme_lags_read_the_ends_of_the_history(backend, excitation):
+@KINDS
+def test_extreme_lags_read_the_ends_of_the_history(backend, kind):
     """Periods of taps // 2 + 1 (the shortest a tap may read) and history - taps // 2 (the
     oldest sample the state keeps) alternating frame by frame: the engine still equals
     model.forward, so the history is long enough and no tap reads x[t] itself."""
-    model = ltp_model(6, excitation=excitation)
+    model = _ltp(6, kind)
     F_, hop, B = 12, model.hop_length, 2
     e = IncrementalWaveNet(model, backend=backend)
     half = model.cfg.pitch_taps // 2
-    lo, hi = half + 1, e.history - half - model.cfg.lpc_order * excitation
+    lo, hi = half + 1, e.history - half - model.cfg.lpc_order * model.cfg.pitch_excitation
     extreme = torch.tensor([[lo, hi] * (F_ // 2), [hi, lo] * (F_ // 2)])
     model.pitch_lags = lambda mel: extreme  # what forward and the engine both read
     mel = _mel(F_, B, seed=11)
     x = torch.rand(B, F_ * hop, generator=torch.Generator().manual_seed(3)) - 0.5
     with torch.no_grad():
-        ref, c, a = model(x, mel), model.upsample(mel), model.lpc(mel)
+        ref, c, a = model(x, mel), model.conditioning(mel), model.lpc(mel)
     T = F_ * hop
     _, got = e.run(e.new_state(B), c, teacher=x, return_params=True,
                    lpc=lpc_per_sample(a, 0, T, hop, F_),
@@ -274,11 +280,11 @@ def test_extreme_lags_read_the_ends_of_the_history(backend, excitation):
     assert (got - ref).abs().max().item() < 1e-5
 
 
-@EXCITATION
-def test_kernel_threads_split_by_streams_give_the_same_numbers(cpp, excitation):
+@KINDS
+def test_kernel_threads_split_by_streams_give_the_same_numbers(cpp, kind):
     """Folded synthesis runs several segments at once: two kernel threads then split the
     streams between them (each with its own history); the same numbers as one thread."""
-    model = ltp_model(7, excitation=excitation)
+    model = _ltp(7, kind)
     m = random_mel(16, 80, seed=8)
     kw = {"seed": 2, "segment_seconds": 0.05, "overlap_seconds": 0.01, "backend": "cpp"}
     one, two = (synthesize_folded(model, m, threads=th, **kw) for th in (1, 2))

@@ -10,6 +10,8 @@ gate and skip channel counts, ``C`` the head's output channels)::
           t's frame from the mel, dmol.audio.pitch; pitch_excitation: K more, their LP
           residual under t's coefficients)
     c    = upsample(mel)                          (B, n_mels, T), T = frames * hop
+         (phase_harmonics H > 0: 2 H more, cos and sin of 2 pi k phi[t], k = 1 .. H, phi the
+          phase clock, dmol.audio.phase)
     h    = first(x_in)                            1x1 conv, in_channels -> R
     for layer i = 0 .. L-1, dilation d_i = 2 ** (i % (L / stacks)):
         z     = conv_i(left_pad(h, (k - 1) d_i))  dilated causal conv, R -> G
@@ -48,6 +50,7 @@ from torch import Tensor
 
 from dmol.audio.features import MelRecipe, recipe_for
 from dmol.audio.lpc import de_emphasis, lp_predict, lpc_from_mel, pre_emphasis
+from dmol.audio.phase import analysis_phase, clock_phase, phase_features
 from dmol.audio.pitch import pitch_excitation_taps, pitch_from_mel, pitch_lags, pitch_taps
 from dmol.wavenet.heads import Head, make_head
 from dmol.wavenet.presets import PRESETS, WaveNetConfig, get_preset
@@ -145,8 +148,8 @@ class WaveNet(nn.Module):
             if (recipe.n_mels, recipe.hop_length) != (cfg.n_mels, cfg.hop_length):
                 raise ValueError(f"recipe (n_mels {recipe.n_mels}, hop {recipe.hop_length}) "
                                  f"does not fit the model ({cfg.n_mels}, {cfg.hop_length})")
-        if cfg.pitch_taps:  # the recipe must resolve harmonics (raises a one-line error if not)
-            pitch_from_mel(torch.zeros(1, cfg.n_mels), recipe)
+        if cfg.pitch_taps or cfg.phase_harmonics:  # the recipe must resolve harmonics (raises
+            pitch_from_mel(torch.zeros(1, cfg.n_mels), recipe)  # a one-line error if not)
         self.cfg, self.recipe = cfg, recipe
         self.head: Head = make_head(cfg.head, **cfg.head_kwargs())
         R, G, S = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels
@@ -157,7 +160,8 @@ class WaveNet(nn.Module):
             nn.Embedding(cfg.n_speakers, cfg.gin_channels) if cfg.gin_channels else None
         )
         self.layers = nn.ModuleList(
-            ResidualLayer(R, G, S, cfg.kernel_size, d, cfg.n_mels, cfg.gin_channels, cfg.dropout,
+            ResidualLayer(R, G, S, cfg.kernel_size, d, cfg.cond_channels, cfg.gin_channels,
+                          cfg.dropout,
                           residual_out=i < cfg.layers - 1)
             for i, d in enumerate(cfg.dilations)
         )
@@ -248,6 +252,38 @@ class WaveNet(nn.Module):
         f0, _ = pitch_from_mel(mel.transpose(1, 2), self.recipe)
         return pitch_lags(f0, self.cfg.sample_rate).to(mel.device)
 
+    def f0(self, mel: Tensor) -> Tensor:
+        """The mel's F0 estimate of each frame in Hz: (B, n_mels, frames) -> (B, frames)."""
+        self._check_mel(mel)
+        return pitch_from_mel(mel.transpose(1, 2), self.recipe)[0].to(mel.device)
+
+    def clock_phase(self, mel: Tensor) -> Tensor:
+        """Synthesis's phase clock (B, frames * hop) in cycles: the integrated F0 estimate."""
+        return clock_phase(self.f0(mel), self.hop_length, self.cfg.sample_rate)
+
+    def analysis_phase(self, x: Tensor, mel: Tensor) -> Tensor:
+        """Training's phase (B, T) in cycles: the fundamental of the signal ``x`` (B, T) itself,
+        found near the clock of the mel's estimate (:func:`dmol.audio.phase.analysis_phase`)."""
+        return analysis_phase(x, self.f0(mel), self.hop_length, self.cfg.sample_rate)
+
+    def conditioning(self, mel: Tensor, phase: Tensor | None = None) -> Tensor:
+        """Every layer's conditioning (B, cond_channels, T): :meth:`upsample` of the mel, then
+        with ``phase_harmonics`` the clock's features of ``phase`` (B, T) cycles (default: the
+        synthesis clock, :meth:`clock_phase`)."""
+        c = self.upsample(mel)
+        H = self.cfg.phase_harmonics
+        if not H:
+            if phase is not None:
+                raise ValueError("phase= given, but the model has no phase clock "
+                                 "(phase_harmonics = 0)")
+            return c
+        if phase is None:
+            phase = self.clock_phase(mel)
+        elif tuple(phase.shape) != (c.shape[0], c.shape[2]):
+            raise ValueError(f"phase must be (B, T) = {(c.shape[0], c.shape[2])}, got "
+                             f"{tuple(phase.shape)}")
+        return torch.cat([c, phase_features(phase, H).to(c)], dim=1)
+
     def emphasize(self, audio: Tensor) -> Tensor:
         """Audio (..., T) -> the signal the model works on (``cfg.preemphasis``; identity at 0).
 
@@ -262,7 +298,7 @@ class WaveNet(nn.Module):
         return de_emphasis(signal, self.cfg.preemphasis, prev)
 
     def forward(self, x: Tensor, mel: Tensor, speaker: Tensor | None = None, *,
-                past: Tensor | None = None) -> Tensor:
+                past: Tensor | None = None, phase: Tensor | None = None) -> Tensor:
         """Teacher-forced pass: ``y_hat[:, :, t]`` parameterizes p(x[t] | x[<t], mel, speaker).
 
         Args:
@@ -295,7 +331,7 @@ class WaveNet(nn.Module):
         elif past.shape != x.shape:
             raise ValueError(f"past must have x's shape {tuple(x.shape)}, got {tuple(past.shape)}")
         g = self._global(speaker, B, x.device)
-        c = self.upsample(mel)
+        c = self.conditioning(mel, phase)
 
         def shift(s: Tensor) -> Tensor:  # s[t - 1], 0 at t = 0: step t never sees x[t]
             return F.pad(s[:, :-1], (1, 0))
@@ -315,8 +351,9 @@ class WaveNet(nn.Module):
         return torch.cat([self.forward_features(x_in, c, g), p.unsqueeze(1)], dim=1)
 
     def forward_features(self, x_in: Tensor, c: Tensor, g: Tensor | None = None) -> Tensor:
-        """The stack on already-shifted input (B, in_channels, T) and upsampled conditioning
-        (B, cin, T); returns the network's output (B, head.net_channels, T)."""
+        """The stack on already-shifted input (B, in_channels, T) and the conditioning
+        (B, cond_channels, T) (:meth:`conditioning`); returns the network's output
+        (B, head.net_channels, T)."""
         h = self.first(x_in)
         skips = 0
         for layer in self.layers:
@@ -352,7 +389,8 @@ def presets_table() -> str:
             f"| {m.head}{f' + LPC {m.lpc_order}' if m.lpc_order else ''}"
             f"{f' + pre-emphasis {m.preemphasis:g}' if m.preemphasis else ''}"
             f"{f' + pitch taps {m.pitch_taps}' if m.pitch_taps else ''}"
-            f"{' and their excitation' if m.pitch_excitation else ''}, "
+            f"{' and their excitation' if m.pitch_excitation else ''}"
+            f"{f' + phase clock {m.phase_harmonics}' if m.phase_harmonics else ''}, "
             f"{model.head.net_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
             f"| {model.num_parameters:,} |"
         )

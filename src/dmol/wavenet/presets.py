@@ -62,6 +62,10 @@ class WaveNetConfig:
     ``pitch_excitation = True`` (with pitch taps) adds the K excitation samples there, the
     lagged signal's residual under t's own LPC (:func:`dmol.audio.pitch.pitch_excitation_taps`):
     the glottal pulses one period back, sharp where the signal taps are smeared by the formants.
+    ``phase_harmonics = H > 0`` (LP models): every layer's conditioning also gets a phase
+    clock, ``cos(2 pi k phi[t])`` and ``sin(2 pi k phi[t])`` for ``k <= H``: in synthesis
+    ``phi`` integrates the mel's F0 estimate, in training it is the phase of the recording's
+    own fundamental (:mod:`dmol.audio.phase`), so the pulses follow the clock.
     ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
     :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
     checkpoint carries them.
@@ -91,6 +95,7 @@ class WaveNetConfig:
     preemphasis: float = 0.0  # > 0: model the emphasized signal (LPCNet uses 0.85)
     pitch_taps: int = 0  # > 0 (odd, LP only): inputs x[t - T0 + j], T0 the mel's pitch period
     pitch_excitation: bool = False  # with pitch taps: also their excitation (LP residual)
+    phase_harmonics: int = 0  # > 0 (LP only): conditioning cos, sin(2 pi k phi), k <= H
 
     def __post_init__(self) -> None:
         self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
@@ -146,6 +151,12 @@ class WaveNetConfig:
                              f"{self.pitch_excitation!r}")
         if self.pitch_excitation and not self.pitch_taps:
             raise ValueError("pitch_excitation needs pitch taps (pitch_taps > 0)")
+        if isinstance(self.phase_harmonics, bool) or not isinstance(self.phase_harmonics, int) \
+                or not 0 <= self.phase_harmonics <= 16:
+            raise ValueError(f"phase_harmonics must be an integer in [0, 16], got "
+                             f"{self.phase_harmonics!r}")
+        if self.phase_harmonics and not self.lpc_order:
+            raise ValueError("phase_harmonics > 0 needs an LP model (lpc_order > 0)")
         if not (math.isfinite(self.mel_std) and self.mel_std > 0 and math.isfinite(self.mel_mean)):
             raise ValueError(f"mel_std must be positive and finite, got mean {self.mel_mean!r}, "
                              f"std {self.mel_std!r}")
@@ -179,6 +190,12 @@ class WaveNetConfig:
         return [(k, getattr(recipe, k), getattr(self, k))
                 for k in ("sample_rate", "hop_length", "n_mels")
                 if getattr(recipe, k) != getattr(self, k)]
+
+    @property
+    def cond_channels(self) -> int:
+        """Per-sample conditioning of every layer: the upsampled mel, then the phase clock's
+        ``2 phase_harmonics`` channels."""
+        return self.n_mels + 2 * self.phase_harmonics
 
     @property
     def in_channels(self) -> int:

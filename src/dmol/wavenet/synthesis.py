@@ -52,6 +52,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from dmol.audio.phase import frame_phase, phase_features
+from dmol.audio.pitch import pitch_lags
 from dmol.wavenet.incremental import (
     IncrementalWaveNet,
     _check_temperature,
@@ -186,7 +188,8 @@ class Conditioner:
 
 class LpcFrames:
     """An LP model's per-frame coefficients (``model.lpc``) for frames that arrive over time,
-    and with pitch taps each frame's pitch period (``model.pitch_lags``).
+    with pitch taps each frame's pitch period (``model.pitch_lags``), with pitch taps or a
+    phase clock each frame's F0 estimate (``model.f0``).
 
     Frames are computed in blocks ``[i LPC_BLOCK, (i + 1) LPC_BLOCK)``, always a full block
     (frames not yet received are zeros; each frame's coefficients depend on its own mel frame
@@ -199,8 +202,9 @@ class LpcFrames:
             raise ValueError("the model has no linear prediction (lpc_order = 0)")
         self.model, self.order = model, model.cfg.lpc_order
         self.taps = model.cfg.pitch_taps
-        # block -> (frames valid, (BLOCK, O) coefficients, (BLOCK,) lags or None)
-        self._blocks: dict[int, tuple[int, Tensor, Tensor | None]] = {}
+        self.pitch = bool(self.taps or model.cfg.phase_harmonics)
+        # block -> (frames valid, (BLOCK, O) coefficients, (BLOCK,) lags, (BLOCK,) F0 or None)
+        self._blocks: dict[int, tuple[int, Tensor, Tensor | None, Tensor | None]] = {}
         self._second: Tensor | None = None  # (hop, 1): the samples nearer frame f + 1
 
     def frame(self, mel: Tensor, offset: int, received: int, f: int
@@ -211,6 +215,15 @@ class LpcFrames:
         ``mel`` (1, n_mels, F) holds frames ``offset .. offset + F - 1`` and ``received`` frames
         have arrived (``offset + F``).
         """
+        have = self._block(mel, offset, received, f)
+        i = f % LPC_BLOCK
+        return have[1][i], None if have[2] is None else have[2][i]
+
+    def f0(self, mel: Tensor, offset: int, received: int, f: int) -> float:
+        """The F0 estimate (Hz) of frame ``f`` (arguments as :meth:`frame`)."""
+        return float(self._block(mel, offset, received, f)[3][f % LPC_BLOCK])
+
+    def _block(self, mel: Tensor, offset: int, received: int, f: int):
         if not 0 <= f < received:
             raise ValueError(f"coefficients of frame {f} asked, {received} received")
         blk, i = divmod(f, LPC_BLOCK)
@@ -223,9 +236,10 @@ class LpcFrames:
             with torch.inference_mode():
                 m = mel.new_zeros(1, mel.shape[1], LPC_BLOCK)
                 m[..., :n] = mel[..., a0 - offset:a0 - offset + n]
-                lags = self.model.pitch_lags(m)[0] if self.taps else None
-                have = self._blocks[blk] = (n, self.model.lpc(m)[0], lags)
-        return have[1][i], None if have[2] is None else have[2][i]
+                f0 = self.model.f0(m)[0] if self.pitch else None
+                lags = pitch_lags(f0, self.model.cfg.sample_rate) if self.taps else None
+                have = self._blocks[blk] = (n, self.model.lpc(m)[0], lags, f0)
+        return have
 
     def samples(self, mel: Tensor, offset: int, received: int, f: int,
                 total: int | None = None) -> tuple[Tensor, Tensor | None]:
@@ -319,6 +333,7 @@ class StreamingVocoder:
         self._done = 0  # frames whose audio has been returned
         self._closed = False
         self._last: Tensor | None = None  # pre-emphasis: the last audio sample (float64)
+        self._phase = 0.0  # phase clock: the phase (cycles) at frame _done's first sample
 
     @property
     def latency_samples(self) -> int:
@@ -345,6 +360,16 @@ class StreamingVocoder:
     def _check(self, frames: np.ndarray | Tensor) -> Tensor:
         return _as_frames(self.model, frames, self.recipe)
 
+    def _with_clock(self, c: Tensor, f: int, total: int | None) -> Tensor:
+        """Frame f's conditioning with the phase clock's features appended (and the clock
+        moved to the next frame): :func:`dmol.audio.phase.frame_phase` of frames f, f + 1."""
+        f1 = f + 1 if total is None else min(f + 1, total - 1)
+        args = (self._mel, self._offset, self._received)
+        phi, self._phase = frame_phase(self._phase, self.lpc.f0(*args, f), self.lpc.f0(*args, f1),
+                                       self.hop, self.model.cfg.sample_rate)
+        feats = phase_features(phi[None], self.model.cfg.phase_harmonics)
+        return torch.cat([c, feats.to(c)], dim=1)
+
     def _generate(self, until: int, total: int | None,
                   callback: Callable[[int], None] | None = None) -> np.ndarray:
         """Generate frames ``_done .. until - 1``, one frame per engine call."""
@@ -357,6 +382,8 @@ class StreamingVocoder:
                 lpc = lags = None
                 if self.lpc is not None:  # frames f and f + 1 (lookahead >= 1: it is here)
                     lpc, lags = self.lpc.samples(self._mel, off, self._received, f, total)
+                if self.model.cfg.phase_harmonics:
+                    c = self._with_clock(c, f, total)
                 # drawn for every head (other heads then draw from the generator in the step)
                 noise = self.engine.draw_noise(self.hop, 1, generator=self.generator,
                                                temperature=self.temperature,
@@ -497,7 +524,11 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
     mel_t = m.T[None].to(e.device)
     with torch.inference_mode():
         c = torch.cat([cond.frames(mel_t, a, min(a + 256, F_), F_)
-                       for a in range(0, F_, 256)], dim=-1)[0]  # (cin, T)
+                       for a in range(0, F_, 256)], dim=-1)  # (1, n_mels, T)
+        if model.cfg.phase_harmonics:  # the utterance's clock: every segment reads its slice
+            c = torch.cat([c, phase_features(model.clock_phase(mel_t),
+                                             model.cfg.phase_harmonics).to(c)], dim=1)
+        c = c[0]  # (cin, T)
         a_lpc = model.lpc(mel_t)[0] if model.cfg.lpc_order else None  # (F, order)
         f_lags = model.pitch_lags(mel_t)[0] if model.cfg.pitch_taps else None  # (F,)
     pieces: list[Tensor] = []

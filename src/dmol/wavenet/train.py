@@ -191,7 +191,7 @@ def noisy_past(model: WaveNet, x: Tensor, mel: Tensor, tc: TrainConfig, seed: in
 
 @torch.no_grad()
 def self_sampled_past(model: WaveNet, x: Tensor, mel: Tensor, past: Tensor, tc: TrainConfig,
-                      seed: int) -> Tensor:
+                      seed: int, phase: Tensor | None = None) -> Tensor:
     """Replace the past of a random ``tc.self_sample`` fraction of the batch's segments by the
     model's own samples (parallel scheduled sampling). A pass is one teacher-forced forward
     and one draw per step (temperature 1, as synthesis samples); the next pass reads the
@@ -208,7 +208,9 @@ def self_sampled_past(model: WaveNet, x: Tensor, mel: Tensor, past: Tensor, tc: 
     try:
         own = past[pick]
         for _ in range(tc.self_sample_passes):
-            own = model.head.sample(model(x[pick], mel[pick], past=own).float(), generator=g)
+            ph = None if phase is None else phase[pick]
+            own = model.head.sample(model(x[pick], mel[pick], past=own, phase=ph).float(),
+                                    generator=g)
     finally:
         model.train(was_training)
     out = past.clone()
@@ -881,10 +883,12 @@ class Trainer:
         x, mel, mask = (t.to(dev, non_blocking=True) for t in (x, mel, mask))
         x = model.emphasize(x)  # the signal the model predicts (identity without pre-emphasis)
         past = noisy_past(model, x, mel, tc, derive_seed(tc.seed, self.step, env.rank, 2))
+        # a phase clock reads the recording's own fundamental, so the pulses learn the clock
+        phase = model.analysis_phase(x, mel) if model.cfg.phase_harmonics else None
         with self.autocast:
             past = self_sampled_past(model, x, mel, past, tc,
-                                     derive_seed(tc.seed, self.step, env.rank, 3))
-            y_hat = self.ddp(x, mel, past=past)
+                                     derive_seed(tc.seed, self.step, env.rank, 3), phase)
+            y_hat = self.ddp(x, mel, past=past, phase=phase)
         self.opt.zero_grad(set_to_none=True)
         if bool(torch.isfinite(y_hat).all()):
             loss = self.head.loss(y_hat.float(), x, mask)
