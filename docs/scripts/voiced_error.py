@@ -10,7 +10,11 @@ Reads ``NAME_original.wav``, ``NAME_wavenet.wav`` and ``NAME_griffinlim.wav`` (a
   share of its squared error below 1 kHz and in the louder half of the frames;
 * the pitch deviation from the original, in cents, on frames both call voiced (WORLD harvest,
   one frame per mel hop): median and the share within 20 / 50 cents. For the WaveNet also its
-  deviation from the pitch it was given (``dmol.audio.pitch``, the mel's estimate).
+  deviation from the pitch it was given (``dmol.audio.pitch``, the mel's estimate);
+* the jitter around the given pitch: the median change, from one voiced frame to the next, of
+  the pitch's deviation (cents) from the mel's estimate, for the original and each system (a
+  clock that slips shows here; the speaker's own intonation, which the estimate follows,
+  mostly cancels).
 """
 
 from __future__ import annotations
@@ -46,6 +50,16 @@ def _cents(ref: np.ndarray, f0: np.ndarray) -> np.ndarray:
     return 1200.0 * np.log2(f0[both] / ref[both])
 
 
+def _jitter(f0: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """|change| of the deviation from ``given`` (cents) between consecutive voiced frames."""
+    n = min(len(f0), len(given))
+    f0, given = f0[:n], given[:n]
+    ok = (f0 > 0) & (given > 0)
+    dev = 1200.0 * np.log2(np.where(ok, f0, 1.0) / np.where(ok, given, 1.0))
+    both = ok[1:] & ok[:-1]
+    return np.abs(np.diff(dev))[both]
+
+
 def folder(d: Path) -> None:
     recipe = recipe_for("lp-16k-ltp")
     names = sorted(p.name[: -len("_original.wav")] for p in d.glob("*_original.wav"))
@@ -53,6 +67,7 @@ def folder(d: Path) -> None:
         raise SystemExit(f"{d}: no NAME_original.wav files")
     sc = {s: [] for s in SYSTEMS}
     cents = {s: [] for s in (*SYSTEMS, "wavenet vs given", "given vs original")}
+    jitter = {s: [] for s in ("original", *SYSTEMS)}
     for name in names:
         x, sr = sf.read(d / f"{name}_original.wav", dtype="float32")
         period = 1000.0 * recipe.hop_length / sr
@@ -60,6 +75,7 @@ def folder(d: Path) -> None:
         given, _ = pitch_from_mel(torch.from_numpy(recipe.compute(x))[None], recipe)
         given = np.where(fx[: given.shape[1]] > 0, given[0, : len(fx)].double().numpy(), 0.0)
         cents["given vs original"].append(_cents(fx, given))
+        jitter["original"].append(_jitter(fx, given))
         for s in SYSTEMS:
             y, _ = sf.read(d / f"{name}_{s}.wav", dtype="float32")
             n = min(len(x), len(y))
@@ -72,6 +88,7 @@ def folder(d: Path) -> None:
                               err[low].sum() / err.sum()))
             fy = _harvest(y[:n], sr, period)
             cents[s].append(_cents(fx, fy))
+            jitter[s].append(_jitter(fy, given))
             if s == "wavenet":
                 cents["wavenet vs given"].append(_cents(given, fy))
     print(f"{d} ({len(names)} utterances)")
@@ -83,6 +100,10 @@ def folder(d: Path) -> None:
         c = np.abs(np.concatenate(parts))
         print(f"  pitch, {what:18s} {len(c):5d} frames: median {np.median(c):4.0f} cents, "
               f"within 20 cents {np.mean(c < 20):.2f}, within 50 cents {np.mean(c < 50):.2f}")
+    for what, parts in jitter.items():
+        j = np.concatenate(parts)
+        print(f"  jitter around the given pitch, {what:10s} {len(j):5d} frame pairs: median "
+              f"{np.median(j):4.0f} cents")
 
 
 if __name__ == "__main__":
