@@ -836,6 +836,11 @@ class Trainer:
             self.sched.load_state_dict(state["scheduler"])
             self.metrics.update(state.get("metrics", {}))
             self.step = int(state["step"])
+            # the rate is the config's (``--set lr=`` may change it on resume), not the one the
+            # checkpoint's optimizer and scheduler remember
+            self.sched.base_lrs = [tc.lr] * len(self.opt.param_groups)
+            for group in self.opt.param_groups:
+                group["initial_lr"], group["lr"] = tc.lr, tc.lr * lr_factor(self.step, tc)
             self.window.update(state.get("log_window", {}))
             _set_rng(state.get("rng"))
         self.head = self.model.head
