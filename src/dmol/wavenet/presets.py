@@ -381,6 +381,10 @@ PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
     # pulse is sharp): the shipped model's network (docs/pretrained.md)
     "lp-16k-ltpe": (dataclasses.replace(_LP16K, pitch_taps=5, pitch_excitation=True),
                     _LP16K_TRAIN),
+    # lp-16k-ltpe plus a phase clock of 3 harmonics in every layer's conditioning (the
+    # fundamental's phase: the recording's in training, the integrated F0 estimate in synthesis)
+    "lp-16k-ltpe-clock": (dataclasses.replace(_LP16K, pitch_taps=5, pitch_excitation=True,
+                                              phase_harmonics=3), _LP16K_TRAIN),
     # For tests and smoke runs: seconds per hundred steps.
     "tiny": (
         WaveNetConfig(
