@@ -34,6 +34,7 @@ ARMS: dict[str, tuple[str, dict[str, object], str]] = {
     "mol-lp": ("lp-16k", {"input_noise": 0.0}, "MoL + LP (means shifted by p_t)"),
     "mol-lp-noise": ("lp-16k", {}, "MoL + LP + input noise 2e-4 (the lp-16k preset)"),
     "gaussian-lp": ("lp-16k", {"head": "gaussian"}, "one Gaussian + LP + input noise"),
+    "logistic-lp": ("lp-16k", {"n_mixtures": 1}, "one logistic + LP + input noise (MoL, M = 1)"),
     "ltp": ("lp-16k-ltp", {}, "MoL + LP + noise + 5 pitch taps (lp-16k-ltp)"),
     "ltp-self": ("lp-16k-ltp", {"self_sample": 0.5, "self_sample_passes": 2},
                  "lp-16k-ltp + self-sampling (half the batch, 2 passes)"),
