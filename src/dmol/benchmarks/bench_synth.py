@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from dmol.audio.features import recipe_for
+from dmol.audio.phase import phase_features
 from dmol.benchmarks import r9y9_reference
 from dmol.benchmarks.baseline_synth import BaselineIncremental
 from dmol.wavenet.incremental import lpc_per_sample
@@ -78,9 +79,13 @@ def profile_incremental(model: WaveNet, mel: np.ndarray, engine) -> dict:
     with torch.inference_mode():
         coef = model.lpc(m) if model.cfg.lpc_order else None  # LP: coefficients up front
         pl = model.pitch_lags(m) if model.cfg.pitch_taps else None
+        H = model.cfg.phase_harmonics  # the phase clock's features, up front like the LPC
+        clock = phase_features(model.clock_phase(m), H) if H else None
         for f in range(F_):
             t0 = time.perf_counter()
             c = cond.frames(m, f, f + 1, F_)
+            if clock is not None:
+                c = torch.cat([c, clock[..., f * hop:(f + 1) * hop]], dim=1)
             lpc = None if coef is None else lpc_per_sample(coef, f * hop, (f + 1) * hop, hop, F_)
             lags = None if pl is None else lpc_per_sample(pl, f * hop, (f + 1) * hop, hop, F_)
             t1 = time.perf_counter()
