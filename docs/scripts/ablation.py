@@ -39,6 +39,7 @@ ARMS: dict[str, tuple[str, dict[str, object], str]] = {
     "ltp-self": ("lp-16k-ltp", {"self_sample": 0.5, "self_sample_passes": 2},
                  "lp-16k-ltp + self-sampling (half the batch, 2 passes)"),
     "ltpe": ("lp-16k-ltpe", {}, "lp-16k-ltp + the taps' excitation (lp-16k-ltpe)"),
+    "ltpe-clock": ("lp-16k-ltpe-clock", {}, "lp-16k-ltpe + a phase clock (lp-16k-ltpe-clock)"),
 }
 KEYS = ("mcd_db", "log_mel_l1", "mrstft", "f0_rmse_hz", "vuv_error")
 HEADER = ("MCD dB", "log-mel L1", "MR-STFT", "F0 RMSE Hz", "V/UV")
