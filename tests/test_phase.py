@@ -34,16 +34,20 @@ def test_clock_of_a_steady_f0_is_t_f0_over_sr():
 def test_clock_changes_frequency_at_the_nearest_frame_centre():
     """Frame f's first hop - hop // 2 samples advance by f's F0, the rest by f + 1's, and the
     frame-by-frame recursion equals the whole utterance bit for bit."""
+    from dmol.audio.lpc import _frame_of_sample
+
     f0 = torch.tensor([[100.0, 200.0, 150.0]])
-    phi = clock_phase(f0, HOP, SR)
-    steps = torch.remainder(phi.diff(), 1.0)[0] * SR  # Hz between consecutive samples
-    half = HOP - HOP // 2
-    assert torch.allclose(steps[:half], torch.tensor(100.0, dtype=torch.float64))
-    assert torch.allclose(steps[half:HOP + half], torch.tensor(200.0, dtype=torch.float64))
-    assert torch.allclose(steps[HOP + half:], torch.tensor(150.0, dtype=torch.float64))
+    hop = 65  # odd: the halves differ (33 samples nearer this frame's centre, 32 the next's)
+    phi = clock_phase(f0, hop, SR)
+    steps = torch.remainder(phi.diff(), 1.0)[0] * SR  # Hz from sample t to t + 1
+    # sample t advances by the F0 of its nearest frame, as the LPC of lp_predict
+    nearest = f0[0, _frame_of_sample(3 * hop, 3, hop, torch.device("cpu"))].double()
+    assert torch.allclose(steps, nearest[:-1])
+    half = hop - hop // 2
+    assert steps[half - 1] == pytest.approx(100.0) and steps[half] == pytest.approx(200.0)
     p, start = [], 0.0
     for i, fa in enumerate(f0[0].tolist()):
-        piece, start = frame_phase(start, fa, f0[0, min(i + 1, 2)].item(), HOP, SR)
+        piece, start = frame_phase(start, fa, f0[0, min(i + 1, 2)].item(), hop, SR)
         p.append(piece)
     assert torch.equal(torch.cat(p), phi[0])
 

@@ -30,6 +30,10 @@ def main(src: str, out_dir: str, harmonics: str = "3") -> Path:
     cfg = state["model_config"]
     if not cfg.get("lpc_order") or cfg.get("phase_harmonics"):
         raise SystemExit(f"{src}: needs an LP model without a phase clock")
+    if not 1 <= H <= 16:
+        raise SystemExit(f"harmonics must be an integer in [1, 16], got {H}")
+    if len(state["optimizer"]["param_groups"]) != 1:
+        raise SystemExit("unexpected optimizer layout: more than one parameter group")
     if any(Path(out_dir).glob("ckpt_*.pt")):
         raise SystemExit(f"{out_dir} already has checkpoints: give a new folder")
     # the optimizer's state is indexed by parameter order: the model's own

@@ -15,8 +15,9 @@ with ``phi`` in cycles.
 * **Training** gives the phase of the recording's own fundamental, so that the network learns
   where the pulses sit relative to the clock: :func:`analysis_phase` demodulates the signal
   at the integrated estimate and adds the angle of the smoothed baseband (a zero-phase Hann
-  low-pass about 60 Hz wide: it keeps the fundamental, whose frequency the estimate misses by
-  a few percent, and rejects the other harmonics, at least 60 Hz away).
+  low-pass whose main lobe ends 60 Hz from the carrier: it keeps the fundamental, whose
+  frequency the estimate misses by a few percent, and attenuates the other harmonics, at least
+  one F0 away; for voices near the 60 Hz floor the second harmonic leaks in).
 
 The features are read from a table of :data:`TABLE` phases per cycle, so that they are the
 same numbers however many samples are computed at once (a vectorized ``cos`` need not be).

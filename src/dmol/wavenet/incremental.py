@@ -53,7 +53,7 @@ Example::
 
     >>> engine = IncrementalWaveNet(model, backend="cpp")   # model: a WaveNet in eval mode
     >>> state = engine.new_state(batch=1)
-    >>> c = model.upsample(mel)                              # (1, n_mels, T)
+    >>> c = model.conditioning(mel)                          # (1, cond_channels, T)
     >>> x = engine.run(state, c, noise=engine.draw_noise(T, 1, generator=g))   # (1, T)
     >>> # an LP model also needs each step's coefficients
     >>> lpc = lpc_per_sample(model.lpc(mel), 0, T, model.hop_length, mel.shape[-1])
@@ -464,7 +464,7 @@ class IncrementalWaveNet:
 
         Args:
             state: from :meth:`new_state`.
-            cond: (B, cin, T) the steps' upsampled conditioning (``model.upsample(mel)``);
+            cond: (B, cin, T) the steps' conditioning (``model.conditioning(mel)``);
                 each layer's projection of it is computed here, in one product per call.
             noise: :meth:`draw_noise` output for the MoL head (drawn here from ``generator``
                 with ``temperature`` and ``scale_temperature`` if None). Other heads sample

@@ -309,6 +309,8 @@ class WaveNet(nn.Module):
             past: (B, T) the signal the network and the prediction read as the past (default
                 ``x``); training passes a noisy copy so the model learns to predict the clean
                 sample from an imperfect past, as in synthesis from its own samples.
+            phase: (B, T) cycles, models with a phase clock only: the clock's phase (default:
+                the synthesis clock of the mel; training passes :meth:`analysis_phase`).
 
         Returns:
             y_hat: (B, head.out_channels, T); for an LP model the last channel is the

@@ -53,7 +53,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dmol.audio.phase import frame_phase, phase_features
-from dmol.audio.pitch import pitch_lags
 from dmol.wavenet.incremental import (
     IncrementalWaveNet,
     _check_temperature,
@@ -188,8 +187,8 @@ class Conditioner:
 
 class LpcFrames:
     """An LP model's per-frame coefficients (``model.lpc``) for frames that arrive over time,
-    with pitch taps each frame's pitch period (``model.pitch_lags``), with pitch taps or a
-    phase clock each frame's F0 estimate (``model.f0``).
+    with pitch taps each frame's pitch period (``model.pitch_lags``), with a phase clock each
+    frame's F0 estimate (``model.f0``).
 
     Frames are computed in blocks ``[i LPC_BLOCK, (i + 1) LPC_BLOCK)``, always a full block
     (frames not yet received are zeros; each frame's coefficients depend on its own mel frame
@@ -202,7 +201,6 @@ class LpcFrames:
             raise ValueError("the model has no linear prediction (lpc_order = 0)")
         self.model, self.order = model, model.cfg.lpc_order
         self.taps = model.cfg.pitch_taps
-        self.pitch = bool(self.taps or model.cfg.phase_harmonics)
         # block -> (frames valid, (BLOCK, O) coefficients, (BLOCK,) lags, (BLOCK,) F0 or None)
         self._blocks: dict[int, tuple[int, Tensor, Tensor | None, Tensor | None]] = {}
         self._second: Tensor | None = None  # (hop, 1): the samples nearer frame f + 1
@@ -236,8 +234,8 @@ class LpcFrames:
             with torch.inference_mode():
                 m = mel.new_zeros(1, mel.shape[1], LPC_BLOCK)
                 m[..., :n] = mel[..., a0 - offset:a0 - offset + n]
-                f0 = self.model.f0(m)[0] if self.pitch else None
-                lags = pitch_lags(f0, self.model.cfg.sample_rate) if self.taps else None
+                f0 = self.model.f0(m)[0] if self.model.cfg.phase_harmonics else None
+                lags = self.model.pitch_lags(m)[0] if self.taps else None
                 have = self._blocks[blk] = (n, self.model.lpc(m)[0], lags, f0)
         return have
 
