@@ -70,7 +70,8 @@ def teacher_forced_bits(model, head, audio: np.ndarray, mel: np.ndarray) -> floa
 
     Teacher forcing: every step is predicted from the *true* past samples, so this is the
     training loss on this utterance (what the model believes about real speech), not a
-    property of its own samples.
+    property of its own samples. A model with a phase clock reads the synthesis clock here
+    (the mel's integrated F0, as when it vocodes), not the recording's own phase it trained on.
 
     Example::
 
