@@ -73,16 +73,27 @@ def frame_phase(start: float, f0_a: float, f0_b: float, hop: int, sample_rate: i
 
 def clock_phase(f0: Tensor, hop: int, sample_rate: int, start: float = 0.0) -> Tensor:
     """The integrated F0, sample by sample: (B, frames) Hz -> (B, frames * hop) float64 cycles
-    in [0, 1), starting at ``start``. Frame by frame :func:`frame_phase` (the last frame's
-    second half keeps its own F0), so a stream gets the same numbers."""
+    in [0, 1), starting at ``start``. The numbers of :func:`frame_phase` frame after frame (the
+    last frame's second half keeps its own F0), so a stream gets the same ones: the frames'
+    start phases follow one another in Python floats, then every sample is the same elementwise
+    expression, evaluated for all frames at once."""
     f0 = _check_f0(f0)
+    n_a = hop - hop // 2
     rows = []
     for row in f0.tolist():
-        phi, pieces = float(start), []
-        for i, fa in enumerate(row):
-            p, phi = frame_phase(phi, fa, row[min(i + 1, len(row) - 1)], hop, sample_rate)
-            pieces.append(p)
-        rows.append(torch.cat(pieces))
+        nxt = row[1:] + row[-1:]
+        starts, phi = [], float(start)
+        for fa, fb in zip(row, nxt, strict=True):
+            starts.append(phi)
+            end = (phi + n_a * (fa / sample_rate)) + (hop - n_a) * (fb / sample_rate)
+            phi = end - math.floor(end)
+        s0 = torch.tensor(starts, dtype=torch.float64)[:, None]
+        inc_a = torch.tensor(row, dtype=torch.float64)[:, None] / sample_rate
+        inc_b = torch.tensor(nxt, dtype=torch.float64)[:, None] / sample_rate
+        j = torch.arange(hop, dtype=torch.float64)
+        mid = s0 + n_a * inc_a
+        p = torch.where(j <= n_a, s0 + j * inc_a, mid + (j - n_a) * inc_b)
+        rows.append((p - torch.floor(p)).reshape(-1))
     return torch.stack(rows).to(f0.device)
 
 
