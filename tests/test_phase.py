@@ -128,3 +128,24 @@ def test_model_reads_the_clock_or_the_phase_it_is_given():
     plain = ltp_model(1)
     with pytest.raises(ValueError, match="no phase clock"):
         plain(x, mel, phase=model.clock_phase(mel))
+
+
+def test_validation_reads_the_phase_training_reads():
+    """The trainer's validation NLL is the training objective: a clock model is given the
+    recording's own (analysis) phase there, not the synthesis clock."""
+    from dmol.wavenet.train import _validation_loss
+
+    model = ltp_model(2, phase=2)
+    frames = 16
+    mel = random_mel(frames, 80, seed=4)  # (frames, n_mels), as a dataset stores it
+    g = torch.Generator().manual_seed(1)
+    audio = (0.5 * (torch.rand(frames * model.hop_length, generator=g) - 0.5)).numpy()
+    got = _validation_loss(model, [("u", audio, mel)], torch.device("cpu"))
+    x = model.emphasize(torch.from_numpy(audio)[None])
+    c = torch.from_numpy(mel.T.copy())[None]
+    with torch.no_grad():
+        def nll(phase):
+            return float(model.head.nll(model(x, c, phase=phase).float(), x).double().mean())
+        want, clock = nll(model.analysis_phase(x, c)), nll(None)
+    assert got == pytest.approx(want, rel=1e-6)
+    assert abs(want - clock) > 1e-4  # the two phases give different losses: the test can fail

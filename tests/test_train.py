@@ -273,12 +273,20 @@ def test_resume_rules(short_run, speech, tmp_path):
     assert done["step"] == 6 and done["finished"]
 
 
-def test_resume_takes_a_new_learning_rate(speech, tmp_path):
-    """``--set lr=`` on resume sets the rate from the next step on (the optimizer and the
-    scheduler remember the old one): the schedule's factor times the new rate."""
+def test_resume_takes_a_new_learning_rate(speech, tmp_path, monkeypatch):
+    """``--set lr=`` on resume sets the rate from the first resumed update on (the optimizer
+    and the scheduler remember the old one): the schedule's factor times the new rate."""
     data, _, _ = speech
     o = {**QUICK, "log_interval": 1, "warmup_steps": 0, "lr": 1e-3}
     run_train(data, tmp_path / "run", overrides={**o, "max_steps": 3})
+    used = []  # the rate of every update the resumed run makes, read as AdamW steps
+    adamw_step = torch.optim.AdamW.step
+
+    def step(self, *a, **kw):
+        used.append(self.param_groups[0]["lr"])
+        return adamw_step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
     done = run_train(data, tmp_path / "run", overrides={"max_steps": 5, "lr": 4e-3}, resume=True)
     fields = {k: v for k, v in o.items() if k in T.TrainConfig.__dataclass_fields__}
     old, new = (T.TrainConfig(**{**fields, "max_steps": n, "lr": lr})
@@ -288,6 +296,8 @@ def test_resume_takes_a_new_learning_rate(speech, tmp_path):
     assert logged[2] == pytest.approx(1e-3 * T.lr_factor(2, old), rel=1e-6)
     for step in (4, 5):
         assert logged[step] == pytest.approx(4e-3 * T.lr_factor(step, new), rel=1e-6)
+    # updates 3 -> 4 and 4 -> 5, the first at the new rate already
+    assert used == pytest.approx([4e-3 * T.lr_factor(s, new) for s in (3, 4)], rel=1e-6)
 
 
 def test_corrupt_utterance_in_dataset_is_named_and_skipped(speech, tmp_path, capsys):

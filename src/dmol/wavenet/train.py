@@ -1085,13 +1085,15 @@ def _write_metrics(out_dir: Path, metrics: dict[str, Any], summary: dict[str, An
 
 @torch.no_grad()
 def _validation_loss(model: WaveNet, val_set, dev: torch.device) -> float:
-    """Teacher-forced NLL (nats per sample) over the validation utterances."""
+    """Teacher-forced NLL (nats per sample) over the validation utterances: the training
+    loss's objective (a phase clock reads the recording's own phase, as in training)."""
     total, count = 0.0, 0
     for _, audio, mel in val_set:
         x = torch.from_numpy(np.ascontiguousarray(audio))[None].to(dev)
         c = torch.from_numpy(np.ascontiguousarray(mel.T))[None].to(dev)
         x = model.emphasize(x)
-        nll = model.head.nll(model(x, c).float(), x)
+        phase = model.analysis_phase(x, c) if model.cfg.phase_harmonics else None
+        nll = model.head.nll(model(x, c, phase=phase).float(), x)
         total += float(nll.double().sum())
         count += nll.numel()
     return total / max(count, 1)
