@@ -14,7 +14,10 @@ Reads ``NAME_original.wav``, ``NAME_wavenet.wav`` and ``NAME_griffinlim.wav`` (a
 * the jitter around the given pitch: the median change, from one voiced frame to the next, of
   the pitch's deviation (cents) from the mel's estimate, for the original and each system (a
   clock that slips shows here; the speaker's own intonation, which the estimate follows,
-  mostly cancels).
+  mostly cancels);
+* the level by band: in the louder half of the frames (2048-point STFT), the mean of
+  ``log |Y| - log |X|`` per octave band (nats; > 0: the system is louder there than the
+  original), which shows a rumble below the voice or noise filling the gaps between harmonics.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dmol.audio.metrics import STFT_RESOLUTIONS, _stft_mag
 from dmol.audio.pitch import pitch_from_mel
 
 SYSTEMS = ("wavenet", "griffinlim")
+BANDS_HZ = (0, 60, 125, 250, 500, 1000, 2000, 4000, 8000)  # octaves, the lowest split at 60 Hz
 
 
 def _harvest(x: np.ndarray, sr: int, period_ms: float) -> np.ndarray:
@@ -60,6 +64,18 @@ def _jitter(f0: np.ndarray, given: np.ndarray) -> np.ndarray:
     return np.abs(np.diff(dev))[both]
 
 
+def _band_bias(x: np.ndarray, y: np.ndarray, sr: int) -> list[float]:
+    """Mean log-magnitude difference (gen - ref) per band of BANDS_HZ, in the louder half."""
+    mx, my = _stft_mag(x, 2048, 512, 2048), _stft_mag(y, 2048, 512, 2048)
+    loud = (mx ** 2).sum(0) >= np.median((mx ** 2).sum(0))
+    f = np.arange(mx.shape[0]) * sr / 2048
+    d = np.log(my[:, loud]) - np.log(mx[:, loud])
+    top = min(BANDS_HZ[-1], sr / 2) + 1  # the last band includes Nyquist
+    edges = (*BANDS_HZ[:-1], top)
+    pairs = zip(edges[:-1], edges[1:], strict=True)
+    return [float(d[(f >= lo) & (f < hi)].mean()) for lo, hi in pairs]
+
+
 def folder(d: Path) -> None:
     recipe = recipe_for("lp-16k-ltp")
     names = sorted(p.name[: -len("_original.wav")] for p in d.glob("*_original.wav"))
@@ -68,6 +84,7 @@ def folder(d: Path) -> None:
     sc = {s: [] for s in SYSTEMS}
     cents = {s: [] for s in (*SYSTEMS, "wavenet vs given", "given vs original")}
     jitter = {s: [] for s in ("original", *SYSTEMS)}
+    bias = {s: [] for s in SYSTEMS}
     for name in names:
         x, sr = sf.read(d / f"{name}_original.wav", dtype="float32")
         period = 1000.0 * recipe.hop_length / sr
@@ -86,6 +103,7 @@ def folder(d: Path) -> None:
                 low = np.arange(mx.shape[0]) < mx.shape[0] * 1000.0 / (sr / 2)
                 sc[s].append((np.sqrt(err.sum() / (mx ** 2).sum()), err[:, loud].sum() / err.sum(),
                               err[low].sum() / err.sum()))
+            bias[s].append(_band_bias(x[:n], y[:n], sr))
             fy = _harvest(y[:n], sr, period)
             cents[s].append(_cents(fx, fy))
             jitter[s].append(_jitter(fy, given))
@@ -96,6 +114,11 @@ def folder(d: Path) -> None:
         v = np.mean(sc[s], axis=0)
         print(f"  {s:10s} spectral convergence {v[0]:.3f}; of its squared error "
               f"{100 * v[1]:.0f}% in the louder half of the frames, {100 * v[2]:.0f}% below 1 kHz")
+    for s in SYSTEMS:
+        b = np.mean(bias[s], axis=0)
+        cells = zip(BANDS_HZ[:-1], BANDS_HZ[1:], b, strict=True)
+        print(f"  {s:10s} level by band, loud frames, nats: "
+              + ", ".join(f"{lo}-{hi} Hz {v:+.2f}" for lo, hi, v in cells))
     for what, parts in cents.items():
         c = np.abs(np.concatenate(parts))
         print(f"  pitch, {what:18s} {len(c):5d} frames: median {np.median(c):4.0f} cents, "
