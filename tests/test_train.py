@@ -282,11 +282,11 @@ def test_resume_takes_a_new_learning_rate(speech, tmp_path, monkeypatch):
     used = []  # the rate of every update the resumed run makes, read as AdamW steps
     adamw_step = torch.optim.AdamW.step
 
-    def step(self, *a, **kw):
+    def recording_step(self, *a, **kw):
         used.append(self.param_groups[0]["lr"])
         return adamw_step(self, *a, **kw)
 
-    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
     done = run_train(data, tmp_path / "run", overrides={"max_steps": 5, "lr": 4e-3}, resume=True)
     fields = {k: v for k, v in o.items() if k in T.TrainConfig.__dataclass_fields__}
     old, new = (T.TrainConfig(**{**fields, "max_steps": n, "lr": lr})
