@@ -44,7 +44,7 @@ from dmol.audio.features import MelRecipe, _mel_basis
 from dmol.audio.lpc import _frame_of_sample, check_log_mel
 
 __all__ = ["F0_MAX", "F0_MIN", "pitch_excitation_taps", "pitch_from_mel", "pitch_lags",
-           "pitch_taps"]
+           "pitch_taps", "resolves_harmonics"]
 
 F0_MIN, F0_MAX = 60.0, 420.0  # Hz: the range of speaking voices the estimator searches
 BAND_HZ = 1000.0  # bands centred below this resolve the harmonics (the mel is linear there)
@@ -61,6 +61,16 @@ def _detrend(m: Tensor) -> Tensor:
     r = (flat - smooth).reshape(m.shape)
     r = r - r.mean(-1, keepdim=True)
     return r / r.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+
+
+@functools.lru_cache(maxsize=8)
+def resolves_harmonics(recipe: MelRecipe) -> bool:
+    """Whether :func:`pitch_from_mel` works with this recipe (enough bands below 1 kHz)."""
+    try:
+        _templates(recipe)
+    except ValueError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=8)

@@ -14,7 +14,14 @@ import torch
 from dmol.audio.corpus import check_writable
 from dmol.audio.features import load_audio
 from dmol.wavenet.checkpoint import load_model
-from dmol.wavenet.synthesis import BACKEND_CHOICES, CLI_SCALE_TEMPERATURE, DTYPES, MODES, vocode
+from dmol.wavenet.synthesis import (
+    BACKEND_CHOICES,
+    CLI_POSTFILTER,
+    CLI_SCALE_TEMPERATURE,
+    DTYPES,
+    MODES,
+    vocode,
+)
 
 
 def _load_input(path: Path, recipe) -> np.ndarray:
@@ -49,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-temperature", type=float, default=CLI_SCALE_TEMPERATURE,
                    help="multiplies the components' scales (0: the component's mean; default "
                         f"{CLI_SCALE_TEMPERATURE:g}, measured: docs/quality.md)")
+    p.add_argument("--postfilter", type=float, default=CLI_POSTFILTER,
+                   help="gain in [0, 1] of the pitch post-filter on the output (0: the model's "
+                        f"samples; default {CLI_POSTFILTER:g}, measured: docs/quality.md)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="weight precision (bfloat16: faster, not exact)")
@@ -63,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (math.isfinite(v) and v >= 0):  # before loading anything
             print(f"dmol vocode: {flag} must be finite and >= 0, got {v}", file=sys.stderr)
             return 2
+    if not 0.0 <= a.postfilter <= 1.0:
+        print(f"dmol vocode: --postfilter must be a gain in [0, 1], got {a.postfilter}",
+              file=sys.stderr)
+        return 2
     if a.threads is not None:
         if a.threads < 1:
             p.error("--threads must be >= 1")
@@ -95,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                        temperature=a.temperature, scale_temperature=a.scale_temperature,
                        progress=not a.no_progress,
                        backend=a.backend, dtype=a.dtype, threads=a.threads,
-                       speaker=a.speaker)
+                       speaker=a.speaker, postfilter=a.postfilter)
         dest = out / f"{path.stem}.wav"
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         try:  # a whole file or none under the final name

@@ -36,7 +36,7 @@ from dmol.wavenet import checkpoint  # module-qualified: tests substitute their 
 from dmol.wavenet import train as training
 from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
 from dmol.wavenet.inspection import predict, render
-from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE
+from dmol.wavenet.synthesis import CLI_POSTFILTER, CLI_SCALE_TEMPERATURE
 
 __all__ = ["pick_utterances", "run_demo", "write_index", "write_report"]
 
@@ -44,6 +44,8 @@ SYSTEM_LABELS = {"original": "Original", "WaveNet": "WaveNet (dmol)",
                  "Griffin-Lim": "Griffin-Lim (no network)"}
 #: Scale temperature of the demo's sampling (a sharper excitation than the model's own).
 DEFAULT_SCALE_TEMPERATURE = CLI_SCALE_TEMPERATURE
+#: Gain of the pitch post-filter on the demo's WaveNet output (dmol.audio.postfilter).
+DEFAULT_POSTFILTER = CLI_POSTFILTER
 SPEC_HOP = 64  # samples between the report's spectrogram columns (4 ms at 16 kHz)
 
 
@@ -316,6 +318,7 @@ def run_demo(
     seed: int = 0,
     temperature: float = 1.0,
     scale_temperature: float = DEFAULT_SCALE_TEMPERATURE,
+    postfilter: float = DEFAULT_POSTFILTER,
     threads: int | None = 1,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -340,6 +343,8 @@ def run_demo(
     for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
         if not (np.isfinite(t) and t >= 0):
             raise ValueError(f"{name} must be finite and >= 0, got {t!r}")
+    if not 0.0 <= postfilter <= 1.0:
+        raise ValueError(f"postfilter must be a gain in [0, 1], got {postfilter!r}")
     if preset is not None:
         recipe_for(preset)  # a bad preset fails before any work
     model_path = checkpoint.resolve_model_path(model)
@@ -350,7 +355,8 @@ def run_demo(
         torch.set_num_threads(threads)
     try:
         settings = {"mode": mode, "seed": seed, "temperature": temperature,
-                    "scale_temperature": scale_temperature, "max_seconds": max_seconds}
+                    "scale_temperature": scale_temperature, "postfilter": postfilter,
+                    "max_seconds": max_seconds}
         return _run(Path(out), model_path, train_minutes, preset, utterances, unseen, limit,
                     settings, overrides)
     finally:
@@ -477,7 +483,8 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
         f"{demo_info['train_seconds'] / 3600:.2f} h ({info['step']} steps)",
         f"held-out built-in utterances and unseen voices vocoded from their mels in "
         f"{settings['mode']} mode, seed {settings['seed']}, temperature "
-        f"{settings['temperature']:g}, scale temperature {settings['scale_temperature']:g}",
+        f"{settings['temperature']:g}, scale temperature {settings['scale_temperature']:g}, "
+        f"pitch post-filter gain {settings['postfilter']:g}",
         f"corpus: {manifest.get('source')}",
     ]
     if trained is not None:

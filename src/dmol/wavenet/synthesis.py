@@ -53,6 +53,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dmol.audio.phase import frame_phase, phase_features
+from dmol.audio.pitch import resolves_harmonics
+from dmol.audio.postfilter import PitchPostfilter
 from dmol.wavenet.incremental import (
     IncrementalWaveNet,
     _check_temperature,
@@ -77,6 +79,9 @@ MODES = ("incremental", "folded")
 #: the best MCD, log-mel, MR-STFT and F0 error; lower values trade those for voicing and then
 #: starve the excitation (the output fades). The first LP model (lp-16k) did best at 0.3.
 CLI_SCALE_TEMPERATURE = 1.0
+#: Gain of the pitch post-filter (:mod:`dmol.audio.postfilter`) in the command-line tools; the
+#: library's default is 0 (the model's own samples). Measured: docs/quality.md, session 9.
+CLI_POSTFILTER = 0.35
 BACKEND_CHOICES = ("auto", "torch", "compile", "cpp")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # steps x streams per engine call: the engine holds every layer's projected conditioning of
@@ -290,6 +295,9 @@ class StreamingVocoder:
         backend, dtype, threads: see :func:`make_engine`.
         speaker: integer speaker id for a multi-speaker model.
         recipe: if given, pushed frames are checked with ``recipe.validate_mel``.
+        postfilter: gain of the pitch post-filter applied to the output
+            (:class:`dmol.audio.postfilter.PitchPostfilter`, periods near the mel's F0
+            estimate); 0 (the default) returns the model's samples unchanged.
 
     Frames are (n, n_mels) arrays (the layout of :meth:`MelRecipe.compute`). ``push``
     returns the float32 audio of every frame whose lookahead has now arrived (possibly none);
@@ -307,7 +315,9 @@ class StreamingVocoder:
                  scale_temperature: float = 1.0,
                  backend: str = "auto", dtype: torch.dtype | str = "float32",
                  threads: int = 1, speaker: int | None = None, recipe=None,
+                 postfilter: float = 0.0,
                  engine: IncrementalWaveNet | None = None) -> None:
+        self.post = _postfilter(model, postfilter)
         self.temperature = _check_temperature("temperature", temperature)
         self.scale_temperature = _check_temperature("scale_temperature", scale_temperature)
         self.model, self.recipe = model, recipe
@@ -371,10 +381,12 @@ class StreamingVocoder:
     def _generate(self, until: int, total: int | None,
                   callback: Callable[[int], None] | None = None) -> np.ndarray:
         """Generate frames ``_done .. until - 1``, one frame per engine call."""
-        out = []
+        out, f0 = [], []
         with torch.inference_mode():
             while self._done < until:
                 f, off = self._done, self._offset
+                if self.post is not None:
+                    f0.append(_frame_f0(self.model, self._mel[..., f - off:f - off + 1]))
                 tot = None if total is None else total - off
                 c = self.cond.frames(self._mel, f - off, f - off + 1, tot)
                 lpc = lags = None
@@ -405,14 +417,17 @@ class StreamingVocoder:
         if not out:
             return np.zeros(0, np.float32)
         signal = np.concatenate(out)
-        if not self.model.cfg.preemphasis:
+        if self.model.cfg.preemphasis:
+            # the filter's state in float64, so that any split into pushes gives the same audio
+            audio = self.model.deemphasize(torch.from_numpy(signal).double(), prev=self._last)
+            self._last = audio[-1:].clone()  # the filter's state stays unclipped
+            # the heads keep the emphasized signal in [-1, 1]; de-emphasis can leave it (a
+            # wander at 0 Hz gains up to (1 + alpha) / (1 - alpha)): audio is [-1, 1]
+            signal = audio.clamp(-1.0, 1.0).float().numpy()
+        # the post-filter is causal and keeps its state: frame by frame, pushes change nothing
+        if self.post is None:
             return signal
-        # the filter's state in float64, so that any split into pushes gives the same audio
-        audio = self.model.deemphasize(torch.from_numpy(signal).double(), prev=self._last)
-        self._last = audio[-1:].clone()  # the filter's state stays unclipped
-        # the heads keep the emphasized signal in [-1, 1]; de-emphasis can leave it (a
-        # wander at 0 Hz gains up to (1 + alpha) / (1 - alpha)): audio is [-1, 1]
-        return audio.clamp(-1.0, 1.0).float().numpy()
+        return self.post(signal, None if f0[0] is None else np.concatenate(f0))
 
 
 def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
@@ -420,6 +435,7 @@ def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: in
                            backend: str = "auto",
                            dtype: torch.dtype | str = "float32", threads: int = 1,
                            speaker: int | None = None, progress: bool = False,
+                           postfilter: float = 0.0,
                            engine: IncrementalWaveNet | None = None) -> np.ndarray:
     """Sequential synthesis of a whole (frames, n_mels) mel: (frames * hop_length,) float32.
 
@@ -427,7 +443,8 @@ def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: in
     """
     stream = StreamingVocoder(model, seed=seed, temperature=temperature,
                               scale_temperature=scale_temperature, backend=backend,
-                              dtype=dtype, threads=threads, speaker=speaker, engine=engine)
+                              dtype=dtype, threads=threads, speaker=speaker,
+                              postfilter=postfilter, engine=engine)
     m = stream._check(mel)
     stream._mel = m.T[None].to(stream._device).contiguous()
     stream._received = m.shape[0]
@@ -473,7 +490,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
                       overlap_seconds: float = 0.05, max_batch: int = 32,
                       backend: str = "auto", dtype: torch.dtype | str = "float32",
                       threads: int | None = None, speaker: int | None = None,
-                      progress: bool = False,
+                      progress: bool = False, postfilter: float = 0.0,
                       engine: IncrementalWaveNet | None = None) -> np.ndarray:
     """Folded synthesis: segments generated in parallel, joined by equal-power crossfades.
 
@@ -486,6 +503,8 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
         max_batch: the most segments generated at once (more run in rounds).
         threads: C++ kernel threads, each running its share of the segments (default: torch's
             thread count).
+        postfilter: gain of the pitch post-filter on the joined output (0: none), as
+            :class:`StreamingVocoder`.
 
     An LP model's segments each start from silence, their prediction from their own past, with
     the coefficients of the utterance's frames (``model.lpc``). With pre-emphasis the segments
@@ -498,6 +517,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
     scale_temperature = _check_temperature("scale_temperature", scale_temperature)
     if int(max_batch) != max_batch or max_batch < 1:
         raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+    post = _postfilter(model, postfilter)
     sr, hop = model.cfg.sample_rate, model.hop_length
     m = _as_frames(model, mel)
     F_ = m.shape[0]
@@ -560,9 +580,34 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
             x = torch.cat(outs, dim=1)
             pieces += [x[i, :stop - start] for i, (start, _, stop) in enumerate(rnd)]
     signal = crossfade(pieces, plan, T)
-    if not model.cfg.preemphasis:
+    if model.cfg.preemphasis:
+        signal = model.deemphasize(signal.double()).clamp(-1.0, 1.0).float()
+    if post is None:
         return signal.numpy()
-    return model.deemphasize(signal.double()).clamp(-1.0, 1.0).float().numpy()
+    return post(signal.numpy(), _frame_f0(model, mel_t))
+
+
+def _postfilter(model: WaveNet, gain: float) -> PitchPostfilter | None:
+    """The pitch post-filter of gain ``gain`` for the model's audio, or None for gain 0."""
+    try:
+        g = float(gain)
+    except (TypeError, ValueError):
+        g = math.nan
+    if isinstance(gain, bool) or not 0.0 <= g <= 1.0:
+        raise ValueError(f"postfilter must be a gain in [0, 1], got {gain!r}")
+    return None if g == 0.0 else PitchPostfilter(model.cfg.sample_rate, model.hop_length, gain=g)
+
+
+def _frame_f0(model: WaveNet, mel: Tensor) -> np.ndarray | None:
+    """F0 estimates (F,) of a (1, n_mels, F) mel for the post-filter, one frame at a time:
+    always the same shapes, so the same numbers however the frames arrived. None when the
+    model's mel is too coarse to resolve harmonics, or unknown (no recipe): the post-filter
+    then searches every period."""
+    if model.recipe is None or not resolves_harmonics(model.recipe):
+        return None
+    with torch.inference_mode():
+        return np.array([float(model.f0(mel[..., i:i + 1])[0, 0])
+                         for i in range(mel.shape[-1])])
 
 
 # ---- the public entry point ----------------------------------------------------------------
@@ -571,7 +616,8 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
            progress: bool = True,
            backend: str = "auto", dtype: torch.dtype | str = "float32",
            threads: int | None = None,
-           speaker: int | None = None, **folded: Any) -> np.ndarray:
+           speaker: int | None = None, postfilter: float = 0.0,
+           **folded: Any) -> np.ndarray:
     """Synthesize the waveform of a (frames, n_mels) log-mel: float32 (frames * hop_length,).
 
     Args:
@@ -587,6 +633,9 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
         backend, dtype: see :func:`make_engine`; float32 is exact, bfloat16 faster.
         threads: C++ kernel threads; default 1 for "incremental" (splitting one stream pays
             off only on idle cores), torch's thread count for "folded" (split by segments).
+        postfilter: gain in [0, 1] of the pitch post-filter on the output
+            (:mod:`dmol.audio.postfilter`); 0, the default, returns the model's own samples.
+            The command-line tools use :data:`CLI_POSTFILTER`.
         **folded: ``segment_seconds``, ``overlap_seconds``, ``max_batch`` for folded mode.
     """
     if mode not in MODES:
@@ -605,13 +654,13 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
         return synthesize_folded(model, mel, seed=seed, temperature=temperature,
                                  scale_temperature=scale_temperature, backend=backend,
                                  dtype=dtype, threads=threads, speaker=speaker,
-                                 progress=progress, **folded)
+                                 progress=progress, postfilter=postfilter, **folded)
     if folded:
         raise TypeError(f"options {sorted(folded)} only apply to mode='folded'")
     return synthesize_incremental(model, mel, seed=seed, temperature=temperature,
                                   scale_temperature=scale_temperature, backend=backend,
                                   dtype=dtype, threads=threads or 1, speaker=speaker,
-                                  progress=progress)
+                                  progress=progress, postfilter=postfilter)
 
 
 def _check_recipe(model: WaveNet, recipe) -> None:

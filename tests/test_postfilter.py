@@ -1,0 +1,189 @@
+"""The pitch post-filter (dmol.audio.postfilter) and its place in synthesis."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from tests.helpers import ltp_model, random_mel
+
+from dmol.audio.postfilter import PitchPostfilter, pitch_postfilter
+from dmol.wavenet import synthesis
+from dmol.wavenet.synthesis import StreamingVocoder, synthesize_folded, vocode
+
+SR, HOP = 16000, 256
+
+
+def periodic(period: int, frames: int, seed: int = 0) -> np.ndarray:
+    """Exactly periodic audio: one random cycle of ``period`` samples repeated."""
+    cycle = np.random.default_rng(seed).uniform(-0.4, 0.4, period)
+    return np.tile(cycle, frames * HOP // period + 1)[:frames * HOP]
+
+
+def test_a_periodic_signal_passes_unchanged():
+    # y = (x + g x[t - T]) / (1 + g) is x itself when x[t - T] = x[t]: once the history holds
+    # a whole period, every frame is the input (the estimate 5% off: the lag is found anyway)
+    x = periodic(80, 40)
+    y = pitch_postfilter(x, np.full(40, SR / 80 * 1.05), SR, HOP, gain=0.5)
+    assert np.abs(y[3 * HOP:] - x[3 * HOP:]).max() < 1e-6
+    assert np.abs(y - x).max() > 1e-3  # the first frames: the lag reads the silence before
+
+
+def test_noise_between_the_harmonics_is_attenuated_by_the_theory():
+    # a periodic part plus white noise: the comb keeps the periodic part and passes the noise
+    # with power (1 + g^2) / (1 + g)^2 (g = gain * correlation of that frame)
+    rng = np.random.default_rng(1)
+    s = periodic(100, 200, seed=2)
+    n = 0.05 * rng.standard_normal(s.size)
+    post = PitchPostfilter(SR, HOP, gain=0.5)
+    y = post(s + n, np.full(200, SR / 100))
+    lags, gains = [], []
+    for i in range(200):  # the filter each frame chose, recomputed with a fresh filter
+        p = PitchPostfilter(SR, HOP, gain=0.5)
+        p._past[-(p._past.size):] = np.concatenate([np.zeros(p._past.size), s + n])[
+            i * HOP:i * HOP + p._past.size]
+        lag, g = p._choose(np.concatenate([p._past, (s + n)[i * HOP:(i + 1) * HOP]]),
+                           p._past.size, 100.0)
+        lags.append(lag)
+        gains.append(g)
+    assert set(lags[4:]) == {100}
+    g = np.mean(gains[4:])
+    assert 0.4 < g < 0.5  # correlation ~0.9 at this signal-to-noise ratio
+    # the filter is linear: its output's noise is the filter applied to the noise alone
+    err = y[8 * HOP:] - s[8 * HOP:]
+    assert np.var(err) / np.var(n[8 * HOP:]) == pytest.approx((1 + g * g) / (1 + g) ** 2,
+                                                              rel=0.05)
+
+
+def test_without_an_estimate_every_period_is_searched():
+    # f0=None (a mel too coarse for the estimator): the lag is found in the whole range
+    for period in (40, 100, 260):
+        x = periodic(period, 30, seed=period)
+        y = pitch_postfilter(x, None, SR, HOP)
+        assert np.abs(y[3 * HOP:] - x[3 * HOP:]).max() < 1e-6, period
+
+
+def test_noise_alone_passes_unchanged():
+    # white noise correlates with itself at no lag: below the threshold, g = 0
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, 30 * HOP)
+    y = pitch_postfilter(x, np.full(30, 120.0), SR, HOP)
+    assert np.array_equal(y, x.astype(np.float32))
+
+
+def test_gain_zero_is_the_identity_and_output_stays_in_range():
+    x = periodic(123, 20) * 2.4  # peaks near +-1
+    x = np.clip(x + np.random.default_rng(4).normal(0, 0.3, x.size), -1, 1)
+    assert np.array_equal(pitch_postfilter(x, np.full(20, 130.0), SR, HOP, gain=0.0),
+                          x.astype(np.float32))
+    y = pitch_postfilter(x, np.full(20, 130.0), SR, HOP, gain=1.0)
+    assert np.abs(y).max() <= 1.0 and np.abs(y - x).max() > 0.01
+
+
+def test_pieces_give_the_same_numbers_as_the_whole():
+    rng = np.random.default_rng(5)
+    x = periodic(97, 37) + 0.02 * rng.standard_normal(37 * HOP)
+    f0 = SR / 97 * rng.uniform(0.95, 1.05, 37)
+    whole = pitch_postfilter(x, f0, SR, HOP)
+    post, got, i = PitchPostfilter(SR, HOP), [], 0
+    for n in (1, 0, 5, 2, 17, 12):
+        got.append(post(x[i * HOP:(i + n) * HOP], f0[i:i + n]))
+        i += n
+    assert np.array_equal(np.concatenate(got), whole)
+
+
+def test_a_lag_change_makes_no_click():
+    # a smooth voiced-like signal whose period steps from 100 to 80 samples (phase
+    # continuous): where the chosen lag changes, the first half of the frame crossfades from
+    # the old filter to the new, so no step between samples grows beyond the signal's own
+    f0 = np.r_[np.full(10 * HOP, 160.0), np.full(10 * HOP, 200.0)]
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = 0.3 * np.sin(phase) + 0.2 * np.sin(2 * phase + 1) + 0.1 * np.sin(3 * phase + 2)
+    y = pitch_postfilter(x, np.r_[np.full(10, 160.0), np.full(10, 200.0)], SR, HOP)
+    assert np.abs(np.diff(y)).max() < 1.2 * np.abs(np.diff(x)).max()
+
+
+def test_bad_input_is_refused_with_a_clear_message():
+    post = PitchPostfilter(SR, HOP)
+    with pytest.raises(ValueError, match="audio has 3 frames .* f0 has shape"):
+        post(np.zeros(3 * HOP), np.full(2, 100.0))
+    with pytest.raises(ValueError, match="audio must be finite"):
+        post(np.full(HOP, np.nan), np.full(1, 100.0))
+    with pytest.raises(ValueError, match="f0 must be finite"):
+        post(np.zeros(HOP), np.full(1, np.inf))
+    with pytest.raises(ValueError, match="whole frames"):
+        post(np.zeros((1, HOP)), np.full(1, 100.0))
+    with pytest.raises(ValueError, match="whole frames"):
+        post(np.zeros(HOP + 1), None)
+    for kw, msg in (({"gain": 1.5}, "gain"), ({"threshold": 1.0}, "threshold"),
+                    ({"search": 0.0}, "search"), ({"history": -1}, "history")):
+        with pytest.raises(ValueError, match=msg):
+            PitchPostfilter(SR, HOP, **kw)
+
+
+def test_synthesis_applies_it_the_same_way_in_every_mode(monkeypatch):
+    # a random tiny model's output is not periodic: with threshold 0 every frame is filtered
+    monkeypatch.setattr(synthesis, "PitchPostfilter", functools.partial(PitchPostfilter,
+                                                                        threshold=0.0))
+    model = ltp_model(3, excitation=True, phase=2)
+    mel = random_mel(45, 80, seed=9)
+    raw = vocode(model, None, None, mel, seed=2, progress=False)
+    post = vocode(model, None, None, mel, seed=2, progress=False, postfilter=0.5)
+    assert post.shape == raw.shape and np.abs(post - raw).max() > 1e-3
+    # the post-filter of the model's samples, with the mel's F0 estimate of each frame
+    f0 = model.f0(torch.from_numpy(mel).T[None]).numpy()[0]
+    want = pitch_postfilter(raw, f0, model.cfg.sample_rate, model.hop_length, gain=0.5,
+                            threshold=0.0)
+    assert np.abs(post - want).max() < 1e-6
+    # streaming, in pieces: the same numbers
+    stream, got, i = StreamingVocoder(model, seed=2, postfilter=0.5), [], 0
+    for n in (3, 10, 1, 31):
+        got.append(stream.push(mel[i:i + n]))
+        i += n
+    got.append(stream.flush())
+    assert np.array_equal(np.concatenate(got), post)
+    # folded: the filter runs on the joined segments
+    one = synthesize_folded(model, mel, seed=2, segment_seconds=10.0)
+    one_post = synthesize_folded(model, mel, seed=2, segment_seconds=10.0, postfilter=0.5)
+    want = pitch_postfilter(one, f0, model.cfg.sample_rate, model.hop_length, gain=0.5,
+                            threshold=0.0)
+    assert np.abs(one_post - want).max() < 1e-6
+    for bad in (-0.1, 1.5, float("nan"), "x", True):
+        with pytest.raises(ValueError, match="postfilter must be a gain"):
+            vocode(model, None, None, mel, progress=False, postfilter=bad)
+
+
+def test_the_command_lines_pass_the_gain_on(tmp_path, monkeypatch, capsys):
+    import soundfile as sf
+    from tests.test_synthesis import _tiny_run
+
+    from dmol.cli.evaluate import main as evaluate_main
+    from dmol.cli.vocode import main as vocode_main
+    from dmol.wavenet.checkpoint import load_model
+
+    monkeypatch.setattr(synthesis, "PitchPostfilter", functools.partial(PitchPostfilter,
+                                                                        threshold=0.0))
+    run, recipe = _tiny_run(tmp_path)
+    mel = random_mel(30)
+    np.save(tmp_path / "a.npy", mel)
+    model, head, _, _ = load_model(run)
+
+    def cli(gain):
+        out = tmp_path / f"g{gain}"
+        assert vocode_main([str(run), str(tmp_path / "a.npy"), "--out", str(out), "--seed", "1",
+                            "--no-progress", "--postfilter", gain]) == 0
+        return sf.read(out / "a.wav", dtype="float32")[0]
+
+    got, raw = cli("0.7"), cli("0")
+    want = vocode(model, head, recipe, mel, seed=1, progress=False, postfilter=0.7)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1 / 32768 + 1e-6)
+    assert np.abs(got - raw).max() > 1e-3
+    for bad in ("1.5", "nan", "-1"):
+        assert vocode_main([str(run), str(tmp_path / "a.npy"), "--out", str(tmp_path / "x"),
+                            "--postfilter", bad]) == 2
+        assert "--postfilter must be a gain in [0, 1]" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            evaluate_main([str(run), str(tmp_path / "a.wav"), "--postfilter", bad])
+        assert "--postfilter must be a gain in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
