@@ -9,9 +9,20 @@ import pytest
 import torch
 from tests.helpers import ltp_model, random_mel
 
-from dmol.audio.postfilter import PitchPostfilter, pitch_postfilter
+from dmol.audio.features import recipe_for
+from dmol.audio.postfilter import (
+    EnvelopePostfilter,
+    PitchPostfilter,
+    envelope_postfilter,
+    pitch_postfilter,
+)
 from dmol.wavenet import synthesis
-from dmol.wavenet.synthesis import StreamingVocoder, synthesize_folded, vocode
+from dmol.wavenet.synthesis import (
+    ENVELOPE_PASSES,
+    StreamingVocoder,
+    synthesize_folded,
+    vocode,
+)
 
 SR, HOP = 16000, 256
 
@@ -169,16 +180,27 @@ def test_the_command_lines_pass_the_gain_on(tmp_path, monkeypatch, capsys):
     np.save(tmp_path / "a.npy", mel)
     model, head, _, _ = load_model(run)
 
-    def cli(gain):
-        out = tmp_path / f"g{gain}"
+    def cli(gain, envelope="0"):
+        out = tmp_path / f"g{gain}_{envelope}"
         assert vocode_main([str(run), str(tmp_path / "a.npy"), "--out", str(out), "--seed", "1",
-                            "--no-progress", "--postfilter", gain]) == 0
+                            "--no-progress", "--postfilter", gain, "--envelope", envelope]) == 0
         return sf.read(out / "a.wav", dtype="float32")[0]
 
     got, raw = cli("0.7"), cli("0")
     want = vocode(model, head, recipe, mel, seed=1, progress=False, postfilter=0.7)
     np.testing.assert_allclose(got, want, rtol=0, atol=1 / 32768 + 1e-6)
     assert np.abs(got - raw).max() > 1e-3
+    got = cli("0", "6")
+    want = vocode(model, head, recipe, mel, seed=1, progress=False, envelope=6.0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1 / 32768 + 1e-6)
+    assert np.abs(got - raw).max() > 1e-3
+    for bad in ("-1", "nan", "inf"):
+        assert vocode_main([str(run), str(tmp_path / "a.npy"), "--out", str(tmp_path / "x"),
+                            "--envelope", bad]) == 2
+        assert "--envelope must be a finite gain in dB >= 0" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            evaluate_main([str(run), str(tmp_path / "a.wav"), "--envelope", bad])
+        assert "--envelope must be a finite gain in dB >= 0" in capsys.readouterr().err
     for bad in ("1.5", "nan", "-1"):
         assert vocode_main([str(run), str(tmp_path / "a.npy"), "--out", str(tmp_path / "x"),
                             "--postfilter", bad]) == 2
@@ -187,3 +209,107 @@ def test_the_command_lines_pass_the_gain_on(tmp_path, monkeypatch, capsys):
             evaluate_main([str(run), str(tmp_path / "a.wav"), "--postfilter", bad])
         assert "--postfilter must be a gain in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+# ---- the envelope post-filter ----------------------------------------------------------------
+RECIPE = recipe_for("small-16k")
+
+
+def speechlike(frames: int, seed: int = 0) -> np.ndarray:
+    """A voiced-like test signal: harmonics of a gliding F0 under a moving envelope, quiet."""
+    t = np.arange(frames * HOP) / SR
+    f0 = 160 + 30 * np.sin(2 * np.pi * 1.3 * t)  # inside the filterbank (80 Hz up)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = sum(np.sin(h * phase + h) / h for h in range(1, 30))
+    x *= 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t + seed) ** 2
+    x += 0.01 * np.random.default_rng(seed).standard_normal(x.size)
+    return 0.05 * x / np.abs(x).max()
+
+
+def test_audio_that_already_has_the_mel_passes_unchanged():
+    x = speechlike(40)
+    y = envelope_postfilter(x, RECIPE.compute(x), RECIPE)
+    assert y.shape == x.shape and np.abs(y - x).max() < 1e-6
+
+
+def test_the_output_takes_the_given_level_up_to_the_limit():
+    # every band asked 6 dB (x2) louder: the output is twice the input; asked 20 dB with a
+    # 6 dB limit: the same
+    x = speechlike(40, seed=1)
+    mel = RECIPE.compute(x)
+    for ask, limit in ((np.log(2.0), 12.0), (np.log(10.0), 20 * np.log10(2.0))):
+        y = envelope_postfilter(x, mel + ask, RECIPE, max_gain_db=limit)
+        mid = slice(4 * HOP, -4 * HOP)
+        assert np.abs(y[mid] - 2 * x[mid]).max() < 0.02 * np.abs(x).max()
+
+
+def test_the_output_mel_moves_toward_the_given_one():
+    # a flat-spectrum noise given a speech mel: one pass brings its mel closer, two closer still
+    x = speechlike(60, seed=2)
+    noise = 0.05 * np.random.default_rng(3).standard_normal(x.size)
+    mel = RECIPE.compute(x)
+    one = envelope_postfilter(noise, mel, RECIPE, max_gain_db=6)
+    two = envelope_postfilter(one, mel, RECIPE, max_gain_db=6)
+    err = [np.abs(RECIPE.compute(np.clip(s, -1, 1)) - mel).mean() for s in (noise, one, two)]
+    assert err[0] > err[1] > err[2]
+
+
+def test_envelope_pieces_give_the_same_numbers_as_the_whole():
+    x = speechlike(37, seed=4)
+    mel = RECIPE.compute(x) + np.random.default_rng(5).normal(0, 0.5, (37, RECIPE.n_mels))
+    whole = envelope_postfilter(x, mel, RECIPE, max_gain_db=6)
+    post, got, i, j = EnvelopePostfilter(RECIPE, max_gain_db=6), [], 0, 0
+    # audio and mel in pieces that do not keep pace with each other
+    for n_audio, n_mel in ((100, 1), (0, 3), (3 * HOP + 7, 0), (2000, 10), (5, 30)):
+        got.append(post(x[i:i + n_audio], mel[j:j + n_mel]))
+        i, j = i + n_audio, j + n_mel
+    got.append(post(x[i:], mel[j:]))
+    got.append(post.flush())
+    assert np.array_equal(np.concatenate(got), whole)
+    with pytest.raises(RuntimeError, match="flushed"):
+        post(x[:HOP], mel[:1])
+
+
+def test_envelope_bad_input_is_refused():
+    post = EnvelopePostfilter(RECIPE)
+    with pytest.raises(ValueError, match=r"mel must be \(frames, 80\)"):
+        post(np.zeros(HOP), np.zeros((1, 20)))
+    with pytest.raises(ValueError, match="finite"):
+        post(np.zeros(HOP), np.full((1, 80), np.nan))
+    with pytest.raises(ValueError, match="1-D"):
+        post(np.zeros((2, HOP)), np.zeros((1, 80)))
+    for bad in (0.0, -3.0, float("inf")):
+        with pytest.raises(ValueError, match="max_gain_db"):
+            EnvelopePostfilter(RECIPE, max_gain_db=bad)
+    with pytest.raises(TypeError, match="MelRecipe"):
+        EnvelopePostfilter("small-16k")
+
+
+def test_synthesis_applies_the_envelope_the_same_way_in_every_mode():
+    model = ltp_model(3, excitation=True, phase=2)
+    recipe = model.recipe
+    mel = random_mel(45, 80, seed=9)
+    raw = vocode(model, None, None, mel, seed=2, progress=False)
+    got = vocode(model, None, None, mel, seed=2, progress=False, envelope=6.0)
+    want = raw
+    for _ in range(ENVELOPE_PASSES):
+        want = envelope_postfilter(want, mel, recipe, max_gain_db=6.0)
+    assert got.shape == raw.shape and np.abs(got - raw).max() > 1e-3
+    assert np.abs(got - want).max() < 1e-6
+    stream, pieces, i = StreamingVocoder(model, seed=2, envelope=6.0), [], 0
+    for n in (3, 10, 1, 31):
+        pieces.append(stream.push(mel[i:i + n]))
+        i += n
+    pieces.append(stream.flush())
+    assert np.array_equal(np.concatenate(pieces), got)
+    assert stream.latency_samples == (stream.lookahead * model.hop_length
+                                      + ENVELOPE_PASSES * (recipe.n_fft - model.hop_length))
+    one = synthesize_folded(model, mel, seed=2, segment_seconds=10.0)
+    one_env = synthesize_folded(model, mel, seed=2, segment_seconds=10.0, envelope=6.0)
+    want = one
+    for _ in range(ENVELOPE_PASSES):
+        want = envelope_postfilter(want, mel, recipe, max_gain_db=6.0)
+    assert np.abs(one_env - want).max() < 1e-6
+    for bad in (-1.0, float("nan"), "x", True):
+        with pytest.raises(ValueError, match="envelope must be"):
+            vocode(model, None, None, mel, progress=False, envelope=bad)

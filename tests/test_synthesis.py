@@ -285,7 +285,8 @@ def test_vocode_command_line_options_reach_the_synthesis(tmp_path):
     def cli(name, *flags):
         out = tmp_path / name
         argv = [str(run), str(tmp_path / "a.npy"), "--out", str(out), "--no-progress",
-                "--seed", "3", "--scale-temperature", "1", "--postfilter", "0", *flags]
+                "--seed", "3", "--scale-temperature", "1", "--postfilter", "0",
+                "--envelope", "0", *flags]
         assert vocode_main(argv) == 0
         return sf.read(out / "a.wav", dtype="float32")[0]
 

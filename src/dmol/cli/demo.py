@@ -10,7 +10,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dmol.wavenet.demo import DEFAULT_POSTFILTER, DEFAULT_SCALE_TEMPERATURE, run_demo
+from dmol.wavenet.demo import (
+    DEFAULT_ENVELOPE_DB,
+    DEFAULT_POSTFILTER,
+    DEFAULT_SCALE_TEMPERATURE,
+    run_demo,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--postfilter", type=float, default=DEFAULT_POSTFILTER,
                    help="gain in [0, 1] of the pitch post-filter on the WaveNet's output (0: "
                         f"none; default {DEFAULT_POSTFILTER:g}, measured: docs/quality.md)")
+    p.add_argument("--envelope", type=float, default=DEFAULT_ENVELOPE_DB,
+                   help="largest correction (dB) of the envelope post-filter, which brings the "
+                        f"output's mel to the given mel (0: off; default {DEFAULT_ENVELOPE_DB:g}, "
+                        "measured: docs/quality.md)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: fastest for these small models on shared cores)")
     a = p.parse_args(argv)
@@ -45,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  utterances=a.utterances, unseen=a.unseen, limit=a.limit,
                  max_seconds=a.max_seconds, mode=a.mode, seed=a.seed,
                  temperature=a.temperature, scale_temperature=a.scale_temperature,
-                 postfilter=a.postfilter, threads=a.threads)
+                 postfilter=a.postfilter, envelope=a.envelope, threads=a.threads)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ from dmol.audio.features import load_audio
 from dmol.wavenet.checkpoint import load_model
 from dmol.wavenet.synthesis import (
     BACKEND_CHOICES,
+    CLI_ENVELOPE_DB,
     CLI_POSTFILTER,
     CLI_SCALE_TEMPERATURE,
     DTYPES,
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--postfilter", type=float, default=CLI_POSTFILTER,
                    help="gain in [0, 1] of the pitch post-filter on the output (0: the model's "
                         f"samples; default {CLI_POSTFILTER:g}, measured: docs/quality.md)")
+    p.add_argument("--envelope", type=float, default=CLI_ENVELOPE_DB,
+                   help="largest correction (dB) of the envelope post-filter, which brings the "
+                        f"output's mel to the given mel (0: off; default {CLI_ENVELOPE_DB:g}, "
+                        "measured: docs/quality.md)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="weight precision (bfloat16: faster, not exact)")
@@ -75,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if not 0.0 <= a.postfilter <= 1.0:
         print(f"dmol vocode: --postfilter must be a gain in [0, 1], got {a.postfilter}",
+              file=sys.stderr)
+        return 2
+    if not (math.isfinite(a.envelope) and a.envelope >= 0):
+        print(f"dmol vocode: --envelope must be a finite gain in dB >= 0, got {a.envelope}",
               file=sys.stderr)
         return 2
     if a.threads is not None:
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                        temperature=a.temperature, scale_temperature=a.scale_temperature,
                        progress=not a.no_progress,
                        backend=a.backend, dtype=a.dtype, threads=a.threads,
-                       speaker=a.speaker, postfilter=a.postfilter)
+                       speaker=a.speaker, postfilter=a.postfilter, envelope=a.envelope)
         dest = out / f"{path.stem}.wav"
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         try:  # a whole file or none under the final name

@@ -36,7 +36,7 @@ from dmol.wavenet import checkpoint  # module-qualified: tests substitute their 
 from dmol.wavenet import train as training
 from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
 from dmol.wavenet.inspection import predict, render
-from dmol.wavenet.synthesis import CLI_POSTFILTER, CLI_SCALE_TEMPERATURE
+from dmol.wavenet.synthesis import CLI_ENVELOPE_DB, CLI_POSTFILTER, CLI_SCALE_TEMPERATURE
 
 __all__ = ["pick_utterances", "run_demo", "write_index", "write_report"]
 
@@ -46,6 +46,8 @@ SYSTEM_LABELS = {"original": "Original", "WaveNet": "WaveNet (dmol)",
 DEFAULT_SCALE_TEMPERATURE = CLI_SCALE_TEMPERATURE
 #: Gain of the pitch post-filter on the demo's WaveNet output (dmol.audio.postfilter).
 DEFAULT_POSTFILTER = CLI_POSTFILTER
+#: Largest correction (dB) of the envelope post-filter on the demo's WaveNet output.
+DEFAULT_ENVELOPE_DB = CLI_ENVELOPE_DB
 SPEC_HOP = 64  # samples between the report's spectrogram columns (4 ms at 16 kHz)
 
 
@@ -319,6 +321,7 @@ def run_demo(
     temperature: float = 1.0,
     scale_temperature: float = DEFAULT_SCALE_TEMPERATURE,
     postfilter: float = DEFAULT_POSTFILTER,
+    envelope: float = DEFAULT_ENVELOPE_DB,
     threads: int | None = 1,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -345,6 +348,8 @@ def run_demo(
             raise ValueError(f"{name} must be finite and >= 0, got {t!r}")
     if not 0.0 <= postfilter <= 1.0:
         raise ValueError(f"postfilter must be a gain in [0, 1], got {postfilter!r}")
+    if not (np.isfinite(envelope) and envelope >= 0):
+        raise ValueError(f"envelope must be a finite gain in dB >= 0, got {envelope!r}")
     if preset is not None:
         recipe_for(preset)  # a bad preset fails before any work
     model_path = checkpoint.resolve_model_path(model)
@@ -356,7 +361,7 @@ def run_demo(
     try:
         settings = {"mode": mode, "seed": seed, "temperature": temperature,
                     "scale_temperature": scale_temperature, "postfilter": postfilter,
-                    "max_seconds": max_seconds}
+                    "envelope": envelope, "max_seconds": max_seconds}
         return _run(Path(out), model_path, train_minutes, preset, utterances, unseen, limit,
                     settings, overrides)
     finally:
@@ -484,7 +489,8 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
         f"held-out built-in utterances and unseen voices vocoded from their mels in "
         f"{settings['mode']} mode, seed {settings['seed']}, temperature "
         f"{settings['temperature']:g}, scale temperature {settings['scale_temperature']:g}, "
-        f"pitch post-filter gain {settings['postfilter']:g}",
+        f"pitch post-filter gain {settings['postfilter']:g}, envelope post-filter "
+        f"{settings['envelope']:g} dB",
         f"corpus: {manifest.get('source')}",
     ]
     if trained is not None:

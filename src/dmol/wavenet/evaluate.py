@@ -145,6 +145,7 @@ def evaluate_model(
     temperature: float = 1.0,
     scale_temperature: float = 1.0,
     postfilter: float = 0.0,
+    envelope: float = 0.0,
     max_seconds: float | None = 2.0,
     gl_iters: int = 60,
     f0_method: str = "harvest",
@@ -159,7 +160,7 @@ def evaluate_model(
             ``(name, audio (T,), mel (frames, n_mels))`` tuples made with ``recipe``.
         synth: vocode with the WaveNet (the slow part); ``False`` reports only its NLL.
         baseline: also invert each mel with Griffin-Lim (``gl_iters`` iterations).
-        mode, seed, temperature, scale_temperature, postfilter: passed to
+        mode, seed, temperature, scale_temperature, postfilter, envelope: passed to
             :func:`dmol.wavenet.synthesis.vocode`; utterance ``i`` uses seed ``seed + i``.
         max_seconds: keep only the first ``max_seconds`` of each utterance (None: all of it).
             Autoregressive synthesis costs time per sample, so this bounds the run time.
@@ -183,6 +184,8 @@ def evaluate_model(
             raise ValueError(f"{name} must be finite and >= 0, got {t!r}")
     if not 0.0 <= postfilter <= 1.0:
         raise ValueError(f"postfilter must be a gain in [0, 1], got {postfilter!r}")
+    if not (math.isfinite(envelope) and envelope >= 0):
+        raise ValueError(f"envelope must be a finite gain in dB >= 0, got {envelope!r}")
     if model.hop_length != recipe.hop_length:
         raise ValueError(
             f"the model upsamples by {model.hop_length} but the mel recipe has hop_length "
@@ -208,7 +211,7 @@ def evaluate_model(
             waves["WaveNet"] = np.asarray(
                 vocode(model, head, recipe, mel, mode=mode, seed=seed + i,
                        temperature=temperature, scale_temperature=scale_temperature,
-                       postfilter=postfilter, progress=progress),
+                       postfilter=postfilter, envelope=envelope, progress=progress),
                 dtype=np.float32,
             ).reshape(-1)
             row["synthesis_seconds"] = time.perf_counter() - t0
@@ -243,6 +246,7 @@ def evaluate_model(
         "settings": {
             "mode": mode, "seed": seed, "temperature": temperature,
             "scale_temperature": scale_temperature, "postfilter": postfilter,
+            "envelope": envelope,
             "max_seconds": max_seconds,
             "gl_iters": gl_iters, "f0_method": f0_method, "sample_rate": sr,
             "n_utterances": len(rows), "seconds": sum(r["seconds"] for r in rows),

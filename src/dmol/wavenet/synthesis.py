@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from dmol.audio.phase import frame_phase, phase_features
 from dmol.audio.pitch import resolves_harmonics
-from dmol.audio.postfilter import PitchPostfilter
+from dmol.audio.postfilter import EnvelopePostfilter, PitchPostfilter
 from dmol.wavenet.incremental import (
     IncrementalWaveNet,
     _check_temperature,
@@ -82,6 +82,10 @@ CLI_SCALE_TEMPERATURE = 1.0
 #: Gain of the pitch post-filter (:mod:`dmol.audio.postfilter`) in the command-line tools; the
 #: library's default is 0 (the model's own samples). Measured: docs/quality.md, session 9.
 CLI_POSTFILTER = 0.35
+#: Largest gain (dB) of the envelope post-filter per pass in the command-line tools (library
+#: default 0: off), and its passes. Measured: docs/quality.md, session 9.
+CLI_ENVELOPE_DB = 6.0
+ENVELOPE_PASSES = 2
 BACKEND_CHOICES = ("auto", "torch", "compile", "cpp")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # steps x streams per engine call: the engine holds every layer's projected conditioning of
@@ -298,6 +302,10 @@ class StreamingVocoder:
         postfilter: gain of the pitch post-filter applied to the output
             (:class:`dmol.audio.postfilter.PitchPostfilter`, periods near the mel's F0
             estimate); 0 (the default) returns the model's samples unchanged.
+        envelope: the largest correction (dB) of the envelope post-filter, which brings the
+            output's mel to the given mel (:class:`dmol.audio.postfilter.EnvelopePostfilter`,
+            :data:`ENVELOPE_PASSES` passes after the pitch post-filter); 0 (the default): off.
+            It delays the output by ``n_fft - hop`` samples per pass (:attr:`latency_samples`).
 
     Frames are (n, n_mels) arrays (the layout of :meth:`MelRecipe.compute`). ``push``
     returns the float32 audio of every frame whose lookahead has now arrived (possibly none);
@@ -315,9 +323,10 @@ class StreamingVocoder:
                  scale_temperature: float = 1.0,
                  backend: str = "auto", dtype: torch.dtype | str = "float32",
                  threads: int = 1, speaker: int | None = None, recipe=None,
-                 postfilter: float = 0.0,
+                 postfilter: float = 0.0, envelope: float = 0.0,
                  engine: IncrementalWaveNet | None = None) -> None:
         self.post = _postfilter(model, postfilter)
+        self.envelope = _envelope(model, envelope)
         self.temperature = _check_temperature("temperature", temperature)
         self.scale_temperature = _check_temperature("scale_temperature", scale_temperature)
         self.model, self.recipe = model, recipe
@@ -346,7 +355,7 @@ class StreamingVocoder:
     @property
     def latency_samples(self) -> int:
         """Audio samples between a frame's arrival and the end of its audio (algorithmic)."""
-        return self.lookahead * self.hop
+        return self.lookahead * self.hop + sum(e.n_fft - self.hop for e in self.envelope)
 
     def push(self, frames: np.ndarray | Tensor) -> np.ndarray:
         """Add (n, n_mels) frames; return the audio now complete, float32 (m * hop_length,)."""
@@ -381,12 +390,14 @@ class StreamingVocoder:
     def _generate(self, until: int, total: int | None,
                   callback: Callable[[int], None] | None = None) -> np.ndarray:
         """Generate frames ``_done .. until - 1``, one frame per engine call."""
-        out, f0 = [], []
+        out, f0, mels = [], [], []
         with torch.inference_mode():
             while self._done < until:
                 f, off = self._done, self._offset
                 if self.post is not None:
                     f0.append(_frame_f0(self.model, self._mel[..., f - off:f - off + 1]))
+                if self.envelope:
+                    mels.append(self._mel[0, :, f - off].cpu().numpy())
                 tot = None if total is None else total - off
                 c = self.cond.frames(self._mel, f - off, f - off + 1, tot)
                 lpc = lags = None
@@ -414,8 +425,11 @@ class StreamingVocoder:
                 if drop > 64:
                     self._mel = self._mel[..., drop:].contiguous()
                     self._offset += drop
+        final = total is not None
         if not out:
-            return np.zeros(0, np.float32)
+            empty = np.zeros(0, np.float32)
+            return _run_envelope(self.envelope, empty, np.zeros((0, self.model.cfg.n_mels)),
+                                 final)
         signal = np.concatenate(out)
         if self.model.cfg.preemphasis:
             # the filter's state in float64, so that any split into pushes gives the same audio
@@ -425,9 +439,9 @@ class StreamingVocoder:
             # wander at 0 Hz gains up to (1 + alpha) / (1 - alpha)): audio is [-1, 1]
             signal = audio.clamp(-1.0, 1.0).float().numpy()
         # the post-filter is causal and keeps its state: frame by frame, pushes change nothing
-        if self.post is None:
-            return signal
-        return self.post(signal, None if f0[0] is None else np.concatenate(f0))
+        if self.post is not None:
+            signal = self.post(signal, None if f0[0] is None else np.concatenate(f0))
+        return _run_envelope(self.envelope, signal, np.array(mels), final)
 
 
 def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
@@ -435,7 +449,7 @@ def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: in
                            backend: str = "auto",
                            dtype: torch.dtype | str = "float32", threads: int = 1,
                            speaker: int | None = None, progress: bool = False,
-                           postfilter: float = 0.0,
+                           postfilter: float = 0.0, envelope: float = 0.0,
                            engine: IncrementalWaveNet | None = None) -> np.ndarray:
     """Sequential synthesis of a whole (frames, n_mels) mel: (frames * hop_length,) float32.
 
@@ -444,7 +458,7 @@ def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: in
     stream = StreamingVocoder(model, seed=seed, temperature=temperature,
                               scale_temperature=scale_temperature, backend=backend,
                               dtype=dtype, threads=threads, speaker=speaker,
-                              postfilter=postfilter, engine=engine)
+                              postfilter=postfilter, envelope=envelope, engine=engine)
     m = stream._check(mel)
     stream._mel = m.T[None].to(stream._device).contiguous()
     stream._received = m.shape[0]
@@ -490,7 +504,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
                       overlap_seconds: float = 0.05, max_batch: int = 32,
                       backend: str = "auto", dtype: torch.dtype | str = "float32",
                       threads: int | None = None, speaker: int | None = None,
-                      progress: bool = False, postfilter: float = 0.0,
+                      progress: bool = False, postfilter: float = 0.0, envelope: float = 0.0,
                       engine: IncrementalWaveNet | None = None) -> np.ndarray:
     """Folded synthesis: segments generated in parallel, joined by equal-power crossfades.
 
@@ -503,7 +517,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
         max_batch: the most segments generated at once (more run in rounds).
         threads: C++ kernel threads, each running its share of the segments (default: torch's
             thread count).
-        postfilter: gain of the pitch post-filter on the joined output (0: none), as
+        postfilter, envelope: the post-filters on the joined output (0: none), as
             :class:`StreamingVocoder`.
 
     An LP model's segments each start from silence, their prediction from their own past, with
@@ -517,7 +531,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
     scale_temperature = _check_temperature("scale_temperature", scale_temperature)
     if int(max_batch) != max_batch or max_batch < 1:
         raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
-    post = _postfilter(model, postfilter)
+    post, stages = _postfilter(model, postfilter), _envelope(model, envelope)
     sr, hop = model.cfg.sample_rate, model.hop_length
     m = _as_frames(model, mel)
     F_ = m.shape[0]
@@ -582,9 +596,8 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
     signal = crossfade(pieces, plan, T)
     if model.cfg.preemphasis:
         signal = model.deemphasize(signal.double()).clamp(-1.0, 1.0).float()
-    if post is None:
-        return signal.numpy()
-    return post(signal.numpy(), _frame_f0(model, mel_t))
+    out = signal.numpy() if post is None else post(signal.numpy(), _frame_f0(model, mel_t))
+    return _run_envelope(stages, out, m.cpu().numpy(), final=True)
 
 
 def _postfilter(model: WaveNet, gain: float) -> PitchPostfilter | None:
@@ -596,6 +609,31 @@ def _postfilter(model: WaveNet, gain: float) -> PitchPostfilter | None:
     if isinstance(gain, bool) or not 0.0 <= g <= 1.0:
         raise ValueError(f"postfilter must be a gain in [0, 1], got {gain!r}")
     return None if g == 0.0 else PitchPostfilter(model.cfg.sample_rate, model.hop_length, gain=g)
+
+
+def _envelope(model: WaveNet, max_gain_db: float) -> list[EnvelopePostfilter]:
+    """The envelope post-filter's passes for the model's mel, or [] for 0 dB."""
+    try:
+        db = float(max_gain_db)
+    except (TypeError, ValueError):
+        db = math.nan
+    if isinstance(max_gain_db, bool) or not (math.isfinite(db) and db >= 0.0):
+        raise ValueError(f"envelope must be a finite gain in dB >= 0, got {max_gain_db!r}")
+    if db == 0.0:
+        return []
+    if model.recipe is None:
+        raise ValueError("the envelope post-filter needs the model's mel recipe (none given)")
+    return [EnvelopePostfilter(model.recipe, max_gain_db=db) for _ in range(ENVELOPE_PASSES)]
+
+
+def _run_envelope(stages: list[EnvelopePostfilter], audio: np.ndarray, mel: np.ndarray,
+                  final: bool) -> np.ndarray:
+    """Audio through the envelope passes in a row, each given the same mel frames."""
+    for stage in stages:
+        audio = stage(audio, mel)
+        if final:
+            audio = np.concatenate([audio, stage.flush()])
+    return audio.astype(np.float32, copy=False)
 
 
 def _frame_f0(model: WaveNet, mel: Tensor) -> np.ndarray | None:
@@ -616,7 +654,7 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
            progress: bool = True,
            backend: str = "auto", dtype: torch.dtype | str = "float32",
            threads: int | None = None,
-           speaker: int | None = None, postfilter: float = 0.0,
+           speaker: int | None = None, postfilter: float = 0.0, envelope: float = 0.0,
            **folded: Any) -> np.ndarray:
     """Synthesize the waveform of a (frames, n_mels) log-mel: float32 (frames * hop_length,).
 
@@ -636,6 +674,9 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
         postfilter: gain in [0, 1] of the pitch post-filter on the output
             (:mod:`dmol.audio.postfilter`); 0, the default, returns the model's own samples.
             The command-line tools use :data:`CLI_POSTFILTER`.
+        envelope: the largest correction in dB of the envelope post-filter, which brings the
+            output's mel to ``mel`` (:class:`StreamingVocoder`); 0, the default: off. The
+            command-line tools use :data:`CLI_ENVELOPE_DB`.
         **folded: ``segment_seconds``, ``overlap_seconds``, ``max_batch`` for folded mode.
     """
     if mode not in MODES:
@@ -654,13 +695,14 @@ def vocode(model: WaveNet, head, recipe, mel: np.ndarray | Tensor, *, mode: str 
         return synthesize_folded(model, mel, seed=seed, temperature=temperature,
                                  scale_temperature=scale_temperature, backend=backend,
                                  dtype=dtype, threads=threads, speaker=speaker,
-                                 progress=progress, postfilter=postfilter, **folded)
+                                 progress=progress, postfilter=postfilter, envelope=envelope,
+                                 **folded)
     if folded:
         raise TypeError(f"options {sorted(folded)} only apply to mode='folded'")
     return synthesize_incremental(model, mel, seed=seed, temperature=temperature,
                                   scale_temperature=scale_temperature, backend=backend,
                                   dtype=dtype, threads=threads or 1, speaker=speaker,
-                                  progress=progress, postfilter=postfilter)
+                                  progress=progress, postfilter=postfilter, envelope=envelope)
 
 
 def _check_recipe(model: WaveNet, recipe) -> None:
