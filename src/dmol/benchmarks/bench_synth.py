@@ -46,6 +46,7 @@ from dmol.wavenet.incremental import lpc_per_sample
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import PRESETS, get_preset
 from dmol.wavenet.synthesis import (
+    CLI_ENVELOPE_DB,
     CLI_POSTFILTER,
     Conditioner,
     StreamingVocoder,
@@ -210,11 +211,12 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
                 model, mel, seed=seed, engine=e))
             tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
             rows.append(_row(f"incremental, {tag}, {dtype}", len(out), wall, cpu, sr))
-            if th == kernel_threads[0]:  # what the command-line tools run: the post-filter too
+            if th == kernel_threads[0]:  # what the command-line tools run: the post-filters too
                 out, wall, cpu = _timed(lambda e=engine: synthesize_incremental(
-                    model, mel, seed=seed, engine=e, postfilter=CLI_POSTFILTER))
-                rows.append(_row(f"incremental + pitch post-filter {CLI_POSTFILTER:g}, {tag}, "
-                                 f"{dtype}", len(out), wall, cpu, sr))
+                    model, mel, seed=seed, engine=e, postfilter=CLI_POSTFILTER,
+                    envelope=CLI_ENVELOPE_DB))
+                rows.append(_row(f"incremental + post-filters (command-line), {tag}, {dtype}",
+                                 len(out), wall, cpu, sr))
             if profile:
                 profiles[rows[-1]["system"]] = profile_incremental(model, mel, engine)
         for th in kernel_threads if "folded" in modes else []:

@@ -81,7 +81,7 @@ MODES = ("incremental", "folded")
 CLI_SCALE_TEMPERATURE = 1.0
 #: Gain of the pitch post-filter (:mod:`dmol.audio.postfilter`) in the command-line tools; the
 #: library's default is 0 (the model's own samples). Measured: docs/quality.md, session 9.
-CLI_POSTFILTER = 0.35
+CLI_POSTFILTER = 0.7
 #: Largest gain (dB) of the envelope post-filter per pass in the command-line tools (library
 #: default 0: off), and its passes. Measured: docs/quality.md, session 9.
 CLI_ENVELOPE_DB = 6.0
