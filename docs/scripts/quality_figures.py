@@ -1,5 +1,6 @@
-"""Spectrograms for docs/quality.md: an utterance, Griffin-Lim and the WaveNet at two scale
-temperatures, all vocoded from the utterance's own log-mel.
+"""Spectrograms for docs/quality.md: an utterance, Griffin-Lim, the WaveNet's own samples and
+the same samples through the command-line post-filters, all vocoded from the utterance's own
+log-mel (scale temperature 1).
 
     python docs/scripts/quality_figures.py pretrained data/ docs/figures/quality_spectrograms.png
 """
@@ -19,7 +20,7 @@ from dmol.audio.corpus import list_split, load_utterance  # noqa: E402
 from dmol.audio.features import griffin_lim  # noqa: E402
 from dmol.wavenet.checkpoint import load_model  # noqa: E402
 from dmol.wavenet.demo import _spectrogram_db  # noqa: E402
-from dmol.wavenet.synthesis import vocode  # noqa: E402
+from dmol.wavenet.synthesis import CLI_ENVELOPE_DB, CLI_POSTFILTER, vocode  # noqa: E402
 
 
 def main(model_path: str, data_dir: str, out: str, index: int = 2, seconds: float = 3.0) -> None:
@@ -30,10 +31,12 @@ def main(model_path: str, data_dir: str, out: str, index: int = 2, seconds: floa
     frames = min(len(mel), int(seconds * recipe.sample_rate) // recipe.hop_length)
     audio, mel = audio[: frames * recipe.hop_length], mel[:frames]
     rows = [("original", audio), ("Griffin-Lim (60 iterations)", griffin_lim(mel, recipe))]
-    for st in (1.0, 0.3):
-        wave = vocode(model, head, recipe, mel, mode="folded", seed=0, scale_temperature=st)
-        rows.append((f"LP-WaveNet, step {info['step']}, scale temperature {st:g}",
-                     np.asarray(wave)))
+    both = f"pitch post-filter {CLI_POSTFILTER:g} + envelope {CLI_ENVELOPE_DB:g} dB"
+    for pf, env, what in ((0.0, 0.0, "its own samples"),
+                          (CLI_POSTFILTER, CLI_ENVELOPE_DB, both)):
+        wave = vocode(model, head, recipe, mel, mode="folded", seed=0, postfilter=pf,
+                      envelope=env)
+        rows.append((f"LP-WaveNet, step {info['step']}: {what}", np.asarray(wave)))
     fig, axs = plt.subplots(len(rows), 1, figsize=(10, 2.4 * len(rows)), constrained_layout=True)
     top = max(_spectrogram_db(w).max() for _, w in rows)
     for ax, (name, wave) in zip(axs, rows, strict=True):

@@ -211,7 +211,7 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
                 model, mel, seed=seed, engine=e))
             tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
             rows.append(_row(f"incremental, {tag}, {dtype}", len(out), wall, cpu, sr))
-            if th == kernel_threads[0]:  # what the command-line tools run: the post-filters too
+            if th == kernel_threads[0] and model.recipe is not None:  # + the post-filters
                 out, wall, cpu = _timed(lambda e=engine: synthesize_incremental(
                     model, mel, seed=seed, engine=e, postfilter=CLI_POSTFILTER,
                     envelope=CLI_ENVELOPE_DB))
