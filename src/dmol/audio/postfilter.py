@@ -32,7 +32,7 @@ of the frame crossfades from the previous frame's filter to the new one (as CELT
 lag change makes no click.
 
 **Envelope.** A sampled excitation is right on average but not frame by frame: in the loud
-frames of held-out speech the shipped model's energy between 125 Hz and 1 kHz scatters around
+frames of held-out speech the shipped lineage's (step 30,000) energy at 125 Hz-1 kHz scatters around
 the recording's with a standard deviation of 2.6 dB (Griffin-Lim's 1.2 dB; docs/quality.md,
 session 9), which the multi-resolution STFT distance punishes. The mel the vocoder was given
 says what each frame's band energies should be, so per frame of the recipe's STFT (same
@@ -49,6 +49,8 @@ Example::
     >>> post = PitchPostfilter(16000, 256, gain=0.5)
     >>> y = np.concatenate([post(x[i:i + 2560], f0[i // 256:i // 256 + 10])
     ...                     for i in range(0, len(x), 2560)])   # == pitch_postfilter(x, f0, ...)
+    >>> env = EnvelopePostfilter(recipe, max_gain_db=6)
+    >>> z = np.concatenate([env(y, mel), env.flush()])               # == envelope_postfilter(...)
 """
 
 from __future__ import annotations
