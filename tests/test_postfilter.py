@@ -27,6 +27,15 @@ from dmol.wavenet.synthesis import (
 SR, HOP = 16000, 256
 
 
+def pushed(stream: StreamingVocoder, mel: np.ndarray, sizes=(3, 10, 1, 31)) -> np.ndarray:
+    """The stream's audio with the mel pushed in pieces of ``sizes`` frames (then the rest)."""
+    out, i = [], 0
+    for n in sizes:
+        out.append(stream.push(mel[i:i + n]))
+        i += n
+    return np.concatenate([*out, stream.push(mel[i:]), stream.flush()])
+
+
 def periodic(period: int, frames: int, seed: int = 0) -> np.ndarray:
     """Exactly periodic audio: one random cycle of ``period`` samples repeated."""
     cycle = np.random.default_rng(seed).uniform(-0.4, 0.4, period)
@@ -148,12 +157,7 @@ def test_synthesis_applies_it_the_same_way_in_every_mode(monkeypatch):
                             threshold=0.0)
     assert np.abs(post - want).max() < 1e-6
     # streaming, in pieces: the same numbers
-    stream, got, i = StreamingVocoder(model, seed=2, postfilter=0.5), [], 0
-    for n in (3, 10, 1, 31):
-        got.append(stream.push(mel[i:i + n]))
-        i += n
-    got.append(stream.flush())
-    assert np.array_equal(np.concatenate(got), post)
+    assert np.array_equal(pushed(StreamingVocoder(model, seed=2, postfilter=0.5), mel), post)
     # folded: the filter runs on the joined segments
     one = synthesize_folded(model, mel, seed=2, segment_seconds=10.0)
     one_post = synthesize_folded(model, mel, seed=2, segment_seconds=10.0, postfilter=0.5)
@@ -296,12 +300,8 @@ def test_synthesis_applies_the_envelope_the_same_way_in_every_mode():
         want = envelope_postfilter(want, mel, recipe, max_gain_db=6.0)
     assert got.shape == raw.shape and np.abs(got - raw).max() > 1e-3
     assert np.abs(got - want).max() < 1e-6
-    stream, pieces, i = StreamingVocoder(model, seed=2, envelope=6.0), [], 0
-    for n in (3, 10, 1, 31):
-        pieces.append(stream.push(mel[i:i + n]))
-        i += n
-    pieces.append(stream.flush())
-    assert np.array_equal(np.concatenate(pieces), got)
+    stream = StreamingVocoder(model, seed=2, envelope=6.0)
+    assert np.array_equal(pushed(stream, mel), got)
     assert stream.latency_samples == (stream.lookahead * model.hop_length
                                       + ENVELOPE_PASSES * (recipe.n_fft - model.hop_length))
     one = synthesize_folded(model, mel, seed=2, segment_seconds=10.0)

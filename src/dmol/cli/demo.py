@@ -10,12 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dmol.wavenet.demo import (
-    DEFAULT_ENVELOPE_DB,
-    DEFAULT_POSTFILTER,
-    DEFAULT_SCALE_TEMPERATURE,
-    run_demo,
-)
+from dmol.cli._postfilters import add_postfilter_arguments
+from dmol.wavenet.demo import DEFAULT_SCALE_TEMPERATURE, run_demo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,13 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale-temperature", type=float, default=DEFAULT_SCALE_TEMPERATURE,
                    help="multiplies the components' scales (default "
                         f"{DEFAULT_SCALE_TEMPERATURE:g}, chosen by measurement: docs/quality.md)")
-    p.add_argument("--postfilter", type=float, default=DEFAULT_POSTFILTER,
-                   help="gain in [0, 1] of the pitch post-filter on the WaveNet's output (0: "
-                        f"none; default {DEFAULT_POSTFILTER:g}, measured: docs/quality.md)")
-    p.add_argument("--envelope", type=float, default=DEFAULT_ENVELOPE_DB,
-                   help="largest correction (dB) of the envelope post-filter, which brings the "
-                        f"output's mel to the given mel (0: off; default {DEFAULT_ENVELOPE_DB:g}, "
-                        "measured: docs/quality.md)")
+    add_postfilter_arguments(p, "the WaveNet's output")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: fastest for these small models on shared cores)")
     a = p.parse_args(argv)

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmol.audio.corpus import list_split, load_recipe
+from dmol.cli._postfilters import add_postfilter_arguments, postfilter_problem
 from dmol.wavenet.checkpoint import load_model
 from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
-from dmol.wavenet.synthesis import CLI_ENVELOPE_DB, CLI_POSTFILTER, CLI_SCALE_TEMPERATURE
+from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE
 
 
 def _is_dataset(path: Path) -> bool:
@@ -40,13 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale-temperature", type=float, default=CLI_SCALE_TEMPERATURE,
                    help="multiplies the components' scales (< 1: a sharper excitation; "
                         f"default {CLI_SCALE_TEMPERATURE:g}, measured: docs/quality.md)")
-    p.add_argument("--postfilter", type=float, default=CLI_POSTFILTER,
-                   help="gain in [0, 1] of the pitch post-filter on the WaveNet's output (0: "
-                        f"none; default {CLI_POSTFILTER:g}, measured: docs/quality.md)")
-    p.add_argument("--envelope", type=float, default=CLI_ENVELOPE_DB,
-                   help="largest correction (dB) of the envelope post-filter, which brings the "
-                        f"output's mel to the given mel (0: off; default {CLI_ENVELOPE_DB:g}, "
-                        "measured: docs/quality.md)")
+    add_postfilter_arguments(p, "the WaveNet's output")
     p.add_argument("--f0-method", default="harvest", choices=("harvest", "dio"))
     p.add_argument("--no-synth", action="store_true", help="NLL and Griffin-Lim only")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -59,10 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (math.isfinite(v) and v >= 0) or (name == "max_seconds" and v == 0):
             p.error(f"--{name.replace('_', '-')} must be a finite number >= 0 (> 0 for "
                     f"max-seconds), got {v}")
-    if not 0.0 <= a.postfilter <= 1.0:
-        p.error(f"--postfilter must be a gain in [0, 1], got {a.postfilter}")
-    if not (math.isfinite(a.envelope) and a.envelope >= 0):
-        p.error(f"--envelope must be a finite gain in dB >= 0, got {a.envelope}")
+    if postfilter_problem(a):
+        p.error(postfilter_problem(a))
     if a.json is not None and a.json.is_dir():
         p.error(f"--json {a.json} is a folder: give a file name")
     try:

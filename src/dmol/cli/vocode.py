@@ -13,11 +13,10 @@ import torch
 
 from dmol.audio.corpus import check_writable
 from dmol.audio.features import load_audio
+from dmol.cli._postfilters import add_postfilter_arguments, postfilter_problem
 from dmol.wavenet.checkpoint import load_model
 from dmol.wavenet.synthesis import (
     BACKEND_CHOICES,
-    CLI_ENVELOPE_DB,
-    CLI_POSTFILTER,
     CLI_SCALE_TEMPERATURE,
     DTYPES,
     MODES,
@@ -57,13 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-temperature", type=float, default=CLI_SCALE_TEMPERATURE,
                    help="multiplies the components' scales (0: the component's mean; default "
                         f"{CLI_SCALE_TEMPERATURE:g}, measured: docs/quality.md)")
-    p.add_argument("--postfilter", type=float, default=CLI_POSTFILTER,
-                   help="gain in [0, 1] of the pitch post-filter on the output (0: the model's "
-                        f"samples; default {CLI_POSTFILTER:g}, measured: docs/quality.md)")
-    p.add_argument("--envelope", type=float, default=CLI_ENVELOPE_DB,
-                   help="largest correction (dB) of the envelope post-filter, which brings the "
-                        f"output's mel to the given mel (0: off; default {CLI_ENVELOPE_DB:g}, "
-                        "measured: docs/quality.md)")
+    add_postfilter_arguments(p)
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="weight precision (bfloat16: faster, not exact)")
@@ -78,13 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         if not (math.isfinite(v) and v >= 0):  # before loading anything
             print(f"dmol vocode: {flag} must be finite and >= 0, got {v}", file=sys.stderr)
             return 2
-    if not 0.0 <= a.postfilter <= 1.0:
-        print(f"dmol vocode: --postfilter must be a gain in [0, 1], got {a.postfilter}",
-              file=sys.stderr)
-        return 2
-    if not (math.isfinite(a.envelope) and a.envelope >= 0):
-        print(f"dmol vocode: --envelope must be a finite gain in dB >= 0, got {a.envelope}",
-              file=sys.stderr)
+    problem = postfilter_problem(a)
+    if problem:
+        print(f"dmol vocode: {problem}", file=sys.stderr)
         return 2
     if a.threads is not None:
         if a.threads < 1:
