@@ -164,7 +164,7 @@ def test_synthesis_applies_it_the_same_way_in_every_mode(monkeypatch):
     want = pitch_postfilter(one, f0, model.cfg.sample_rate, model.hop_length, gain=0.5,
                             threshold=0.0)
     assert np.abs(one_post - want).max() < 1e-6
-    for bad in (-0.1, 1.5, float("nan"), "x", True):
+    for bad in (-0.1, 1.5, float("nan"), "x", "0.5", True, np.True_):
         with pytest.raises(ValueError, match="postfilter must be a gain"):
             vocode(model, None, None, mel, progress=False, postfilter=bad)
 
@@ -310,6 +310,49 @@ def test_synthesis_applies_the_envelope_the_same_way_in_every_mode():
     for _ in range(ENVELOPE_PASSES):
         want = envelope_postfilter(want, mel, recipe, max_gain_db=6.0)
     assert np.abs(one_env - want).max() < 1e-6
-    for bad in (-1.0, float("nan"), "x", True):
+    for bad in (-1.0, float("nan"), "x", "6", True, np.True_):
         with pytest.raises(ValueError, match="envelope must be"):
             vocode(model, None, None, mel, progress=False, envelope=bad)
+
+
+def test_envelope_edges_neither_crash_nor_spike():
+    # a mel longer than the audio (frames past the end are silence), audio longer than the
+    # mel covers, and an odd n_fft: the output has the input's length and no sample grows
+    # beyond what the gains allow (the overlap-add never divides by a vanishing window sum)
+    from dmol.audio.features import MelRecipe
+
+    x = speechlike(20, seed=6)
+    for recipe, audio, frames in ((RECIPE, x, 22), (RECIPE, np.r_[x, x[:250]], 20),
+                                  (MelRecipe(16000, 1023, 256, 1023, 80, 80.0, 7600.0), x, 20)):
+        mel = recipe.compute(audio)[:frames] + 0.5
+        mel = np.r_[mel, np.full((frames - len(mel), recipe.n_mels), -3.0)]
+        y = envelope_postfilter(audio, mel, recipe, max_gain_db=6)
+        assert y.shape == audio.shape
+        assert np.abs(y).max() < 2.0 * np.abs(audio).max() + 1e-3
+
+
+@pytest.mark.parametrize("hop", [200, 256, 300])
+def test_envelope_latency_is_what_streaming_shows(hop):
+    from dmol.audio.features import MelRecipe
+
+    recipe = MelRecipe(16000, 1024, hop, 1024, 80, 80.0, 7600.0)
+    post = EnvelopePostfilter(recipe)
+    x = speechlike(48, seed=7)[:40 * hop]  # 48 frames of 256 samples: enough for hop 300
+    mel = recipe.compute(x)
+    got = [post(x[i * hop:(i + 1) * hop], mel[i:i + 1]).size for i in range(40)]
+    # after the start, each frame in releases one frame out, ``latency`` samples behind
+    assert 40 * hop - sum(got) == post.latency
+
+
+def test_filters_refuse_bools_strings_and_fractions():
+    for kw in ({"gain": True}, {"gain": "0.5"}, {"gain": None}, {"history": 1.5},
+               {"threshold": np.True_}):
+        with pytest.raises(ValueError):
+            PitchPostfilter(SR, HOP, **kw)
+    with pytest.raises(ValueError, match="whole number"):
+        PitchPostfilter(16000.7, HOP)
+    for bad in (True, "6", None):
+        with pytest.raises(ValueError, match="max_gain_db"):
+            EnvelopePostfilter(RECIPE, max_gain_db=bad)
+    with pytest.raises(ValueError, match="real"):
+        EnvelopePostfilter(RECIPE)(np.zeros(HOP, complex), np.zeros((1, 80)))

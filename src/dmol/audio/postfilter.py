@@ -40,9 +40,11 @@ window, hop and centring as :meth:`MelRecipe.compute`) each mel band gets the ga
 the output's mel to the given one, limited to ``max_gain_db``, spread over the FFT bins with
 the filterbank's weights (bins outside the filterbank keep gain 1), and the frames are put back
 together by weighted overlap-add (the analysis window again, normalized by the sum of its
-squares: gain 1 everywhere gives the input back). Frame ``j`` reads audio up to ``j * hop +
-n_fft / 2``, so the output lags ``n_fft / (2 hop) + 1`` frames behind the input until
-:meth:`EnvelopePostfilter.flush`.
+squares: gain 1 everywhere gives the input back; where the windows barely cover a sample,
+at the edges, it blends toward the input instead of dividing by a vanishing sum). Frame ``j``
+reads audio up to ``j * hop - n_fft / 2 + n_fft``, so while streaming the output lags
+:attr:`EnvelopePostfilter.latency` samples behind the input (``n_fft - hop`` when ``hop``
+divides ``n_fft / 2``) until :meth:`EnvelopePostfilter.flush`.
 
 Example::
 
@@ -65,6 +67,28 @@ from dmol.audio.pitch import F0_MAX, F0_MIN
 
 __all__ = ["EnvelopePostfilter", "PitchPostfilter", "envelope_postfilter", "pitch_postfilter"]
 
+# the envelope filter's overlap-add divides by the summed squared windows (1.5 inside with Hann
+# at hop n_fft / 4, the window peaks at 1); below this it blends toward its input instead
+NORM_FLOOR = 0.1
+
+
+def _real(name: str, v: object, lo: float, hi: float) -> float:
+    """``v`` as a float in [lo, hi]; a one-line ValueError for bools, strings, NaN, out of range."""
+    if isinstance(v, bool | np.bool_ | str | bytes) or not isinstance(v, int | float | np.number):
+        raise ValueError(f"{name} must be a real number, got {v!r}")
+    f = float(v)
+    if not lo <= f <= hi:
+        raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {v!r}")
+    return f
+
+
+def _integer(name: str, v: object, lo: int) -> int:
+    """``v`` as an int >= lo (an integral float is fine); a one-line ValueError otherwise."""
+    f = _real(name, v, lo, math.inf)
+    if not math.isfinite(f) or f != int(f):
+        raise ValueError(f"{name} must be a whole number, got {v!r}")
+    return int(f)
+
 
 class PitchPostfilter:
     """Streaming long-term post-filter: call it with consecutive frames of audio.
@@ -81,20 +105,15 @@ class PitchPostfilter:
 
     def __init__(self, sample_rate: int, hop_length: int, *, gain: float = 0.5,
                  threshold: float = 0.3, search: float = 0.1, history: int = 2) -> None:
-        if int(sample_rate) <= 0 or int(hop_length) <= 0:
-            raise ValueError(f"sample_rate and hop_length must be positive, got "
-                             f"{sample_rate}, {hop_length}")
-        if not 0.0 <= gain <= 1.0:
-            raise ValueError(f"gain must be in [0, 1], got {gain}")
-        if not 0.0 <= threshold < 1.0:
-            raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-        if not 0.0 < search < 1.0:
-            raise ValueError(f"search must be in (0, 1), got {search}")
-        if int(history) < 0:
-            raise ValueError(f"history must be >= 0 frames, got {history}")
-        self.sample_rate, self.hop = int(sample_rate), int(hop_length)
-        self.gain, self.threshold, self.search = float(gain), float(threshold), float(search)
-        self.history = int(history)
+        sample_rate, hop_length = _integer("sample_rate", sample_rate, 1), _integer(
+            "hop_length", hop_length, 1)
+        gain, threshold = _real("gain", gain, 0.0, 1.0), _real("threshold", threshold, 0.0, 1.0)
+        search, history = _real("search", search, 0.0, 1.0), _integer("history", history, 0)
+        if threshold == 1.0 or search in (0.0, 1.0):
+            raise ValueError(f"threshold must be in [0, 1) and search in (0, 1), got "
+                             f"{threshold}, {search}")
+        self.sample_rate, self.hop, self.history = sample_rate, hop_length, history
+        self.gain, self.threshold, self.search = gain, threshold, search
         self.max_lag = math.ceil(self.sample_rate / F0_MIN * (1.0 + self.search))
         # the raw samples before the next frame (zeros before the first: silence, as synthesis)
         self._past = np.zeros(self.max_lag + self.history * self.hop)
@@ -105,6 +124,8 @@ class PitchPostfilter:
     def __call__(self, audio: np.ndarray, f0: np.ndarray | None) -> np.ndarray:
         """Filter the next frames: audio (n * hop,) and F0 estimates (n,) Hz (or None: search
         every period) -> float32 (n * hop,)."""
+        if np.iscomplexobj(audio) or np.iscomplexobj(f0):
+            raise ValueError("audio and f0 must be real")
         x_new = np.asarray(audio, dtype=np.float64)
         if x_new.ndim != 1 or x_new.size % self.hop:
             raise ValueError(f"audio must be 1-D, whole frames of {self.hop} samples, got "
@@ -184,6 +205,7 @@ class EnvelopePostfilter:
     def __init__(self, recipe: MelRecipe, *, max_gain_db: float = 6.0) -> None:
         if not isinstance(recipe, MelRecipe):
             raise TypeError(f"recipe must be a MelRecipe, got {type(recipe).__name__}")
+        max_gain_db = _real("max_gain_db", max_gain_db, 0.0, math.inf)
         if not (math.isfinite(max_gain_db) and max_gain_db > 0):
             raise ValueError(f"max_gain_db must be finite and > 0, got {max_gain_db}")
         self.recipe, self.hop, self.n_fft = recipe, recipe.hop_length, recipe.n_fft
@@ -206,12 +228,18 @@ class EnvelopePostfilter:
         self._frame = 0  # the next STFT frame to process
         self._emitted = 0  # samples returned so far
         self._closed = False
+        #: samples the output lags behind the input while streaming (a frame is filtered once
+        #: its whole window has arrived, a sample returned once every window over it is done)
+        hop = self.hop
+        self.latency = hop * math.ceil((self.n_fft - half) / hop) - hop + half
 
     def __call__(self, audio: np.ndarray, mel: np.ndarray) -> np.ndarray:
         """Add the next audio samples (n,) and log-mel frames (k, n_mels); return the samples
         now complete, float32."""
         if self._closed:
             raise RuntimeError("this post-filter was flushed; start a new one")
+        if np.iscomplexobj(audio) or np.iscomplexobj(mel):
+            raise ValueError("audio and mel must be real")
         x = np.asarray(audio, dtype=np.float64)
         m = np.asarray(mel, dtype=np.float64)
         if m.ndim != 2 or m.shape[1] != self.recipe.n_mels:
@@ -238,9 +266,11 @@ class EnvelopePostfilter:
         half, hop = self.n_fft // 2, self.hop
         end = self._start + self._x.size  # samples received: 0 .. end - 1
         frames = self._frame + self._mel.shape[0]  # given frames so far
-        if final:  # silence after the end, for the last frames' windows
-            self._x = np.concatenate([self._x, np.zeros(half)])
-        while self._frame < frames and (final or self._frame * hop + half <= end):
+        if final:  # silence after the end, for the last frames' windows (even past the audio)
+            need = (frames - 1) * hop - half + self.n_fft - end
+            self._x = np.concatenate([self._x, np.zeros(max(need, 0))])
+        # frame j reads samples j * hop - half .. j * hop - half + n_fft - 1
+        while self._frame < frames and (final or self._frame * hop - half + self.n_fft <= end):
             j = self._frame
             a = j * hop - half - self._start  # frame j reads _x[a : a + n_fft]
             seg = self._x[a:a + self.n_fft] * self._win
@@ -261,10 +291,11 @@ class EnvelopePostfilter:
         if n <= 0:
             return np.zeros(0, np.float32)
         i = self._emitted - self._start
-        norm = self._norm[i:i + n]
-        # a sample no frame covered (frames past the given mel) passes unchanged
-        out = np.where(norm > 1e-9, self._acc[i:i + n] / np.maximum(norm, 1e-9),
-                       self._x[i:i + n])
+        norm, x = self._norm[i:i + n], self._x[i:i + n]
+        # where the windows barely cover a sample (an edge, or past the given mel) dividing by
+        # their small sum would blow it up: blend toward the input instead (gain 1 -> input)
+        out = (self._acc[i:i + n] + np.maximum(NORM_FLOOR - norm, 0.0) * x) / np.maximum(
+            norm, NORM_FLOOR)
         self._emitted = done
         # keep what later frames still read: from the next frame's window start
         keep = min(self._frame * hop - half, self._emitted) - self._start

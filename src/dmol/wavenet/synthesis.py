@@ -305,7 +305,8 @@ class StreamingVocoder:
         envelope: the largest correction (dB) of the envelope post-filter, which brings the
             output's mel to the given mel (:class:`dmol.audio.postfilter.EnvelopePostfilter`,
             :data:`ENVELOPE_PASSES` passes after the pitch post-filter); 0 (the default): off.
-            It delays the output by ``n_fft - hop`` samples per pass (:attr:`latency_samples`).
+            Each pass delays the output by ``EnvelopePostfilter.latency`` samples (``n_fft -
+            hop`` when ``hop`` divides ``n_fft / 2``), counted in :attr:`latency_samples`.
 
     Frames are (n, n_mels) arrays (the layout of :meth:`MelRecipe.compute`). ``push``
     returns the float32 audio of every frame whose lookahead has now arrived (possibly none);
@@ -355,7 +356,7 @@ class StreamingVocoder:
     @property
     def latency_samples(self) -> int:
         """Audio samples between a frame's arrival and the end of its audio (algorithmic)."""
-        return self.lookahead * self.hop + sum(e.n_fft - self.hop for e in self.envelope)
+        return self.lookahead * self.hop + sum(e.latency for e in self.envelope)
 
     def push(self, frames: np.ndarray | Tensor) -> np.ndarray:
         """Add (n, n_mels) frames; return the audio now complete, float32 (m * hop_length,)."""
@@ -606,7 +607,7 @@ def _postfilter(model: WaveNet, gain: float) -> PitchPostfilter | None:
         g = float(gain)
     except (TypeError, ValueError):
         g = math.nan
-    if isinstance(gain, bool) or not 0.0 <= g <= 1.0:
+    if isinstance(gain, bool | np.bool_ | str | bytes) or not 0.0 <= g <= 1.0:
         raise ValueError(f"postfilter must be a gain in [0, 1], got {gain!r}")
     return None if g == 0.0 else PitchPostfilter(model.cfg.sample_rate, model.hop_length, gain=g)
 
@@ -617,7 +618,8 @@ def _envelope(model: WaveNet, max_gain_db: float) -> list[EnvelopePostfilter]:
         db = float(max_gain_db)
     except (TypeError, ValueError):
         db = math.nan
-    if isinstance(max_gain_db, bool) or not (math.isfinite(db) and db >= 0.0):
+    if isinstance(max_gain_db, bool | np.bool_ | str | bytes) or not (
+            math.isfinite(db) and db >= 0.0):
         raise ValueError(f"envelope must be a finite gain in dB >= 0, got {max_gain_db!r}")
     if db == 0.0:
         return []
