@@ -198,20 +198,15 @@ def test_the_command_lines_pass_the_gain_on(tmp_path, monkeypatch, capsys):
     want = vocode(model, head, recipe, mel, seed=1, progress=False, envelope=6.0)
     np.testing.assert_allclose(got, want, rtol=0, atol=1 / 32768 + 1e-6)
     assert np.abs(got - raw).max() > 1e-3
-    for bad in ("-1", "nan", "inf"):
-        assert vocode_main([str(run), str(tmp_path / "a.npy"), "--out", str(tmp_path / "x"),
-                            "--envelope", bad]) == 2
-        assert "--envelope must be a finite gain in dB >= 0" in capsys.readouterr().err
-        with pytest.raises(SystemExit):
-            evaluate_main([str(run), str(tmp_path / "a.wav"), "--envelope", bad])
-        assert "--envelope must be a finite gain in dB >= 0" in capsys.readouterr().err
-    for bad in ("1.5", "nan", "-1"):
-        assert vocode_main([str(run), str(tmp_path / "a.npy"), "--out", str(tmp_path / "x"),
-                            "--postfilter", bad]) == 2
-        assert "--postfilter must be a gain in [0, 1]" in capsys.readouterr().err
-        with pytest.raises(SystemExit):
-            evaluate_main([str(run), str(tmp_path / "a.wav"), "--postfilter", bad])
-        assert "--postfilter must be a gain in [0, 1]" in capsys.readouterr().err
+    for flag, bads, msg in (("--envelope", ("-1", "nan", "inf"), "a finite gain in dB >= 0"),
+                            ("--postfilter", ("1.5", "nan", "-1"), "a gain in [0, 1]")):
+        for bad in bads:
+            assert vocode_main([str(run), str(tmp_path / "a.npy"), "--out",
+                                str(tmp_path / "x"), flag, bad]) == 2
+            assert f"{flag} must be {msg}" in capsys.readouterr().err
+            with pytest.raises(SystemExit):
+                evaluate_main([str(run), str(tmp_path / "a.wav"), flag, bad])
+            assert f"{flag} must be {msg}" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
