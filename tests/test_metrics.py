@@ -21,7 +21,8 @@ from dmol.audio.metrics import (
 )
 
 SR = 16000
-KEYS = {"mcd_db", "log_mel_l1", "mrstft", "f0_rmse_hz", "f0_rmse_cents", "vuv_error"}
+KEYS = {"mcd_db", "log_mel_l1", "mrstft", "f0_rmse_hz", "f0_rmse_cents", "vuv_error",
+        "vuv_voiced_to_unvoiced", "vuv_unvoiced_to_voiced"}
 
 
 def harmonic(f0: float = 220.0, seconds: float = 0.75, sr: int = SR) -> np.ndarray:
@@ -122,6 +123,19 @@ def test_detuned_copy_gives_its_pitch_error():
 def test_noise_against_voiced_is_mostly_a_voicing_error():
     for method in ("harvest", "dio"):
         assert f0_metrics(X, NOISE, SR, method=method)["vuv_error"] > 0.5
+
+
+def test_voicing_error_splits_by_direction():
+    """Voiced reference, noise generated: voiced -> unvoiced; swapped: the other direction. The
+    two parts sum to the V/UV error."""
+    for method in ("harvest", "dio"):
+        lost = f0_metrics(X, NOISE, SR, method=method)
+        hum = f0_metrics(NOISE, X, SR, method=method)
+        assert lost["vuv_voiced_to_unvoiced"] > 0.5 > lost["vuv_unvoiced_to_voiced"]
+        assert hum["vuv_unvoiced_to_voiced"] > 0.5 > hum["vuv_voiced_to_unvoiced"]
+        for m in (lost, hum):
+            parts = m["vuv_voiced_to_unvoiced"] + m["vuv_unvoiced_to_voiced"]
+            assert parts == pytest.approx(m["vuv_error"], abs=1e-12)
 
 
 def test_no_jointly_voiced_frame_gives_nan_pitch_error():

@@ -213,6 +213,10 @@ def _f0_scores(fx: np.ndarray, fy: np.ndarray) -> dict[str, float]:
         "f0_rmse_hz": rmse_hz,
         "f0_rmse_cents": rmse_cents,
         "vuv_error": float(np.mean(vx != vy)),
+        # the two directions of the error (they sum to it): a vocoder that hums in pauses
+        # and one that loses weak voicing can have the same V/UV error
+        "vuv_voiced_to_unvoiced": float(np.mean(vx & ~vy)),
+        "vuv_unvoiced_to_voiced": float(np.mean(~vx & vy)),
     }
 
 
@@ -404,19 +408,20 @@ def f0_metrics(
     f0_floor: float = 71.0,
     f0_ceil: float = 800.0,
 ) -> dict[str, float]:
-    """Pitch accuracy with WORLD: ``{"f0_rmse_hz", "f0_rmse_cents", "vuv_error"}``.
+    """Pitch accuracy with WORLD: F0 RMSE (Hz, cents) and the voicing error.
 
     F0 is tracked every ``frame_period`` ms by Harvest (``method="harvest"``, robust, slower)
     or DIO refined by StoneMask (``"dio"``, an order of magnitude faster) between ``f0_floor``
     and ``f0_ceil`` Hz. The RMSEs cover the frames voiced in both signals (NaN when there are
     none); cents are ``1200 * log2(f_gen / f_ref)``. ``vuv_error`` is the fraction of all
-    frames whose voiced/unvoiced decision differs.
+    frames whose voiced/unvoiced decision differs, the sum of ``vuv_voiced_to_unvoiced``
+    (voiced in ``ref``, unvoiced in ``gen``) and ``vuv_unvoiced_to_voiced``.
 
     Example::
 
         >>> x = 0.5 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000)
-        >>> f0_metrics(x, x, 16000)
-        {'f0_rmse_hz': 0.0, 'f0_rmse_cents': 0.0, 'vuv_error': 0.0}
+        >>> f0_metrics(x, x, 16000)["vuv_error"]
+        0.0
     """
     rate = _rate(sr)
     x, y = _pair(ref, gen)
@@ -439,14 +444,15 @@ def evaluate_pair(
     """Every metric of this module for one (reference, generated) pair, as float64 values.
 
     Keys: ``mcd_db``, ``log_mel_l1``, ``mrstft``, ``f0_rmse_hz``, ``f0_rmse_cents``,
-    ``vuv_error`` (lower is better for all). One WORLD F0 analysis per signal serves both MCD
+    ``vuv_error``, ``vuv_voiced_to_unvoiced``, ``vuv_unvoiced_to_voiced`` (lower is better
+    for all). One WORLD F0 analysis per signal serves both MCD
     and the pitch metrics. ``n_fft``/``hop``/``n_mels`` configure :func:`log_mel_distance`.
 
     Example::
 
         >>> x = 0.5 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000)
         >>> sorted(evaluate_pair(x, x, 16000).values())
-        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     """
     rate = _rate(sr)
     x, y = _pair(ref, gen)
@@ -491,6 +497,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "f0_rmse_hz": ("F0 RMSE [Hz]", ".2f"),
     "f0_rmse_cents": ("F0 RMSE [cent]", ".1f"),
     "vuv_error": ("V/UV error [frac]", ".3f"),
+    "vuv_voiced_to_unvoiced": ("V->UV [frac]", ".3f"),
+    "vuv_unvoiced_to_voiced": ("UV->V [frac]", ".3f"),
     "bits_per_sample": ("NLL [bit/sample]", ".3f"),
 }
 
