@@ -52,6 +52,16 @@ def _seeded_global_generators() -> None:
     random.seed(0)
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """torch on one thread for a whole module (``pytestmark = pytest.mark.usefixtures(...)``):
+    the tiny models' convolutions only spin-wait on a second thread of a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _use_kernel(monkeypatch: pytest.MonkeyPatch, variant: str) -> str:
     from dmol.wavenet.incremental import _load_kernel
 

@@ -17,14 +17,7 @@ from dmol.wavenet.evaluate import evaluate_model, log_metrics, write_json
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import get_preset
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny convolutions: a second intra-op thread only adds spin-waiting on a shared machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,7 @@ from dmol.wavenet.train import train
 LP = {"lpc_order": 8, "input_noise": 2e-4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
