@@ -445,8 +445,8 @@ def evaluate_pair(
 
     Keys: ``mcd_db``, ``log_mel_l1``, ``mrstft``, ``f0_rmse_hz``, ``f0_rmse_cents``,
     ``vuv_error``, ``vuv_voiced_to_unvoiced``, ``vuv_unvoiced_to_voiced`` (lower is better
-    for all). One WORLD F0 analysis per signal serves both MCD
-    and the pitch metrics. ``n_fft``/``hop``/``n_mels`` configure :func:`log_mel_distance`.
+    for all). One WORLD F0 analysis per signal serves both MCD and the pitch metrics.
+    ``n_fft``/``hop``/``n_mels`` configure :func:`log_mel_distance`.
 
     Example::
 
