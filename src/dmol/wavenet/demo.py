@@ -36,7 +36,12 @@ from dmol.wavenet import checkpoint  # module-qualified: tests substitute their 
 from dmol.wavenet import train as training
 from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
 from dmol.wavenet.inspection import predict, render
-from dmol.wavenet.synthesis import CLI_ENVELOPE_DB, CLI_POSTFILTER, CLI_SCALE_TEMPERATURE
+from dmol.wavenet.synthesis import (
+    CLI_ENVELOPE_DB,
+    CLI_POSTFILTER,
+    CLI_SCALE_TEMPERATURE,
+    check_postfilter_settings,
+)
 
 __all__ = ["pick_utterances", "run_demo", "write_index", "write_report"]
 
@@ -346,10 +351,7 @@ def run_demo(
     for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
         if not (np.isfinite(t) and t >= 0):
             raise ValueError(f"{name} must be finite and >= 0, got {t!r}")
-    if not 0.0 <= postfilter <= 1.0:
-        raise ValueError(f"postfilter must be a gain in [0, 1], got {postfilter!r}")
-    if not (np.isfinite(envelope) and envelope >= 0):
-        raise ValueError(f"envelope must be a finite gain in dB >= 0, got {envelope!r}")
+    check_postfilter_settings(postfilter, envelope)
     if preset is not None:
         recipe_for(preset)  # a bad preset fails before any work
     model_path = checkpoint.resolve_model_path(model)

@@ -42,7 +42,7 @@ from dmol.audio.corpus import (
 )
 from dmol.audio.features import griffin_lim
 from dmol.audio.metrics import bits_per_sample, evaluate_pair, metrics_table
-from dmol.wavenet.synthesis import vocode
+from dmol.wavenet.synthesis import check_postfilter_settings, vocode
 
 __all__ = [
     "SYSTEMS",
@@ -182,10 +182,7 @@ def evaluate_model(
     for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
         if not (math.isfinite(t) and t >= 0):
             raise ValueError(f"{name} must be finite and >= 0, got {t!r}")
-    if not 0.0 <= postfilter <= 1.0:
-        raise ValueError(f"postfilter must be a gain in [0, 1], got {postfilter!r}")
-    if not (math.isfinite(envelope) and envelope >= 0):
-        raise ValueError(f"envelope must be a finite gain in dB >= 0, got {envelope!r}")
+    check_postfilter_settings(postfilter, envelope)
     if model.hop_length != recipe.hop_length:
         raise ValueError(
             f"the model upsamples by {model.hop_length} but the mel recipe has hop_length "

@@ -601,26 +601,36 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
     return _run_envelope(stages, out, m.cpu().numpy(), final=True)
 
 
+def _number(value: Any) -> float:
+    """``float(value)`` for a real number; NaN for anything else (bools and strings too)."""
+    if isinstance(value, bool | np.bool_ | str | bytes):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def check_postfilter_settings(postfilter: float, envelope: float) -> tuple[float, float]:
+    """The post-filter settings as floats, or a ValueError naming the bad one: ``postfilter``
+    a gain in [0, 1], ``envelope`` a finite gain in dB >= 0 (checked before any long work)."""
+    g, db = _number(postfilter), _number(envelope)
+    if not 0.0 <= g <= 1.0:
+        raise ValueError(f"postfilter must be a gain in [0, 1], got {postfilter!r}")
+    if not (math.isfinite(db) and db >= 0.0):
+        raise ValueError(f"envelope must be a finite gain in dB >= 0, got {envelope!r}")
+    return g, db
+
+
 def _postfilter(model: WaveNet, gain: float) -> PitchPostfilter | None:
     """The pitch post-filter of gain ``gain`` for the model's audio, or None for gain 0."""
-    try:
-        g = float(gain)
-    except (TypeError, ValueError):
-        g = math.nan
-    if isinstance(gain, bool | np.bool_ | str | bytes) or not 0.0 <= g <= 1.0:
-        raise ValueError(f"postfilter must be a gain in [0, 1], got {gain!r}")
+    g, _ = check_postfilter_settings(gain, 0.0)
     return None if g == 0.0 else PitchPostfilter(model.cfg.sample_rate, model.hop_length, gain=g)
 
 
 def _envelope(model: WaveNet, max_gain_db: float) -> list[EnvelopePostfilter]:
     """The envelope post-filter's passes for the model's mel, or [] for 0 dB."""
-    try:
-        db = float(max_gain_db)
-    except (TypeError, ValueError):
-        db = math.nan
-    if isinstance(max_gain_db, bool | np.bool_ | str | bytes) or not (
-            math.isfinite(db) and db >= 0.0):
-        raise ValueError(f"envelope must be a finite gain in dB >= 0, got {max_gain_db!r}")
+    _, db = check_postfilter_settings(0.0, max_gain_db)
     if db == 0.0:
         return []
     if model.recipe is None:
