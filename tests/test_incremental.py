@@ -295,6 +295,41 @@ def test_lp_cpp_and_torch_draw_the_same_samples(cpp, amortize):
     assert np.array_equal(f1, f2)
 
 
+def test_lp_loop_does_not_lock_into_a_saturated_cycle(backend):
+    """An LP stream ``x_t = p_t + e_t`` predicts ``p_t`` from its own past: a linear loop,
+    stable since A(z) is minimum phase. Clipped inside the loop it can lock into a full-scale
+    cycle where the predictor's gain exceeds 1; the engines clip only the excitation, so a
+    saturated history dies away. Negative control: the clipped recursion stays saturated."""
+    model = lp_model(4, "mol", order=8)
+    with torch.no_grad():  # a network that says "no excitation": every mean 0, scale e^-9
+        model.post[3].weight.zero_()
+        model.post[3].bias.zero_()
+        model.post[3].bias[8:].fill_(-9.0)
+    a = torch.zeros(0, dtype=torch.float64)  # A(z) from reflection coefficients (step-up)
+    for k in (0.83, 0.52, 0.92, 0.44, 0.14, 0.19, -0.12, 0.35):
+        a = torch.cat([a + k * a.flip(0), torch.tensor([k], dtype=torch.float64)])
+    assert np.abs(np.roots(np.r_[1.0, a.numpy()])).max() < 0.95  # minimum phase
+    start = [1.0, 1.0, -1.0, -1.0] * 2  # a saturated history, x[-8 .. -1]
+
+    clipped = list(start)  # x_t = clip(p_t): the loop with the clip inside
+    for _ in range(1200):
+        clipped.append(float(np.clip(-np.dot(a.numpy(), clipped[:-9:-1]), -1.0, 1.0)))
+    assert np.sqrt(np.mean(np.square(clipped[-400:]))) > 0.9  # locked at full scale
+
+    F_ = 1200 // model.hop_length
+    T = F_ * model.hop_length
+    with torch.no_grad():
+        c = model.upsample(lp_mel(F_, seed=2))
+    e = IncrementalWaveNet(model, backend=backend)
+    state = e.new_state(1)
+    state.hist[:, -8:] = torch.tensor(start)
+    state.x = state.hist[:, -1].clone()
+    lpc = a.float().expand(1, T, 8).contiguous()
+    x = e.run(state, c, lpc=lpc, generator=torch.Generator().manual_seed(0))
+    assert x[0, :4].abs().max().item() > 0.5  # it starts from the saturated history
+    assert x[0, -400:].abs().max().item() < 1e-2  # and dies away
+
+
 # ---- the gaussian, mog and mulaw heads ------------------------------------------------------
 @pytest.mark.parametrize("head", OTHER_HEADS)
 def test_other_heads_teacher_forced_match_forward(head):

@@ -405,8 +405,9 @@ def test_lp_same_seed_same_audio_and_folded(head, backend):
 
 @pytest.mark.parametrize(("head", "backend"), LP_CASES, indirect=["backend"])
 def test_lp_scale_temperature(head, backend):
-    """scale_temperature 0: every sample is its component's mean plus p_t (with temperature
-    0, the top component's: the same audio for every seed); 1 draws something else."""
+    """scale_temperature 0: every sample is its component's mean, clipped to [-1, 1], plus p_t
+    (with temperature 0, the top component's: the same audio for every seed); 1 draws
+    something else."""
     from dmol.wavenet.incremental import lpc_per_sample
 
     model = lp_model(4, head)
@@ -424,9 +425,11 @@ def test_lp_scale_temperature(head, backend):
 
     x, y = draw(0, 0.0)
     M = model.head.net_channels // 3 if head == "mol" else 1
-    mu = (y[:, M:2 * M] if head == "mol" else y[:, :1]) + y[:, -1:]  # (1, M, T) means + p
+    # (1, M, T): the excitation, each component's mean clipped to the head's range, plus p_t
+    # added after the clip (incremental.py, above sample_mol)
+    mu = (y[:, M:2 * M] if head == "mol" else y[:, :1]).clamp(-1, 1) + y[:, -1:]
     tol = 1e-6 if head == "mol" else 1.01 / 65535  # the Gaussian head snaps to its bins
-    assert (x[:, None] - mu.clamp(-1, 1)).abs().min(1).values.max().item() < tol
+    assert (x[:, None] - mu).abs().min(1).values.max().item() < tol
     x1, _ = draw(0, 1.0)
     assert (x1 - x).abs().max().item() > 1e-3
     x0a, ya = draw(1, 0.0, temperature=0.0)

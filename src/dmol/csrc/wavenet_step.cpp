@@ -507,10 +507,11 @@ static void work(Job& j, int64_t tid) {
                     for (int64_t q = 1; q < M; ++q)
                         if (yb[q] + g[q] > top) top = yb[q] + g[q], best = q;
                     const float ls = std::max(yb[2 * M + best], n.log_scale_min);
-                    float mu = yb[M + best];
-                    if (O) mu += pc[b];  // LP: the mean shifted by the prediction
-                    const float v = mu + std::exp(ls) * j.logistic[r * Bs + b];
+                    const float v = yb[M + best] + std::exp(ls) * j.logistic[r * Bs + b];
                     j.x[b] = std::min(1.0f, std::max(-1.0f, v));
+                    // LP: the prediction is added after the excitation's clip, so that the
+                    // loop x = p + e stays linear (incremental.py, above sample_mol)
+                    if (O) j.x[b] += pc[b];
                 }
                 j.out[b * T + r] = j.x[b];
             }

@@ -128,22 +128,31 @@ def lpc_per_sample(a: Tensor, start: int, stop: int, hop: int, total: int | None
     return a[:, f]
 
 
+# Why an LP model's stream is not clipped inside the loop. The stream is ``x_t = p_t + e_t``
+# with ``p_t`` a linear prediction from the stream's own past: a linear loop, stable for any
+# bounded excitation because ``A(z)`` is minimum phase. Clipping ``x_t`` to [-1, 1] inside it
+# makes it nonlinear, and where the predictor's gain exceeds 1 at some frequency (it does, far
+# from the formants) a saturated limit cycle can lock in: a full-scale square wave at a
+# frequency the mel does not have (measured on pure tones: `beep` locks to ~1 kHz instead of
+# its 700 Hz). So the engines clip the excitation drawn from the head (its own range) and add
+# ``p_t`` after the clip; the audio is clipped to [-1, 1] on the way out, after de-emphasis.
+
+
 def sample_mol(y: Tensor, gumbel: Tensor, logistic: Tensor, log_scale_min: float,
                loc: Tensor | None = None) -> Tensor:
     """One draw per row from MoL parameters ``y`` (B, 3M) given :class:`MoLNoise` rows.
 
     The same draw as :func:`dmol.logistic.sample_discretized_mix_logistic`: the Gumbel-max
     component, then the logistic inverse CDF at the pre-drawn uniform, clipped to [-1, 1].
-    ``loc`` (B,): a shift of every component mean (an LP-WaveNet's prediction p_t):
-    ``clamp((mu_k + loc) + s_k l, -1, 1)``.
+    ``loc`` (B,): an LP-WaveNet's prediction p_t, added *after* the clip: the excitation
+    ``clamp(mu_k + s_k l, -1, 1)`` plus ``loc`` (see the comment above).
     """
     M = y.shape[1] // 3
     idx = (y[:, :M] + gumbel).argmax(-1, keepdim=True)
     mu = y[:, M:2 * M].gather(1, idx)[:, 0]
-    if loc is not None:
-        mu = mu + loc
     log_s = y[:, 2 * M:].gather(1, idx)[:, 0].clamp(min=log_scale_min)
-    return (mu + torch.exp(log_s) * logistic).clamp(-1.0, 1.0)
+    x = (mu + torch.exp(log_s) * logistic).clamp(-1.0, 1.0)
+    return x if loc is None else x + loc
 
 
 @dataclass
@@ -580,10 +589,14 @@ class IncrementalWaveNet:
                 if teacher is not None:
                     x = teacher[:, r].float()
                 else:
-                    yl = y if p is None else torch.cat([y, p[:, None]], dim=1)
+                    # an LP head draws the excitation (loc 0, clipped to its range) and p_t
+                    # is added after the clip (see above sample_mol)
+                    yl = y if p is None else torch.cat([y, torch.zeros_like(p)[:, None]], dim=1)
                     x = self.head.sample(yl[:, :, None], generator=generator,
                                          temperature=temperature,
                                          scale_temperature=scale_temperature)[:, 0].float()
+                    if p is not None:
+                        x = x + p
             ring[:, slot] = hs
             out[:, r] = x
             if O:

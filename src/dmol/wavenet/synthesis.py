@@ -436,9 +436,10 @@ class StreamingVocoder:
             # the filter's state in float64, so that any split into pushes gives the same audio
             audio = self.model.deemphasize(torch.from_numpy(signal).double(), prev=self._last)
             self._last = audio[-1:].clone()  # the filter's state stays unclipped
-            # the heads keep the emphasized signal in [-1, 1]; de-emphasis can leave it (a
-            # wander at 0 Hz gains up to (1 + alpha) / (1 - alpha)): audio is [-1, 1]
-            signal = audio.clamp(-1.0, 1.0).float().numpy()
+            signal = audio.float().numpy()
+        # an LP stream is unclipped (incremental.py, above sample_mol) and de-emphasis can
+        # leave [-1, 1] too (a wander at 0 Hz gains up to (1 + alpha) / (1 - alpha))
+        signal = np.clip(signal, -1.0, 1.0)
         # the post-filter is causal and keeps its state: frame by frame, pushes change nothing
         if self.post is not None:
             signal = self.post(signal, None if f0[0] is None else np.concatenate(f0))
@@ -484,7 +485,8 @@ def crossfade(pieces: list[Tensor], plan: list[tuple[int, int, int]], T: int) ->
     """Join segment outputs (each ``stop - start`` samples) with equal-power crossfades.
 
     Over ``[start, boundary)`` of segment ``s`` the output is ``cos(pi/2 tau) prev +
-    sin(pi/2 tau) cur`` with ``tau`` rising from 0 to 1, clipped to [-1, 1].
+    sin(pi/2 tau) cur`` with ``tau`` rising from 0 to 1; not clipped (the caller clips the
+    audio once, after de-emphasis).
     """
     out = torch.zeros(T)
     for x, (start, b, stop) in zip(pieces, plan, strict=True):
@@ -495,8 +497,7 @@ def crossfade(pieces: list[Tensor], plan: list[tuple[int, int, int]], T: int) ->
             tau = (torch.arange(b - start) + 0.5) / (b - start)
             fade_in, fade_out = torch.sin(0.5 * math.pi * tau), torch.cos(0.5 * math.pi * tau)
             out[start:b] = out[start:b] * fade_out + x[:b - start] * fade_in
-    # two segments in phase can add up to sqrt(2) times their level: audio stays in [-1, 1]
-    return out.clamp_(-1.0, 1.0)
+    return out
 
 
 def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
@@ -596,7 +597,10 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
             pieces += [x[i, :stop - start] for i, (start, _, stop) in enumerate(rnd)]
     signal = crossfade(pieces, plan, T)
     if model.cfg.preemphasis:
-        signal = model.deemphasize(signal.double()).clamp(-1.0, 1.0).float()
+        signal = model.deemphasize(signal.double()).float()
+    # two segments in phase add up to sqrt(2) times their level, an LP stream is unclipped,
+    # de-emphasis can gain: the audio is clipped once, here
+    signal = signal.clamp(-1.0, 1.0)
     out = signal.numpy() if post is None else post(signal.numpy(), _frame_f0(model, mel_t))
     return _run_envelope(stages, out, m.cpu().numpy(), final=True)
 
