@@ -36,6 +36,34 @@ def test_vector_set_is_complete():
     assert len(DMOL_CASES) == 12 and len(GAUSS_CASES) == 4
 
 
+def _float32_error(y_hat: np.ndarray, y: np.ndarray, k: int, lsm: float) -> np.ndarray:
+    """Per element, how far the original routine's float32 arithmetic may move its loss.
+
+    It forms the bin mass ``cdf_delta = sigmoid(b) - sigmoid(a)`` in float32: a few last-bit
+    differences in the two sigmoids (their vectorized versions differ between CPU instruction
+    sets) move ``log(cdf_delta)`` by ``ulps * (sigmoid(a) + sigmoid(b)) / cdf_delta``, and near
+    the ``cdf_delta > 1e-5`` branch they can flip the branch, a jump of ``|log(cdf_delta) -
+    log_pdf_mid|``. Computed in float64 for 4 ulps per sigmoid and propagated to the loss to
+    first order (``d loss / d log p_c`` is minus the component's responsibility)."""
+    yh = torch.from_numpy(y_hat).double().transpose(1, 2)  # (B, T, 3M)
+    m = yh.shape[-1] // 3
+    logits, means = yh[..., :m], yh[..., m:2 * m]
+    log_s = yh[..., 2 * m:].clamp(min=lsm)
+    yy = torch.from_numpy(y).double().reshape(yh.shape[0], -1, 1)
+    c, inv = yy - means, torch.exp(-log_s)
+    sp, sm = torch.sigmoid(inv * (c + 1.0 / (k - 1))), torch.sigmoid(inv * (c - 1.0 / (k - 1)))
+    mass = sp - sm
+    log_pdf = inv * c - log_s - 2.0 * torch.nn.functional.softplus(inv * c) - math.log((k - 1) / 2)
+    ulps = 4 * 2.0**-24 * (sp + sm)
+    big = mass > 1e-5
+    err = torch.where(big, ulps / mass.clamp_min(1e-300), 0.0)
+    flips = (mass - 1e-5).abs() <= ulps
+    err = torch.where(flips, torch.maximum(err, (mass.clamp_min(1e-12).log() - log_pdf).abs()), err)
+    err = torch.where((yy > 0.999) | (yy < -0.999), 0.0, err)  # edge bins: no difference taken
+    log_p = torch.where(big, mass.clamp_min(1e-12).log(), log_pdf) + logits.log_softmax(-1)
+    return (log_p.softmax(-1) * err).sum(-1).reshape(-1).numpy()
+
+
 @pytest.mark.parametrize("case", DMOL_CASES)
 def test_r9y9_dmol_loss_matches_reference(case):
     y_hat, y, ref = _arrays(case)
@@ -44,14 +72,15 @@ def test_r9y9_dmol_loss_matches_reference(case):
         y_hat, y, num_classes=k, log_scale_min=_lsm(case), reduce=False
     )
     assert out.shape == ref.shape
-    # The original forms cdf_delta = sigmoid(b) - sigmoid(a) in float32: with both near 1 and
-    # the difference near its 1e-5 branch threshold, one last-bit difference in sigmoid (the
-    # vectorized versions differ between CPU instruction sets) moves log(cdf_delta) by
-    # 2^-24 / 1e-5 ~ 6e-3 relative to cdf_delta. All other elements agree to 4 float32 ulps
-    # (most bit for bit); measured on AVX-512 and AVX2 machines: one element of 514 at
-    # K=65536 beyond, by 3.8e-5 relative. A loss off by 1e-6 relative moves every element.
-    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-6)
-    assert np.mean(np.abs(out.numpy() - ref) > 5e-7 * np.abs(ref)) < 0.01
+    out, ref = out.numpy().reshape(-1), ref.reshape(-1)
+    # Each element within its own float32 error (at most 0.45 of it on an AVX-512 machine where
+    # a fixed rtol of 1e-4 failed), and the well-conditioned elements to 5e-7 relative.
+    bound = _float32_error(y_hat.numpy(), y.numpy(), k, _lsm(case))
+    diff = np.abs(out - ref)
+    assert np.all(diff <= 1e-6 + 2e-6 * np.abs(ref) + bound)
+    well = bound <= 5e-7 * np.abs(ref)
+    assert well.sum() >= 20
+    np.testing.assert_allclose(out[well], ref[well], rtol=5e-7, atol=1e-7)
 
 
 @pytest.mark.parametrize("case", GAUSS_CASES)
