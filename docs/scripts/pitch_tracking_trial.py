@@ -12,6 +12,8 @@ vocoder could run it too).
     # `dmol evaluate ...` with the tracked estimate: MODE all (clock, pitch taps, post-filter)
     # or clock (the clock and the post-filter; the pitch taps stay per frame, as trained)
     python docs/scripts/pitch_tracking_trial.py evaluate 0.8 all pretrained data --seed 0 ...
+    # `dmol train ...` with the tracked estimate (pitch taps and the clock's guide)
+    python docs/scripts/pitch_tracking_trial.py train 0.8 data --preset lp-16k-ltp --out R ...
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def errors(wav_dir: str, data: str) -> None:
           f"the mel's estimate is off: {se_mel / se:.2f}")
 
 
-def evaluate(lam: float, mode: str, *args: str) -> int:
+def evaluate(lam: float, mode: str, *args: str, command: str = "evaluate") -> int:
     import dmol.wavenet.model as M
     from dmol.cli import main
 
@@ -119,7 +121,7 @@ def evaluate(lam: float, mode: str, *args: str) -> int:
         M.WaveNet.f0 = lambda self, mel: track(mel.transpose(1, 2), self.recipe, lam)[0]
     else:
         raise SystemExit(f"mode must be all or clock, got {mode!r}")
-    return main(["evaluate", *args])
+    return main([command, *args])
 
 
 if __name__ == "__main__":
@@ -129,5 +131,7 @@ if __name__ == "__main__":
         errors(*sys.argv[2:4])
     elif sys.argv[1:2] == ["evaluate"]:
         sys.exit(evaluate(float(sys.argv[2]), sys.argv[3], *sys.argv[4:]))
+    elif sys.argv[1:2] == ["train"]:
+        sys.exit(evaluate(float(sys.argv[2]), "all", *sys.argv[3:], command="train"))
     else:
         raise SystemExit(__doc__)
