@@ -42,13 +42,20 @@ def score(utterances, recipe, seconds: float = 3.0) -> dict[str, float]:
             "octave high": float(np.mean(np.abs(octaves - 1) < 0.1))}
 
 
-def main(data_dir: str, *voices: str, count: int = 8) -> None:
+def utterance_sets(data_dir: str, voices, count: int) -> dict[str, list]:
+    """{name: [(audio, mel), ...]}: the first ``count`` validation utterances of a dataset, and
+    of each audio folder in ``voices`` (analysed with the dataset's recipe)."""
     recipe = load_recipe(data_dir)
     sets = {f"{data_dir} (validation)": [load_utterance(p)
                                          for p in list_split(data_dir, "val")[:count]]}
     for v in voices:
         sets[v] = [(a, m) for _, a, m in audio_utterances([v], recipe)[:count]]
-    for name, utts in sets.items():
+    return sets
+
+
+def main(data_dir: str, *voices: str, count: int = 8) -> None:
+    recipe = load_recipe(data_dir)
+    for name, utts in utterance_sets(data_dir, voices, count).items():
         s = score(utts, recipe)
         print(f"{name}: {len(utts)} utterances, {s['voiced frames']} voiced frames; within 7%: "
               f"{s['within 7%']:.1%}, RMS error among those {s['RMS Hz within']:.1f} Hz; "

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from dmol.audio import pitch as P
-from dmol.audio.corpus import list_split, load_recipe, load_utterance
+from dmol.audio.corpus import load_recipe
 from dmol.audio.features import MelRecipe
 from dmol.audio.lpc import check_log_mel
 from dmol.audio.metrics import f0_track
@@ -53,13 +53,11 @@ def track(log_mel: Tensor, recipe: MelRecipe, lam: float) -> tuple[Tensor, Tenso
 
 
 def accuracy(data: str, *dirs: str, seconds: float = 3.0) -> None:
-    from dmol.wavenet.evaluate import audio_utterances
+    from pitch_accuracy import utterance_sets  # the sets that script measures, 28 each
 
     recipe = load_recipe(data)
     sr, hop = recipe.sample_rate, recipe.hop_length
-    sets = {"held-out": [load_utterance(p) for p in list_split(data, "val")[:28]]}
-    for d in dirs:
-        sets[d] = [(a, m) for _, a, m in audio_utterances([d], recipe)[:28]]
+    sets = utterance_sets(data, dirs, 28)
     ways = {"per frame": lambda m: P.pitch_from_mel(m, recipe)[0]}
     ways |= {f"tracked {lam:g}": (lambda m, lam=lam: track(m, recipe, lam)[0])
              for lam in (0.2, 0.4, 0.8)}
@@ -111,7 +109,7 @@ def errors(wav_dir: str, data: str) -> None:
           f"the mel's estimate is off: {se_mel / se:.2f}")
 
 
-def evaluate(lam: float, mode: str, *args: str, command: str = "evaluate") -> int:
+def run_cli(lam: float, mode: str, *args: str, command: str = "evaluate") -> int:
     import dmol.wavenet.model as M
     from dmol.cli import main
 
@@ -130,8 +128,8 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["errors"]:
         errors(*sys.argv[2:4])
     elif sys.argv[1:2] == ["evaluate"]:
-        sys.exit(evaluate(float(sys.argv[2]), sys.argv[3], *sys.argv[4:]))
+        sys.exit(run_cli(float(sys.argv[2]), sys.argv[3], *sys.argv[4:]))
     elif sys.argv[1:2] == ["train"]:
-        sys.exit(evaluate(float(sys.argv[2]), "all", *sys.argv[3:], command="train"))
+        sys.exit(run_cli(float(sys.argv[2]), "all", *sys.argv[3:], command="train"))
     else:
         raise SystemExit(__doc__)
