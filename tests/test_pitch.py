@@ -13,9 +13,12 @@ from dmol.audio.features import recipe_for
 from dmol.audio.pitch import (
     F0_MAX,
     F0_MIN,
+    PitchTracker,
+    pitch_candidates,
     pitch_excitation_taps,
     pitch_from_mel,
     pitch_lags,
+    pitch_scores,
     pitch_taps,
 )
 from dmol.wavenet.incremental import IncrementalWaveNet, lpc_per_sample
@@ -30,12 +33,16 @@ from dmol.wavenet.synthesis import (
 
 RECIPE = recipe_for("lp-16k")
 # the engine tests run with signal taps alone, with their excitation too, and with both and
-# a phase clock (dmol.audio.phase: two harmonics of conditioning)
+# a phase clock (dmol.audio.phase: two harmonics of conditioning); "tracked" adds a tracked
+# pitch estimate (pitch_continuity) behind the taps and the clock
 KINDS = pytest.mark.parametrize("kind", ["signal", "excitation", "phase"])
+TRACKED = pytest.mark.parametrize("kind", ["signal", "excitation", "phase", "tracked"])
 
 
 def _ltp(seed: int, kind: str):
-    return ltp_model(seed, excitation=kind != "signal", phase=2 if kind == "phase" else 0)
+    return ltp_model(seed, excitation=kind != "signal",
+                     phase=2 if kind in ("phase", "tracked") else 0,
+                     continuity=0.8 if kind == "tracked" else 0.0)
 
 
 def harmonic(f0: np.ndarray, sr: int, tilt: float = 0.7) -> np.ndarray:
@@ -225,7 +232,7 @@ def test_cpp_and_torch_draw_the_same_samples(cpp, kind):
     assert np.array_equal(b, synthesize_incremental(model, m, seed=3, backend="cpp", threads=2))
 
 
-@KINDS
+@TRACKED
 def test_streaming_equals_offline_and_folded_one_segment(backend, kind):
     model = _ltp(4, kind)
     mel, hop = random_mel(LPC_BLOCK + 7, 80, seed=1), model.hop_length
@@ -242,19 +249,78 @@ def test_streaming_equals_offline_and_folded_one_segment(backend, kind):
     assert len(offline) == len(mel) * hop
 
 
-def test_lpc_frames_give_each_sample_the_lag_of_its_nearest_frame():
-    model = ltp_model(5)
-    F_, hop = LPC_BLOCK + 5, model.hop_length
+@pytest.mark.parametrize("continuity", [0.0, 0.8])
+def test_lpc_frames_give_each_sample_the_lag_of_its_nearest_frame(continuity):
+    """Frames arriving one by one get the lags (and a tracked estimate the F0) of the whole
+    mel at once: the tracker is fed each frame once, in order, across LPC blocks."""
+    model = ltp_model(5, continuity=continuity, phase=2)
+    F_, hop = 2 * LPC_BLOCK + 5, model.hop_length
     mel = _mel(F_, seed=7)
     with torch.no_grad():
         want = lpc_per_sample(model.pitch_lags(mel), 0, F_ * hop, hop, F_)
+        f0 = model.f0(mel)[0]
+    per_frame = pitch_lags(pitch_from_mel(mel.transpose(1, 2), model.recipe)[0], 16000)
+    if continuity:  # the track is not the per-frame estimate on this mel
+        assert (model.pitch_lags(mel) != per_frame).sum() > 5
     lf = LpcFrames(model)
-    got = []
+    got, got_f0 = [], []
     for f in range(F_):
         received = min(F_, f + 2)
         got.append(lf.samples(mel[..., :received], 0, received, f,
                               F_ if received == F_ else None)[1])
+        got_f0.append(lf.f0(mel[..., :received], 0, received, f))
     assert torch.equal(torch.cat(got, dim=1), want)
+    assert torch.equal(torch.tensor(got_f0), f0)
+
+
+def test_tracker_keeps_the_voice_through_a_one_frame_octave_error():
+    """Known answer on scores: a voice at candidate 60 whose comb at twice the F0 scores a
+    little higher for two frames. Frame by frame the estimate jumps an octave there; the
+    track (0.8 per octave) stays; a lasting change of pitch is followed."""
+    C = len(pitch_candidates(RECIPE))
+    up = 60 + round(C / np.log2(F0_MAX / F0_MIN))  # one octave up
+    s = torch.full((1, 30, C), 0.1, dtype=torch.float64)
+    s[0, :, 60] = 0.9
+    s[0, 10:12, up] = 0.95  # the octave error
+    s[0, 20:, 60], s[0, 20:, up] = 0.3, 0.95  # the voice really jumps at frame 20
+    f0 = pitch_candidates(RECIPE)
+    alone, _ = PitchTracker(RECIPE, 0.0)(s)
+    assert torch.equal(alone[0, 10:12], f0[[up, up]].float())
+    tracked, score = PitchTracker(RECIPE, 0.8)(s)
+    assert torch.equal(tracked[0, :20], f0[60].float().expand(20))
+    assert torch.equal(tracked[0, 22:], f0[up].float().expand(8))  # 0.65 gained per frame
+    assert torch.allclose(score[0, 10:12], torch.tensor([0.9, 0.9]).float())
+
+
+def test_tracker_in_pieces_equals_whole_and_zero_continuity_is_per_frame():
+    sr = RECIPE.sample_rate
+    rng = np.random.default_rng(3)
+    x = harmonic(np.geomspace(120.0, 240.0, sr), sr) + 0.05 * rng.standard_normal(sr
+                                                                                ).astype(np.float32)
+    mel = torch.from_numpy(RECIPE.compute(x))[None]
+    s = pitch_scores(mel, RECIPE)
+    whole = pitch_from_mel(mel, RECIPE, 0.8)
+    t = PitchTracker(RECIPE, 0.8)
+    pieces = [t(s[:, a:b]) for a, b in ((0, 1), (1, 1), (1, 17), (17, s.shape[1]))]
+    assert torch.equal(torch.cat([p[0] for p in pieces], 1), whole[0])
+    assert torch.equal(torch.cat([p[1] for p in pieces], 1), whole[1])
+    assert torch.equal(PitchTracker(RECIPE)(s)[0], pitch_from_mel(mel, RECIPE)[0])
+    with pytest.raises(ValueError, match="leading shape"):
+        t(s.expand(2, -1, -1))
+
+
+def test_tracker_and_config_refuse_bad_continuity():
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="continuity must be a finite number >= 0"):
+            PitchTracker(RECIPE, bad)
+        with pytest.raises(ValueError, match="pitch_continuity must be a number >= 0"):
+            get_preset("lp-16k-ltp", {"pitch_continuity": bad})
+    with pytest.raises(ValueError, match="pitch_continuity must be"):
+        get_preset("lp-16k-ltp", {"pitch_continuity": True})
+    with pytest.raises(ValueError, match="needs a pitch estimate to track"):
+        get_preset("lp-16k", {"pitch_continuity": 0.5})
+    with pytest.raises(ValueError, match=r"scores must be \(\.\.\., frames, 200\)"):
+        PitchTracker(RECIPE, 0.5)(torch.zeros(3, 7))
 
 
 @KINDS

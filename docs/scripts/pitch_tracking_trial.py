@@ -1,19 +1,18 @@
-"""A pitch track with continuity, tried in session 11 and not kept (docs/quality.md).
+"""The tracked pitch estimate (``pitch_continuity``, :class:`dmol.audio.pitch.PitchTracker`):
+how often it is off, where the vocoder's F0 errors are, and the vocoder with it swapped in.
 
-`dmol.audio.pitch.pitch_from_mel` decides every frame alone. Here each frame takes the end of
-the best path so far through the comb scores, where a path pays ``lam`` per octave it jumps
-between consecutive frames (a causal dynamic programme: no backtracking, so a streaming
-vocoder could run it too).
+Sessions 11-12 tried it here first (docs/quality.md); since session 13 it is the library's
+(``pitch_from_mel(..., continuity=)``, the model config's ``pitch_continuity``), and a model
+is trained with it by ``dmol train ... --set pitch_continuity=0.8``.
 
     # how often the estimate is > 0.2 octave off WORLD's (harvest) F0, per-frame vs tracked
     python docs/scripts/pitch_tracking_trial.py accuracy data/ DIR...
     # where the output's gross F0 errors are: WAVDIR from `dmol evaluate ... --wav-dir WAVDIR`
     python docs/scripts/pitch_tracking_trial.py errors WAVDIR data/
-    # `dmol evaluate ...` with the tracked estimate: MODE all (clock, pitch taps, post-filter)
-    # or clock (the clock and the post-filter; the pitch taps stay per frame, as trained)
+    # `dmol evaluate ...` of a model trained per frame, with the tracked estimate swapped in:
+    # MODE all (clock and pitch taps) or clock (the clock only; the taps stay per frame, as
+    # trained); the post-filter keeps the model's own (per-frame) estimate
     python docs/scripts/pitch_tracking_trial.py evaluate 0.8 all pretrained data --seed 0 ...
-    # `dmol train ...` with the tracked estimate (pitch taps and the clock's guide)
-    python docs/scripts/pitch_tracking_trial.py train 0.8 data --preset lp-16k-ltp --out R ...
 """
 
 from __future__ import annotations
@@ -23,33 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from dmol.audio import pitch as P
 from dmol.audio.corpus import load_recipe
-from dmol.audio.features import MelRecipe
-from dmol.audio.lpc import check_log_mel
 from dmol.audio.metrics import f0_track
-
-
-def track(log_mel: Tensor, recipe: MelRecipe, lam: float) -> tuple[Tensor, Tensor]:
-    """(..., frames, n_mels) -> F0 (..., frames) Hz and the chosen comb's correlation."""
-    m = check_log_mel(log_mel, recipe)
-    f0, templates, bands = P._templates(recipe)
-    s = P._detrend(m[..., :bands].double()) @ templates.T  # (..., F, C) as pitch_from_mel
-    lf = torch.log2(f0)
-    jump = lam * (lf[:, None] - lf[None, :]).abs()  # (from, to) candidates
-    flat = s.reshape(-1, *s.shape[-2:])
-    idx = torch.empty(flat.shape[:2], dtype=torch.long)
-    for b in range(flat.shape[0]):
-        d = flat[b, 0].clone()
-        idx[b, 0] = d.argmax()
-        for t in range(1, flat.shape[1]):
-            d = (d[:, None] - jump).max(0).values + flat[b, t]
-            d -= d.max()  # keeps the numbers small; the argmax is unchanged
-            idx[b, t] = d.argmax()
-    best = flat.gather(-1, idx[..., None])[..., 0]
-    return f0[idx].reshape(s.shape[:-1]).float(), best.reshape(s.shape[:-1]).float()
+from dmol.audio.phase import clock_phase
 
 
 def accuracy(data: str, *dirs: str, seconds: float = 3.0) -> None:
@@ -59,7 +36,7 @@ def accuracy(data: str, *dirs: str, seconds: float = 3.0) -> None:
     sr, hop = recipe.sample_rate, recipe.hop_length
     sets = utterance_sets(data, dirs, 28)
     ways = {"per frame": lambda m: P.pitch_from_mel(m, recipe)[0]}
-    ways |= {f"tracked {lam:g}": (lambda m, lam=lam: track(m, recipe, lam)[0])
+    ways |= {f"tracked {lam:g}": (lambda m, lam=lam: P.pitch_from_mel(m, recipe, lam)[0])
              for lam in (0.2, 0.4, 0.8)}
     for name, utts in sets.items():
         voiced, off = 0, dict.fromkeys(ways, 0)
@@ -109,17 +86,21 @@ def errors(wav_dir: str, data: str) -> None:
           f"the mel's estimate is off: {se_mel / se:.2f}")
 
 
-def run_cli(lam: float, mode: str, *args: str, command: str = "evaluate") -> int:
+def run_cli(lam: float, mode: str, *args: str) -> int:
     import dmol.wavenet.model as M
     from dmol.cli import main
 
     if mode == "all":
-        M.pitch_from_mel = lambda m, r: track(m, r, lam)
-    elif mode == "clock":
-        M.WaveNet.f0 = lambda self, mel: track(mel.transpose(1, 2), self.recipe, lam)[0]
+        M.pitch_from_mel = lambda m, r, continuity=0.0: P.pitch_from_mel(m, r, lam)
+    elif mode == "clock":  # synthesis's clock only (dmol evaluate synthesizes folded)
+        def clock(self, mel):
+            f0 = P.pitch_from_mel(mel.transpose(1, 2), self.recipe, lam)[0]
+            return clock_phase(f0, self.hop_length, self.cfg.sample_rate)
+
+        M.WaveNet.clock_phase = clock
     else:
         raise SystemExit(f"mode must be all or clock, got {mode!r}")
-    return main([command, *args])
+    return main(["evaluate", *args])
 
 
 if __name__ == "__main__":
@@ -129,7 +110,5 @@ if __name__ == "__main__":
         errors(*sys.argv[2:4])
     elif sys.argv[1:2] == ["evaluate"]:
         sys.exit(run_cli(float(sys.argv[2]), sys.argv[3], *sys.argv[4:]))
-    elif sys.argv[1:2] == ["train"]:
-        sys.exit(run_cli(float(sys.argv[2]), "all", *sys.argv[3:], command="train"))
     else:
         raise SystemExit(__doc__)

@@ -12,8 +12,10 @@ narrower than the harmonic spacing of speech, so a voiced frame's low bands ripp
 harmonics. Per frame, the detrended log-mel of the bands below ``band_hz`` is correlated with
 the same analysis of ideal harmonic combs (the analysis window's magnitude response at every
 multiple of a candidate F0, through the mel filterbank), for candidates spaced 1% apart; the
-best candidate is the estimate and its correlation (in [-1, 1]) the voicing strength. Each
-frame's estimate depends on that frame alone.
+best candidate is the estimate and its correlation (in [-1, 1]) the voicing strength. By
+default each frame's estimate depends on that frame alone; with ``continuity > 0`` a causal
+track (:class:`PitchTracker`) keeps it from jumping an octave for a frame or two, the
+estimator's commonest gross error (11% -> 9% of voiced held-out frames > 0.2 octave off).
 
 On 8 held-out utterances of the built-in corpus (dio + stonemask F0 as reference), 92% of
 voiced frames are within 7% of the reference, with 4 Hz RMS error among those; octave errors
@@ -43,8 +45,8 @@ from torch import Tensor
 from dmol.audio.features import MelRecipe, _mel_basis
 from dmol.audio.lpc import _frame_of_sample, check_log_mel
 
-__all__ = ["F0_MAX", "F0_MIN", "pitch_excitation_taps", "pitch_from_mel", "pitch_lags",
-           "pitch_taps", "resolves_harmonics"]
+__all__ = ["F0_MAX", "F0_MIN", "PitchTracker", "pitch_candidates", "pitch_excitation_taps",
+           "pitch_from_mel", "pitch_lags", "pitch_scores", "pitch_taps", "resolves_harmonics"]
 
 F0_MIN, F0_MAX = 60.0, 420.0  # Hz: the range of speaking voices the estimator searches
 BAND_HZ = 1000.0  # bands centred below this resolve the harmonics (the mel is linear there)
@@ -99,22 +101,97 @@ def _templates(recipe: MelRecipe) -> tuple[Tensor, Tensor, int]:
     return torch.from_numpy(f0), _detrend(t), bands
 
 
-def pitch_from_mel(log_mel: Tensor, recipe: MelRecipe) -> tuple[Tensor, Tensor]:
-    """Per-frame F0 estimate and voicing strength from a natural-log magnitude mel.
+def pitch_scores(log_mel: Tensor, recipe: MelRecipe) -> Tensor:
+    """Each frame's correlation with every candidate comb: (..., frames, n_mels) ->
+    (..., frames, CANDIDATES) float64, candidates log-spaced from F0_MIN to F0_MAX
+    (:func:`pitch_candidates`). A frame's scores depend on that frame alone."""
+    m = check_log_mel(log_mel, recipe)
+    _, templates, bands = _templates(recipe)
+    return _detrend(m[..., :bands].double()) @ templates.to(m.device).T
+
+
+def pitch_candidates(recipe: MelRecipe) -> Tensor:
+    """The candidate F0s (CANDIDATES,) in Hz that :func:`pitch_scores` scores, float64."""
+    return _templates(recipe)[0]
+
+
+def pitch_from_mel(log_mel: Tensor, recipe: MelRecipe, continuity: float = 0.0
+                   ) -> tuple[Tensor, Tensor]:
+    """F0 estimate and voicing strength of each frame of a natural-log magnitude mel.
 
     Args:
         log_mel: (..., frames, n_mels) as :meth:`MelRecipe.compute` returns it.
         recipe: the mel recipe the features were made with.
+        continuity: 0 (default): each frame's best comb, frame by frame. ``> 0``: the end of
+            the best path so far through the frames' scores, where a path pays
+            ``continuity`` (in correlation units) per octave it jumps between consecutive
+            frames (:class:`PitchTracker`; causal, so a stream gets the same numbers).
 
     Returns:
         f0 (..., frames) float32 in [F0_MIN, F0_MAX] Hz (an estimate in every frame, voiced
-        or not), strength (..., frames) float32 in [-1, 1] (correlation with the best comb).
+        or not), strength (..., frames) float32 in [-1, 1] (the chosen comb's correlation).
     """
-    m = check_log_mel(log_mel, recipe)
-    f0, templates, bands = _templates(recipe)
-    score = _detrend(m[..., :bands].double()) @ templates.to(m.device).T  # (..., frames, C)
-    best, idx = score.max(-1)
-    return f0.to(m.device)[idx].float(), best.float()
+    scores = pitch_scores(log_mel, recipe)
+    return PitchTracker(recipe, continuity)(scores)
+
+
+class PitchTracker:
+    """A causal pitch track through the frames' comb scores (:func:`pitch_scores`), frames
+    given in any number of pieces: the same numbers as all at once.
+
+    A per-frame estimate jumps by an octave wherever the comb at half or twice the F0 scores
+    a little higher for a frame (the mel's low bands resolve the harmonics only roughly);
+    voices do not. Each frame keeps, per candidate, the best score of any path ending there,
+    a path paying ``continuity`` per octave of every jump (a Viterbi recursion), and takes
+    the best end. No backtracking: a frame's estimate never changes once given, which is
+    what a vocoder fed frame by frame (and the training that must match it) needs.
+
+    Args:
+        recipe: the mel recipe (its candidates, :func:`pitch_candidates`).
+        continuity: the cost per octave, >= 0 (0: each frame's best comb alone).
+
+    Example::
+
+        >>> tracker = PitchTracker(recipe, 0.8)
+        >>> s = pitch_scores(mel, recipe)                 # (1, F, C)
+        >>> f0a, _ = tracker(s[:, :10]); f0b, _ = tracker(s[:, 10:])   # == the whole at once
+    """
+
+    def __init__(self, recipe: MelRecipe, continuity: float = 0.0) -> None:
+        c = float(continuity)
+        if not math.isfinite(c) or c < 0:
+            raise ValueError(f"pitch continuity must be a finite number >= 0, got {continuity!r}")
+        self.continuity = c
+        self.f0 = pitch_candidates(recipe)
+        lf = torch.log2(self.f0)
+        self._jump = c * (lf[:, None] - lf[None, :]).abs()  # (from, to) candidate
+        self._best: Tensor | None = None  # (..., C): best path score ending at each candidate
+
+    def __call__(self, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """(..., frames, C) scores -> F0 (..., frames) Hz float32 and the chosen comb's score
+        (..., frames) float32; the leading shape must stay the same from call to call."""
+        if scores.dim() < 2 or scores.shape[-1] != len(self.f0):
+            raise ValueError(f"scores must be (..., frames, {len(self.f0)}), got "
+                             f"{tuple(scores.shape)}")
+        scores = scores.double()
+        if not self.continuity:
+            idx = scores.argmax(-1)
+        else:
+            lead = scores.shape[:-2]
+            if self._best is not None and self._best.shape[:-1] != lead:
+                raise ValueError(f"scores' leading shape {tuple(lead)} changed from "
+                                 f"{tuple(self._best.shape[:-1])}")
+            jump = self._jump.to(scores.device)
+            idx = scores.new_empty(scores.shape[:-1], dtype=torch.long)
+            d = self._best
+            for t in range(scores.shape[-2]):
+                s = scores[..., t, :]
+                d = s if d is None else (d[..., :, None] - jump).amax(-2) + s
+                d = d - d.amax(-1, keepdim=True)  # small numbers; the argmax is unchanged
+                idx[..., t] = d.argmax(-1)
+            self._best = d
+        best = scores.gather(-1, idx[..., None])[..., 0]
+        return self.f0.to(scores.device)[idx].float(), best.float()
 
 
 def pitch_lags(f0: Tensor, sample_rate: int) -> Tensor:

@@ -66,6 +66,9 @@ class WaveNetConfig:
     clock, ``cos(2 pi k phi[t])`` and ``sin(2 pi k phi[t])`` for ``k <= H``: in synthesis
     ``phi`` integrates the mel's F0 estimate, in training it is the phase of the recording's
     own fundamental (:mod:`dmol.audio.phase`), so the pulses follow the clock.
+    ``pitch_continuity = c > 0`` (with pitch taps or a clock): the mel's F0 estimate behind
+    both is a causal track that pays ``c`` per octave it jumps between frames
+    (:class:`dmol.audio.pitch.PitchTracker`) instead of each frame's best comb alone.
     ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
     :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
     checkpoint carries them.
@@ -96,6 +99,7 @@ class WaveNetConfig:
     pitch_taps: int = 0  # > 0 (odd, LP only): inputs x[t - T0 + j], T0 the mel's pitch period
     pitch_excitation: bool = False  # with pitch taps: also their excitation (LP residual)
     phase_harmonics: int = 0  # > 0 (LP only): conditioning cos, sin(2 pi k phi), k <= H
+    pitch_continuity: float = 0.0  # > 0: the F0 estimate is tracked (cost per octave jumped)
 
     def __post_init__(self) -> None:
         self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
@@ -157,6 +161,14 @@ class WaveNetConfig:
                              f"{self.phase_harmonics!r}")
         if self.phase_harmonics and not self.lpc_order:
             raise ValueError("phase_harmonics > 0 needs an LP model (lpc_order > 0)")
+        if isinstance(self.pitch_continuity, bool) or not isinstance(
+                self.pitch_continuity, (int, float)) or not (
+                math.isfinite(self.pitch_continuity) and self.pitch_continuity >= 0):
+            raise ValueError(f"pitch_continuity must be a number >= 0, got "
+                             f"{self.pitch_continuity!r}")
+        if self.pitch_continuity and not (self.pitch_taps or self.phase_harmonics):
+            raise ValueError("pitch_continuity > 0 needs a pitch estimate to track "
+                             "(pitch_taps > 0 or phase_harmonics > 0)")
         if not (math.isfinite(self.mel_std) and self.mel_std > 0 and math.isfinite(self.mel_mean)):
             raise ValueError(f"mel_std must be positive and finite, got mean {self.mel_mean!r}, "
                              f"std {self.mel_std!r}")

@@ -53,7 +53,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dmol.audio.phase import frame_phase, phase_features
-from dmol.audio.pitch import resolves_harmonics
+from dmol.audio.pitch import PitchTracker, pitch_lags, pitch_scores, resolves_harmonics
 from dmol.audio.postfilter import EnvelopePostfilter, PitchPostfilter
 from dmol.wavenet.incremental import (
     IncrementalWaveNet,
@@ -202,7 +202,10 @@ class LpcFrames:
     Frames are computed in blocks ``[i LPC_BLOCK, (i + 1) LPC_BLOCK)``, always a full block
     (frames not yet received are zeros; each frame's coefficients depend on its own mel frame
     only), so the coefficients of a frame are the same numbers whether its block was computed
-    at once or again as frames arrived. Old blocks are dropped with :meth:`forget`.
+    at once or again as frames arrived. A tracked F0 estimate (``cfg.pitch_continuity > 0``)
+    also depends on the frames before: its :class:`~dmol.audio.pitch.PitchTracker` is fed
+    each frame's comb scores once, in order, as the frame arrives. Old blocks are dropped
+    with :meth:`forget`.
     """
 
     def __init__(self, model: WaveNet) -> None:
@@ -210,6 +213,10 @@ class LpcFrames:
             raise ValueError("the model has no linear prediction (lpc_order = 0)")
         self.model, self.order = model, model.cfg.lpc_order
         self.taps = model.cfg.pitch_taps
+        self.pitch = bool(self.taps or model.cfg.phase_harmonics)
+        self.tracker = (PitchTracker(model.recipe, model.cfg.pitch_continuity)
+                        if self.pitch else None)
+        self._tracked = 0  # frames fed to the tracker so far
         # block -> (frames valid, (BLOCK, O) coefficients, (BLOCK,) lags, (BLOCK,) F0 or None)
         self._blocks: dict[int, tuple[int, Tensor, Tensor | None, Tensor | None]] = {}
         self._second: Tensor | None = None  # (hop, 1): the samples nearer frame f + 1
@@ -239,12 +246,20 @@ class LpcFrames:
             a0 = blk * LPC_BLOCK
             if a0 < offset:
                 raise ValueError(f"frame {a0} was already dropped (kept from {offset})")
+            if self.pitch and self._tracked < a0:  # the track reaches this block in order
+                self._block(mel, offset, received, a0 - 1)
             n = min(received, a0 + LPC_BLOCK) - a0
             with torch.inference_mode():
                 m = mel.new_zeros(1, mel.shape[1], LPC_BLOCK)
                 m[..., :n] = mel[..., a0 - offset:a0 - offset + n]
-                f0 = self.model.f0(m)[0] if self.model.cfg.phase_harmonics else None
-                lags = self.model.pitch_lags(m)[0] if self.taps else None
+                lags = f0 = None
+                if self.pitch:  # frames tracked before keep their estimate; the new ones follow
+                    f0 = have[3].clone() if have is not None else m.new_zeros(LPC_BLOCK)
+                    t0 = self._tracked - a0
+                    s = pitch_scores(m.transpose(1, 2), self.model.recipe)[0]  # (BLOCK, C)
+                    f0[t0:n] = self.tracker(s[t0:n])[0].to(f0)
+                    self._tracked = a0 + n
+                    lags = pitch_lags(f0, self.model.cfg.sample_rate)  # (unreceived: unused)
                 have = self._blocks[blk] = (n, self.model.lpc(m)[0], lags, f0)
         return have
 
@@ -327,6 +342,7 @@ class StreamingVocoder:
                  postfilter: float = 0.0, envelope: float = 0.0,
                  engine: IncrementalWaveNet | None = None) -> None:
         self.post = _postfilter(model, postfilter)
+        self._post_f0 = _FrameF0(model)
         self.envelope = _envelope(model, envelope)
         self.temperature = _check_temperature("temperature", temperature)
         self.scale_temperature = _check_temperature("scale_temperature", scale_temperature)
@@ -396,7 +412,7 @@ class StreamingVocoder:
             while self._done < until:
                 f, off = self._done, self._offset
                 if self.post is not None:
-                    f0.append(_frame_f0(self.model, self._mel[..., f - off:f - off + 1]))
+                    f0.append(self._post_f0(self._mel[..., f - off:f - off + 1]))
                 if self.envelope:
                     mels.append(self._mel[0, :, f - off].cpu().numpy())
                 tot = None if total is None else total - off
@@ -601,7 +617,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
     # two segments in phase add up to sqrt(2) times their level, an LP stream is unclipped,
     # de-emphasis can gain: the audio is clipped once, here
     signal = signal.clamp(-1.0, 1.0)
-    out = signal.numpy() if post is None else post(signal.numpy(), _frame_f0(model, mel_t))
+    out = signal.numpy() if post is None else post(signal.numpy(), _FrameF0(model)(mel_t))
     return _run_envelope(stages, out, m.cpu().numpy(), final=True)
 
 
@@ -652,16 +668,27 @@ def _run_envelope(stages: list[EnvelopePostfilter], audio: np.ndarray, mel: np.n
     return audio.astype(np.float32, copy=False)
 
 
-def _frame_f0(model: WaveNet, mel: Tensor) -> np.ndarray | None:
-    """F0 estimates (F,) of a (1, n_mels, F) mel for the post-filter, one frame at a time:
-    always the same shapes, so the same numbers however the frames arrived. None when the
-    model's mel is too coarse to resolve harmonics, or unknown (no recipe): the post-filter
-    then searches every period."""
-    if model.recipe is None or not resolves_harmonics(model.recipe):
-        return None
-    with torch.inference_mode():
-        return np.array([float(model.f0(mel[..., i:i + 1])[0, 0])
-                         for i in range(mel.shape[-1])])
+class _FrameF0:
+    """The post-filter's F0 estimates (F,) of (1, n_mels, F) mels given in order, the model's
+    own (tracked with its ``pitch_continuity``), scored one frame at a time: always the same
+    shapes, so the same numbers however the frames arrived. None when the model's mel is too
+    coarse to resolve harmonics, or unknown (no recipe): the post-filter then searches every
+    period."""
+
+    def __init__(self, model: WaveNet) -> None:
+        self.recipe = model.recipe
+        if self.recipe is not None and not resolves_harmonics(self.recipe):
+            self.recipe = None
+        self.tracker = (None if self.recipe is None
+                        else PitchTracker(self.recipe, model.cfg.pitch_continuity))
+
+    def __call__(self, mel: Tensor) -> np.ndarray | None:
+        if self.tracker is None:
+            return None
+        with torch.inference_mode():
+            frames = mel[0].T[:, None, None, :]  # (F, 1, 1, n_mels): one frame per call
+            return np.array([float(self.tracker(pitch_scores(m, self.recipe))[0][0, 0])
+                             for m in frames], dtype=np.float64).reshape(-1)
 
 
 # ---- the public entry point ----------------------------------------------------------------
