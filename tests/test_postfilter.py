@@ -10,6 +10,7 @@ import torch
 from tests.helpers import ltp_model, random_mel
 
 from dmol.audio.features import recipe_for
+from dmol.audio.pitch import pitch_from_mel
 from dmol.audio.postfilter import (
     EnvelopePostfilter,
     PitchPostfilter,
@@ -142,17 +143,21 @@ def test_bad_input_is_refused_with_a_clear_message():
             PitchPostfilter(SR, HOP, **kw)
 
 
-def test_synthesis_applies_it_the_same_way_in_every_mode(monkeypatch):
+@pytest.mark.parametrize("continuity", [0.0, 0.8])
+def test_synthesis_applies_it_the_same_way_in_every_mode(monkeypatch, continuity):
     # a random tiny model's output is not periodic: with threshold 0 every frame is filtered
     monkeypatch.setattr(synthesis, "PitchPostfilter", functools.partial(PitchPostfilter,
                                                                         threshold=0.0))
-    model = ltp_model(3, excitation=True, phase=2)
+    model = ltp_model(3, excitation=True, phase=2, continuity=continuity)
     mel = random_mel(45, 80, seed=9)
     raw = vocode(model, None, None, mel, seed=2, progress=False)
     post = vocode(model, None, None, mel, seed=2, progress=False, postfilter=0.5)
     assert post.shape == raw.shape and np.abs(post - raw).max() > 1e-3
-    # the post-filter of the model's samples, with the mel's F0 estimate of each frame
+    # the post-filter of the model's samples, with the model's F0 estimate of each frame
     f0 = model.f0(torch.from_numpy(mel).T[None]).numpy()[0]
+    if continuity:  # tracked: not the per-frame estimate
+        per_frame = pitch_from_mel(torch.from_numpy(mel)[None], model.recipe)[0][0].numpy()
+        assert (f0 != per_frame).sum() > 5
     want = pitch_postfilter(raw, f0, model.cfg.sample_rate, model.hop_length, gain=0.5,
                             threshold=0.0)
     assert np.abs(post - want).max() < 1e-6
