@@ -252,6 +252,7 @@ MEL_RECIPES: dict[str, MelRecipe] = {
     "lp-16k-ltp": MelRecipe(16000, 1024, 256, 1024, 80, 80.0, 7600.0),
     "lp-16k-ltpe": MelRecipe(16000, 1024, 256, 1024, 80, 80.0, 7600.0),
     "lp-16k-ltpe-clock": MelRecipe(16000, 1024, 256, 1024, 80, 80.0, 7600.0),
+    "lp-16k-ltpe-clock-tracked": MelRecipe(16000, 1024, 256, 1024, 80, 80.0, 7600.0),
     "tiny": MelRecipe(16000, 512, 64, 512, 20, 0.0, 8000.0),
 }
 

@@ -392,7 +392,8 @@ def presets_table() -> str:
             f"{f' + pre-emphasis {m.preemphasis:g}' if m.preemphasis else ''}"
             f"{f' + pitch taps {m.pitch_taps}' if m.pitch_taps else ''}"
             f"{' and their excitation' if m.pitch_excitation else ''}"
-            f"{f' + phase clock {m.phase_harmonics}' if m.phase_harmonics else ''}, "
+            f"{f' + phase clock {m.phase_harmonics}' if m.phase_harmonics else ''}"
+            f"{f', pitch tracked {m.pitch_continuity:g}' if m.pitch_continuity else ''}, "
             f"{model.head.net_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
             f"| {model.num_parameters:,} |"
         )
