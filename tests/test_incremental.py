@@ -482,6 +482,89 @@ def test_batched_cpp_with_threads_matches_torch(cpp):
         assert not torch.equal(x1[0], x1[1])  # the streams differ (their own mels and noise)
 
 
+# ---- int8 weights (the C++ kernel) ----------------------------------------------------------
+def _int8_params(model, c, x, threads=1, amortize=True, lpc=None):
+    e = IncrementalWaveNet(model, backend="cpp", dtype=torch.int8, threads=threads,
+                           amortize=amortize)
+    state = e.new_state(x.shape[0])
+    return e.run(state, c, teacher=x, return_params=True, lpc=lpc)[1]
+
+
+@pytest.mark.parametrize("amortize", [True, False])
+def test_int8_weights_close(cpp, amortize):
+    """int8 weights and 8-bit rows (integer sums): teacher-forced, within 2e-2 of the float32
+    network and not equal to it, whatever the split of the work."""
+    model = tiny_model(21)
+    B, F_ = 3, 6
+    mel = _mel(F_, B, seed=9)
+    x = torch.rand(B, F_ * model.hop_length, generator=torch.Generator().manual_seed(6)) - 0.5
+    with torch.no_grad():
+        ref, c = model(x, mel), model.upsample(mel)
+    got = _int8_params(model, c, x, amortize=amortize)
+    err = (got - ref).abs().max().item()
+    assert 0 < err < 2e-2
+    # every split of the work gives the same numbers: by columns (batch 1, 3 threads on one
+    # stream's products) and by streams (3 streams, 2 threads)
+    assert torch.equal(_int8_params(model, c, x, threads=2, amortize=amortize), got)
+    one = _int8_params(model, c[:1], x[:1], amortize=amortize)
+    assert torch.equal(_int8_params(model, c[:1], x[:1], threads=3, amortize=amortize), one)
+    assert torch.equal(one, got[:1])  # a stream's numbers do not depend on its batch
+
+
+def test_int8_native_equals_portable(monkeypatch):
+    """The native kernel's int8 products (vpdpbusd tiles, 4 panels per row at batch 1) against
+    the portable integer loop: the sums are exact integers and each is scaled by one fma, so
+    the two agree to the float rounding of the rest of the step (the native sigmoid's
+    vectorized exp), as the float32 builds do; a wrong panel layout would be off by far more."""
+    from dmol.wavenet.incremental import _load_kernel
+
+    model = tiny_model(22)
+    mel = _mel(5, 2, seed=10)
+    x = torch.rand(2, 5 * model.hop_length, generator=torch.Generator().manual_seed(7)) - 0.5
+    with torch.no_grad():
+        c = model.upsample(mel)
+    out = {}
+    for variant in ("0", "1"):
+        monkeypatch.setenv("DMOL_PORTABLE_KERNEL", variant)
+        _load_kernel()
+        out[variant] = [_int8_params(model, c[:b], x[:b]) for b in (1, 2)]
+    for native, portable in zip(out["0"], out["1"], strict=True):
+        assert (native - portable).abs().max().item() < 1e-5
+
+
+def test_int8_lp_model_close_and_free_running(cpp):
+    """An LP model with int8 weights: teacher-forced within 2e-2 of model.forward (the
+    prediction channel exactly, it is float32 arithmetic on the true past); free-running,
+    each sample is the fused draw from that step's parameters plus the prediction."""
+    from dmol.wavenet.incremental import lpc_per_sample
+
+    model = lp_model(23)
+    F_, hop = 6, model.hop_length
+    mel = lp_mel(F_, seed=3)
+    x = torch.rand(1, F_ * hop, generator=torch.Generator().manual_seed(8)) - 0.5
+    with torch.no_grad():
+        ref, c, a = model(x, mel), model.upsample(mel), model.lpc(mel)
+    lpc = lpc_per_sample(a, 0, F_ * hop, hop, F_)
+    got = _int8_params(model, c, x, lpc=lpc)
+    assert 0 < (got - ref).abs().max().item() < 2e-2
+    assert (got[:, -1] - ref[:, -1]).abs().max().item() < 1e-5
+    e = IncrementalWaveNet(model, backend="cpp", dtype=torch.int8)
+    noise = e.draw_noise(F_ * hop, 1, generator=torch.Generator().manual_seed(9))
+    xs, p = e.run(e.new_state(1), c, noise=noise, lpc=lpc, return_params=True)
+    C = model.head.net_channels
+    drawn = sample_mol(p[0, :C].T, noise.gumbel[:, 0], noise.logistic[:, 0], e.log_scale_min)
+    assert (drawn + p[0, C] - xs[0]).abs().max().item() < 1e-5
+    assert xs.abs().max().item() > 0.01
+
+
+def test_int8_needs_the_cpp_backend():
+    model = tiny_model(24)
+    with pytest.raises(ValueError, match="int8 weights need backend 'cpp'"):
+        IncrementalWaveNet(model, backend="torch", dtype=torch.int8)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        make_engine(model, dtype="int4")
+
+
 # ---- the streaming mel buffer ---------------------------------------------------------------
 def test_streaming_trims_its_mel_buffer_and_stays_exact():
     """Past ~64 frames the stream drops mel frames no window reads any more; its audio still

@@ -50,6 +50,7 @@ from dmol.wavenet.synthesis import (
     CLI_POSTFILTER,
     Conditioner,
     StreamingVocoder,
+    folded_plan,
     make_engine,
     synthesize_folded,
     synthesize_incremental,
@@ -220,7 +221,9 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
             if profile:
                 profiles[rows[-1]["system"]] = profile_incremental(model, mel, engine)
         for th in kernel_threads if "folded" in modes else []:
-            engine = make_engine(model, backend=backend, dtype=dtype, batch=max_batch,
+            # the engine for the batch the utterance folds into (its layout depends on it)
+            engine = make_engine(model, backend=backend, dtype=dtype,
+                                 batch=min(max_batch, len(folded_plan(model, len(mel)))),
                                  threads=th)
             if engine.backend != "cpp" and th != kernel_threads[0]:
                 continue
@@ -324,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="r9y9/wavenet_vocoder's source (checkout or unpacked sdist): time its "
                         "incremental_forward too")
     p.add_argument("--dtype", nargs="+", default=["float32"],
-                   choices=("float32", "bfloat16"))
+                   choices=("float32", "bfloat16", "int8"))
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "compile", "cpp"))
     p.add_argument("--max-batch", type=int, default=32, help="segments at once (folded)")
     p.add_argument("--threads", type=int, default=1,

@@ -1,12 +1,14 @@
 // dmol WaveNet step kernel: T steps of B streams on nt CPU threads (see incremental.py).
 // Every weight matrix is stored as panels of 32 columns, each a contiguous (K, 32) block:
-// a product streams the panel once while its 32 sums stay in registers.
+// a product streams the panel once while its 32 sums stay in registers. Weights are float32,
+// bfloat16 (widened, or bfloat16 products on AVX512-BF16) or int8 (integer products).
 #include <algorithm>
 #include <atomic>
 #include <functional>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 #if defined(__AVX512F__)
@@ -107,14 +109,16 @@ static inline void tile_1x2(const float* X, const W* p, const W* q, int64_t K, f
 // with K = ptaps > 0 pitch taps its input also holds x[t - lag_t + j], |j| <= K / 2, and with
 // pexc their excitation under step t's coefficients (HN covers the order samples before them)
 struct Net {
-    int64_t L, R, G, H, S, C, M, k, P, bf16, C_out, cin, order;  // bf16: 0 no, 1 weights, 2 dp
+    int64_t L, R, G, H, S, C, M, k, P, bf16, C_out, cin, order;  // bf16: 0 no, 1 weights, 2 dp,
+                                                                   // 3 int8 (Q8 descriptors)
     int64_t ptaps, HN, pexc;
     const int64_t* dil;
     const int64_t* blocked;
     const float* w_first;        // (R,), LP (3 + K (2 K), R): x[t-1], p_t, x[t-1] - p[t-1],
                                  // taps (then their excitation)
     const void* const* w_main;   // per layer: (k R, G), or blocked (R, G)
-    const float* const* w_past;  // per layer: k - 1 panels sets (R, G) float32, or null
+    const void* const* w_past;   // per layer: k - 1 panel sets (R, G) float32 (int8: k - 1
+                                 // Q8), or null
     const void* const* w_out;    // per layer but the last: (H, R)
     const void* w_skip;          // (L H, S)
     const float* b_skip;
@@ -122,7 +126,8 @@ struct Net {
     const float* b_post1;
     const void* w_post2;         // (S, C)
     const float* b_post2;
-    const void* w_cond;          // (cin, L G): every layer's conditioning projection
+    const void* w_cond;          // (cin, L G): every layer's conditioning projection (int8
+                                 // models: float32, it runs once per call, not per step)
     float log_scale_min;
 };
 
@@ -195,12 +200,45 @@ static inline void tile(const float* X, int64_t ldx, const uint16_t* p, int64_t 
 #endif
 }
 
+#if defined(__AVX512F__)
+static inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+static inline __m512 load16(const uint16_t* p) {  // bfloat16: widen by a 16-bit shift
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
+// one row against 4 panels (stride apart): 8 independent sums per k hide the FMA latency that
+// bounds one panel's 2 (every sum in tile<1>'s order: the same numbers)
+template <typename W>
+static inline void row_x4(const float* X, const W* p, int64_t stride, int64_t K, float* Y) {
+    __m512 a[4][2];
+    for (int q = 0; q < 4; ++q)
+        a[q][0] = _mm512_loadu_ps(Y + q * PW), a[q][1] = _mm512_loadu_ps(Y + q * PW + 16);
+    for (int64_t k = 0; k < K; ++k, p += PW) {
+        const __m512 x = _mm512_set1_ps(X[k]);
+        for (int q = 0; q < 4; ++q) {
+            a[q][0] = _mm512_fmadd_ps(x, load16(p + q * stride), a[q][0]);
+            a[q][1] = _mm512_fmadd_ps(x, load16(p + q * stride + 16), a[q][1]);
+        }
+    }
+    for (int q = 0; q < 4; ++q)
+        _mm512_storeu_ps(Y + q * PW, a[q][0]), _mm512_storeu_ps(Y + q * PW + 16, a[q][1]);
+}
+#endif
+
 // Y[m, 32 p0 : 32 p1] += X[m, 0:K] @ W[:K, 32 p0 : 32 p1] for m < rows; W is stored as panels
 // of Kp rows (use the first K, from row k0 on)
 template <typename W>
 static void gemm(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t Kp, int64_t k0,
                  int64_t K, int64_t p0, int64_t p1, float* Y, int64_t ldy) {
-#ifdef DMOL_AVX2
+#if defined(__AVX512F__)
+    if (rows == 1) {
+        int64_t p = p0;
+        for (; p + 4 <= p1; p += 4) row_x4(X, w + (p * Kp + k0) * PW, Kp * PW, K, Y + p * PW);
+        for (; p < p1; ++p) tile<1>(X, ldx, w + (p * Kp + k0) * PW, K, Y + p * PW, ldy);
+        return;
+    }
+#elif defined(DMOL_AVX2)
     if (rows == 1) {
         int64_t p = p0;
         for (; p + 2 <= p1; p += 2)
@@ -213,19 +251,35 @@ static void gemm(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t 
     for (int64_t p = p0; p < p1; ++p) {
         const W* pan = w + (p * Kp + k0) * PW;
         float* y = Y + p * PW;
-        int64_t m = 0;
 #ifdef DMOL_AVX2
+        int64_t m = 0;
         for (; m + 3 <= rows; m += 3) tile<3>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy);
-#else
-        for (; m + 8 <= rows; m += 8) tile<8>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy);
-        for (; m + 4 <= rows; m += 4) tile<4>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy);
-#endif
         switch (rows - m) {
-            case 3: tile<3>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy); break;
             case 2: tile<2>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy); break;
             case 1: tile<1>(X + m * ldx, ldx, pan, K, y + m * ldy, ldy); break;
             default: break;
         }
+#else
+        // tiles of at most 8 rows, as even as possible: 5 rows are one tile of 5, not 4 + 1
+        // (a 1-row tile has 2 sums, too few to hide the FMA latency; it costs a 4-row tile)
+        const int64_t n_tiles = (rows + 7) / 8;
+        for (int64_t q = 0; q < n_tiles; ++q) {
+            const int64_t m0 = rows * q / n_tiles, mr = rows * (q + 1) / n_tiles - m0;
+            const float* x = X + m0 * ldx;
+            float* ym = y + m0 * ldy;
+            switch (mr) {
+                case 8: tile<8>(x, ldx, pan, K, ym, ldy); break;
+                case 7: tile<7>(x, ldx, pan, K, ym, ldy); break;
+                case 6: tile<6>(x, ldx, pan, K, ym, ldy); break;
+                case 5: tile<5>(x, ldx, pan, K, ym, ldy); break;
+                case 4: tile<4>(x, ldx, pan, K, ym, ldy); break;
+                case 3: tile<3>(x, ldx, pan, K, ym, ldy); break;
+                case 2: tile<2>(x, ldx, pan, K, ym, ldy); break;
+                case 1: tile<1>(x, ldx, pan, K, ym, ldy); break;
+                default: break;
+            }
+        }
+#endif
     }
 }
 
@@ -278,6 +332,177 @@ static void gemm(const float* X, int64_t ldx, int64_t rows, const Bf16Pair* w, i
 }
 #endif
 
+// int8 weights: per column w = scale[c] q[k, c], q in [-127, 127], stored as panels of 4-row
+// groups, (Kp/4, 32, 4) bytes. Each product rounds the rows of X to 8 bits too, one scale per
+// row (x = sx (u - 128), u in [1, 255]), and sums the integer products exactly in int32:
+// AVX512-VNNI's vpdpbusd adds 4 u8 x s8 products per lane, 4x the arithmetic of float32 and a
+// quarter of its bytes. The offset 128 (vpdpbusd needs an unsigned side) is taken out with the
+// columns' sums of q, kept as prefix sums every 16 rows so that any row range [k0, k0 + K)
+// (the skip matrix is read one layer's rows at a time) costs two reads.
+struct Q8 {
+    const int8_t* q;
+    const float* scale;  // (N,)
+    const int32_t* pre;  // (Kp / 16 + 1, N): pre[i, c] = sum of q[k, c] over k < 16 i
+    int64_t Kp, N;
+};
+
+// A[r, 0:32 NP] = X[r, 0:4 K4] @ the NP panels' 4 K4 rows (stride bytes apart), in int32
+template <int MR, int NP>
+static inline void tile_q8(const uint8_t* X, int64_t ldx, const int8_t* p, int64_t stride,
+                           int64_t K4, int32_t* A) {
+#if defined(__AVX512VNNI__)
+    __m512i a[MR][2 * NP];
+    for (int r = 0; r < MR; ++r)
+        for (int q = 0; q < 2 * NP; ++q) a[r][q] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < K4; ++k, p += 4 * PW) {
+        __m512i w[2 * NP];
+        for (int q = 0; q < NP; ++q) {
+            w[2 * q] = _mm512_loadu_si512(static_cast<const void*>(p + q * stride));
+            w[2 * q + 1] = _mm512_loadu_si512(static_cast<const void*>(p + q * stride + 64));
+        }
+        for (int r = 0; r < MR; ++r) {
+            int32_t four;
+            std::memcpy(&four, X + r * ldx + 4 * k, 4);
+            const __m512i x = _mm512_set1_epi32(four);
+            for (int q = 0; q < 2 * NP; ++q) a[r][q] = _mm512_dpbusd_epi32(a[r][q], x, w[q]);
+        }
+    }
+    for (int r = 0; r < MR; ++r)
+        for (int q = 0; q < 2 * NP; ++q)
+            _mm512_storeu_si512(static_cast<void*>(A + r * NP * PW + q * 16), a[r][q]);
+#else
+    for (int r = 0; r < MR; ++r)
+        for (int q = 0; q < NP; ++q)
+            for (int c = 0; c < PW; ++c) {
+                int32_t acc = 0;
+                for (int64_t k = 0; k < K4; ++k)
+                    for (int j = 0; j < 4; ++j)
+                        acc += int32_t(X[r * ldx + 4 * k + j]) *
+                               int32_t(p[q * stride + k * 4 * PW + c * 4 + j]);
+                A[r * NP * PW + q * PW + c] = acc;
+            }
+#endif
+}
+
+// rows of X to u8 with one scale per row: u = round(x / sx) + 128, sx = max |x| / 127
+static void quantize_rows(const float* X, int64_t ldx, int64_t rows, int64_t K, uint8_t* U,
+                          float* sx) {
+    for (int64_t m = 0; m < rows; ++m) {
+        const float* x = X + m * ldx;
+        float top = 0.f;
+        int64_t k = 0;
+#if defined(__AVX512F__)
+        __m512 t = _mm512_setzero_ps();
+        for (; k + 16 <= K; k += 16) t = _mm512_max_ps(t, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
+        top = _mm512_reduce_max_ps(t);  // a maximum is the same in any order
+#endif
+        for (; k < K; ++k) top = std::max(top, std::fabs(x[k]));
+        sx[m] = top > 0.f ? top / 127.f : 1.f;
+        const float inv = 1.f / sx[m];
+        uint8_t* u = U + m * K;
+        k = 0;
+#if defined(__AVX512F__)
+        for (; k + 16 <= K; k += 16) {  // cvtps rounds to nearest even, as nearbyint does
+            const __m512i v = _mm512_add_epi32(
+                _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), _mm512_set1_ps(inv))),
+                _mm512_set1_epi32(128));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(u + k), _mm512_cvtepi32_epi8(v));
+        }
+#endif
+        for (; k < K; ++k) u[k] = uint8_t(int32_t(std::nearbyint(x[k] * inv)) + 128);
+    }
+}
+
+template <int MR, int NP>
+static inline void block_q8(const uint8_t* U, int64_t K, const float* sx, const Q8* w,
+                            int64_t k0, int64_t p, float* Y, int64_t ldy) {
+    int32_t A[MR * NP * PW];
+    const int64_t stride = w->Kp * PW;
+    tile_q8<MR, NP>(U, K, w->q + (p * w->Kp + k0) * PW, stride, K / 4, A);
+    const int32_t *lo = w->pre + k0 / 16 * w->N, *hi = w->pre + (k0 + K) / 16 * w->N;
+    for (int r = 0; r < MR; ++r)
+        for (int64_t c = 0; c < NP * PW; ++c) {
+            const int64_t col = p * PW + c;
+            const int32_t v = A[r * NP * PW + c] - 128 * (hi[col] - lo[col]);
+            // an explicit fma: the same rounding in every tile shape and build (a compiler
+            // would contract a * b + c in some loops and not in others)
+            Y[r * ldy + col] = std::fma(float(v), sx[r] * w->scale[col], Y[r * ldy + col]);
+        }
+}
+
+// X's rows rounded to 8 bits (this thread's buffer), then the product
+struct QRows {
+    std::vector<uint8_t> u;
+    std::vector<float> sx;
+    void set(const float* X, int64_t ldx, int64_t rows, int64_t K) {
+        u.resize(rows * K), sx.resize(rows);
+        quantize_rows(X, ldx, rows, K, u.data(), sx.data());
+    }
+};
+
+static void gemm_q(const QRows& x, int64_t rows, const Q8* w, int64_t k0, int64_t K,
+                   int64_t p0, int64_t p1, float* Y, int64_t ldy) {
+    const uint8_t* U = x.u.data();
+    const float* sx = x.sx.data();
+    if (rows == 1) {  // one row: 4 panels at once, 8 independent sums
+        int64_t p = p0;
+        for (; p + 4 <= p1; p += 4) block_q8<1, 4>(U, K, sx, w, k0, p, Y, ldy);
+        for (; p < p1; ++p) block_q8<1, 1>(U, K, sx, w, k0, p, Y, ldy);
+        return;
+    }
+    const int64_t n_tiles = (rows + 7) / 8;  // as even as possible, at most 8 rows each
+    for (int64_t p = p0; p < p1; ++p)
+        for (int64_t q = 0; q < n_tiles; ++q) {
+            const int64_t m0 = rows * q / n_tiles, mr = rows * (q + 1) / n_tiles - m0;
+            const uint8_t* u = U + m0 * K;
+            const float* s = sx + m0;
+            float* y = Y + m0 * ldy;
+            switch (mr) {
+                case 8: block_q8<8, 1>(u, K, s, w, k0, p, y, ldy); break;
+                case 7: block_q8<7, 1>(u, K, s, w, k0, p, y, ldy); break;
+                case 6: block_q8<6, 1>(u, K, s, w, k0, p, y, ldy); break;
+                case 5: block_q8<5, 1>(u, K, s, w, k0, p, y, ldy); break;
+                case 4: block_q8<4, 1>(u, K, s, w, k0, p, y, ldy); break;
+                case 3: block_q8<3, 1>(u, K, s, w, k0, p, y, ldy); break;
+                case 2: block_q8<2, 1>(u, K, s, w, k0, p, y, ldy); break;
+                default: block_q8<1, 1>(u, K, s, w, k0, p, y, ldy); break;
+            }
+        }
+}
+
+static void gemm(const float* X, int64_t ldx, int64_t rows, const Q8* w, int64_t, int64_t k0,
+                 int64_t K, int64_t p0, int64_t p1, float* Y, int64_t ldy) {
+    thread_local QRows x;
+    x.set(X, ldx, rows, K);
+    gemm_q(x, rows, w, k0, K, p0, p1, Y, ldy);
+}
+
+// two products of the same rows (a layer's output and skip matrices): int8 rounds them once
+template <typename W>
+static void gemm2(const float* X, int64_t ldx, int64_t rows, const W* w1, int64_t K1p,
+                  int64_t k1, int64_t p0, int64_t p1, float* Y1, int64_t ldy1, const W* w2,
+                  int64_t K2p, int64_t k2, int64_t q0, int64_t q1, float* Y2, int64_t ldy2,
+                  int64_t K) {
+    if (w1) gemm(X, ldx, rows, w1, K1p, k1, K, p0, p1, Y1, ldy1);
+    gemm(X, ldx, rows, w2, K2p, k2, K, q0, q1, Y2, ldy2);
+}
+static void gemm2(const float* X, int64_t ldx, int64_t rows, const Q8* w1, int64_t, int64_t k1,
+                  int64_t p0, int64_t p1, float* Y1, int64_t ldy1, const Q8* w2, int64_t,
+                  int64_t k2, int64_t q0, int64_t q1, float* Y2, int64_t ldy2, int64_t K) {
+    thread_local QRows x;
+    x.set(X, ldx, rows, K);
+    if (w1) gemm_q(x, rows, w1, k1, K, p0, p1, Y1, ldy1);
+    gemm_q(x, rows, w2, k2, K, q0, q1, Y2, ldy2);
+}
+
+extern "C" int dmol_has_int8_products() {
+#if defined(__AVX512VNNI__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 extern "C" int dmol_has_bf16_products() {
 #ifdef DMOL_DP
     return 1;
@@ -328,6 +553,14 @@ static inline void share(int64_t n, int64_t tid, int64_t nt, int64_t& a, int64_t
     a = share_lo(n, tid, nt), b = share_lo(n, tid + 1, nt);
 }
 
+// steps whose conditioning is projected at once: about 64 rows, a product that keeps the
+// register tiles full, and a result small enough to stay in cache until its steps read it
+static inline int64_t base_steps(int64_t B) { return std::max<int64_t>(1, 64 / B); }
+
+extern "C" int64_t dmol_base_floats(const Net* n, int64_t B) {
+    return base_steps(B) * B * n->L * n->G;
+}
+
 struct Job {
     const Net* n;
     int64_t B, Bs, T, t0, nt;  // B rows of a batch whose rows are Bs apart in ring, base, noise
@@ -339,6 +572,22 @@ struct Job {
     const int64_t* lags;  // pitch taps: (B, T) the pitch period of each step, in samples
     std::vector<float> h, taps, z, u, s, y1, y;
     Barrier bar;
+};
+
+// the weight types of the batched products: the conditioning projection and the past taps of
+// blocked layers stay float32 beside bfloat16 weights; int8 models have int8 past taps (read
+// every d steps, they are much of a step's bytes) and an int8 conditioning projection
+template <typename W> struct Batched {
+    using cond = W;
+    static const float* past(const void* p, int64_t tap, int64_t RG) {
+        return static_cast<const float*>(p) + tap * RG;
+    }
+};
+template <> struct Batched<Q8> {
+    using cond = Q8;
+    static const Q8* past(const void* p, int64_t tap, int64_t) {
+        return static_cast<const Q8*>(p) + tap;
+    }
 };
 
 // With nt > 1 threads on one batch, each thread computes its own panels of every product (a
@@ -365,33 +614,35 @@ static void work(Job& j, int64_t tid) {
         pp[b] = j.pprev[b];
     }
     auto ring_row = [&](int64_t i, int64_t slot) { return j.ring + ((i * P + slot) * Bs) * R; };
-    // every step's conditioning of every layer, biases included: base = bias + cond @ w_cond
-    {
-        const int64_t LG = L * G, cin = n.cin, q0 = share_lo(LG / PW, tid, j.nt);
-        const int64_t q1 = share_lo(LG / PW, tid + 1, j.nt);
-        const W* wc = static_cast<const W*>(n.w_cond);
-        for (int64_t r = 0; r < T; ++r)
+    // every layer's conditioning of CH steps at a time, biases included: base = bias + cond @
+    // w_cond, projected just before those steps run, while their rows are still in cache
+    const int64_t LG = L * G, cin = n.cin, CH = base_steps(Bs);
+    const int64_t q0 = share_lo(LG / PW, tid, j.nt), q1 = share_lo(LG / PW, tid + 1, j.nt);
+    const auto* wc = static_cast<const typename Batched<W>::cond*>(n.w_cond);
+    auto project = [&](int64_t r, int64_t m) {  // steps [r, r + m) into base rows [0, m)
+        for (int64_t q = 0; q < m; ++q)
             for (int64_t b = 0; b < B; ++b)
-                std::memcpy(j.base + (r * Bs + b) * LG + q0 * PW, j.bias + b * LG + q0 * PW,
+                std::memcpy(j.base + (q * Bs + b) * LG + q0 * PW, j.bias + b * LG + q0 * PW,
                             sizeof(float) * (q1 - q0) * PW);
         if (B == Bs)
-            gemm(j.cond, cin, T * B, wc, cin, 0, cin, q0, q1, j.base, LG);
+            gemm(j.cond + r * Bs * cin, cin, m * B, wc, cin, 0, cin, q0, q1, j.base, LG);
         else
-            for (int64_t r = 0; r < T; ++r)
-                gemm(j.cond + r * Bs * cin, cin, B, wc, cin, 0, cin, q0, q1,
-                     j.base + r * Bs * LG, LG);
+            for (int64_t q = 0; q < m; ++q)
+                gemm(j.cond + (r + q) * Bs * cin, cin, B, wc, cin, 0, cin, q0, q1,
+                     j.base + q * Bs * LG, LG);
         j.bar.wait();
-    }
+    };
     for (int64_t r = 0; r < T; ++r) {
-        const int64_t t = j.t0 + r, slot = t % P;
-        float* bt = j.base + r * Bs * L * G;
+        const int64_t t = j.t0 + r, slot = t % P, rc = r % CH;
+        if (rc == 0) project(r, std::min(CH, T - r));
+        float* bt = j.base + rc * Bs * LG;
         // past taps of blocked layers for the next steps up to a multiple of d (or chunk end)
         for (int64_t i = 0; i < L; ++i) {
             const int64_t d = n.dil[i];
-            if (!n.blocked[i] || (t % d && r)) continue;
-            const int64_t m = std::min(d - t % d, T - r);
+            if (!n.blocked[i] || (t % d && rc)) continue;
+            const int64_t m = std::min({d - t % d, T - r, CH - rc});
             for (int64_t tap = 0; tap < k - 1; ++tap) {
-                const float* w = n.w_past[i] + tap * R * G;
+                const auto* w = Batched<W>::past(n.w_past[i], tap, R * G);
                 const int64_t from = mod(t - (k - 1 - tap) * d, P);
                 if (B == Bs)  // the m steps' rows are contiguous: one product
                     gemm(ring_row(i, from), R, m * B, w, R, 0, R, g0, g1, bt + i * G, L * G);
@@ -465,14 +716,14 @@ static void work(Job& j, int64_t tid) {
                 }
             }
             j.bar.wait();  // u_i complete; everyone is done reading h
-            if (i + 1 < L) {
+            if (i + 1 < L)
                 for (int64_t b = 0; b < B; ++b)
                     for (int64_t q = r0 * PW; q < r1 * PW; ++q) h[b * R + q] *= c;
-                gemm(u + i * H, LH, B, static_cast<const W*>(n.w_out[i]), H, 0, H, r0, r1, h, R);
-            }
-            // the skip sums over layer i's rows of the stacked (L H, S) matrix, in the order
-            // of one product over all rows (the same numbers), while the next layer runs
-            gemm(u + i * H, LH, B, static_cast<const W*>(n.w_skip), LH, i * H, H, s0, s1, s, S);
+            // h += u_i @ w_out (not after the last layer); the skip sums over layer i's rows
+            // of the stacked (L H, S) matrix, in the order of one product over all rows (the
+            // same numbers), while the next layer runs
+            gemm2(u + i * H, LH, B, i + 1 < L ? static_cast<const W*>(n.w_out[i]) : nullptr, H,
+                  0, r0, r1, h, R, static_cast<const W*>(n.w_skip), LH, i * H, s0, s1, s, S, H);
             if (i + 1 < L) j.bar.wait();  // h complete
         }
         for (int64_t b = 0; b < B; ++b)
@@ -539,6 +790,7 @@ static void run_job(Job& j, int64_t tid) {
 #ifdef DMOL_DP
     if (j.n->bf16 == 2) return work<Bf16Pair>(j, tid);
 #endif
+    if (j.n->bf16 == 3) return work<Q8>(j, tid);
     if (j.n->bf16) work<uint16_t>(j, tid); else work<float>(j, tid);
 }
 
@@ -552,10 +804,12 @@ extern "C" int dmol_wavenet_run(const Net* n, int64_t B, int64_t T, int64_t t0, 
                                 const int64_t* lags,
                                 float* work_base, int64_t threads) {
     const int64_t nt = std::max<int64_t>(1, threads);
-    const bool by_rows = nt > 1 && B >= nt;
-    // every step's projected conditioning: the caller's buffer (reused from call to call, no
-    // page faults) or a fresh one
-    std::vector<float> own(work_base ? 0 : T * B * n->L * n->G);
+    const char* env = std::getenv("DMOL_SPLIT_ROWS");
+    const int64_t min_rows = env ? std::atoll(env) : 1;
+    const bool by_rows = nt > 1 && B >= nt * min_rows;
+    // the projected conditioning of base_steps(B) steps: the caller's buffer (reused from call
+    // to call, no page faults) or a fresh one
+    std::vector<float> own(work_base ? 0 : dmol_base_floats(n, B));
     float* base = work_base ? work_base : own.data();
     std::vector<Job> jobs(by_rows ? nt : 1);
     for (int64_t q = 0; q < int64_t(jobs.size()); ++q) {

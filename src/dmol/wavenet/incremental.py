@@ -46,8 +46,11 @@ AVX-512, AVX2 + FMA and portable code paths).
 Batch-1 generation is bound by reading every weight once per step; the kernel keeps each
 matrix as contiguous 32-column panels and streams them at memory speed, where a BLAS
 matrix-vector product and Inductor's reductions reach a fraction of it (docs/synthesis.md).
-Weights may be stored in bfloat16 (``dtype=``); the state and every sum stay float32. The state
-lives on the model's device.
+Weights may be stored in bfloat16 (``dtype=``); the state and every sum stay float32. The
+``"cpp"`` backend also takes int8 weights (one scale per output column), whose products round
+each input row to 8 bits (one scale per row) and sum exactly in int32: with AVX512-VNNI four
+times the arithmetic of float32 and a quarter of the bytes. The state lives on the model's
+device.
 
 Example::
 
@@ -79,7 +82,7 @@ __all__ = ["BACKENDS", "IncrementalState", "IncrementalWaveNet", "MoLNoise", "cp
            "lpc_per_sample", "sample_mol"]
 
 BACKENDS = ("torch", "compile", "cpp")
-WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.int8)
 
 
 @dataclass
@@ -185,8 +188,9 @@ class IncrementalWaveNet:
     Args:
         model: the trained network (its current weights are copied; later changes are not seen).
         backend: ``"torch"``, ``"compile"`` or ``"cpp"`` (see the module docstring).
-        dtype: storage dtype of the per-step weight matrices: float32 (exact mode), bfloat16
-            or (not "cpp") float16. State, sums and the conditioning stay float32.
+        dtype: storage dtype of the per-step weight matrices: float32 (exact mode), bfloat16,
+            float16 (not "cpp") or int8 ("cpp" only: 8-bit products, see the module doc).
+            State, sums and the conditioning stay float32.
         amortize: compute the past taps of layers with dilation >= 2 once per ``d`` steps.
         matvec: how batch-1 products are computed when compiled: ``"auto"`` (elementwise
             product + sum, which Inductor turns into one loop, for batch 1; ``torch.mm``
@@ -240,9 +244,11 @@ class IncrementalWaveNet:
         self._kernel = None
         if backend == "cpp":
             if self.device.type != "cpu" or dtype == torch.float16 or not self.fused_sampler:
-                raise ValueError("backend 'cpp' needs a MoL head on the CPU with float32 or "
-                                 "bfloat16 weights; use backend='torch' or 'compile'")
+                raise ValueError("backend 'cpp' needs a MoL head on the CPU with float32, "
+                                 "bfloat16 or int8 weights; use backend='torch' or 'compile'")
             self._kernel = _CppNet(self)
+        elif dtype == torch.int8:
+            raise ValueError(f"int8 weights need backend 'cpp', got {backend!r}")
 
     # ---- weight folding ---------------------------------------------------------------------
     @torch.no_grad()
@@ -277,7 +283,8 @@ class IncrementalWaveNet:
             ws, bs = layer.skip.weight.detach().to(f64)[:, :, 0], layer.skip.bias.detach().to(f64)
             skips.append(ws * (2.0 * math.sqrt(1.0 / L)))
             skip_bias += bs * math.sqrt(1.0 / L)
-        dev, wd = self.device, self.dtype
+        # int8 is the C++ kernel's own layout (_CppNet); these stay float32 for it
+        dev, wd = self.device, torch.float32 if self.dtype == torch.int8 else self.dtype
 
         def dense(t: Tensor) -> Tensor:  # (N, K) -> (K, N): products read as x @ w
             return t.detach().T.to(device=dev, dtype=wd).contiguous()
@@ -309,13 +316,14 @@ class IncrementalWaveNet:
         Batch-1 generation is bound by this traffic: weights do not fit in a core's cache.
         """
         item = torch.tensor([], dtype=self.dtype).element_size()
+        past_item = 1 if self.dtype == torch.int8 else 4
         n = sum(self.w_cur[i].numel() if b else self.w_taps[i].numel()
                 for i, b in enumerate(self.blocked))
         n += sum(w.numel() for w in self.w_out) + self.w_skip.numel()
         n += self.w_post1.numel() + self.w_post2.numel()
         past = sum(sum(w.numel() for w in self.w_past[i]) / d
                    for i, d in enumerate(self.dilations) if self.blocked[i])
-        return n * item + past * 4  # past taps are kept in float32
+        return n * item + past * past_item  # past taps: float32 but beside int8
 
     # ---- state and inputs ---------------------------------------------------------------------
     def new_state(self, batch: int = 1, speaker: Tensor | None = None) -> IncrementalState:
@@ -630,6 +638,7 @@ def _load_kernel() -> ctypes.CDLL:
     lib = _native.load("wavenet_step.cpp",
                        _native.PORTABLE_FLAGS if portable else _native.NATIVE_FLAGS)
     lib.dmol_wavenet_run.restype = ctypes.c_int
+    lib.dmol_base_floats.restype = ctypes.c_int64
     return lib
 
 
@@ -662,6 +671,44 @@ class _Net(ctypes.Structure):
         ("w_cond", ctypes.c_void_p), ("log_scale_min", ctypes.c_float)]
 
 
+class _Q8(ctypes.Structure):
+    _fields_ = [("q", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("pre", ctypes.c_void_p),
+                ("Kp", ctypes.c_int64), ("N", ctypes.c_int64)]
+
+
+class _Q8Matrix:
+    """A (K, N) float matrix as the kernel's int8 panels (struct Q8 in wavenet_step.cpp).
+
+    One scale per column (its largest magnitude maps to 127: columns differ by orders of
+    magnitude, rows of one column much less); the 4-row groups of each 32-column panel are
+    contiguous for vpdpbusd; ``pre`` holds the columns' sums of q every 16 rows.
+    """
+
+    def __init__(self, m: Tensor) -> None:
+        K, N = m.shape
+        top = m.abs().amax(0)
+        self.scale = torch.where(top > 0, top / 127, torch.ones_like(top)).float().contiguous()
+        q = torch.round(m / self.scale).clamp(-127, 127).to(torch.int8)
+        self.q = q.view(K // 4, 4, N // 32, 32).permute(2, 0, 3, 1).contiguous()
+        self.pre = torch.zeros(K // 16 + 1, N, dtype=torch.int32)
+        self.pre[1:] = q.int().view(K // 16, 16, N).sum(1).cumsum(0)
+        self.struct = _Q8(self.q.data_ptr(), self.scale.data_ptr(), self.pre.data_ptr(), K, N)
+
+    def data_ptr(self) -> int:
+        return ctypes.addressof(self.struct)
+
+
+class _Q8Array:
+    """Consecutive Q8 descriptors (a layer's past taps)."""
+
+    def __init__(self, mats: list[_Q8Matrix]) -> None:
+        self.mats = mats
+        self.array = (_Q8 * len(mats))(*[m.struct for m in mats])
+
+    def data_ptr(self) -> int:
+        return ctypes.addressof(self.array)
+
+
 class _CppNet:
     """The engine's weights laid out for ``dmol/csrc/wavenet_step.cpp``, and the call into it.
 
@@ -670,8 +717,6 @@ class _CppNet:
     interleaved so that a panel holds 16 tanh-half columns and their 16 sigmoid-half partners.
     The conditioning projection (done in the kernel) and the ring use the same layout.
     """
-
-    KEEP_BASE = 4 << 20  # floats of conditioning buffer kept between calls (16 MB)
 
     def __init__(self, e: IncrementalWaveNet) -> None:
         self.lib = _load_kernel()
@@ -693,9 +738,12 @@ class _CppNet:
         wd = e.dtype
         # bfloat16 on a CPU with bfloat16 dot products: the products run in bfloat16 too
         self.dp = wd == torch.bfloat16 and bool(self.lib.dmol_has_bf16_products())
+        self.q8 = wd == torch.int8
 
-        def panels(m: Tensor, dtype: torch.dtype) -> Tensor:  # (K, N) -> (N / 32, K, 32)
+        def panels(m: Tensor, dtype: torch.dtype) -> Tensor | _Q8Matrix:  # (K, N) panels
             K, N = m.shape
+            if dtype == torch.int8:
+                return _Q8Matrix(m)
             if self.dp and dtype == torch.bfloat16:  # rows in pairs: (N / 32, K / 2, 32, 2)
                 return m.view(K // 2, 2, N // 32, 32).permute(2, 0, 3, 1).to(dtype).contiguous()
             return m.view(K, N // 32, 32).transpose(0, 1).to(dtype).contiguous()
@@ -705,8 +753,9 @@ class _CppNet:
         for i in range(L):
             if e.blocked[i]:
                 main.append(panels(pad(e.w_cur[i], ident(R), gate, (Rp, Gp)), wd))
-                past.append(torch.stack([panels(pad(w, ident(R), gate, (Rp, Gp)), torch.float32)
-                                         for w in e.w_past[i]]))
+                taps = [panels(pad(w, ident(R), gate, (Rp, Gp)),
+                               torch.int8 if self.q8 else torch.float32) for w in e.w_past[i]]
+                past.append(_Q8Array(taps) if self.q8 else torch.stack(taps))
             else:
                 main.append(panels(pad(e.w_taps[i], taps_rows, gate, (k * Rp, Gp)), wd))
                 past.append(None)
@@ -746,7 +795,8 @@ class _CppNet:
             return arr
 
         self.net = _Net(
-            L, Rp, Gp, Hp, Sp, Cp, C // 3, k, e.period, 2 if self.dp else int(wd != torch.float32),
+            L, Rp, Gp, Hp, Sp, Cp, C // 3, k, e.period,
+            3 if self.q8 else 2 if self.dp else int(wd != torch.float32),
             e.C, self.cin, e.order, e.ptaps, e.history, int(e.pexc),
             ints[0].data_ptr(), ints[1].data_ptr(), biases[0].data_ptr(),
             ctypes.addressof(ptrs(main)), ctypes.addressof(ptrs(past)),
@@ -779,14 +829,11 @@ class _CppNet:
         for name, t in named:
             if not (t.is_contiguous() and t.dtype == torch.float32):
                 raise ValueError(f"state.{name} must be a contiguous float32 tensor")
-        # the kernel's buffer of projected conditioning: kept for the next call when small
-        # (streaming calls are one frame each), else allocated by the kernel for this call
-        n_base = T * B * self.net.L * self.net.G
-        base = None
-        if n_base <= self.KEEP_BASE:
-            if self._base.numel() < n_base:
-                self._base = torch.empty(n_base)
-            base = self._base
+        # the kernel's buffer of projected conditioning (a few steps' worth), kept between calls
+        n_base = self.lib.dmol_base_floats(ctypes.byref(self.net), ctypes.c_int64(B))
+        if self._base.numel() < n_base:
+            self._base = torch.empty(n_base)
+        base = self._base
         self.lib.dmol_wavenet_run(
             ctypes.byref(self.net), ctypes.c_int64(B), ctypes.c_int64(T),
             ctypes.c_int64(state.t), ctypes.c_void_p(state.ring.data_ptr()),

@@ -87,10 +87,12 @@ CLI_POSTFILTER = 0.7
 CLI_ENVELOPE_DB = 6.0
 ENVELOPE_PASSES = 2
 BACKEND_CHOICES = ("auto", "torch", "compile", "cpp")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
 # steps x streams per engine call: the engine holds every layer's projected conditioning of
 # a call, MAX_BASE_ROWS * layers * gate_channels floats (r9y9: 8192 * 6144 * 4 B = 200 MB)
 MAX_BASE_ROWS = 8192
+# the largest batch whose engine computes past taps in blocks (make_engine)
+AMORTIZE_MAX_BATCH = 16
 # an LP model's coefficients are computed this many frames at a time, in blocks aligned to
 # multiples of it (always the same shapes: the same numbers whatever pieces the mel came in)
 LPC_BLOCK = 32
@@ -123,10 +125,13 @@ def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | s
             else:  # the reason, not a guess: a missing compiler and a failed build differ
                 warnings.warn(f"{problem}: synthesis runs on the slower 'torch' backend",
                               RuntimeWarning, stacklevel=2)
-    # past taps in blocks save weight traffic, which bounds batch 1; a batch is bound by
-    # arithmetic, and one product over all k taps is then the cheaper layout
-    return IncrementalWaveNet(model, backend=backend, dtype=dtype, amortize=batch <= 2,
-                              threads=threads)
+    # past taps in blocks save weight traffic, which bounds small batches (folding a few
+    # seconds makes 5-10 segments); a large batch is bound by arithmetic, and one product
+    # over all k taps is then the cheaper layout (r9y9 preset, one thread, float32 / int8
+    # samples/s: 5 segments 7,089 / 15,032 blocked against 4,578 / 12,714 not; 30 segments
+    # 8,587 / 13,047 against 9,146 / 15,512)
+    return IncrementalWaveNet(model, backend=backend, dtype=dtype,
+                              amortize=batch <= AMORTIZE_MAX_BATCH, threads=threads)
 
 
 # ---- conditioning, frame by frame ----------------------------------------------------------
@@ -516,6 +521,25 @@ def crossfade(pieces: list[Tensor], plan: list[tuple[int, int, int]], T: int) ->
     return out
 
 
+def folded_plan(model: WaveNet, frames: int, *, segment_seconds: float | None = None,
+                overlap_seconds: float = 0.05, max_batch: int = 32) -> list[tuple[int, int, int]]:
+    """The segments :func:`synthesize_folded` cuts ``frames`` mel frames into (its arguments):
+    ``(start, boundary, stop)`` samples each (:func:`segment_plan`)."""
+    if int(max_batch) != max_batch or max_batch < 1:
+        raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+    if frames == 0:
+        raise ValueError("mel has 0 frames")
+    sr, T = model.cfg.sample_rate, frames * model.hop_length
+    overlap = max(0, round(overlap_seconds * sr))
+    if segment_seconds is None:
+        segment = max(math.ceil(T / max_batch), 8 * overlap, model.hop_length)
+    elif not segment_seconds > 0:
+        raise ValueError(f"segment_seconds must be positive, got {segment_seconds!r}")
+    else:
+        segment = max(1, round(segment_seconds * sr))
+    return segment_plan(T, segment, min(overlap, segment - 1))
+
+
 def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,
                       temperature: float = 1.0, scale_temperature: float = 1.0,
                       segment_seconds: float | None = None,
@@ -547,24 +571,13 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
     """
     temperature = _check_temperature("temperature", temperature)
     scale_temperature = _check_temperature("scale_temperature", scale_temperature)
-    if int(max_batch) != max_batch or max_batch < 1:
-        raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
     post, stages = _postfilter(model, postfilter), _envelope(model, envelope)
-    sr, hop = model.cfg.sample_rate, model.hop_length
+    hop = model.hop_length
     m = _as_frames(model, mel)
     F_ = m.shape[0]
-    if F_ == 0:
-        raise ValueError("mel has 0 frames")
     T = F_ * hop
-    overlap = max(0, round(overlap_seconds * sr))
-    if segment_seconds is None:
-        segment = max(math.ceil(T / max_batch), 8 * overlap, hop)
-    elif not segment_seconds > 0:
-        raise ValueError(f"segment_seconds must be positive, got {segment_seconds!r}")
-    else:
-        segment = max(1, round(segment_seconds * sr))
-    overlap = min(overlap, segment - 1)
-    plan = segment_plan(T, segment, overlap)
+    plan = folded_plan(model, F_, segment_seconds=segment_seconds,
+                       overlap_seconds=overlap_seconds, max_batch=max_batch)
     threads = torch.get_num_threads() if threads is None else threads
     e = engine or make_engine(model, backend=backend, dtype=dtype,
                               batch=min(len(plan), max_batch), threads=threads)
