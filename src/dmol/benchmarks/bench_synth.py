@@ -60,16 +60,26 @@ MODES = {"incremental": ["incremental"], "folded": ["folded"], "streaming": ["st
          "both": ["incremental", "folded"], "all": ["incremental", "folded", "streaming"]}
 
 
-def _timed(fn):
-    w, c = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - w, time.process_time() - c
+def _timed(fn, repeat: int = 1):
+    """fn's output and its median wall and CPU seconds over ``repeat`` runs (and every run's
+    wall seconds): a shared machine's timings scatter by 10-20% from run to run."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return out, float(np.median(walls)), float(np.median(cpus)), walls
 
 
-def _row(name: str, samples: int, wall: float, cpu: float, sr: int) -> dict:
-    return {"system": name, "samples": samples, "wall_s": wall, "cpu_s": cpu,
-            "samples_per_s": samples / wall, "samples_per_cpu_s": samples / cpu,
-            "rtf": wall / (samples / sr)}
+def _row(name: str, samples: int, wall: float, cpu: float, sr: int,
+         walls: list[float] | None = None) -> dict:
+    row = {"system": name, "samples": samples, "wall_s": wall, "cpu_s": cpu,
+           "samples_per_s": samples / wall, "samples_per_cpu_s": samples / cpu,
+           "rtf": wall / (samples / sr)}
+    if walls and len(walls) > 1:
+        row["rtf_runs"] = [w / (samples / sr) for w in walls]
+    return row
 
 
 def profile_incremental(model: WaveNet, mel: np.ndarray, engine) -> dict:
@@ -162,7 +172,7 @@ def time_streaming(model: WaveNet, mel: np.ndarray, engine, name: str, seed: int
 def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
         dtypes: list[str], backend: str, max_batch: int, kernel_threads: list[int],
         profile: bool = False, seed: int = 0,
-        r9y9: r9y9_reference.Reference | None = None) -> dict:
+        r9y9: r9y9_reference.Reference | None = None, repeat: int = 3) -> dict:
     """Long because it is the benchmark's script: the baselines, then a row per (mode, dtype,
     kernel threads), each timed in turn in this process."""
     cfg, _ = get_preset(preset)
@@ -187,7 +197,7 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
 
         def timed_baseline(th: int) -> dict:
             base.generate(mel_t, steps=16, generator=torch.Generator().manual_seed(seed))
-            _, wall, cpu = _timed(lambda: base.generate(
+            _, wall, cpu, _ = _timed(lambda: base.generate(
                 mel_t, steps=n_base, generator=torch.Generator().manual_seed(seed)))
             return _row(f"baseline (shifted buffers, per-layer linears) x{th}", n_base, wall,
                         cpu, sr)
@@ -208,31 +218,33 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
             if engine.backend != "cpp" and th != kernel_threads[0]:
                 continue  # threads only apply to the C++ kernel
             synthesize_incremental(model, mel[:1], engine=engine)  # warm-up (builds, compiles)
-            out, wall, cpu = _timed(lambda e=engine: synthesize_incremental(
-                model, mel, seed=seed, engine=e))
+            out, wall, cpu, walls = _timed(lambda e=engine: synthesize_incremental(
+                model, mel, seed=seed, engine=e), repeat)
             tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
-            rows.append(_row(f"incremental, {tag}, {dtype}", len(out), wall, cpu, sr))
+            rows.append(_row(f"incremental, {tag}, {dtype}", len(out), wall, cpu, sr, walls))
             if th == kernel_threads[0] and model.recipe is not None:  # + the post-filters
-                out, wall, cpu = _timed(lambda e=engine: synthesize_incremental(
+                out, wall, cpu, walls = _timed(lambda e=engine: synthesize_incremental(
                     model, mel, seed=seed, engine=e, postfilter=CLI_POSTFILTER,
-                    envelope=CLI_ENVELOPE_DB))
+                    envelope=CLI_ENVELOPE_DB), repeat)
                 rows.append(_row(f"incremental + post-filters (command-line), {tag}, {dtype}",
-                                 len(out), wall, cpu, sr))
+                                 len(out), wall, cpu, sr, walls))
             if profile:
                 profiles[rows[-1]["system"]] = profile_incremental(model, mel, engine)
         for th in kernel_threads if "folded" in modes else []:
             # the engine for the batch the utterance folds into (its layout depends on it)
             engine = make_engine(model, backend=backend, dtype=dtype,
-                                 batch=min(max_batch, len(folded_plan(model, len(mel)))),
+                                 batch=min(max_batch, len(folded_plan(
+                                     model, len(mel), max_batch=max_batch, threads=th))),
                                  threads=th)
             if engine.backend != "cpp" and th != kernel_threads[0]:
                 continue
             synthesize_folded(model, mel[:1], engine=engine)
-            out, wall, cpu = _timed(lambda e=engine: synthesize_folded(
-                model, mel, seed=seed, max_batch=max_batch, engine=e))
+            out, wall, cpu, walls = _timed(lambda e=engine: synthesize_folded(
+                model, mel, seed=seed, max_batch=max_batch, engine=e), repeat)
             tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
-            rows.append(_row(f"folded (<= {max_batch} segments), {tag}, {dtype}",
-                             len(out), wall, cpu, sr))
+            n_seg = len(folded_plan(model, len(mel), max_batch=max_batch, threads=th))
+            rows.append(_row(f"folded ({n_seg} segments), {tag}, {dtype}",
+                             len(out), wall, cpu, sr, walls))
         for th in kernel_threads if "streaming" in modes else []:
             engine = make_engine(model, backend=backend, dtype=dtype, batch=1, threads=th)
             if engine.backend != "cpp" and th != kernel_threads[0]:
@@ -293,9 +305,14 @@ def _print(res: dict) -> None:
           + (f" {'x r9y9':>7}" if r9 else ""))
     for r in res["rows"]:
         x, xr = r["speedup_vs_baseline"], r["speedup_vs_r9y9"]
+        runs = r.get("rtf_runs")
         print(f"{r['system']:<56} {r['samples_per_s']:>10.0f} {r['samples_per_cpu_s']:>11.0f} "
               f"{r['rtf']:>7.2f} {'-' if x is None else f'{x:.1f}':>10}"
-              + (f" {f'{xr:.1f}':>7}" if r9 else ""))
+              + (f" {f'{xr:.1f}':>7}" if r9 else "")
+              + (f"   (RTF {min(runs):.2f}-{max(runs):.2f} in {len(runs)} runs)" if runs
+                 else ""))
+    if any(r.get("rtf_runs") for r in res["rows"]):
+        print("samples/s and RTF: the median of the runs")
     for r in res["rows"]:
         if "lookahead_ms" not in r or r["compute_ms_median"] is None:
             continue
@@ -334,9 +351,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch threads (default 1: the per-frame torch ops are small)")
     p.add_argument("--kernel-threads", type=int, nargs="+", default=[1],
                    help="threads of the C++ kernel, one row each")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timed runs per dmol row (the median is printed)")
     p.add_argument("--profile", action="store_true", help="where sequential synthesis spends time")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     a = p.parse_args(argv)
+    if a.repeat < 1:
+        p.error(f"--repeat must be >= 1, got {a.repeat}")
     if a.threads:
         torch.set_num_threads(a.threads)
     r9y9 = None
@@ -347,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dmol bench synth: {e}", file=sys.stderr)
             return 2
     res = run(a.preset, MODES[a.mode], a.seconds, a.baseline_seconds, a.dtype, a.backend,
-              a.max_batch, a.kernel_threads, a.profile, r9y9=r9y9)
+              a.max_batch, a.kernel_threads, a.profile, r9y9=r9y9, repeat=a.repeat)
     if a.json:
         print(json.dumps(res, indent=2))
     else:

@@ -12,7 +12,7 @@ from dmol.audio.corpus import list_split, load_recipe
 from dmol.cli._postfilters import add_postfilter_arguments, postfilter_problem
 from dmol.wavenet.checkpoint import load_model
 from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
-from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE
+from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE, DTYPES
 
 
 def _is_dataset(path: Path) -> bool:
@@ -35,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-utterances", type=int, default=4)
     p.add_argument("--max-seconds", type=float, default=2.0, help="crop each utterance (s)")
     p.add_argument("--mode", default="folded", help="synthesis mode (folded or incremental)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                   help="weights of the synthesis engine (int8: the C++ kernel's 8-bit "
+                        "products)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0,
                    help="divides the mixture logits (0: the most probable component)")
@@ -74,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             utts = audio_utterances(a.inputs, recipe, limit=a.max_utterances)
             what = "audio file(s)"
         result = evaluate_model(
-            model, head, recipe, utts, synth=not a.no_synth, mode=a.mode, seed=a.seed,
+            model, head, recipe, utts, synth=not a.no_synth, mode=a.mode, dtype=a.dtype,
+            seed=a.seed,
             temperature=a.temperature, scale_temperature=a.scale_temperature,
             postfilter=a.postfilter, envelope=a.envelope, max_seconds=a.max_seconds,
             f0_method=a.f0_method, wav_dir=a.wav_dir,

@@ -141,6 +141,7 @@ def evaluate_model(
     synth: bool = True,
     baseline: bool = True,
     mode: str = "folded",
+    dtype: str = "float32",
     seed: int = 0,
     temperature: float = 1.0,
     scale_temperature: float = 1.0,
@@ -160,7 +161,7 @@ def evaluate_model(
             ``(name, audio (T,), mel (frames, n_mels))`` tuples made with ``recipe``.
         synth: vocode with the WaveNet (the slow part); ``False`` reports only its NLL.
         baseline: also invert each mel with Griffin-Lim (``gl_iters`` iterations).
-        mode, seed, temperature, scale_temperature, postfilter, envelope: passed to
+        mode, dtype, seed, temperature, scale_temperature, postfilter, envelope: passed to
             :func:`dmol.wavenet.synthesis.vocode`; utterance ``i`` uses seed ``seed + i``.
         max_seconds: keep only the first ``max_seconds`` of each utterance (None: all of it).
             Autoregressive synthesis costs time per sample, so this bounds the run time.
@@ -206,7 +207,7 @@ def evaluate_model(
         waves = {"original": audio}
         if synth:
             waves["WaveNet"] = np.asarray(
-                vocode(model, head, recipe, mel, mode=mode, seed=seed + i,
+                vocode(model, head, recipe, mel, mode=mode, dtype=dtype, seed=seed + i,
                        temperature=temperature, scale_temperature=scale_temperature,
                        postfilter=postfilter, envelope=envelope, progress=progress),
                 dtype=np.float32,
@@ -241,7 +242,7 @@ def evaluate_model(
         "utterances": rows,
         "table": metrics_table(systems),
         "settings": {
-            "mode": mode, "seed": seed, "temperature": temperature,
+            "mode": mode, "dtype": dtype, "seed": seed, "temperature": temperature,
             "scale_temperature": scale_temperature, "postfilter": postfilter,
             "envelope": envelope,
             "max_seconds": max_seconds,
