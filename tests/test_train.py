@@ -571,6 +571,16 @@ def test_ctrl_c_under_ddp_saves_the_step_the_replicas_agree_on(speech, tmp_path)
     assert json.loads((out / "metrics.json").read_text())["step"] == steps[-1] + 2
 
 
+@pytest.fixture
+def sigint_default():
+    """SIGINT raises KeyboardInterrupt, as in a terminal, even when pytest runs as a background
+    job (``make test &``), which starts with SIGINT ignored: the trainer keeps an ignored
+    signal ignored, so Ctrl-C could not be simulated there."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def _interrupt_at(monkeypatch, func: str, call: int) -> None:
     """Send this process SIGINT during the ``call``-th call of ``T.<func>``, as Ctrl-C would."""
     real, calls = getattr(T, func), {"n": 0}
@@ -585,7 +595,8 @@ def _interrupt_at(monkeypatch, func: str, call: int) -> None:
     monkeypatch.setattr(T, func, wrapped)
 
 
-def test_ctrl_c_right_after_an_update_never_applies_it_twice(speech, tmp_path, monkeypatch):
+def test_ctrl_c_right_after_an_update_never_applies_it_twice(speech, tmp_path, monkeypatch,
+                                                            sigint_default):
     data, _, _ = speech
     overrides = {**QUICK, "max_steps": 6}
     full = run_train(data, tmp_path / "full", overrides=overrides)
@@ -605,7 +616,8 @@ def test_ctrl_c_right_after_an_update_never_applies_it_twice(speech, tmp_path, m
             assert torch.equal(b[key][name], t), (key, name)  # bit for bit
 
 
-def test_ctrl_c_during_the_final_validation_still_saves(speech, tmp_path, monkeypatch):
+def test_ctrl_c_during_the_final_validation_still_saves(speech, tmp_path, monkeypatch,
+                                                       sigint_default):
     data, _, _ = speech
     out = tmp_path / "run"
     _interrupt_at(monkeypatch, "_validation_loss", 2)  # 1: the starting point, 2: the final one

@@ -40,6 +40,7 @@ Command line::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import warnings
@@ -521,6 +522,19 @@ def crossfade(pieces: list[Tensor], plan: list[tuple[int, int, int]], T: int) ->
     return out
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside the block."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
+
+
 def folded_plan(model: WaveNet, frames: int, *, segment_seconds: float | None = None,
                 overlap_seconds: float = 0.05, max_batch: int = 32,
                 threads: int = 1) -> list[tuple[int, int, int]]:
@@ -571,7 +585,7 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
             of the previous one. Longer than the receptive field is a good choice.
         max_batch: the most segments generated at once (more run in rounds).
         threads: C++ kernel threads, each running its share of the segments (default: torch's
-            thread count).
+            thread count); the conditioning network runs on at least as many torch threads.
         postfilter, envelope: the post-filters on the joined output (0: none), as
             :class:`StreamingVocoder`.
 
@@ -599,7 +613,9 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
     g = torch.Generator().manual_seed(int(seed))
     sp = None if speaker is None else torch.tensor([int(speaker)])
     mel_t = m.T[None].to(e.device)
-    with torch.inference_mode():
+    # the conditioning network runs once over the whole utterance, a batched convolution: on
+    # the kernel's threads too (r9y9 preset, 2 s on 2 cores: a tenth of the time on one)
+    with torch.inference_mode(), _torch_threads(max(torch.get_num_threads(), threads)):
         c = torch.cat([cond.frames(mel_t, a, min(a + 256, F_), F_)
                        for a in range(0, F_, 256)], dim=-1)  # (1, n_mels, T)
         if model.cfg.phase_harmonics:  # the utterance's clock: every segment reads its slice
