@@ -195,17 +195,22 @@ def test_lp_teacher_forced_matches_forward(head, backend, amortize):
     assert torch.equal(state.hist, x[:, -8:]) and torch.equal(state.x, x[:, -1])
 
 
-def test_lp_sum_form_and_bfloat16(backend):
-    """The step as ``backend="compile"`` traces it, and bfloat16 weights, for an LP model."""
+def _lp_case(seed: int, frames: int, mel_seed: int, x_seed: int):
+    """An LP model, true samples x (1, T), model(x, mel), its conditioning and coefficients."""
     from dmol.wavenet.incremental import lpc_per_sample
 
-    model = lp_model(5)
-    F_, hop = 5, model.hop_length
-    mel = lp_mel(F_, seed=2)
-    x = torch.rand(1, F_ * hop, generator=torch.Generator().manual_seed(4)) - 0.5
+    model = lp_model(seed)
+    hop = model.hop_length
+    mel = lp_mel(frames, seed=mel_seed)
+    x = torch.rand(1, frames * hop, generator=torch.Generator().manual_seed(x_seed)) - 0.5
     with torch.no_grad():
         ref, c, a = model(x, mel), model.upsample(mel), model.lpc(mel)
-    lpc = lpc_per_sample(a, 0, F_ * hop, hop, F_)
+    return model, x, ref, c, lpc_per_sample(a, 0, frames * hop, hop, frames)
+
+
+def test_lp_sum_form_and_bfloat16(backend):
+    """The step as ``backend="compile"`` traces it, and bfloat16 weights, for an LP model."""
+    model, x, ref, c, lpc = _lp_case(5, 5, mel_seed=2, x_seed=4)
     if backend == "torch":
         e = IncrementalWaveNet(model)
         e._get_step = lambda batch: (lambda *args: e._step(*args, sum_form=True))
@@ -492,8 +497,10 @@ def _int8_params(model, c, x, threads=1, amortize=True, lpc=None):
 
 @pytest.mark.parametrize("amortize", [True, False])
 def test_int8_weights_close(cpp, amortize):
-    """int8 weights and 8-bit rows (integer sums): teacher-forced, within 2e-2 of the float32
-    network and not equal to it, whatever the split of the work."""
+    """int8 weights and 8-bit rows (integer sums): teacher-forced, close to the float32 network
+    and not equal to it, whatever the split of the work. The integer arithmetic is the same on
+    every machine, so the bound is tight: correct 8-bit products are off by 5.0e-4 on average
+    here (3.1e-3 at most); taking the offset 128 out with 127 instead gives 7.5e-4."""
     model = tiny_model(21)
     B, F_ = 3, 6
     mel = _mel(F_, B, seed=9)
@@ -501,8 +508,8 @@ def test_int8_weights_close(cpp, amortize):
     with torch.no_grad():
         ref, c = model(x, mel), model.upsample(mel)
     got = _int8_params(model, c, x, amortize=amortize)
-    err = (got - ref).abs().max().item()
-    assert 0 < err < 2e-2
+    err = (got - ref).abs()
+    assert 0 < err.max().item() < 5e-3 and err.mean().item() < 6e-4
     # every split of the work gives the same numbers: by columns (batch 1, 3 threads on one
     # stream's products) and by streams (3 streams, 2 threads)
     assert torch.equal(_int8_params(model, c, x, threads=2, amortize=amortize), got)
@@ -533,23 +540,17 @@ def test_int8_native_equals_portable(monkeypatch):
 
 
 def test_int8_lp_model_close_and_free_running(cpp):
-    """An LP model with int8 weights: teacher-forced within 2e-2 of model.forward (the
-    prediction channel exactly, it is float32 arithmetic on the true past); free-running,
-    each sample is the fused draw from that step's parameters plus the prediction."""
-    from dmol.wavenet.incremental import lpc_per_sample
-
-    model = lp_model(23)
-    F_, hop = 6, model.hop_length
-    mel = lp_mel(F_, seed=3)
-    x = torch.rand(1, F_ * hop, generator=torch.Generator().manual_seed(8)) - 0.5
-    with torch.no_grad():
-        ref, c, a = model(x, mel), model.upsample(mel), model.lpc(mel)
-    lpc = lpc_per_sample(a, 0, F_ * hop, hop, F_)
+    """An LP model with int8 weights: teacher-forced close to model.forward (mean error 3.5e-4
+    measured; 8.7e-4 with the offset taken out wrongly) and the prediction channel exactly (it
+    is float32 arithmetic on the true past); free-running, each sample is the fused draw from
+    that step's parameters plus the prediction."""
+    model, x, ref, c, lpc = _lp_case(23, 6, mel_seed=3, x_seed=8)
     got = _int8_params(model, c, x, lpc=lpc)
-    assert 0 < (got - ref).abs().max().item() < 2e-2
+    err = (got - ref).abs()
+    assert 0 < err.max().item() < 5e-3 and err.mean().item() < 5e-4
     assert (got[:, -1] - ref[:, -1]).abs().max().item() < 1e-5
     e = IncrementalWaveNet(model, backend="cpp", dtype=torch.int8)
-    noise = e.draw_noise(F_ * hop, 1, generator=torch.Generator().manual_seed(9))
+    noise = e.draw_noise(x.shape[1], 1, generator=torch.Generator().manual_seed(9))
     xs, p = e.run(e.new_state(1), c, noise=noise, lpc=lpc, return_params=True)
     C = model.head.net_channels
     drawn = sample_mol(p[0, :C].T, noise.gumbel[:, 0], noise.logistic[:, 0], e.log_scale_min)
