@@ -564,6 +564,10 @@ def test_int8_needs_the_cpp_backend():
         IncrementalWaveNet(model, backend="torch", dtype=torch.int8)
     with pytest.raises(ValueError, match="dtype must be one of"):
         make_engine(model, dtype="int4")
+    with pytest.raises(ValueError, match="int8 weights run on the C\\+\\+ kernel only"):
+        make_engine(model, dtype="int8", backend="compile")
+    with pytest.raises(ValueError, match="int8 weights need the C\\+\\+ kernel"):
+        make_engine(tiny_model(24, head="gaussian"), dtype="int8")  # no cpp engine for it
 
 
 # ---- the streaming mel buffer ---------------------------------------------------------------

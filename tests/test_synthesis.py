@@ -268,6 +268,12 @@ def test_vocode_command_line(tmp_path, capsys):
                       "--no-progress"])
     assert rc == 2 and "bad.npy" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+    # int8 weights on a backend without int8 products: one line, before any work
+    with pytest.raises(SystemExit):
+        vocode_main([str(run), str(tmp_path / "a.npy"), "--out", str(tmp_path / "o3"),
+                     "--dtype", "int8", "--backend", "torch"])
+    assert "--dtype int8 runs on the C++ kernel only" in capsys.readouterr().err
+    assert not (tmp_path / "o3").exists()
 
 
 def test_vocode_command_line_options_reach_the_synthesis(tmp_path):

@@ -12,6 +12,7 @@ from dmol.audio.corpus import list_split, load_recipe
 from dmol.cli._postfilters import add_postfilter_arguments, postfilter_problem
 from dmol.wavenet.checkpoint import load_model
 from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
+from dmol.wavenet.incremental import cpp_problem
 from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE, DTYPES
 
 
@@ -59,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"max-seconds), got {v}")
     if postfilter_problem(a):
         p.error(postfilter_problem(a))
+    if a.dtype == "int8" and not a.no_synth and cpp_problem() is not None:
+        p.error(f"--dtype int8 needs the C++ kernel: {cpp_problem()}")
     if a.json is not None and a.json.is_dir():
         p.error(f"--json {a.json} is a folder: give a file name")
     try:

@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speaker", type=int, default=None, help="speaker id (multi-speaker models)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.dtype == "int8" and a.backend not in ("auto", "cpp"):
+        p.error(f"--dtype int8 runs on the C++ kernel only: use --backend cpp (or auto), "
+                f"not {a.backend}")
     for flag, v in (("--temperature", a.temperature),
                     ("--scale-temperature", a.scale_temperature)):
         if not (math.isfinite(v) and v >= 0):  # before loading anything

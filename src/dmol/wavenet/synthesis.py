@@ -116,6 +116,9 @@ def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | s
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
         dtype = DTYPES[dtype]
+    if dtype == torch.int8 and backend not in ("auto", "cpp"):
+        raise ValueError(f"int8 weights run on the C++ kernel only (backend 'cpp'), not "
+                         f"{backend!r}")
     if backend == "auto":
         cpu = next(model.parameters()).device.type == "cpu"
         backend = "torch"
@@ -123,9 +126,13 @@ def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | s
             problem = cpp_problem()
             if problem is None:
                 backend = "cpp"
+            elif dtype == torch.int8:  # no fallback: torch has no int8 products
+                raise ValueError(f"int8 weights need the C++ kernel: {problem}")
             else:  # the reason, not a guess: a missing compiler and a failed build differ
                 warnings.warn(f"{problem}: synthesis runs on the slower 'torch' backend",
                               RuntimeWarning, stacklevel=2)
+        elif dtype == torch.int8:
+            raise ValueError("int8 weights need the C++ kernel: a MoL head on the CPU")
     # past taps in blocks save weight traffic, which bounds small batches (folding a few
     # seconds makes 5-10 segments); a large batch is bound by arithmetic, and one product
     # over all k taps is then the cheaper layout (r9y9 preset, one thread, float32 / int8
