@@ -232,17 +232,15 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
                 profiles[rows[-1]["system"]] = profile_incremental(model, mel, engine)
         for th in kernel_threads if "folded" in modes else []:
             # the engine for the batch the utterance folds into (its layout depends on it)
+            n_seg = len(folded_plan(model, len(mel), max_batch=max_batch, threads=th))
             engine = make_engine(model, backend=backend, dtype=dtype,
-                                 batch=min(max_batch, len(folded_plan(
-                                     model, len(mel), max_batch=max_batch, threads=th))),
-                                 threads=th)
+                                 batch=min(max_batch, n_seg), threads=th)
             if engine.backend != "cpp" and th != kernel_threads[0]:
                 continue
             synthesize_folded(model, mel[:1], engine=engine)
             out, wall, cpu, walls = _timed(lambda e=engine: synthesize_folded(
                 model, mel, seed=seed, max_batch=max_batch, engine=e), repeat)
             tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
-            n_seg = len(folded_plan(model, len(mel), max_batch=max_batch, threads=th))
             rows.append(_row(f"folded ({n_seg} segments), {tag}, {dtype}",
                              len(out), wall, cpu, sr, walls))
         for th in kernel_threads if "streaming" in modes else []:
