@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 #include <vector>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -22,10 +23,29 @@ extern "C" __m512 _ZGVeN16v_expf(__m512);  // glibc libmvec, 16 lanes
 #endif
 
 constexpr int64_t PW = 32;  // panel width (columns)
-#ifndef DMOL_PF
-#define DMOL_PF 2048
-#endif
-constexpr int64_t PF = DMOL_PF;  // bytes of weights prefetched ahead (int8 tiles)
+constexpr int64_t PF = 2048;  // bytes of weights prefetched ahead (int8 tiles)
+
+// rows split into tiles of at most 8 rows, as even as possible (5 rows: one tile of 5, not
+// 4 + 1: a 1-row tile has too few sums to hide the FMA latency and costs a 4-row tile);
+// f(std::integral_constant<int, MR>, first row) runs one tile
+template <typename F>
+static inline void even_tiles(int64_t rows, F&& f) {
+    const int64_t n_tiles = (rows + 7) / 8;
+    for (int64_t q = 0; q < n_tiles; ++q) {
+        const int64_t m0 = rows * q / n_tiles;
+        switch (rows * (q + 1) / n_tiles - m0) {
+            case 8: f(std::integral_constant<int, 8>{}, m0); break;
+            case 7: f(std::integral_constant<int, 7>{}, m0); break;
+            case 6: f(std::integral_constant<int, 6>{}, m0); break;
+            case 5: f(std::integral_constant<int, 5>{}, m0); break;
+            case 4: f(std::integral_constant<int, 4>{}, m0); break;
+            case 3: f(std::integral_constant<int, 3>{}, m0); break;
+            case 2: f(std::integral_constant<int, 2>{}, m0); break;
+            case 1: f(std::integral_constant<int, 1>{}, m0); break;
+            default: break;
+        }
+    }
+}
 
 #ifdef DMOL_AVX2
 static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
@@ -262,25 +282,9 @@ static void gemm(const float* X, int64_t ldx, int64_t rows, const W* w, int64_t 
             default: break;
         }
 #else
-        // tiles of at most 8 rows, as even as possible: 5 rows are one tile of 5, not 4 + 1
-        // (a 1-row tile has 2 sums, too few to hide the FMA latency; it costs a 4-row tile)
-        const int64_t n_tiles = (rows + 7) / 8;
-        for (int64_t q = 0; q < n_tiles; ++q) {
-            const int64_t m0 = rows * q / n_tiles, mr = rows * (q + 1) / n_tiles - m0;
-            const float* x = X + m0 * ldx;
-            float* ym = y + m0 * ldy;
-            switch (mr) {
-                case 8: tile<8>(x, ldx, pan, K, ym, ldy); break;
-                case 7: tile<7>(x, ldx, pan, K, ym, ldy); break;
-                case 6: tile<6>(x, ldx, pan, K, ym, ldy); break;
-                case 5: tile<5>(x, ldx, pan, K, ym, ldy); break;
-                case 4: tile<4>(x, ldx, pan, K, ym, ldy); break;
-                case 3: tile<3>(x, ldx, pan, K, ym, ldy); break;
-                case 2: tile<2>(x, ldx, pan, K, ym, ldy); break;
-                case 1: tile<1>(x, ldx, pan, K, ym, ldy); break;
-                default: break;
-            }
-        }
+        even_tiles(rows, [&](auto mr, int64_t m0) {
+            tile<decltype(mr)::value>(X + m0 * ldx, ldx, pan, K, y + m0 * ldy, ldy);
+        });
 #endif
     }
 }
@@ -503,24 +507,11 @@ static void gemm_q(const QRows& x, int64_t rows, const Q8* w, int64_t k0, int64_
         for (; p < p1; ++p) block_q8<1, 1>(U, K, sx, w, k0, p, Y, ldy);
         return;
     }
-    const int64_t n_tiles = (rows + 7) / 8;  // as even as possible, at most 8 rows each
     for (int64_t p = p0; p < p1; ++p)
-        for (int64_t q = 0; q < n_tiles; ++q) {
-            const int64_t m0 = rows * q / n_tiles, mr = rows * (q + 1) / n_tiles - m0;
-            const uint8_t* u = U + m0 * K;
-            const float* s = sx + m0;
-            float* y = Y + m0 * ldy;
-            switch (mr) {
-                case 8: block_q8<8, 1>(u, K, s, w, k0, p, y, ldy); break;
-                case 7: block_q8<7, 1>(u, K, s, w, k0, p, y, ldy); break;
-                case 6: block_q8<6, 1>(u, K, s, w, k0, p, y, ldy); break;
-                case 5: block_q8<5, 1>(u, K, s, w, k0, p, y, ldy); break;
-                case 4: block_q8<4, 1>(u, K, s, w, k0, p, y, ldy); break;
-                case 3: block_q8<3, 1>(u, K, s, w, k0, p, y, ldy); break;
-                case 2: block_q8<2, 1>(u, K, s, w, k0, p, y, ldy); break;
-                default: block_q8<1, 1>(u, K, s, w, k0, p, y, ldy); break;
-            }
-        }
+        even_tiles(rows, [&](auto mr, int64_t m0) {
+            block_q8<decltype(mr)::value, 1>(U + m0 * K, K, sx + m0, w, k0, p, Y + m0 * ldy,
+                                             ldy);
+        });
 }
 
 static void gemm(const float* X, int64_t ldx, int64_t rows, const Q8* w, int64_t, int64_t k0,
@@ -546,14 +537,6 @@ static void gemm2(const float* X, int64_t ldx, int64_t rows, const Q8* w1, int64
     x.set(X, ldx, rows, K);
     if (w1) gemm_q(x, rows, w1, k1, K, p0, p1, Y1, ldy1);
     gemm_q(x, rows, w2, k2, K, q0, q1, Y2, ldy2);
-}
-
-extern "C" int dmol_has_int8_products() {
-#if defined(__AVX512VNNI__)
-    return 1;
-#else
-    return 0;
-#endif
 }
 
 extern "C" int dmol_has_bf16_products() {

@@ -316,14 +316,15 @@ class IncrementalWaveNet:
         Batch-1 generation is bound by this traffic: weights do not fit in a core's cache.
         """
         item = torch.tensor([], dtype=self.dtype).element_size()
-        past_item = 1 if self.dtype == torch.int8 else 4
         n = sum(self.w_cur[i].numel() if b else self.w_taps[i].numel()
                 for i, b in enumerate(self.blocked))
         n += sum(w.numel() for w in self.w_out) + self.w_skip.numel()
-        n += self.w_post1.numel() + self.w_post2.numel()
         past = sum(sum(w.numel() for w in self.w_past[i]) / d
                    for i, d in enumerate(self.dilations) if self.blocked[i])
-        return n * item + past * past_item  # past taps: float32 but beside int8
+        ends = self.w_post1.numel() + self.w_post2.numel()
+        # past taps are float32 except in an int8 engine; its output products are float32
+        int8 = self.dtype == torch.int8
+        return (n + ends * (4 if int8 else 1)) * item + past * (item if int8 else 4)
 
     # ---- state and inputs ---------------------------------------------------------------------
     def new_state(self, batch: int = 1, speaker: Tensor | None = None) -> IncrementalState:
