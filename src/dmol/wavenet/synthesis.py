@@ -552,9 +552,10 @@ def folded_plan(model: WaveNet, frames: int, *, segment_seconds: float | None = 
     1/8 more steps). With ``threads`` kernel threads each thread runs its share of the segments
     and reads every weight once per step, so short utterances are cut finer: up to 6 segments
     per thread, at least 3 overlaps long, their count a multiple of ``threads`` (2 s at 22.05
-    kHz on 2 threads: 6 + 6 segments instead of 3 + 2; the r9y9 preset ran 1.2-1.4x faster,
-    docs/synthesis.md). The segments, and so the audio of a seed, then depend on ``threads``:
-    give ``segment_seconds`` for audio that does not.
+    kHz on 2 threads: 12 segments, where 1 thread gets 5; r9y9 preset, int8, 2 threads: 12
+    streams take 364 us per step, 6 streams 252, docs/synthesis.md). The segments, and so
+    the audio of a seed, then depend on ``threads``: give ``segment_seconds`` for audio that
+    does not.
     """
     if int(max_batch) != max_batch or max_batch < 1:
         raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
