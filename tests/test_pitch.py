@@ -4,6 +4,8 @@ with a known F0, the taps' indexing, and every synthesis path reading the same t
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -290,6 +292,65 @@ def test_tracker_keeps_the_voice_through_a_one_frame_octave_error():
     assert torch.equal(tracked[0, :20], f0[60].float().expand(20))
     assert torch.equal(tracked[0, 22:], f0[up].float().expand(8))  # 0.65 gained per frame
     assert torch.allclose(score[0, 10:12], torch.tensor([0.9, 0.9]).float())
+
+
+def test_ramp_lets_weak_frames_jump_and_keeps_strong_frames_tracked():
+    """Known answer: the voice at candidate 60 with a two-frame octave error (frames 10-11,
+    best score 0.95) and a pause (frames 20-24) whose best comb wanders at random, scores
+    <= 0.45. With the ramp (0.5, 0.8) the strong frames keep the track as without it, and
+    the pause gets each frame's own best comb, where the full cost would carry the voice."""
+    C = len(pitch_candidates(RECIPE))
+    up = 60 + round(C / np.log2(F0_MAX / F0_MIN))
+    s = torch.full((1, 30, C), 0.1, dtype=torch.float64)
+    s[0, :, 60] = 0.9
+    s[0, 10:12, up] = 0.95
+    wander = [5, 150, 30, 190, 90]
+    s[0, 20:25, 60] = 0.3
+    for i, c in enumerate(wander):
+        s[0, 20 + i, c] = 0.45
+    f0 = pitch_candidates(RECIPE)
+    ramped, _ = PitchTracker(RECIPE, 0.8, (0.5, 0.8))(s)
+    full, _ = PitchTracker(RECIPE, 0.8)(s)
+    alone, _ = PitchTracker(RECIPE, 0.0)(s)
+    assert torch.equal(ramped[0, :20], f0[60].float().expand(20))  # the octave error tracked
+    assert torch.equal(ramped[0, 20:25], alone[0, 20:25])  # the pause: per frame
+    assert torch.equal(ramped[0, 20:25], f0[wander].float())
+    assert torch.equal(full[0, 20:25], f0[60].float().expand(5))  # the full cost: a smooth hum
+    assert torch.equal(ramped[0, 25:], f0[60].float().expand(5))
+    # in between the cost is linear in the strength: frame 15 (best 0.65 an octave up, the
+    # voice's comb 0.3) pays half the cost, 0.4 > 0.35 gained, and stays; a ramp (0.5, 0.95)
+    # makes it pay a third, 0.27 < 0.35, and it jumps
+    s[0, 15, 60], s[0, 15, up] = 0.3, 0.65
+    assert PitchTracker(RECIPE, 0.8, (0.5, 0.8))(s)[0][0, 15] == f0[60].float()
+    assert PitchTracker(RECIPE, 0.8, (0.5, 0.95))(s)[0][0, 15] == f0[up].float()
+    ramped, _ = PitchTracker(RECIPE, 0.8, (0.5, 0.8))(s)
+    # in pieces the same numbers, the strengths read frame by frame
+    t = PitchTracker(RECIPE, 0.8, (0.5, 0.8))
+    pieces = torch.cat([t(s[:, a:b])[0] for a, b in ((0, 11), (11, 21), (21, 30))], 1)
+    assert torch.equal(pieces, ramped)
+
+
+def test_ramp_is_checked_and_carried_by_the_config():
+    for bad in ((0.8, 0.5), (0.5,), (0.5, 0.8, 0.9), (-2.0, 0.5), (0.5, float("nan")),
+                (True, 0.8), "ab", 0.5):
+        with pytest.raises(ValueError, match="ramp must be two numbers"):
+            PitchTracker(RECIPE, 0.8, bad)
+        with pytest.raises(ValueError, match="ramp must be two numbers"):
+            get_preset("lp-16k-ltp", {"pitch_continuity": 0.8, "pitch_continuity_ramp": bad})
+    with pytest.raises(ValueError, match="pitch_continuity_ramp needs a tracked estimate"):
+        get_preset("lp-16k-ltp", {"pitch_continuity_ramp": (0.5, 0.8)})
+    cfg, _ = get_preset("lp-16k-ltp", {"pitch_continuity": 0.8,
+                                       "pitch_continuity_ramp": [0.5, 0.8]})
+    assert cfg.pitch_continuity_ramp == (0.5, 0.8)
+    assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # the model's estimate (taps, clock) follows it
+    model = ltp_model(5, continuity=0.8, phase=2)
+    mel = _mel(40, seed=7)
+    plain = model.f0(mel)
+    model.cfg.pitch_continuity_ramp = (0.9, 0.99)  # nearly every frame weak: per frame
+    assert torch.equal(model.f0(mel), pitch_from_mel(mel.transpose(1, 2), model.recipe,
+                                                     0.8, (0.9, 0.99))[0])
+    assert not torch.equal(model.f0(mel), plain)
 
 
 def test_tracker_in_pieces_equals_whole_and_zero_continuity_is_per_frame():

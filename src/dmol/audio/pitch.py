@@ -115,8 +115,8 @@ def pitch_candidates(recipe: MelRecipe) -> Tensor:
     return _templates(recipe)[0]
 
 
-def pitch_from_mel(log_mel: Tensor, recipe: MelRecipe, continuity: float = 0.0
-                   ) -> tuple[Tensor, Tensor]:
+def pitch_from_mel(log_mel: Tensor, recipe: MelRecipe, continuity: float = 0.0,
+                   ramp: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
     """F0 estimate and voicing strength of each frame of a natural-log magnitude mel.
 
     Args:
@@ -126,13 +126,15 @@ def pitch_from_mel(log_mel: Tensor, recipe: MelRecipe, continuity: float = 0.0
             the best path so far through the frames' scores, where a path pays
             ``continuity`` (in correlation units) per octave it jumps between consecutive
             frames (:class:`PitchTracker`; causal, so a stream gets the same numbers).
+        ramp: ``(lo, hi)``: a frame's jump cost scales with its own voicing strength, from 0
+            (strength <= lo) to ``continuity`` (>= hi); None: the full cost in every frame.
 
     Returns:
         f0 (..., frames) float32 in [F0_MIN, F0_MAX] Hz (an estimate in every frame, voiced
         or not), strength (..., frames) float32 in [-1, 1] (the chosen comb's correlation).
     """
     scores = pitch_scores(log_mel, recipe)
-    return PitchTracker(recipe, continuity)(scores)
+    return PitchTracker(recipe, continuity, ramp)(scores)
 
 
 class PitchTracker:
@@ -146,9 +148,17 @@ class PitchTracker:
     the best end. No backtracking: a frame's estimate never changes once given, which is
     what a vocoder fed frame by frame (and the training that must match it) needs.
 
+    A track carries a smooth pitch through pauses and breaths too, where a per-frame estimate
+    jumps at random; a vocoder reads the smooth one as "voiced" and hums there. With ``ramp``
+    a frame pays for a jump only in proportion to its own strength (its best comb's score):
+    weak frames take their own best comb, strongly periodic ones keep the voice's track.
+
     Args:
         recipe: the mel recipe (its candidates, :func:`pitch_candidates`).
         continuity: the cost per octave, >= 0 (0: each frame's best comb alone).
+        ramp: ``(lo, hi)``, lo < hi in [-1, 1]: the cost is ``continuity`` times
+            ``clip((strength - lo) / (hi - lo), 0, 1)`` of the frame jumped to; None: the
+            full cost in every frame.
 
     Example::
 
@@ -157,11 +167,12 @@ class PitchTracker:
         >>> f0a, _ = tracker(s[:, :10]); f0b, _ = tracker(s[:, 10:])   # == the whole at once
     """
 
-    def __init__(self, recipe: MelRecipe, continuity: float = 0.0) -> None:
+    def __init__(self, recipe: MelRecipe, continuity: float = 0.0,
+                 ramp: tuple[float, float] | None = None) -> None:
         c = float(continuity)
         if not math.isfinite(c) or c < 0:
             raise ValueError(f"pitch continuity must be a finite number >= 0, got {continuity!r}")
-        self.continuity = c
+        self.continuity, self.ramp = c, check_ramp(ramp)
         self.f0 = pitch_candidates(recipe)
         lf = torch.log2(self.f0)
         self._jump = c * (lf[:, None] - lf[None, :]).abs()  # (from, to) candidate
@@ -186,12 +197,34 @@ class PitchTracker:
             d = self._best
             for t in range(scores.shape[-2]):
                 s = scores[..., t, :]
-                d = s if d is None else (d[..., :, None] - jump).amax(-2) + s
+                if d is not None:
+                    cost = jump
+                    if self.ramp is not None:  # (..., 1, 1): this frame's share of the cost
+                        lo, hi = self.ramp
+                        cost = jump * ((s.amax(-1) - lo) / (hi - lo)).clamp(0, 1)[..., None, None]
+                    d = (d[..., :, None] - cost).amax(-2)
+                d = s if d is None else d + s
                 d = d - d.amax(-1, keepdim=True)  # small numbers; the argmax is unchanged
                 idx[..., t] = d.argmax(-1)
             self._best = d
         best = scores.gather(-1, idx[..., None])[..., 0]
         return self.f0.to(scores.device)[idx].float(), best.float()
+
+
+def check_ramp(ramp) -> tuple[float, float] | None:
+    """A continuity ramp ``(lo, hi)`` as floats, -1 <= lo < hi <= 1, or None; a ValueError
+    naming the problem otherwise."""
+    if ramp is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in ramp)
+        ok = not any(isinstance(v, bool) for v in ramp) and -1.0 <= lo < hi <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"the pitch continuity ramp must be two numbers -1 <= lo < hi <= 1, "
+                         f"got {ramp!r}")
+    return lo, hi
 
 
 def pitch_lags(f0: Tensor, sample_rate: int) -> Tensor:

@@ -254,7 +254,8 @@ class WaveNet(nn.Module):
         """The mel's F0 estimate of each frame in Hz: (B, n_mels, frames) -> (B, frames);
         tracked from the first frame given when ``cfg.pitch_continuity > 0``."""
         self._check_mel(mel)
-        f0, _ = pitch_from_mel(mel.transpose(1, 2), self.recipe, self.cfg.pitch_continuity)
+        f0, _ = pitch_from_mel(mel.transpose(1, 2), self.recipe, self.cfg.pitch_continuity,
+                               self.cfg.pitch_continuity_ramp)
         return f0.to(mel.device)
 
     def clock_phase(self, mel: Tensor) -> Tensor:
@@ -384,6 +385,7 @@ def presets_table() -> str:
         m, t = get_preset(name)
         model = WaveNet(m, recipe_for(name))
         rf = model.receptive_field
+        ramp = m.pitch_continuity_ramp
         lines.append(
             f"| `{name}` | {m.sample_rate} | {m.hop_length} "
             f"({'x'.join(map(str, m.upsample_scales))}) | {m.layers} / {m.stacks} "
@@ -393,7 +395,8 @@ def presets_table() -> str:
             f"{f' + pitch taps {m.pitch_taps}' if m.pitch_taps else ''}"
             f"{' and their excitation' if m.pitch_excitation else ''}"
             f"{f' + phase clock {m.phase_harmonics}' if m.phase_harmonics else ''}"
-            f"{f', pitch tracked {m.pitch_continuity:g}' if m.pitch_continuity else ''}, "
+            f"{f', pitch tracked {m.pitch_continuity:g}' if m.pitch_continuity else ''}"
+            f"{f' (ramp {ramp[0]:g}..{ramp[1]:g})' if ramp else ''}, "
             f"{model.head.net_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
             f"| {model.num_parameters:,} |"
         )

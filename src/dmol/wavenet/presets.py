@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from dmol.audio.pitch import check_ramp
 from dmol.wavenet.heads import HEADS, LP_HEADS
 
 __all__ = [
@@ -68,7 +69,9 @@ class WaveNetConfig:
     own fundamental (:mod:`dmol.audio.phase`), so the pulses follow the clock.
     ``pitch_continuity = c > 0`` (with pitch taps or a clock): the mel's F0 estimate behind
     both is a causal track that pays ``c`` per octave it jumps between frames
-    (:class:`dmol.audio.pitch.PitchTracker`) instead of each frame's best comb alone.
+    (:class:`dmol.audio.pitch.PitchTracker`) instead of each frame's best comb alone;
+    ``pitch_continuity_ramp = (lo, hi)`` scales a frame's jump cost with its voicing strength,
+    so that pauses and noise keep their per-frame (random) estimate.
     ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
     :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
     checkpoint carries them.
@@ -100,6 +103,8 @@ class WaveNetConfig:
     pitch_excitation: bool = False  # with pitch taps: also their excitation (LP residual)
     phase_harmonics: int = 0  # > 0 (LP only): conditioning cos, sin(2 pi k phi), k <= H
     pitch_continuity: float = 0.0  # > 0: the F0 estimate is tracked (cost per octave jumped)
+    # (lo, hi): the cost ramps with a frame's voicing strength (None: full in every frame)
+    pitch_continuity_ramp: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
@@ -169,6 +174,10 @@ class WaveNetConfig:
         if self.pitch_continuity and not (self.pitch_taps or self.phase_harmonics):
             raise ValueError("pitch_continuity > 0 needs a pitch estimate to track "
                              "(pitch_taps > 0 or phase_harmonics > 0)")
+        self.pitch_continuity_ramp = check_ramp(self.pitch_continuity_ramp)
+        if self.pitch_continuity_ramp is not None and not self.pitch_continuity:
+            raise ValueError("pitch_continuity_ramp needs a tracked estimate "
+                             "(pitch_continuity > 0)")
         if not (math.isfinite(self.mel_std) and self.mel_std > 0 and math.isfinite(self.mel_mean)):
             raise ValueError(f"mel_std must be positive and finite, got mean {self.mel_mean!r}, "
                              f"std {self.mel_std!r}")

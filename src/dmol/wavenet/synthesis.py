@@ -227,8 +227,8 @@ class LpcFrames:
         self.model, self.order = model, model.cfg.lpc_order
         self.taps = model.cfg.pitch_taps
         self.pitch = bool(self.taps or model.cfg.phase_harmonics)
-        self.tracker = (PitchTracker(model.recipe, model.cfg.pitch_continuity)
-                        if self.pitch else None)
+        self.tracker = (PitchTracker(model.recipe, model.cfg.pitch_continuity,
+                                     model.cfg.pitch_continuity_ramp) if self.pitch else None)
         self._tracked = 0  # frames fed to the tracker so far
         # block -> (frames valid, (BLOCK, O) coefficients, (BLOCK,) lags, (BLOCK,) F0 or None)
         self._blocks: dict[int, tuple[int, Tensor, Tensor | None, Tensor | None]] = {}
@@ -735,7 +735,8 @@ class _FrameF0:
         if self.recipe is not None and not resolves_harmonics(self.recipe):
             self.recipe = None
         self.tracker = (None if self.recipe is None
-                        else PitchTracker(self.recipe, model.cfg.pitch_continuity))
+                        else PitchTracker(self.recipe, model.cfg.pitch_continuity,
+                                          model.cfg.pitch_continuity_ramp))
 
     def __call__(self, mel: Tensor) -> np.ndarray | None:
         if self.tracker is None:
