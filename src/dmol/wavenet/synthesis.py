@@ -381,6 +381,8 @@ class StreamingVocoder:
         self._closed = False
         self._last: Tensor | None = None  # pre-emphasis: the last audio sample (float64)
         self._phase = 0.0  # phase clock: the phase (cycles) at frame _done's first sample
+        # per frame done and not yet output: the post-filter's F0 and the envelope's mel
+        self._post_frames: list[tuple[np.ndarray | None, np.ndarray | None]] = []
 
     @property
     def latency_samples(self) -> int:
@@ -417,24 +419,40 @@ class StreamingVocoder:
         feats = phase_features(phi[None], self.model.cfg.phase_harmonics)
         return torch.cat([c, feats.to(c)], dim=1)
 
+    def _next_frame(self, total: int | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Frame ``_done``'s engine inputs, which then counts as done: conditioning
+        (1, cin, hop), LP coefficients (1, hop, order) and pitch lags (1, hop), or None. The
+        post-filters' F0 and mel of the frame go to :attr:`_post_frames`."""
+        f, off = self._done, self._offset
+        self._post_frames.append((
+            self._post_f0(self._mel[..., f - off:f - off + 1]) if self.post is not None else None,
+            self._mel[0, :, f - off].cpu().numpy() if self.envelope else None))
+        tot = None if total is None else total - off
+        c = self.cond.frames(self._mel, f - off, f - off + 1, tot)
+        lpc = lags = None
+        if self.lpc is not None:  # frames f and f + 1 (lookahead >= 1: it is here)
+            lpc, lags = self.lpc.samples(self._mel, off, self._received, f, total)
+        if self.model.cfg.phase_harmonics:
+            c = self._with_clock(c, f, total)
+        self._done += 1
+        # keep only the frames later windows (and LPC blocks) can still read
+        keep = self._done - self.cond.lookback
+        if self.lpc is not None:
+            keep = min(keep, self._done // LPC_BLOCK * LPC_BLOCK)
+            self.lpc.forget(self._done)
+        drop = keep - self._offset
+        if drop > 64:
+            self._mel = self._mel[..., drop:].contiguous()
+            self._offset += drop
+        return c, lpc, lags
+
     def _generate(self, until: int, total: int | None,
                   callback: Callable[[int], None] | None = None) -> np.ndarray:
         """Generate frames ``_done .. until - 1``, one frame per engine call."""
-        out, f0, mels = [], [], []
+        out = []
         with torch.inference_mode():
             while self._done < until:
-                f, off = self._done, self._offset
-                if self.post is not None:
-                    f0.append(self._post_f0(self._mel[..., f - off:f - off + 1]))
-                if self.envelope:
-                    mels.append(self._mel[0, :, f - off].cpu().numpy())
-                tot = None if total is None else total - off
-                c = self.cond.frames(self._mel, f - off, f - off + 1, tot)
-                lpc = lags = None
-                if self.lpc is not None:  # frames f and f + 1 (lookahead >= 1: it is here)
-                    lpc, lags = self.lpc.samples(self._mel, off, self._received, f, total)
-                if self.model.cfg.phase_harmonics:
-                    c = self._with_clock(c, f, total)
+                c, lpc, lags = self._next_frame(total)
                 # drawn for every head (other heads then draw from the generator in the step)
                 noise = self.engine.draw_noise(self.hop, 1, generator=self.generator,
                                                temperature=self.temperature,
@@ -445,22 +463,18 @@ class StreamingVocoder:
                                     lags=lags,
                                     callback=callback)
                 out.append(x[0].float().cpu().numpy())
-                self._done += 1
-                # keep only the frames later windows (and LPC blocks) can still read
-                keep = self._done - self.cond.lookback
-                if self.lpc is not None:
-                    keep = min(keep, self._done // LPC_BLOCK * LPC_BLOCK)
-                    self.lpc.forget(self._done)
-                drop = keep - self._offset
-                if drop > 64:
-                    self._mel = self._mel[..., drop:].contiguous()
-                    self._offset += drop
-        final = total is not None
-        if not out:
+        return self._finish(np.concatenate(out) if out else np.zeros(0, np.float32),
+                            final=total is not None)
+
+    def _finish(self, signal: np.ndarray, final: bool) -> np.ndarray:
+        """The model's samples of the next whole frames (in order) to output audio:
+        de-emphasis, the clip, the post-filters (which keep their state from call to call)."""
+        frames = len(signal) // self.hop
+        post, self._post_frames = self._post_frames[:frames], self._post_frames[frames:]
+        if not frames:
             empty = np.zeros(0, np.float32)
             return _run_envelope(self.envelope, empty, np.zeros((0, self.model.cfg.n_mels)),
                                  final)
-        signal = np.concatenate(out)
         if self.model.cfg.preemphasis:
             # the filter's state in float64, so that any split into pushes gives the same audio
             audio = self.model.deemphasize(torch.from_numpy(signal).double(), prev=self._last)
@@ -471,8 +485,9 @@ class StreamingVocoder:
         signal = np.clip(signal, -1.0, 1.0)
         # the post-filter is causal and keeps its state: frame by frame, pushes change nothing
         if self.post is not None:
+            f0 = [f for f, _ in post]
             signal = self.post(signal, None if f0[0] is None else np.concatenate(f0))
-        return _run_envelope(self.envelope, signal, np.array(mels), final)
+        return _run_envelope(self.envelope, signal, np.array([m for _, m in post]), final)
 
 
 def synthesize_incremental(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0,

@@ -1,0 +1,170 @@
+"""Streaming at the speed of folded synthesis: mel frames in, audio out a block at a time.
+
+:class:`~dmol.wavenet.synthesis.StreamingVocoder` runs one stream, sample after sample: its
+latency is the conditioning's lookahead (tens of ms), but its speed is that of batch-1 steps,
+which read every weight of the network once per sample. For a large network that traffic,
+not the arithmetic, sets the pace (r9y9 preset, int8 weights: 2.2 MB per step, ~124 us on one
+core, where 22.05 kHz real time needs 45 us; docs/synthesis.md). Folded synthesis reads each
+weight once per step for a whole batch of segments.
+
+:class:`FoldedStreamingVocoder` brings that to a stream: the audio is made one *block* of
+frames at a time, as soon as the block's frames (and the lookahead after them) have arrived,
+its samples cut into ``segments`` parts generated side by side. Each part starts ``overlap``
+samples early from silence and that warm-up is crossfaded with the end of the part before, as
+in :func:`~dmol.wavenet.synthesis.synthesize_folded`; across blocks too, so a block's last
+``overlap`` samples wait for the next block. Latency: the block, plus the lookahead, plus the
+time to compute a block, plus the overlap. The inputs of every frame (conditioning, phase
+clock, LP coefficients, pitch lags, tracked pitch) come from the same code as the one-stream
+vocoder's, frame by frame as frames arrive, so they are the same numbers.
+
+Example::
+
+    >>> stream = FoldedStreamingVocoder(model, block_seconds=1.0, segments=12, threads=2,
+    ...                                 dtype="int8")
+    >>> audio = [stream.push(mel[i:i + 10]) for i in range(0, len(mel), 10)] + [stream.flush()]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dmol.wavenet.model import WaveNet
+from dmol.wavenet.synthesis import MAX_BASE_ROWS, StreamingVocoder, crossfade, make_engine
+
+__all__ = ["FoldedStreamingVocoder"]
+
+
+class FoldedStreamingVocoder(StreamingVocoder):
+    """Mel frames in, audio out, one block of frames at a time, folded into segments.
+
+    Args:
+        model: the trained WaveNet (eval mode).
+        block_seconds: audio made per block (rounded to whole frames); the latency grows with it.
+        segments: parts of a block generated side by side (the engine's batch); default 6 per
+            kernel thread (each thread then reads every weight once per step for 6 streams).
+        overlap_seconds: each part's warm-up, crossfaded with the end of the part before it
+            (rounded up to whole frames, so that whole frames come out).
+        threads: C++ kernel threads (each runs its share of the segments).
+        seed, temperature, scale_temperature, backend, dtype, speaker, recipe, postfilter,
+        envelope: as :class:`~dmol.wavenet.synthesis.StreamingVocoder`.
+
+    ``push`` returns the audio now final: whole frames, in order, possibly none; ``flush``
+    the rest. :attr:`latency_samples` counts the frames that must arrive after a frame before
+    its audio can be made (the block's and the lookahead), not the compute time.
+    """
+
+    def __init__(self, model: WaveNet, *, block_seconds: float = 1.0,
+                 segments: int | None = None, overlap_seconds: float = 0.05, threads: int = 2,
+                 backend: str = "auto", dtype: torch.dtype | str = "float32",
+                 **options) -> None:
+        if "engine" in options:
+            raise TypeError("FoldedStreamingVocoder builds its own engine (batch = segments)")
+        hop, sr = model.hop_length, model.cfg.sample_rate
+        segments = 6 * max(1, int(threads)) if segments is None else segments
+        if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+            raise ValueError(f"segments must be a positive integer, got {segments!r}")
+        if not (isinstance(block_seconds, int | float) and math.isfinite(block_seconds)
+                and block_seconds > 0):
+            raise ValueError(f"block_seconds must be a positive number, got {block_seconds!r}")
+        if not (isinstance(overlap_seconds, int | float) and math.isfinite(overlap_seconds)
+                and overlap_seconds >= 0):
+            raise ValueError(f"overlap_seconds must be a number >= 0, got {overlap_seconds!r}")
+        self.block = max(1, round(block_seconds * sr / hop))  # frames
+        self.overlap = math.ceil(overlap_seconds * sr / hop) * hop  # samples, whole frames
+        if self.block * hop < 2 * segments * max(self.overlap, 1):
+            raise ValueError(f"a block of {self.block * hop} samples is too short for "
+                             f"{segments} segments of at least two overlaps "
+                             f"({self.overlap} samples) each: give a longer block_seconds, "
+                             f"fewer segments or a shorter overlap_seconds")
+        self.segments = segments
+        engine = make_engine(model, backend=backend, dtype=dtype, batch=segments,
+                             threads=threads)
+        super().__init__(model, engine=engine, **options)
+        self._speaker = options.get("speaker")
+        # per-sample inputs of the frames done, from sample _base on: conditioning pieces
+        # (1, cin, hop), LP coefficients (1, hop, O) and lags (1, hop) per frame
+        self._inputs: list[tuple[Tensor, Tensor | None, Tensor | None]] = []
+        self._base = 0  # the sample the first kept frame's inputs start at
+        self._made = 0  # samples of the stream whose blocks have run (a block boundary)
+        self._tail: Tensor | None = None  # the last part's own samples of [_made - overlap, _made)
+
+    @property
+    def latency_samples(self) -> int:
+        """Samples from a frame's arrival to the earliest its audio can be made: the rest of
+        its block, the overlap after it and the lookahead (the first frame of a block waits
+        longest), plus the envelope post-filter's delay; a block's compute time comes on top."""
+        return (self.block + self.lookahead) * self.hop + self.overlap + sum(
+            e.latency for e in self.envelope)
+
+    def _generate(self, until: int, total: int | None, callback=None) -> np.ndarray:
+        out, ovf = [], self.overlap // self.hop
+        with torch.inference_mode():
+            while self._done < until:  # every frame's inputs, as soon as it can be computed
+                self._inputs.append(self._next_frame(total))
+            while True:
+                frames = self._done - self._made // self.hop  # prepared, not yet made
+                if total is not None and frames <= self.block + ovf:
+                    if frames:  # the last block: to the end of the utterance
+                        out.append(self._run_block(total * self.hop, total * self.hop))
+                    break
+                if frames < self.block + ovf:
+                    break
+                b1 = self._made + self.block * self.hop
+                out.append(self._run_block(b1, b1 + self.overlap))
+        return self._finish(np.concatenate(out) if out else np.zeros(0, np.float32),
+                            final=total is not None)
+
+    def _run_block(self, b1: int, end: int) -> np.ndarray:
+        """Make samples ``[b0, b1)`` final (``b0`` where the last block ended) by generating
+        ``[b0, end)`` as parts side by side: part 0 starts at ``b0`` and fades in over the
+        previous block's last ``overlap`` samples (:attr:`_tail`), part i > 0 starts
+        ``overlap`` before its boundary; ``[b1, end)`` becomes the next block's tail."""
+        hop, ov, b0 = self.hop, self.overlap, self._made
+        n = min(self.segments, max(1, (b1 - b0) // (2 * max(ov, 1))))  # parts >= 2 overlaps
+        bounds = [b0 + (b1 - b0) * i // n for i in range(n)] + [end]
+        plan = [(max(b0, a - ov), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        tail = self._tail
+        if tail is not None:  # part 0's warm-up: faded in over the previous block's tail
+            tail = tail[:min(len(tail), end - b0)]
+            plan[0] = (b0, b0 + len(tail), plan[0][2])
+        # the kept inputs as per-sample tensors, from sample _base on
+        c = torch.cat([i[0] for i in self._inputs], dim=-1)[0]  # (cin, samples)
+        lpc = (torch.cat([i[1] for i in self._inputs], dim=1)[0]
+               if self._inputs[0][1] is not None else None)
+        lags = (torch.cat([i[2] for i in self._inputs], dim=1)[0]
+                if self._inputs[0][2] is not None else None)
+        B, steps = len(plan), max(b - a for a, _, b in plan)
+        last = end - 1 - self._base  # past a part's end: its last sample's inputs (dropped)
+        starts = torch.tensor([a - self._base for a, _, _ in plan])
+        sp = None if self._speaker is None else torch.tensor([int(self._speaker)]).expand(B)
+        state = self.engine.new_state(B, speaker=sp)
+        outs, chunk = [], max(1, MAX_BASE_ROWS // B)
+        for j0 in range(0, steps, chunk):
+            j1 = min(steps, j0 + chunk)
+            idx = (starts[:, None] + torch.arange(j0, j1)[None]).clamp(max=last)
+            noise = self.engine.draw_noise(j1 - j0, B, generator=self.generator,
+                                           temperature=self.temperature,
+                                           scale_temperature=self.scale_temperature)
+            outs.append(self.engine.run(
+                state, c[:, idx.to(c.device)].permute(1, 0, 2), noise=noise,
+                generator=self.generator, temperature=self.temperature,
+                scale_temperature=self.scale_temperature,
+                lpc=None if lpc is None else lpc[idx.to(lpc.device)],
+                lags=None if lags is None else lags[idx.to(lags.device)]).float().cpu())
+        x = torch.cat(outs, dim=1)
+        pieces = [x[i, :b - a] for i, (a, _, b) in enumerate(plan)]
+        if tail is not None:
+            pieces.insert(0, tail)
+            plan.insert(0, (b0, b0, b0 + len(tail)))
+        joined = crossfade(pieces, [(a - b0, s - b0, b - b0) for a, s, b in plan], end - b0)
+        self._tail = joined[b1 - b0:].clone() if end > b1 else None
+        self._made = b1
+        drop = (b1 - self._base) // hop  # frames before the next block's first sample
+        if drop > 0:
+            del self._inputs[:drop]
+            self._base += drop * hop
+        return joined[:b1 - b0].numpy()
