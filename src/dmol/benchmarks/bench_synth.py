@@ -3,6 +3,8 @@
     dmol bench synth --preset r9y9-ljspeech-mol --seconds 2 --kernel-threads 1 2
     dmol bench synth --preset r9y9-ljspeech-mol --mode folded --json
     dmol bench synth --preset r9y9-ljspeech-mol --mode streaming     # latency of StreamingVocoder
+    dmol bench synth --preset r9y9-ljspeech-mol --mode folded-streaming --dtype int8 \
+        --kernel-threads 2 --seconds 6                  # FoldedStreamingVocoder, fed in real time
     dmol bench synth --preset r9y9-ljspeech-mol --r9y9-src DIR       # + r9y9's own loop
     dmol bench synth --preset lp-16k --mode incremental --seconds 4     # an LP-WaveNet
 
@@ -42,6 +44,7 @@ from dmol.audio.features import recipe_for
 from dmol.audio.phase import phase_features
 from dmol.benchmarks import r9y9_reference
 from dmol.benchmarks.baseline_synth import BaselineIncremental
+from dmol.wavenet.folded_stream import FoldedStreamingVocoder
 from dmol.wavenet.incremental import lpc_per_sample
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import PRESETS, get_preset
@@ -57,7 +60,8 @@ from dmol.wavenet.synthesis import (
 )
 
 MODES = {"incremental": ["incremental"], "folded": ["folded"], "streaming": ["streaming"],
-         "both": ["incremental", "folded"], "all": ["incremental", "folded", "streaming"]}
+         "folded-streaming": ["folded-streaming"], "both": ["incremental", "folded"],
+         "all": ["incremental", "folded", "streaming", "folded-streaming"]}
 
 
 def _timed(fn, repeat: int = 1):
@@ -169,10 +173,44 @@ def time_streaming(model: WaveNet, mel: np.ndarray, engine, name: str, seed: int
     return row
 
 
+def time_folded_streaming(model: WaveNet, mel: np.ndarray, name: str, seed: int = 0,
+                          **options) -> dict:
+    """Feed ``mel`` to a :class:`FoldedStreamingVocoder` as a live source would, frame f
+    arriving (f + 1) hop / sr seconds after the start: the compute time of its pushes (RTF
+    = compute per second of audio: <= 1 keeps up), and each frame's latency, from its
+    arrival to the return of its audio."""
+    sr, hop = model.cfg.sample_rate, model.hop_length
+    warm = FoldedStreamingVocoder(model, seed=seed, **options)  # builds, first-call costs
+    warm.push(mel[:warm.block + warm.overlap // hop + warm.lookahead])
+    warm.flush()
+    stream = FoldedStreamingVocoder(model, seed=seed, **options)
+    busy, cpu, done, latency = 0.0, 0.0, 0, []
+    t0 = time.perf_counter()
+    for f in range(len(mel) + 1):
+        if f < len(mel):
+            time.sleep(max(0.0, t0 + (f + 1) * hop / sr - time.perf_counter()))
+        w, c = time.perf_counter(), time.process_time()
+        n = len(stream.push(mel[f:f + 1]) if f < len(mel) else stream.flush()) // hop
+        busy, cpu = busy + time.perf_counter() - w, cpu + time.process_time() - c
+        now = time.perf_counter() - t0
+        latency += [now - (g + 1) * hop / sr for g in range(done, done + n)]
+        done += n
+    row = _row(name, done * hop, busy, cpu, sr)
+    lat = np.array(latency[:len(mel) - stream.block]) * 1e3  # the flush's frames left out
+    row |= {"block_s": stream.block * hop / sr, "segments": stream.segments,
+            "overlap_s": stream.overlap / sr,
+            "algorithmic_latency_ms": stream.latency_samples / sr * 1e3,
+            "paced_latency_ms_median": float(np.median(lat)) if len(lat) else None,
+            "paced_latency_ms_p95": float(np.percentile(lat, 95)) if len(lat) else None,
+            "paced_latency_ms_max": float(lat.max()) if len(lat) else None}
+    return row
+
+
 def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
         dtypes: list[str], backend: str, max_batch: int, kernel_threads: list[int],
         profile: bool = False, seed: int = 0,
-        r9y9: r9y9_reference.Reference | None = None, repeat: int = 3) -> dict:
+        r9y9: r9y9_reference.Reference | None = None, repeat: int = 3,
+        block_seconds: float = 1.0) -> dict:
     """Long because it is the benchmark's script: the baselines, then a row per (mode, dtype,
     kernel threads), each timed in turn in this process."""
     cfg, _ = get_preset(preset)
@@ -250,6 +288,14 @@ def run(preset: str, modes: list[str], seconds: float, baseline_seconds: float,
             tag = f"{engine.backend}" + (f" x{th}" if engine.backend == "cpp" else "")
             rows.append(time_streaming(model, mel, engine,
                                        f"streaming (1 frame per push), {tag}, {dtype}", seed))
+        for th in kernel_threads if "folded-streaming" in modes else []:
+            if backend not in ("auto", "cpp") and th != kernel_threads[0]:
+                continue
+            segs = 6 * th
+            rows.append(time_folded_streaming(
+                model, mel, f"folded streaming ({block_seconds:g} s blocks of {segs}), x{th}, "
+                f"{dtype}", seed, block_seconds=block_seconds, segments=segs, threads=th,
+                backend=backend, dtype=dtype))
     ref = rows[0]["samples_per_s"] if n_base else None
     ref_r9y9 = next((r["samples_per_s"] for r in rows if r.get("reference")), None)
     for r in rows:
@@ -321,6 +367,14 @@ def _print(res: dict) -> None:
               f"({r['frames_timed']} frames of {r['frame_ms']:.1f} ms)")
         if r["rtf"] > 1:
             print("  (RTF > 1: fed in real time, the stream falls behind and this delay grows)")
+    for r in res["rows"]:
+        if "paced_latency_ms_median" not in r or r["paced_latency_ms_median"] is None:
+            continue
+        print(f"\n{r['system']}: frames fed in real time; a frame's audio came back "
+              f"{r['paced_latency_ms_median']:.0f} ms (p95 {r['paced_latency_ms_p95']:.0f}, max "
+              f"{r['paced_latency_ms_max']:.0f}) after it arrived; the block, overlap and "
+              f"lookahead alone: up to {r['algorithmic_latency_ms']:.0f} ms; compute RTF "
+              f"{r['rtf']:.2f}" + (" (> 1: falls behind)" if r["rtf"] > 1 else ""))
     for name, pr in res["profiles"].items():
         share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in pr["share"].items())
         print(f"\nprofile of {name}: {share}")
@@ -351,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="threads of the C++ kernel, one row each")
     p.add_argument("--repeat", type=int, default=3,
                    help="timed runs per dmol row (the median is printed)")
+    p.add_argument("--block-seconds", type=float, default=2.0,
+                   help="folded streaming: audio made per block")
     p.add_argument("--profile", action="store_true", help="where sequential synthesis spends time")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     a = p.parse_args(argv)
@@ -366,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dmol bench synth: {e}", file=sys.stderr)
             return 2
     res = run(a.preset, MODES[a.mode], a.seconds, a.baseline_seconds, a.dtype, a.backend,
-              a.max_batch, a.kernel_threads, a.profile, r9y9=r9y9, repeat=a.repeat)
+              a.max_batch, a.kernel_threads, a.profile, r9y9=r9y9, repeat=a.repeat,
+              block_seconds=a.block_seconds)
     if a.json:
         print(json.dumps(res, indent=2))
     else:

@@ -19,7 +19,7 @@ vocoder's, frame by frame as frames arrive, so they are the same numbers.
 
 Example::
 
-    >>> stream = FoldedStreamingVocoder(model, block_seconds=1.0, segments=12, threads=2,
+    >>> stream = FoldedStreamingVocoder(model, block_seconds=2.0, segments=12, threads=2,
     ...                                 dtype="int8")
     >>> audio = [stream.push(mel[i:i + 10]) for i in range(0, len(mel), 10)] + [stream.flush()]
 """
@@ -57,7 +57,7 @@ class FoldedStreamingVocoder(StreamingVocoder):
     its audio can be made (the block's and the lookahead), not the compute time.
     """
 
-    def __init__(self, model: WaveNet, *, block_seconds: float = 1.0,
+    def __init__(self, model: WaveNet, *, block_seconds: float = 2.0,
                  segments: int | None = None, overlap_seconds: float = 0.05, threads: int = 2,
                  backend: str = "auto", dtype: torch.dtype | str = "float32",
                  **options) -> None:
@@ -85,9 +85,10 @@ class FoldedStreamingVocoder(StreamingVocoder):
                              threads=threads)
         super().__init__(model, engine=engine, **options)
         self._speaker = options.get("speaker")
-        # per-sample inputs of the frames done, from sample _base on: conditioning pieces
-        # (1, cin, hop), LP coefficients (1, hop, O) and lags (1, hop) per frame
-        self._inputs: list[tuple[Tensor, Tensor | None, Tensor | None]] = []
+        # per-sample inputs of the frames done, from sample _base on: phase clock features
+        # (1, 2 H, hop), LP coefficients (1, hop, O) and lags (1, hop) per frame, or None
+        # (the mel's conditioning is computed a block at a time, when the block runs)
+        self._inputs: list[tuple[Tensor | None, Tensor | None, Tensor | None]] = []
         self._base = 0  # the sample the first kept frame's inputs start at
         self._made = 0  # samples of the stream whose blocks have run (a block boundary)
         self._tail: Tensor | None = None  # the last part's own samples of [_made - overlap, _made)
@@ -104,35 +105,55 @@ class FoldedStreamingVocoder(StreamingVocoder):
         out, ovf = [], self.overlap // self.hop
         with torch.inference_mode():
             while self._done < until:  # every frame's inputs, as soon as it can be computed
-                self._inputs.append(self._next_frame(total))
+                self._inputs.append(self._next_frame(total, conditioning=False))
             while True:
                 frames = self._done - self._made // self.hop  # prepared, not yet made
                 if total is not None and frames <= self.block + ovf:
                     if frames:  # the last block: to the end of the utterance
-                        out.append(self._run_block(total * self.hop, total * self.hop))
+                        out.append(self._run_block(total * self.hop, total * self.hop, total))
                     break
                 if frames < self.block + ovf:
                     break
                 b1 = self._made + self.block * self.hop
-                out.append(self._run_block(b1, b1 + self.overlap))
+                out.append(self._run_block(b1, b1 + self.overlap, total))
         return self._finish(np.concatenate(out) if out else np.zeros(0, np.float32),
                             final=total is not None)
 
-    def _run_block(self, b1: int, end: int) -> np.ndarray:
+    def _keep_from(self) -> int:
+        # the next block's conditioning reads from its first frame's lookback on
+        return min(super()._keep_from(), self._made // self.hop - self.cond.lookback)
+
+    def _run_block(self, b1: int, end: int, total: int | None) -> np.ndarray:
         """Make samples ``[b0, b1)`` final (``b0`` where the last block ended) by generating
         ``[b0, end)`` as parts side by side: part 0 starts at ``b0`` and fades in over the
         previous block's last ``overlap`` samples (:attr:`_tail`), part i > 0 starts
         ``overlap`` before its boundary; ``[b1, end)`` becomes the next block's tail."""
         hop, ov, b0 = self.hop, self.overlap, self._made
         n = min(self.segments, max(1, (b1 - b0) // (2 * max(ov, 1))))  # parts >= 2 overlaps
-        bounds = [b0 + (b1 - b0) * i // n for i in range(n)] + [end]
-        plan = [(max(b0, a - ov), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        tail = self._tail
-        if tail is not None:  # part 0's warm-up: faded in over the previous block's tail
-            tail = tail[:min(len(tail), end - b0)]
-            plan[0] = (b0, b0 + len(tail), plan[0][2])
-        # the kept inputs as per-sample tensors, from sample _base on
-        c = torch.cat([i[0] for i in self._inputs], dim=-1)[0]  # (cin, samples)
+        # every part the same number of steps G (the batch runs as long as its longest part):
+        # part 0 generates [b0, b0 + G) (its first `overlap` faded in over the tail), the
+        # others start `overlap` before their boundary; they cover [b0, end) together
+        warm = [0] + [ov] * (n - 1)
+        if self._tail is not None:
+            warm[0] = min(ov, end - b0)
+        G = math.ceil((end - b0 + sum(warm)) / n)
+        plan, a = [], b0
+        for i in range(n):
+            start = b0 if i == 0 else a - warm[i]
+            stop = end if i == n - 1 else min(end, start + G)
+            plan.append((start, a, stop))
+            a = stop
+        plan[0] = (b0, b0 + warm[0], plan[0][2])
+        tail = None if self._tail is None else self._tail[:warm[0]]
+        # the block's conditioning, in one piece (phase clock features appended), then the
+        # kept per-frame inputs as per-sample tensors from sample _base on
+        off = self._offset
+        c = self.cond.chunked(self._mel, self._base // hop - off, end // hop - off,
+                              None if total is None else total - off)
+        if self._inputs[0][0] is not None:
+            clock = torch.cat([i[0] for i in self._inputs], dim=-1)[..., :c.shape[-1]]
+            c = torch.cat([c, clock.to(c)], dim=1)
+        c = c[0]  # (cin, samples from _base on)
         lpc = (torch.cat([i[1] for i in self._inputs], dim=1)[0]
                if self._inputs[0][1] is not None else None)
         lags = (torch.cat([i[2] for i in self._inputs], dim=1)[0]

@@ -1,0 +1,54 @@
+"""Mean of `dmol evaluate --json` results over seeds, for all their prompts and for the first N.
+
+Each argument is a glob of one system's JSON files (one per seed); a row per argument and
+system (WaveNet, and Griffin-Lim once), columns MCD / log-mel L1 / MR-STFT / F0 RMSE / V/UV,
+the mean over seeds of the per-prompt means (as `dmol evaluate` prints them).
+
+    python docs/scripts/summarize_results.py "docs/results/s15_all28_T68141soft_s*.json" \\
+        --first 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+
+import numpy as np
+
+METRICS = ("mcd_db", "log_mel_l1", "mrstft", "f0_rmse_hz", "vuv_error")
+
+
+def table(pattern: str, first: int | None) -> dict[str, list[float]]:
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise SystemExit(f"no file matches {pattern}")
+    rows: dict[str, list[list[float]]] = {}
+    for f in files:
+        utts = json.load(open(f))["utterances"][:first]
+        for system in ("WaveNet", "Griffin-Lim"):
+            per = [[u[system][m] for m in METRICS] for u in utts]
+            rows.setdefault(system, []).append(np.nanmean(np.array(per, float), axis=0))
+    return {s: [len(files), len(utts), *np.mean(v, axis=0)] for s, v in rows.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("patterns", nargs="+")
+    p.add_argument("--first", type=int, help="only the first N prompts of each file")
+    a = p.parse_args()
+    print("| system | seeds | prompts | MCD dB | log-mel L1 | MR-STFT | F0 RMSE Hz | V/UV |")
+    print("|---|---|---|---|---|---|---|---|")
+    gl = None
+    for pat in a.patterns:
+        t = table(pat, a.first)
+        w = t["WaveNet"]
+        print(f"| {pat} | {w[0]} | {w[1]} | {w[2]:.2f} | {w[3]:.3f} | {w[4]:.3f} | {w[5]:.1f} "
+              f"| {w[6]:.4f} |")
+        gl = gl or t["Griffin-Lim"]
+    print(f"| Griffin-Lim | {gl[0]} | {gl[1]} | {gl[2]:.2f} | {gl[3]:.3f} | {gl[4]:.3f} "
+          f"| {gl[5]:.1f} | {gl[6]:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
