@@ -146,7 +146,8 @@ def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | s
 
 # ---- conditioning, frame by frame ----------------------------------------------------------
 class Conditioner:
-    """The model's upsampled conditioning for any range of frames, from a finite window.
+    """The model's upsampled conditioning for any range of frames, from a finite window (with
+    the model's weights as they are when it is made).
 
     :attr:`lookback` / :attr:`lookahead`: how many frames before / after a frame its
     ``hop_length`` conditioning samples depend on. ``conv_in`` (kernel ``2 cin_pad + 1``) adds
@@ -165,6 +166,10 @@ class Conditioner:
                 hi, lo = hi // s + 1, lo // s - 1
             ahead, back = max(ahead, hi - f), max(back, f - lo)
         self.lookahead, self.lookback = ahead + pad, back + pad
+        # the stretch kernels by phase, made once (the model's weights as they are now)
+        with torch.no_grad():
+            self._kernels = [_phase_kernels(c.weight.detach(), s)
+                             for s, c in zip(scales, model.upsample_net.stretch, strict=True)]
 
     @torch.inference_mode()
     def frames(self, mel: Tensor, start: int, stop: int, total: int | None = None) -> Tensor:
@@ -196,7 +201,7 @@ class Conditioner:
         n = None if total is None else total  # length of the current level, if known
         a, b = max(a, 0), b if n is None else min(b, n)
         h, have = x[..., a - lo:b - lo], (a, b)  # values of samples have[0] .. have[1] - 1
-        for s, conv, (o0, o1) in zip(net.scales, net.stretch, need[1:], strict=True):
+        for s, k, (o0, o1) in zip(net.scales, self._kernels, need[1:], strict=True):
             # output t = q s + p (phase p) reads the level below at q - 1, q, q + 1 only (the
             # stretch repeats each value s times): one (freq, 3) kernel per phase, the sums of
             # the taps that fall on each, on the unstretched values (a third of the products
@@ -206,8 +211,8 @@ class Conditioner:
             g0 = max(qa - 1, have[0], 0)
             g1 = min(qb + 1, have[1]) if n is None else min(qb + 1, have[1], n)
             hh = F.pad(h[..., g0 - have[0]:g1 - have[0]], (g0 - (qa - 1), (qb + 1) - g1))
-            y = F.conv2d(hh.unsqueeze(1), _phase_kernels(conv.weight, s),
-                         padding=(conv.weight.shape[-2] // 2, 0))  # (B, s, n_mels, qb - qa)
+            y = F.conv2d(hh.unsqueeze(1), k.to(hh),
+                         padding=(k.shape[-2] // 2, 0))  # (B, s, n_mels, qb - qa)
             y = y.permute(0, 2, 3, 1).reshape(y.shape[0], y.shape[2], -1)
             h, have = y[..., o0 - qa * s:o1 - qa * s], (o0, o1)
             n = None if n is None else n * s
