@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -160,3 +161,25 @@ def read_only(folder: Path):
         yield folder
     finally:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def ar2_model(f0: float = 150.0, r: float = 0.995, scale: float = 1e-3) -> WaveNet:
+    """A tiny WaveNet set by hand to x[t] = a1 x[t-1] + a2 x[t-2] + logistic noise: a
+    narrow-band resonance at f0 whose samples change smoothly (so seams would show)."""
+    cfg, _ = get_preset("tiny")
+    model = WaveNet(cfg).eval()
+    a1, a2 = 2 * r * math.cos(2 * math.pi * f0 / cfg.sample_rate), -r * r
+    eps, shift, M, H = 1e-3, 5.0, cfg.n_mixtures, cfg.gate_channels // 2
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.first.weight[0, 0, 0] = 1.0  # channel 0 carries x[t-1]
+        conv = model.layers[0].conv  # dilation 1: taps on x[t-1] (j = 2) and x[t-2] (j = 1)
+        conv.weight[0, 0, 2], conv.weight[0, 0, 1] = eps * a1, eps * a2
+        conv.bias[H] = 20.0  # sigmoid gate fully open; tanh(eps v) ~ eps v
+        skip = model.layers[0].skip
+        skip.weight[0, 0, 0], skip.bias[0] = 1 / eps, shift  # shift keeps the ReLUs linear
+        model.post[1].weight[0, 0, 0] = math.sqrt(cfg.layers)
+        model.post[3].weight[M:2 * M, 0, 0], model.post[3].bias[M:2 * M] = 1.0, -shift
+        model.post[3].bias[2 * M:] = math.log(scale)
+    return model

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from dmol.logistic import mixture_nll_reference
-from dmol.wavenet.folded_stream import FoldedStreamingVocoder
+from dmol.wavenet.folded_stream import FoldedStreamingVocoder, block_plan
 from dmol.wavenet.synthesis import StreamingVocoder, synthesize_folded, synthesize_incremental
-from helpers import ltp_model, random_mel, tiny_model
-from test_synthesis import ar2_model
+from helpers import ar2_model, ltp_model, random_mel, tiny_model
 
 
 def _stream(model, mel, pushes, **kw) -> tuple[np.ndarray, list[int]]:
@@ -64,7 +63,7 @@ def test_audio_comes_out_a_block_at_a_time_within_the_stated_latency():
     # block 0's 10 frames come out once frames up to 10 + 2 (overlap) + lookahead are in
     first = 10 + 2 + s.lookahead
     assert out[first - 1] == 10 and sum(out[:first - 1]) == 0
-    assert s.latency_samples == (10 + s.lookahead) * hop + 2 * hop
+    assert s.latency_samples == (first - 1) * hop  # the frames after frame 0
     assert sum(out) + len(s.flush()) // hop == 50
 
 
@@ -79,16 +78,16 @@ def test_block_joins_are_seamless_and_as_likely_as_sequential():
                      overlap_seconds=12 * hop / sr, threads=1, seed=0)
     assert blk.shape == seq.shape and 0.2 < np.abs(blk).max() < 1.0
     ov, T = 12 * hop, F_ * hop
-    # blocks of 72 frames while more than a block and an overlap remain, then the rest
-    edges = []  # every part's warm-up start and boundary, and every block's
-    for b0, b1 in ((0, 72 * hop), (72 * hop, 144 * hop), (144 * hop, T)):
-        n = min(3, max(1, (b1 - b0) // (2 * ov)))
-        for i in range(n):
-            a = b0 + (b1 - b0) * i // n
-            edges += [a, a + ov] if i == 0 else [a - ov, a]
-    near = np.zeros(T - 1, bool)
-    for e in edges[2:]:
-        near[max(0, e - 8):e + 8] = True
+    # blocks of 72 frames while more than a block and an overlap remain, then the rest; each
+    # block's last part runs an overlap on, the next block's first part fades in over it
+    plans = [block_plan(0, 72 * hop, 84 * hop, 3, ov),
+             block_plan(72 * hop, 144 * hop, 156 * hop, 3, ov, ov),
+             block_plan(144 * hop, T, T, 3, ov, ov)]
+    assert [len(p) for p in plans] == [3, 3, 2]  # the last 56 frames: 2 parts of >= 24
+    near = np.zeros(T - 1, bool)  # next to where a fade starts or ends
+    for start, b, _ in [part for p in plans for part in p][1:]:
+        for e in (start, b):
+            near[max(0, e - 8):e + 8] = True
     jump = np.abs(np.diff(blk))
     assert jump[near].max() <= jump[~near].max()
     with torch.no_grad():
@@ -107,10 +106,15 @@ def test_bad_settings_are_refused_before_any_work():
                        ({"segments": 2.5}, "segments must be a positive integer"),
                        ({"block_seconds": 0}, "block_seconds must be a positive number"),
                        ({"block_seconds": float("nan")}, "block_seconds must be"),
+                       ({"block_seconds": True}, "block_seconds must be"),
                        ({"overlap_seconds": -1}, "overlap_seconds must be a number >= 0"),
                        ({"block_seconds": 4 * hop / sr, "segments": 4,
                          "overlap_seconds": hop / sr}, "too short for 4 segments")):
         with pytest.raises(ValueError, match=match):
             FoldedStreamingVocoder(model, backend="torch", threads=1, **bad)
+    # by default as many parts as fit (6 per thread, a multiple of the threads)
+    s = FoldedStreamingVocoder(model, backend="torch", threads=4, block_seconds=10 * hop / sr,
+                               overlap_seconds=hop / sr)
+    assert s.segments == 4
     with pytest.raises(TypeError, match="builds its own engine"):
         FoldedStreamingVocoder(model, engine=StreamingVocoder(model).engine)

@@ -27,7 +27,7 @@ from dmol.wavenet.synthesis import (
     synthesize_incremental,
     vocode,
 )
-from helpers import lp_mel, lp_model, random_mel, read_only, tiny_model
+from helpers import ar2_model, lp_mel, lp_model, random_mel, read_only, tiny_model
 
 # the `backend` fixture (conftest.py) runs a test on "torch" and on the C++ kernel, built
 # natively and portably; `cpp` on the kernel alone. Both skip only when there is no compiler.
@@ -88,6 +88,13 @@ def test_conditioner_windows_are_exact(preset):
         full = model.upsample(mel)
     per_frame = torch.cat([cond.frames(mel, f, f + 1, F_) for f in range(F_)], dim=-1)
     assert (per_frame - full).abs().max().item() < 1e-5
+    assert (cond.chunked(mel, 0, F_, F_) - full).abs().max().item() < 1e-5
+    with torch.no_grad():  # weights changed after the Conditioner was made: it follows them
+        model.upsample_net.stretch[-1].weight.mul_(2.0)
+        doubled = model.upsample(mel)
+    assert (cond.frames(mel, 0, F_, F_) - doubled).abs().max().item() < 1e-5
+    with torch.no_grad():
+        model.upsample_net.stretch[-1].weight.mul_(0.5)
     if preset == "r9y9-ljspeech-mol":
         assert cond.lookahead == 4  # cin_pad 2 + 2 from the four 4x stretch convolutions
     f = 12
@@ -134,28 +141,6 @@ def test_streaming_checks_frames():
 
 
 # ---- folded synthesis ----------------------------------------------------------------------
-def ar2_model(f0: float = 150.0, r: float = 0.995, scale: float = 1e-3) -> WaveNet:
-    """A tiny WaveNet set by hand to x[t] = a1 x[t-1] + a2 x[t-2] + logistic noise: a
-    narrow-band resonance at f0 whose samples change smoothly (so seams would show)."""
-    cfg, _ = get_preset("tiny")
-    model = WaveNet(cfg).eval()
-    a1, a2 = 2 * r * math.cos(2 * math.pi * f0 / cfg.sample_rate), -r * r
-    eps, shift, M, H = 1e-3, 5.0, cfg.n_mixtures, cfg.gate_channels // 2
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.first.weight[0, 0, 0] = 1.0  # channel 0 carries x[t-1]
-        conv = model.layers[0].conv  # dilation 1: taps on x[t-1] (j = 2) and x[t-2] (j = 1)
-        conv.weight[0, 0, 2], conv.weight[0, 0, 1] = eps * a1, eps * a2
-        conv.bias[H] = 20.0  # sigmoid gate fully open; tanh(eps v) ~ eps v
-        skip = model.layers[0].skip
-        skip.weight[0, 0, 0], skip.bias[0] = 1 / eps, shift  # shift keeps the ReLUs linear
-        model.post[1].weight[0, 0, 0] = math.sqrt(cfg.layers)
-        model.post[3].weight[M:2 * M, 0, 0], model.post[3].bias[M:2 * M] = 1.0, -shift
-        model.post[3].bias[2 * M:] = math.log(scale)
-    return model
-
-
 def test_folded_is_seamless_and_as_likely_as_sequential():
     """No jump and no unlikely sample where segments join; same NLL per sample as sequential.
 

@@ -2,7 +2,8 @@
 they are (e.g. how the pitch estimate is computed), so that ``dmol train --resume`` continues
 it: the checkpoint (weights, EMA, optimizer, RNG, curves) is copied into a new run folder with
 the fields written into its model config. ``dmol train --resume`` refuses to change model
-fields itself; this is the deliberate way to do it.
+fields itself; this is the deliberate way to do it, for the fields that only change how the
+network's inputs are derived (BRANCHABLE).
 
     python docs/scripts/branch_run.py training/lp-16k-ltpe-clock-tracked/ckpt_00071564.pt \\
         runs/ramp "pitch_continuity_ramp=(0.5, 0.8)"
@@ -21,6 +22,10 @@ from dmol.wavenet.checkpoint import load_checkpoint, save_checkpoint
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import WaveNetConfig
 
+# fields that change how the pitch estimate behind the taps and the clock is computed, not
+# what the weights mean otherwise
+BRANCHABLE = {"pitch_continuity", "pitch_continuity_ramp"}
+
 
 def main(src: str, out: str, *assignments: str) -> None:
     state = load_checkpoint(src)
@@ -28,9 +33,15 @@ def main(src: str, out: str, *assignments: str) -> None:
     known = {f.name for f in dataclasses.fields(WaveNetConfig)}
     for a in assignments:
         key, _, value = a.partition("=")
-        if key.strip() not in known:
-            raise SystemExit(f"unknown model field {key.strip()!r}")
-        fields[key.strip()] = ast.literal_eval(value)
+        key = key.strip()
+        if key not in known:
+            raise SystemExit(f"unknown model field {key!r}")
+        if key not in BRANCHABLE:
+            raise SystemExit(f"{key} is not a field a run can branch on ({sorted(BRANCHABLE)})")
+        try:
+            fields[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise SystemExit(f"{a!r}: the value must be a Python literal") from None
     cfg = WaveNetConfig.from_dict(fields)  # checks the new values
     shapes = {k: tuple(v.shape) for k, v in state["model"].items()}
     fresh = WaveNet(cfg, MelRecipe.from_dict(state["recipe"])).state_dict()

@@ -91,7 +91,7 @@ def run_cli(lam: float, mode: str, *args: str) -> int:
     from dmol.cli import main
 
     if mode == "all":
-        M.pitch_from_mel = lambda m, r, continuity=0.0: P.pitch_from_mel(m, r, lam)
+        M.pitch_from_mel = lambda m, r, *args, **kwargs: P.pitch_from_mel(m, r, lam)
     elif mode == "clock":  # synthesis's clock only (dmol evaluate synthesizes folded)
         def clock(self, mel):
             f0 = P.pitch_from_mel(mel.transpose(1, 2), self.recipe, lam)[0]

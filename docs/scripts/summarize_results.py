@@ -24,12 +24,18 @@ def table(pattern: str, first: int | None) -> dict[str, list[float]]:
     if not files:
         raise SystemExit(f"no file matches {pattern}")
     rows: dict[str, list[list[float]]] = {}
+    prompts = set()
     for f in files:
-        utts = json.load(open(f))["utterances"][:first]
+        with open(f) as fh:
+            utts = json.load(fh)["utterances"][:first]
+        prompts.add(len(utts))
         for system in ("WaveNet", "Griffin-Lim"):
             per = [[u[system][m] for m in METRICS] for u in utts]
             rows.setdefault(system, []).append(np.nanmean(np.array(per, float), axis=0))
-    return {s: [len(files), len(utts), *np.mean(v, axis=0)] for s, v in rows.items()}
+    if len(prompts) != 1:
+        raise SystemExit(f"{pattern}: the files hold different numbers of prompts {prompts}")
+    n = prompts.pop()
+    return {s: [len(files), n, *np.mean(v, axis=0)] for s, v in rows.items()}
 
 
 def main() -> None:
@@ -37,6 +43,8 @@ def main() -> None:
     p.add_argument("patterns", nargs="+")
     p.add_argument("--first", type=int, help="only the first N prompts of each file")
     a = p.parse_args()
+    if a.first is not None and a.first < 1:
+        p.error(f"--first must be >= 1, got {a.first}")
     print("| system | seeds | prompts | MCD dB | log-mel L1 | MR-STFT | F0 RMSE Hz | V/UV |")
     print("|---|---|---|---|---|---|---|---|")
     gl = None

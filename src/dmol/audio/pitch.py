@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -126,8 +127,8 @@ def pitch_from_mel(log_mel: Tensor, recipe: MelRecipe, continuity: float = 0.0,
             the best path so far through the frames' scores, where a path pays
             ``continuity`` (in correlation units) per octave it jumps between consecutive
             frames (:class:`PitchTracker`; causal, so a stream gets the same numbers).
-        ramp: ``(lo, hi)``: a frame's jump cost scales with its own voicing strength, from 0
-            (strength <= lo) to ``continuity`` (>= hi); None: the full cost in every frame.
+        ramp: ``(lo, hi)``: a frame's jump cost scales with its best comb's score, from 0
+            (score <= lo) to ``continuity`` (>= hi); None: the full cost in every frame.
 
     Returns:
         f0 (..., frames) float32 in [F0_MIN, F0_MAX] Hz (an estimate in every frame, voiced
@@ -216,11 +217,11 @@ def check_ramp(ramp) -> tuple[float, float] | None:
     naming the problem otherwise."""
     if ramp is None:
         return None
-    try:
-        lo, hi = (float(v) for v in ramp)
-        ok = not any(isinstance(v, bool) for v in ramp) and -1.0 <= lo < hi <= 1.0
-    except (TypeError, ValueError):
-        ok = False
+    ok = isinstance(ramp, list | tuple) and len(ramp) == 2 and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) for v in ramp)
+    if ok:
+        lo, hi = float(ramp[0]), float(ramp[1])
+        ok = -1.0 <= lo < hi <= 1.0
     if not ok:
         raise ValueError(f"the pitch continuity ramp must be two numbers -1 <= lo < hi <= 1, "
                          f"got {ramp!r}")

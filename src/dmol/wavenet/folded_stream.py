@@ -27,15 +27,50 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from dmol.wavenet.model import WaveNet
-from dmol.wavenet.synthesis import MAX_BASE_ROWS, StreamingVocoder, crossfade, make_engine
+from dmol.wavenet.synthesis import (
+    MAX_BASE_ROWS,
+    StreamingVocoder,
+    _torch_threads,
+    crossfade,
+    make_engine,
+)
 
-__all__ = ["FoldedStreamingVocoder"]
+__all__ = ["FoldedStreamingVocoder", "block_plan"]
+
+
+def _real(x) -> bool:
+    """A finite real number (not a bool)."""
+    return (isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+            and math.isfinite(x))
+
+
+def block_plan(b0: int, b1: int, end: int, segments: int, overlap: int,
+               warm0: int = 0) -> list[tuple[int, int, int]]:
+    """The parts that make samples ``[b0, b1)`` of a stream (and ``[b1, end)`` for the next
+    block to fade into): ``(start, boundary, stop)`` each, as :func:`crossfade` takes them.
+
+    At most ``segments`` parts, each at least two overlaps long, all of about the same number
+    of steps G (a batch runs as long as its longest part): part 0 generates ``[b0, b0 + G)``,
+    its first ``warm0`` samples faded in over the previous block's tail (0 at the start of a
+    stream); part i > 0 starts ``overlap`` samples before its boundary; the last ends at
+    ``end``. ``n G - (n - 1) overlap`` covers ``end - b0``.
+    """
+    n = min(segments, max(1, (b1 - b0) // (2 * max(overlap, 1))))
+    G = math.ceil((end - b0 + (n - 1) * overlap) / n)
+    plan, a = [], b0
+    for i in range(n):
+        start = b0 if i == 0 else a - overlap
+        stop = end if i == n - 1 else min(end, start + G)
+        plan.append((start, b0 + warm0 if i == 0 else a, stop))
+        a = stop
+    return plan
 
 
 class FoldedStreamingVocoder(StreamingVocoder):
@@ -64,25 +99,29 @@ class FoldedStreamingVocoder(StreamingVocoder):
         if "engine" in options:
             raise TypeError("FoldedStreamingVocoder builds its own engine (batch = segments)")
         hop, sr = model.hop_length, model.cfg.sample_rate
-        segments = 6 * max(1, int(threads)) if segments is None else segments
-        if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
-            raise ValueError(f"segments must be a positive integer, got {segments!r}")
-        if not (isinstance(block_seconds, int | float) and math.isfinite(block_seconds)
-                and block_seconds > 0):
+        if not _real(block_seconds) or not block_seconds > 0:
             raise ValueError(f"block_seconds must be a positive number, got {block_seconds!r}")
-        if not (isinstance(overlap_seconds, int | float) and math.isfinite(overlap_seconds)
-                and overlap_seconds >= 0):
+        if not _real(overlap_seconds) or not overlap_seconds >= 0:
             raise ValueError(f"overlap_seconds must be a number >= 0, got {overlap_seconds!r}")
         self.block = max(1, round(block_seconds * sr / hop))  # frames
         self.overlap = math.ceil(overlap_seconds * sr / hop) * hop  # samples, whole frames
-        if self.block * hop < 2 * segments * max(self.overlap, 1):
+        fit = self.block * hop // (2 * max(self.overlap, 1))  # parts of >= 2 overlaps
+        if segments is None:  # 6 per thread, as many as fit, a multiple of the threads
+            th = max(1, int(threads))
+            segments = max(1, min(6 * th, fit) // th * th) if fit >= th else max(1, fit)
+        elif isinstance(segments, bool | np.bool_) or not isinstance(segments, numbers.Integral) \
+                or segments < 1:
+            raise ValueError(f"segments must be a positive integer, got {segments!r}")
+        elif segments > fit:
             raise ValueError(f"a block of {self.block * hop} samples is too short for "
                              f"{segments} segments of at least two overlaps "
                              f"({self.overlap} samples) each: give a longer block_seconds, "
                              f"fewer segments or a shorter overlap_seconds")
+        segments = int(segments)
         self.segments = segments
         engine = make_engine(model, backend=backend, dtype=dtype, batch=segments,
                              threads=threads)
+        self.threads = threads
         super().__init__(model, engine=engine, **options)
         self._speaker = options.get("speaker")
         # per-sample inputs of the frames done, from sample _base on: phase clock features
@@ -98,7 +137,7 @@ class FoldedStreamingVocoder(StreamingVocoder):
         """Samples from a frame's arrival to the earliest its audio can be made: the rest of
         its block, the overlap after it and the lookahead (the first frame of a block waits
         longest), plus the envelope post-filter's delay; a block's compute time comes on top."""
-        return (self.block + self.lookahead) * self.hop + self.overlap + sum(
+        return (self.block - 1 + self.lookahead) * self.hop + self.overlap + sum(
             e.latency for e in self.envelope)
 
     def _generate(self, until: int, total: int | None, callback=None) -> np.ndarray:
@@ -129,27 +168,15 @@ class FoldedStreamingVocoder(StreamingVocoder):
         previous block's last ``overlap`` samples (:attr:`_tail`), part i > 0 starts
         ``overlap`` before its boundary; ``[b1, end)`` becomes the next block's tail."""
         hop, ov, b0 = self.hop, self.overlap, self._made
-        n = min(self.segments, max(1, (b1 - b0) // (2 * max(ov, 1))))  # parts >= 2 overlaps
-        # every part the same number of steps G (the batch runs as long as its longest part):
-        # part 0 generates [b0, b0 + G) (its first `overlap` faded in over the tail), the
-        # others start `overlap` before their boundary; they cover [b0, end) together
-        warm = [0] + [ov] * (n - 1)
-        if self._tail is not None:
-            warm[0] = min(ov, end - b0)
-        G = math.ceil((end - b0 + sum(warm)) / n)
-        plan, a = [], b0
-        for i in range(n):
-            start = b0 if i == 0 else a - warm[i]
-            stop = end if i == n - 1 else min(end, start + G)
-            plan.append((start, a, stop))
-            a = stop
-        plan[0] = (b0, b0 + warm[0], plan[0][2])
-        tail = None if self._tail is None else self._tail[:warm[0]]
+        warm0 = 0 if self._tail is None else min(ov, end - b0)
+        plan = block_plan(b0, b1, end, self.segments, ov, warm0)
+        tail = None if self._tail is None else self._tail[:warm0]
         # the block's conditioning, in one piece (phase clock features appended), then the
         # kept per-frame inputs as per-sample tensors from sample _base on
         off = self._offset
-        c = self.cond.chunked(self._mel, self._base // hop - off, end // hop - off,
-                              None if total is None else total - off)
+        with _torch_threads(max(torch.get_num_threads(), self.threads)):
+            c = self.cond.chunked(self._mel, self._base // hop - off, end // hop - off,
+                                  None if total is None else total - off)
         if self._inputs[0][0] is not None:
             clock = torch.cat([i[0] for i in self._inputs], dim=-1)[..., :c.shape[-1]]
             c = torch.cat([c, clock.to(c)], dim=1)

@@ -146,8 +146,7 @@ def make_engine(model: WaveNet, *, backend: str = "auto", dtype: torch.dtype | s
 
 # ---- conditioning, frame by frame ----------------------------------------------------------
 class Conditioner:
-    """The model's upsampled conditioning for any range of frames, from a finite window (with
-    the model's weights as they are when it is made).
+    """The model's upsampled conditioning for any range of frames, from a finite window.
 
     :attr:`lookback` / :attr:`lookahead`: how many frames before / after a frame its
     ``hop_length`` conditioning samples depend on. ``conv_in`` (kernel ``2 cin_pad + 1``) adds
@@ -166,10 +165,21 @@ class Conditioner:
                 hi, lo = hi // s + 1, lo // s - 1
             ahead, back = max(ahead, hi - f), max(back, f - lo)
         self.lookahead, self.lookback = ahead + pad, back + pad
-        # the stretch kernels by phase, made once (the model's weights as they are now)
-        with torch.no_grad():
-            self._kernels = [_phase_kernels(c.weight.detach(), s)
-                             for s, c in zip(scales, model.upsample_net.stretch, strict=True)]
+        self._kernels: list[Tensor] = []
+        self._versions: tuple[int, ...] = ()
+
+    def _phase_kernels(self) -> list[Tensor]:
+        """The stretch kernels by phase, made again only when the weights have changed."""
+        convs = self.model.upsample_net.stretch
+        versions = tuple(c.weight._version for c in convs) + tuple(
+            c.weight.data_ptr() for c in convs)
+        if versions != self._versions:
+            with torch.no_grad():
+                self._kernels = [_phase_kernels(c.weight.detach(), s)
+                                 for s, c in zip(self.model.upsample_net.scales, convs,
+                                                 strict=True)]
+            self._versions = versions
+        return self._kernels
 
     @torch.inference_mode()
     def frames(self, mel: Tensor, start: int, stop: int, total: int | None = None) -> Tensor:
@@ -178,7 +188,8 @@ class Conditioner:
         ``mel`` (B, n_mels, F) holds frames ``0 .. F-1``; ``total`` is the utterance length
         when its end is known (edge frames are then padded as in ``model.upsample``), else the
         frames must not need more than ``F``. The result equals ``model.upsample(mel)`` over
-        those samples; each stretch level is evaluated only where the next one reads it.
+        those samples up to float rounding (each stretch level by phase, below); each level is
+        evaluated only where the next one reads it.
         """
         F_ = mel.shape[-1]
         lo = max(0, start - self.lookback)
@@ -201,7 +212,7 @@ class Conditioner:
         n = None if total is None else total  # length of the current level, if known
         a, b = max(a, 0), b if n is None else min(b, n)
         h, have = x[..., a - lo:b - lo], (a, b)  # values of samples have[0] .. have[1] - 1
-        for s, k, (o0, o1) in zip(net.scales, self._kernels, need[1:], strict=True):
+        for s, k, (o0, o1) in zip(net.scales, self._phase_kernels(), need[1:], strict=True):
             # output t = q s + p (phase p) reads the level below at q - 1, q, q + 1 only (the
             # stretch repeats each value s times): one (freq, 3) kernel per phase, the sums of
             # the taps that fall on each, on the unstretched values (a third of the products
