@@ -11,11 +11,12 @@ weight once per step for a whole batch of segments.
 frames at a time, as soon as the block's frames (and the lookahead after them) have arrived,
 its samples cut into ``segments`` parts generated side by side. Each part starts ``overlap``
 samples early from silence and that warm-up is crossfaded with the end of the part before, as
-in :func:`~dmol.wavenet.synthesis.synthesize_folded`; across blocks too, so a block's last
-``overlap`` samples wait for the next block. Latency: the block, plus the lookahead, plus the
-time to compute a block, plus the overlap. The inputs of every frame (conditioning, phase
-clock, LP coefficients, pitch lags, tracked pitch) come from the same code as the one-stream
-vocoder's, frame by frame as frames arrive, so they are the same numbers.
+in :func:`~dmol.wavenet.synthesis.synthesize_folded`; across blocks too: a block's last part
+runs ``overlap`` samples past the block, and the next block's first part fades in over them.
+Latency: the block, the overlap and the lookahead, plus the time to compute a block. The
+per-frame inputs (phase clock, LP coefficients, pitch lags, tracked pitch, the post-filters'
+F0 and mel) come from the one-stream vocoder's code, frame by frame as frames arrive; the
+mel's conditioning is computed a block at a time.
 
 Example::
 
