@@ -19,7 +19,8 @@ import numpy as np
 METRICS = ("mcd_db", "log_mel_l1", "mrstft", "f0_rmse_hz", "vuv_error")
 
 
-def table(pattern: str, first: int | None) -> dict[str, list[float]]:
+def table(pattern: str, first: int | None, exclude: set[str] = frozenset()
+          ) -> dict[str, list[float]]:
     files = sorted(glob.glob(pattern))
     if not files:
         raise SystemExit(f"no file matches {pattern}")
@@ -27,7 +28,7 @@ def table(pattern: str, first: int | None) -> dict[str, list[float]]:
     prompts = set()
     for f in files:
         with open(f) as fh:
-            utts = json.load(fh)["utterances"][:first]
+            utts = [u for u in json.load(fh)["utterances"][:first] if u["name"] not in exclude]
         prompts.add(len(utts))
         for system in ("WaveNet", "Griffin-Lim"):
             per = [[u[system][m] for m in METRICS] for u in utts]
@@ -42,6 +43,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("patterns", nargs="+")
     p.add_argument("--first", type=int, help="only the first N prompts of each file")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="NAME",
+                   help="leave out these prompts (e.g. June's tones: ascending-2tone beep "
+                        "beeperr)")
     a = p.parse_args()
     if a.first is not None and a.first < 1:
         p.error(f"--first must be >= 1, got {a.first}")
@@ -49,7 +53,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     gl = None
     for pat in a.patterns:
-        t = table(pat, a.first)
+        t = table(pat, a.first, set(a.exclude))
         w = t["WaveNet"]
         print(f"| {pat} | {w[0]} | {w[1]} | {w[2]:.2f} | {w[3]:.3f} | {w[4]:.3f} | {w[5]:.1f} "
               f"| {w[6]:.4f} |")
