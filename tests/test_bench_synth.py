@@ -8,6 +8,7 @@ conditioning its upsampling net expects, and leave the source folder untouched."
 from __future__ import annotations
 
 import json
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -158,6 +159,28 @@ def test_streaming_rows_give_rate_and_latency(capsys):
                                                      + row["compute_ms_median"])
     assert row["latency_ms_p95"] == pytest.approx(row["lookahead_ms"] + row["compute_ms_p95"])
     assert row["speedup_vs_baseline"] > 0 and row["speedup_vs_r9y9"] is None
+
+
+def test_folded_streaming_row_is_fed_in_real_time(capsys):
+    cfg, _ = get_preset("tiny")
+    hop, sr = cfg.hop_length, cfg.sample_rate
+    res = _bench(capsys, "--mode", "folded-streaming", "--seconds", "0.4", "--block-seconds",
+                 "0.2", "--baseline-seconds", "0")
+    (row,) = res["rows"]
+    frames, block = round(0.4 * sr / hop), round(0.2 * sr / hop)
+    assert row["system"].startswith("folded streaming (0.2 s blocks of 1), torch")
+    assert row["samples"] == frames * hop and row["rtf"] > 0
+    overlap = math.ceil(0.05 * sr / hop) * hop  # the default overlap, whole frames
+    assert row["algorithmic_latency_ms"] == pytest.approx(
+        ((block - 1 + 3) * hop + overlap) / sr * 1e3)  # tiny's lookahead: 3 frames
+    # fed in real time, no frame's audio came before the block it is in had arrived
+    assert 0 < row["paced_latency_ms_median"] <= row["paced_latency_ms_p95"] \
+        <= row["paced_latency_ms_max"]
+    rc = bench_synth.main(["--preset", "tiny", "--seconds", "0.4", "--backend", "torch",
+                           "--mode", "folded-streaming", "--block-seconds", "0.2",
+                           "--baseline-seconds", "0"])
+    assert rc == 0 and "frames fed in real time; a frame's audio came back" in \
+        capsys.readouterr().out
 
 
 def test_all_mode_prints_the_streaming_latency(capsys):

@@ -361,24 +361,23 @@ def _print(res: dict) -> None:
                  else ""))
     if any(r.get("rtf_runs") for r in res["rows"]):
         print("samples/s and RTF: the median of the runs")
-    for r in res["rows"]:
-        if "lookahead_ms" not in r or r["compute_ms_median"] is None:
-            continue
-        print(f"\n{r['system']}: a frame's audio ends {r['latency_ms_median']:.1f} ms "
-              f"(p95 {r['latency_ms_p95']:.1f} ms) after the frame arrives = lookahead "
-              f"{r['lookahead_frames']} frames ({r['lookahead_ms']:.1f} ms) + compute per push "
-              f"median {r['compute_ms_median']:.1f} ms, p95 {r['compute_ms_p95']:.1f} ms "
-              f"({r['frames_timed']} frames of {r['frame_ms']:.1f} ms)")
-        if r["rtf"] > 1:
-            print("  (RTF > 1: fed in real time, the stream falls behind and this delay grows)")
-    for r in res["rows"]:
-        if "paced_latency_ms_median" not in r or r["paced_latency_ms_median"] is None:
-            continue
-        print(f"\n{r['system']}: frames fed in real time; a frame's audio came back "
-              f"{r['paced_latency_ms_median']:.0f} ms (p95 {r['paced_latency_ms_p95']:.0f}, max "
-              f"{r['paced_latency_ms_max']:.0f}) after it arrived; the block, overlap and "
-              f"lookahead alone: up to {r['algorithmic_latency_ms']:.0f} ms; compute RTF "
-              f"{r['rtf']:.2f}" + (" (> 1: falls behind)" if r["rtf"] > 1 else ""))
+    for r in res["rows"]:  # the streaming rows' latencies
+        if r.get("compute_ms_median") is not None:
+            print(f"\n{r['system']}: a frame's audio ends {r['latency_ms_median']:.1f} ms "
+                  f"(p95 {r['latency_ms_p95']:.1f} ms) after the frame arrives = lookahead "
+                  f"{r['lookahead_frames']} frames ({r['lookahead_ms']:.1f} ms) + compute per "
+                  f"push median {r['compute_ms_median']:.1f} ms, p95 "
+                  f"{r['compute_ms_p95']:.1f} ms ({r['frames_timed']} frames of "
+                  f"{r['frame_ms']:.1f} ms)")
+            if r["rtf"] > 1:
+                print("  (RTF > 1: fed in real time, the stream falls behind and this delay "
+                      "grows)")
+        elif r.get("paced_latency_ms_median") is not None:
+            print(f"\n{r['system']}: frames fed in real time; a frame's audio came back "
+                  f"{r['paced_latency_ms_median']:.0f} ms (p95 {r['paced_latency_ms_p95']:.0f}, "
+                  f"max {r['paced_latency_ms_max']:.0f}) after it arrived; the block, overlap "
+                  f"and lookahead alone: up to {r['algorithmic_latency_ms']:.0f} ms; compute "
+                  f"RTF {r['rtf']:.2f}" + (" (> 1: falls behind)" if r["rtf"] > 1 else ""))
     for name, pr in res["profiles"].items():
         share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in pr["share"].items())
         print(f"\nprofile of {name}: {share}")
