@@ -231,8 +231,8 @@ class Conditioner:
 
     def chunked(self, mel: Tensor, start: int, stop: int, total: int | None = None) -> Tensor:
         """:meth:`frames` of ``[start, stop)``, computed :data:`COND_CHUNK` frames at a time
-        (measured fastest: r9y9 preset, one thread, 6 s: 0.16 s in chunks of 32 frames, 0.29
-        s at once, 0.84 s frame by frame)."""
+        (faster than all at once or frame by frame: docs/scripts/conditioning_speed.py,
+        docs/synthesis.md)."""
         return torch.cat([self.frames(mel, a, min(a + COND_CHUNK, stop), total)
                           for a in range(start, stop, COND_CHUNK)], dim=-1)
 
