@@ -36,11 +36,11 @@ from torch import Tensor
 
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.synthesis import (
-    MAX_BASE_ROWS,
     StreamingVocoder,
     _torch_threads,
     crossfade,
     make_engine,
+    run_rows,
 )
 
 __all__ = ["FoldedStreamingVocoder", "block_plan"]
@@ -191,20 +191,15 @@ class FoldedStreamingVocoder(StreamingVocoder):
         starts = torch.tensor([a - self._base for a, _, _ in plan])
         sp = None if self._speaker is None else torch.tensor([int(self._speaker)]).expand(B)
         state = self.engine.new_state(B, speaker=sp)
-        outs, chunk = [], max(1, MAX_BASE_ROWS // B)
-        for j0 in range(0, steps, chunk):
-            j1 = min(steps, j0 + chunk)
+
+        def inputs(j0: int, j1: int) -> tuple:
             idx = (starts[:, None] + torch.arange(j0, j1)[None]).clamp(max=last)
-            noise = self.engine.draw_noise(j1 - j0, B, generator=self.generator,
-                                           temperature=self.temperature,
-                                           scale_temperature=self.scale_temperature)
-            outs.append(self.engine.run(
-                state, c[:, idx.to(c.device)].permute(1, 0, 2), noise=noise,
-                generator=self.generator, temperature=self.temperature,
-                scale_temperature=self.scale_temperature,
-                lpc=None if lpc is None else lpc[idx.to(lpc.device)],
-                lags=None if lags is None else lags[idx.to(lags.device)]).float().cpu())
-        x = torch.cat(outs, dim=1)
+            return (c[:, idx.to(c.device)].permute(1, 0, 2),
+                    None if lpc is None else lpc[idx.to(lpc.device)],
+                    None if lags is None else lags[idx.to(lags.device)])
+
+        x = run_rows(self.engine, state, steps, B, inputs, generator=self.generator,
+                     temperature=self.temperature, scale_temperature=self.scale_temperature)
         pieces = [x[i, :b - a] for i, (a, _, b) in enumerate(plan)]
         if tail is not None:
             pieces.insert(0, tail)

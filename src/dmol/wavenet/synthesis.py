@@ -602,6 +602,29 @@ def _torch_threads(n: int):
             torch.set_num_threads(before)
 
 
+def run_rows(engine: IncrementalWaveNet, state, steps: int, rows: int,
+             inputs: Callable[[int, int], tuple[Tensor, Tensor | None, Tensor | None]], *,
+             generator: torch.Generator, temperature: float, scale_temperature: float,
+             done: Callable[[int, int], None] | None = None) -> Tensor:
+    """``steps`` steps of ``rows`` streams side by side, :data:`MAX_BASE_ROWS` rows x steps
+    per engine call: ``inputs(j0, j1)`` gives steps ``[j0, j1)``'s conditioning (rows, cin,
+    j1 - j0) and LP coefficients and lags (or None), ``done(j0, j1)`` is told when they ran.
+    Returns the samples (rows, steps) float32 on the CPU. The noise of each call is drawn in
+    order from ``generator`` (folded synthesis and the folded stream draw alike)."""
+    outs, chunk = [], max(1, MAX_BASE_ROWS // rows)
+    for j0 in range(0, steps, chunk):
+        j1 = min(steps, j0 + chunk)
+        c, lpc, lags = inputs(j0, j1)
+        noise = engine.draw_noise(j1 - j0, rows, generator=generator, temperature=temperature,
+                                  scale_temperature=scale_temperature)
+        outs.append(engine.run(state, c, noise=noise, generator=generator,
+                               temperature=temperature, scale_temperature=scale_temperature,
+                               lpc=lpc, lags=lags).float().cpu())
+        if done is not None:
+            done(j0, j1)
+    return torch.cat(outs, dim=1)
+
+
 def folded_plan(model: WaveNet, frames: int, *, segment_seconds: float | None = None,
                 overlap_seconds: float = 0.05, max_batch: int = 32,
                 threads: int = 1) -> list[tuple[int, int, int]]:
@@ -705,25 +728,22 @@ def synthesize_folded(model: WaveNet, mel: np.ndarray | Tensor, *, seed: int = 0
             # time index of every (segment, step); past the utterance end: the last frame's
             # conditioning (those samples are dropped)
             starts = torch.tensor([start for start, _, _ in rnd])
-            outs = []
-            chunk = max(1, MAX_BASE_ROWS // B)
-            for j0 in range(0, steps, chunk):
-                j1 = min(steps, j0 + chunk)
+
+            def inputs(j0: int, j1: int, starts=starts) -> tuple:
                 t_idx = (starts[:, None] + torch.arange(j0, j1)[None]).clamp(max=T - 1)
-                chunk_c = c[:, t_idx.to(c.device)].permute(1, 0, 2)  # (B, cin, steps)
                 lpc = lags = None
                 if a_lpc is not None:  # each sample's nearest frame, as _frame_of_sample
                     fr = ((t_idx + hop // 2) // hop).clamp(max=F_ - 1).to(a_lpc.device)
                     lpc = a_lpc[fr]  # (B, steps, order)
                     lags = None if f_lags is None else f_lags[fr]  # (B, steps)
-                noise = e.draw_noise(j1 - j0, B, generator=g, temperature=temperature,
-                                     scale_temperature=scale_temperature)
-                outs.append(e.run(state, chunk_c, noise=noise, generator=g,
-                                  temperature=temperature, scale_temperature=scale_temperature,
-                                  lpc=lpc, lags=lags).float().cpu())
+                return c[:, t_idx.to(c.device)].permute(1, 0, 2), lpc, lags  # (B, cin, steps)
+
+            def done(j0: int, j1: int, rnd=rnd) -> None:
                 if bar is not None:
                     bar(sum(max(0, min(j1, stop - start) - j0) for start, _, stop in rnd))
-            x = torch.cat(outs, dim=1)
+
+            x = run_rows(e, state, steps, B, inputs, generator=g, temperature=temperature,
+                         scale_temperature=scale_temperature, done=done)
             pieces += [x[i, :stop - start] for i, (start, _, stop) in enumerate(rnd)]
     signal = crossfade(pieces, plan, T)
     if model.cfg.preemphasis:
