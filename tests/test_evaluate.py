@@ -11,7 +11,7 @@ import torch
 
 from dmol.audio.corpus import build_builtin, list_split, load_utterance
 from dmol.audio.features import recipe_for
-from dmol.audio.metrics import bits_per_sample
+from dmol.audio.metrics import bits_per_sample, evaluate_pair
 from dmol.cli.evaluate import main
 from dmol.wavenet.evaluate import evaluate_model, log_metrics, write_json
 from dmol.wavenet.model import WaveNet
@@ -77,10 +77,17 @@ def test_cli_table_has_both_systems_with_finite_numbers(trained, tmp_path, capsy
     audio, _ = load_utterance(trained / "data" / "val" / f"{name}.npz")
     ref, sr = sf.read(str(tmp_path / "wavs" / f"{name}_original.wav"), dtype="float32")
     assert sr == 16000 and len(ref) == round(utt["seconds"] * sr)
-    np.testing.assert_allclose(ref, audio[: len(ref)], atol=1 / 32768 + 1e-6)
-    for system in ("wavenet", "griffinlim"):
+    np.testing.assert_array_equal(ref, audio[: len(ref)])
+    for system, key in (("wavenet", "WaveNet"), ("griffinlim", "Griffin-Lim")):
         gen, _ = sf.read(str(tmp_path / "wavs" / f"{name}_{system}.wav"), dtype="float32")
         assert len(gen) == len(ref) and np.abs(gen).max() > 0
+        # ... and the generated files are the scored samples: the metrics recompute exactly
+        again = evaluate_pair(ref, gen, sr, f0_method="dio")
+        for metric, value in utt[key].items():
+            if value is None:  # NaN (no jointly voiced frame) is written as null
+                assert math.isnan(again[metric]), metric
+            else:
+                assert again[metric] == pytest.approx(value, rel=1e-9, abs=1e-12), metric
 
 
 def test_cli_rejects_data_made_with_another_recipe(trained, tmp_path, capsys):

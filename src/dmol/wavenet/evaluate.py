@@ -128,7 +128,10 @@ def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    # 32-bit float, unclipped: the file holds exactly the samples that were scored. (16-bit
+    # rounding is not neutral here: in near-silent pauses it changes Harvest's voicing
+    # decisions, by up to 0.05 of a prompt's frames, docs/quality.md session 16.)
+    sf.write(str(path), np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT")
 
 
 # ---- evaluation ----------------------------------------------------------------------------
@@ -166,7 +169,8 @@ def evaluate_model(
         max_seconds: keep only the first ``max_seconds`` of each utterance (None: all of it).
             Autoregressive synthesis costs time per sample, so this bounds the run time.
         f0_method: "harvest" (reliable) or "dio" (~20x faster) for the F0 metrics.
-        wav_dir: write ``NAME_original.wav``, ``NAME_wavenet.wav``, ``NAME_griffinlim.wav``.
+        wav_dir: write ``NAME_original.wav``, ``NAME_wavenet.wav``, ``NAME_griffinlim.wav``
+            (32-bit float: the samples that were scored, so the metrics can be recomputed).
 
     Returns:
         ``{"systems": {system: {metric: mean}}, "utterances": [per-utterance dicts],
