@@ -28,12 +28,16 @@ from dmol.wavenet.synthesis import CLI_ENVELOPE_DB, CLI_POSTFILTER, vocode
 def main() -> None:
     ckpt, data, seeds, n_utt, kinds, out = sys.argv[1:7]
     torch.set_num_threads(1)
+    for kind in kinds.split(","):
+        if kind != "none" and not (kind[:3] in ("ref", "rep") and kind[3:].isdigit()):
+            raise SystemExit(f"unknown pre-roll {kind!r}: none, refK or repK (K frames)")
     model, head, recipe, _ = load_model(ckpt)
     hop, sr = recipe.hop_length, recipe.sample_rate
     rows = []
     for i, utt in enumerate(list_split(data, "val")[: int(n_utt)]):
         name, audio, mel = _load(utt, i)
         audio, mel = _crop(audio, mel, hop, int(3 * sr) // hop, name)
+        mel = recipe.validate_mel(mel)
         for s in (int(v) for v in seeds.split(",")):
             for kind in kinds.split(","):
                 k = 0 if kind == "none" else int(kind[3:])

@@ -3,7 +3,8 @@ level, at the start of the output or later, and which stretches.
 
 Reads the `--wav-dir` folders of `dmol evaluate` runs (NAME_original / _wavenet / _griffinlim
 .wav, written as the scored float samples) and tracks F0 with Harvest as `dmol evaluate` does
-(5 ms frames, 71-800 Hz), so the totals equal the V/UV column of those runs. The figures are
+(5 ms frames, 71-800 Hz), so the totals equal the V/UV column of those runs (made with the
+default `--f0-method harvest`). The figures are
 fractions of all frames, averaged over prompts (as `dmol evaluate` averages) and then over the
 folders given (one per seed).
 
@@ -77,13 +78,19 @@ def main() -> None:
         runs += 1
         per = {s: np.zeros(len(cells)) for s in SYSTEMS}
         for name in prompts:
+            for s in ("original", *SYSTEMS):
+                if sf.info(str(d / f"{name}_{s}.wav")).subtype != "FLOAT":
+                    warnings.warn(f"{d / name}_{s}.wav is not 32-bit float: not the samples "
+                                  "dmol evaluate scored (a folder from before session 16?)",
+                                  stacklevel=1)
             x, sr = sf.read(str(d / f"{name}_original.wav"), dtype="float64")
-            fx, _ = f0_track(x, sr)
-            level = _levels(x, sr, len(fx))
-            start = np.arange(len(fx)) * 0.005 < START_S
             for s in SYSTEMS:
                 y, _ = sf.read(str(d / f"{name}_{s}.wav"), dtype="float64")
-                fy, _ = f0_track(y[: len(x)], sr)
+                x_, y_ = x[: len(y)], y[: len(x)]  # as dmol.audio.metrics trims a pair
+                fx, _ = f0_track(x_, sr)
+                fy, _ = f0_track(y_, sr)
+                level = _levels(x_, sr, len(fx))
+                start = np.arange(len(fx)) * 0.005 < START_S
                 n = min(len(fx), len(fy))
                 vx, vy, lv, st = fx[:n] > 0, fy[:n] > 0, level[:n], start[:n]
                 row = []
@@ -93,7 +100,7 @@ def main() -> None:
                             for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
                 per[s] += np.array(row) / n / len(prompts)
                 if a.pcm16:
-                    fq, _ = f0_track(_pcm16(y[: len(x)], sr), sr)
+                    fq, _ = f0_track(_pcm16(y_, sr), sr)
                     m = min(len(fx), len(fq))
                     rounded[s] += np.mean((fx[:m] > 0) != (fq[:m] > 0)) / len(prompts)
                 if a.stretches and s == "wavenet":
