@@ -16,6 +16,7 @@ from dmol.audio.pitch import (
     F0_MAX,
     F0_MIN,
     PitchTracker,
+    check_f0_max,
     pitch_candidates,
     pitch_excitation_taps,
     pitch_from_mel,
@@ -416,6 +417,112 @@ def test_kernel_threads_split_by_streams_give_the_same_numbers(cpp, kind):
     kw = {"seed": 2, "segment_seconds": 0.05, "overlap_seconds": 0.01, "backend": "cpp"}
     one, two = (synthesize_folded(model, m, threads=th, **kw) for th in (1, 2))
     assert np.array_equal(one, two) and np.abs(one).max() > 0.01
+
+
+def test_a_higher_ceiling_adds_candidates_and_keeps_the_others():
+    """Candidates above 420 Hz continue the grid at its ratio; the 200 below are the same
+    numbers whatever the ceiling, so a model whose estimate never goes above 420 Hz gets the
+    same estimate with a higher ceiling (and older checkpoints, default 420, are unchanged)."""
+    base = pitch_candidates(RECIPE)
+    assert len(base) == 200 and abs(float(base[0]) - F0_MIN) < 1e-9
+    assert abs(float(base[-1]) - F0_MAX) < 1e-9
+    ratio = float(base[1] / base[0])
+    for ceiling in (300.0, 420.0, 600.0, 1000.0):
+        c = pitch_candidates(RECIPE, ceiling)
+        n = min(len(c), 200)
+        assert torch.equal(c[:n], base[:n]) and float(c[-1]) <= ceiling * (1 + 1e-12)
+        assert ceiling / float(c[-1]) < ratio  # up to the ceiling, not one candidate short
+        assert torch.allclose(c[1:] / c[:-1], torch.full((len(c) - 1,), ratio, dtype=c.dtype))
+    x = harmonic(np.full(RECIPE.sample_rate, 180.0), RECIPE.sample_rate)
+    mel = torch.from_numpy(RECIPE.compute(x))
+    for continuity in (0.0, 0.8):
+        a, sa = pitch_from_mel(mel, RECIPE, continuity)
+        b, sb = pitch_from_mel(mel, RECIPE, continuity, f0_max=600.0)
+        assert torch.equal(a, b) and torch.equal(sa, sb)
+
+
+@pytest.mark.parametrize("f0_hz", [480.0, 540.0])
+def test_a_voice_above_420_hz_is_found_with_a_higher_ceiling(f0_hz):
+    """The built-in voice glides up to ~540 Hz: with the default ceiling the estimate is an
+    octave low there (the comb at half the F0 has a tooth on every harmonic); with a ceiling of
+    600 Hz it is the voice's F0, and the lags follow it."""
+    sr = RECIPE.sample_rate
+    x = harmonic(np.full(sr, f0_hz), sr)
+    mel = torch.from_numpy(RECIPE.compute(x))
+    inner = slice(3, -3)
+    low, _ = pitch_from_mel(mel, RECIPE, 0.8)
+    assert np.abs(low[inner].numpy() / (f0_hz / 2) - 1).max() < 0.03
+    f0, strength = pitch_from_mel(mel, RECIPE, 0.8, f0_max=600.0)
+    assert np.abs(f0[inner].numpy() / f0_hz - 1).max() < 0.02
+    assert strength[inner].min().item() > 0.5
+    assert abs(int(pitch_lags(f0, sr, 600.0)[10]) - round(sr / f0_hz)) <= 1
+    assert int(pitch_lags(f0, sr)[10]) == round(sr / F0_MAX)  # the default clamps at 420 Hz
+
+
+def test_the_ceiling_is_checked_and_carried_by_the_config():
+    for bad in (100.0, 1200.0, float("nan"), "600", True):
+        with pytest.raises(ValueError, match="pitch ceiling must be a number of Hz"):
+            check_f0_max(bad)
+        with pytest.raises(ValueError, match="pitch ceiling must be a number of Hz"):
+            get_preset("lp-16k-ltp", {"pitch_ceiling": bad})
+    with pytest.raises(ValueError, match="pitch_ceiling needs a pitch estimate"):
+        get_preset("lp-16k", {"pitch_ceiling": 600.0})
+    with pytest.raises(ValueError, match="pitch ceiling"):
+        PitchTracker(RECIPE, 0.8, f0_max=2000.0)
+    cfg, _ = get_preset("lp-16k-ltp", {"pitch_ceiling": 600})
+    assert cfg.pitch_ceiling == 600.0 and type(cfg).from_dict(cfg.to_dict()) == cfg
+    assert get_preset("lp-16k-ltp")[0].pitch_ceiling == F0_MAX
+
+
+def test_every_synthesis_path_reads_the_higher_ceiling(backend):
+    """A model with pitch_ceiling 600 on the mel of a 520 Hz voice: its own estimate, the
+    frame-by-frame one of synthesis (LpcFrames) and the post-filter's are all above 420 Hz and
+    equal; streaming equals offline synthesis, and teacher forcing the output gives the
+    engine's parameters (the taps read 31 samples back)."""
+    import dataclasses
+
+    model = ltp_model(9, excitation=True, phase=2, continuity=0.8)
+    model.cfg = dataclasses.replace(model.cfg, pitch_ceiling=600.0)
+    sr, hop = model.cfg.sample_rate, model.hop_length
+    x = harmonic(np.full(hop * (LPC_BLOCK + 12), 520.0), sr)
+    mel = model.recipe.compute(x)  # (F, n_mels)
+    F_ = len(mel)
+    m = torch.from_numpy(mel).T[None].contiguous()
+    f0 = model.f0(m)[0]
+    assert (f0[3:-3] > 500).all() and (f0[3:-3] < 540).all()
+    frames = LpcFrames(model)
+    per_frame = torch.tensor([frames.f0(m, 0, F_, f) for f in range(F_)])
+    assert torch.equal(per_frame, f0.double())
+    assert torch.equal(model.pitch_lags(m)[0], pitch_lags(f0, sr, 600.0))
+    lags_read = torch.cat([frames.samples(m, 0, F_, f, F_)[1] for f in range(F_)], dim=1)
+    assert torch.equal(lags_read, lpc_per_sample(model.pitch_lags(m), 0, F_ * hop, hop, F_))
+    from dmol.audio.postfilter import PitchPostfilter
+    from dmol.wavenet.synthesis import _FrameF0, _postfilter
+
+    post_f0 = _FrameF0(model)(m)
+    assert np.array_equal(post_f0, f0.double().numpy())
+    # the post-filter's comb at the voice's own period leaves a periodic signal nearly as it
+    # is; clipped at 420 Hz it would search 34-42 samples back, not the period of 31
+    audio, inner = x[:F_ * hop], slice(4 * hop, (F_ - 4) * hop)
+    err = np.abs(_postfilter(model, 0.5)(audio, post_f0) - audio)[inner].mean()
+    err420 = np.abs(PitchPostfilter(sr, hop, gain=0.5)(audio, post_f0) - audio)[inner].mean()
+    assert err < 0.5 * err420  # 0.003 against 0.013
+    offline = synthesize_incremental(model, mel, seed=5, backend=backend, postfilter=0.5)
+    stream = StreamingVocoder(model, seed=5, backend=backend, postfilter=0.5)
+    got = [stream.push(mel[i:i + 7]) for i in range(0, F_, 7)] + [stream.flush()]
+    assert np.array_equal(np.concatenate(got), offline)
+    raw = synthesize_incremental(model, mel, seed=5, backend=backend)
+    e = IncrementalWaveNet(model, backend=backend)
+    with torch.no_grad():
+        c, a, lags = model.conditioning(m), model.lpc(m), model.pitch_lags(m)
+    T = F_ * hop
+    xt = torch.from_numpy(raw)[None]
+    _, params = e.run(e.new_state(1), c, teacher=xt, return_params=True,
+                      lpc=lpc_per_sample(a, 0, T, hop, F_),
+                      lags=lpc_per_sample(lags, 0, T, hop, F_))
+    with torch.no_grad():
+        assert (params - model(xt, m)).abs().max().item() < 1e-5
+    assert int(lags.min()) == round(sr / float(f0.max()))
 
 
 def test_pitch_functions_refuse_bad_input():

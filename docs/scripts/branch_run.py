@@ -24,7 +24,7 @@ from dmol.wavenet.presets import WaveNetConfig
 
 # fields that change how the pitch estimate behind the taps and the clock is computed, not
 # what the weights mean otherwise
-BRANCHABLE = {"pitch_continuity", "pitch_continuity_ramp"}
+BRANCHABLE = {"pitch_continuity", "pitch_continuity_ramp", "pitch_ceiling"}
 
 
 def main(src: str, out: str, *assignments: str) -> None:

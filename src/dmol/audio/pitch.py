@@ -46,10 +46,13 @@ from torch import Tensor
 from dmol.audio.features import MelRecipe, _mel_basis
 from dmol.audio.lpc import _frame_of_sample, check_log_mel
 
-__all__ = ["F0_MAX", "F0_MIN", "PitchTracker", "pitch_candidates", "pitch_excitation_taps",
-           "pitch_from_mel", "pitch_lags", "pitch_scores", "pitch_taps", "resolves_harmonics"]
+__all__ = ["F0_CEILING_LIMIT", "F0_MAX", "F0_MIN", "PitchTracker", "check_f0_max",
+           "pitch_candidates", "pitch_excitation_taps", "pitch_from_mel", "pitch_lags",
+           "pitch_scores", "pitch_taps", "resolves_harmonics"]
 
-F0_MIN, F0_MAX = 60.0, 420.0  # Hz: the range of speaking voices the estimator searches
+F0_MIN, F0_MAX = 60.0, 420.0  # Hz: the default range of speaking voices searched
+#: the highest ceiling a caller may ask for: above it the combs have one harmonic below BAND_HZ
+F0_CEILING_LIMIT = 1000.0
 BAND_HZ = 1000.0  # bands centred below this resolve the harmonics (the mel is linear there)
 CANDIDATES = 200  # log-spaced between F0_MIN and F0_MAX: ~1% apart
 DETREND_BANDS = 5  # the envelope removed from a frame: a moving average over this many bands
@@ -76,8 +79,32 @@ def resolves_harmonics(recipe: MelRecipe) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=8)
-def _templates(recipe: MelRecipe) -> tuple[Tensor, Tensor, int]:
+def check_f0_max(f0_max: float) -> float:
+    """A pitch ceiling in Hz as a float, ``2 * F0_MIN <= f0_max <= F0_CEILING_LIMIT``, or a
+    one-line ValueError."""
+    ok = isinstance(f0_max, numbers.Real) and not isinstance(f0_max, bool | np.bool_)
+    if not ok or not 2 * F0_MIN <= float(f0_max) <= F0_CEILING_LIMIT:
+        raise ValueError(f"the pitch ceiling must be a number of Hz in [{2 * F0_MIN:g}, "
+                         f"{F0_CEILING_LIMIT:g}], got {f0_max!r}")
+    return float(f0_max)
+
+
+@functools.lru_cache(maxsize=16)
+def _grid(f0_max: float) -> np.ndarray:
+    """The candidate F0s (Hz) up to ``f0_max``: the CANDIDATES log-spaced ones of F0_MIN ..
+    F0_MAX, continued above F0_MAX at the same ratio (or cut below it). A candidate's value
+    does not depend on the ceiling, so a higher ceiling changes an estimate only where a
+    candidate above the old one wins."""
+    base = np.exp(np.linspace(math.log(F0_MIN), math.log(F0_MAX), CANDIDATES))
+    ratio = base[1] / base[0]
+    if f0_max <= F0_MAX:
+        return base[base <= f0_max * (1 + 1e-12)]
+    more = int(math.floor(math.log(f0_max / F0_MAX) / math.log(ratio) + 1e-9))
+    return np.concatenate([base, F0_MAX * ratio ** np.arange(1, more + 1)])
+
+
+@functools.lru_cache(maxsize=16)
+def _templates(recipe: MelRecipe, f0_max: float = F0_MAX) -> tuple[Tensor, Tensor, int]:
     """(candidates,) F0 in Hz, (candidates, bands) detrended comb templates, bands used."""
     basis = _mel_basis(recipe).astype(np.float64)  # (n_mels, 1 + n_fft/2)
     freqs = np.arange(basis.shape[1]) * recipe.sample_rate / recipe.n_fft
@@ -92,8 +119,8 @@ def _templates(recipe: MelRecipe) -> tuple[Tensor, Tensor, int]:
     resp = np.abs(np.fft.rfft(win, over * recipe.n_fft))
     resp /= resp[0]
     resp_f = np.arange(len(resp)) * recipe.sample_rate / (over * recipe.n_fft)
-    f0 = np.exp(np.linspace(math.log(F0_MIN), math.log(F0_MAX), CANDIDATES))
-    combs = np.zeros((CANDIDATES, len(freqs)))
+    f0 = _grid(check_f0_max(f0_max))
+    combs = np.zeros((len(f0), len(freqs)))
     for i, f in enumerate(f0):
         for h in np.arange(1, int(BAND_HZ * 1.5 // f) + 2) * f:  # harmonics reaching the bands
             combs[i] += np.interp(np.abs(freqs - h), resp_f, resp, right=0.0)
@@ -102,22 +129,25 @@ def _templates(recipe: MelRecipe) -> tuple[Tensor, Tensor, int]:
     return torch.from_numpy(f0), _detrend(t), bands
 
 
-def pitch_scores(log_mel: Tensor, recipe: MelRecipe) -> Tensor:
+def pitch_scores(log_mel: Tensor, recipe: MelRecipe, f0_max: float = F0_MAX) -> Tensor:
     """Each frame's correlation with every candidate comb: (..., frames, n_mels) ->
-    (..., frames, CANDIDATES) float64, candidates log-spaced from F0_MIN to F0_MAX
+    (..., frames, C) float64, candidates ~1% apart from F0_MIN to ``f0_max``
     (:func:`pitch_candidates`). A frame's scores depend on that frame alone."""
     m = check_log_mel(log_mel, recipe)
-    _, templates, bands = _templates(recipe)
+    _, templates, bands = _templates(recipe, check_f0_max(f0_max))
     return _detrend(m[..., :bands].double()) @ templates.to(m.device).T
 
 
-def pitch_candidates(recipe: MelRecipe) -> Tensor:
-    """The candidate F0s (CANDIDATES,) in Hz that :func:`pitch_scores` scores, float64."""
-    return _templates(recipe)[0]
+def pitch_candidates(recipe: MelRecipe, f0_max: float = F0_MAX) -> Tensor:
+    """The candidate F0s (C,) in Hz that :func:`pitch_scores` scores, float64: the
+    CANDIDATES log-spaced ones of F0_MIN .. F0_MAX (420 Hz), continued at the same ratio up to
+    ``f0_max`` (the values below 420 Hz are the same whatever the ceiling)."""
+    return _templates(recipe, check_f0_max(f0_max))[0]
 
 
 def pitch_from_mel(log_mel: Tensor, recipe: MelRecipe, continuity: float = 0.0,
-                   ramp: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
+                   ramp: tuple[float, float] | None = None,
+                   f0_max: float = F0_MAX) -> tuple[Tensor, Tensor]:
     """F0 estimate and voicing strength of each frame of a natural-log magnitude mel.
 
     Args:
@@ -129,13 +159,15 @@ def pitch_from_mel(log_mel: Tensor, recipe: MelRecipe, continuity: float = 0.0,
             frames (:class:`PitchTracker`; causal, so a stream gets the same numbers).
         ramp: ``(lo, hi)``: a frame's jump cost scales with its best comb's score, from 0
             (score <= lo) to ``continuity`` (>= hi); None: the full cost in every frame.
+        f0_max: the ceiling of the search (Hz, default F0_MAX = 420); the training voice of
+            the built-in corpus reaches ~540 Hz in a few glides (docs/quality.md, session 17).
 
     Returns:
-        f0 (..., frames) float32 in [F0_MIN, F0_MAX] Hz (an estimate in every frame, voiced
+        f0 (..., frames) float32 in [F0_MIN, f0_max] Hz (an estimate in every frame, voiced
         or not), strength (..., frames) float32 in [-1, 1] (the chosen comb's correlation).
     """
-    scores = pitch_scores(log_mel, recipe)
-    return PitchTracker(recipe, continuity, ramp)(scores)
+    scores = pitch_scores(log_mel, recipe, f0_max)
+    return PitchTracker(recipe, continuity, ramp, f0_max)(scores)
 
 
 class PitchTracker:
@@ -160,6 +192,7 @@ class PitchTracker:
         ramp: ``(lo, hi)``, lo < hi in [-1, 1]: the cost is ``continuity`` times
             ``clip((strength - lo) / (hi - lo), 0, 1)`` of the frame jumped to; None: the
             full cost in every frame.
+        f0_max: the candidates' ceiling (Hz), as for :func:`pitch_scores`.
 
     Example::
 
@@ -169,12 +202,12 @@ class PitchTracker:
     """
 
     def __init__(self, recipe: MelRecipe, continuity: float = 0.0,
-                 ramp: tuple[float, float] | None = None) -> None:
+                 ramp: tuple[float, float] | None = None, f0_max: float = F0_MAX) -> None:
         c = float(continuity)
         if not math.isfinite(c) or c < 0:
             raise ValueError(f"pitch continuity must be a finite number >= 0, got {continuity!r}")
         self.continuity, self.ramp = c, check_ramp(ramp)
-        self.f0 = pitch_candidates(recipe)
+        self.f0 = pitch_candidates(recipe, f0_max)
         lf = torch.log2(self.f0)
         self._jump = c * (lf[:, None] - lf[None, :]).abs()  # (from, to) candidate
         self._best: Tensor | None = None  # (..., C): best path score ending at each candidate
@@ -228,14 +261,14 @@ def check_ramp(ramp) -> tuple[float, float] | None:
     return lo, hi
 
 
-def pitch_lags(f0: Tensor, sample_rate: int) -> Tensor:
+def pitch_lags(f0: Tensor, sample_rate: int, f0_max: float = F0_MAX) -> Tensor:
     """Pitch periods in whole samples, ``round(sample_rate / f0)``: (...) -> (...) int64.
 
-    F0 is clamped to [F0_MIN, F0_MAX] first (the estimator's range); NaN or inf is refused."""
+    F0 is clamped to [F0_MIN, f0_max] first (the estimator's range); NaN or inf is refused."""
     f0 = torch.as_tensor(f0)
     if not bool(torch.isfinite(f0).all()):
         raise ValueError("f0 must be finite (Hz)")
-    return torch.round(sample_rate / f0.double().clamp(F0_MIN, F0_MAX)).long()
+    return torch.round(sample_rate / f0.double().clamp(F0_MIN, check_f0_max(f0_max))).long()
 
 
 def pitch_taps(x: Tensor, lags: Tensor, hop_length: int, taps: int) -> Tensor:

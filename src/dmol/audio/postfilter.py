@@ -24,7 +24,7 @@ the frame (and the ``history`` frames before it) with the signal ``T`` samples b
 within ``search`` of the period of the frame's F0 estimate (the mel's, which the vocoder was
 given): the lag of the *generated* signal, which may stray from the estimate. Without an
 estimate (``f0=None``: a mel too coarse to resolve harmonics) every period of a speaking voice
-is searched (``F0_MIN``..``F0_MAX``).
+is searched (``F0_MIN``..``f0_max``, by default ``F0_MAX``).
 ``g = gain * correlation``, or 0 below ``threshold`` (unvoiced frames and silence pass
 unchanged). Frame ``f`` reads only samples up to its own end, so a streaming vocoder filters
 each frame as it comes out, with no added latency. When ``T`` or ``g`` changes, the first half
@@ -63,7 +63,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from dmol.audio.features import MelRecipe, _mel_basis
-from dmol.audio.pitch import F0_MAX, F0_MIN
+from dmol.audio.pitch import F0_MAX, F0_MIN, check_f0_max
 
 __all__ = ["EnvelopePostfilter", "PitchPostfilter", "envelope_postfilter", "pitch_postfilter"]
 
@@ -101,10 +101,13 @@ class PitchPostfilter:
         search: the lag is searched within ``[T0 / (1 + search), T0 * (1 + search)]``,
             ``T0 = sample_rate / f0``.
         history: frames before the current one that the correlation also reads.
+        f0_max: the highest F0 (Hz) an estimate is taken at (higher ones are clipped) and
+            searched without one: the ceiling of the estimate given (default 420).
     """
 
     def __init__(self, sample_rate: int, hop_length: int, *, gain: float = 0.5,
-                 threshold: float = 0.3, search: float = 0.1, history: int = 2) -> None:
+                 threshold: float = 0.3, search: float = 0.1, history: int = 2,
+                 f0_max: float = F0_MAX) -> None:
         sample_rate, hop_length = _integer("sample_rate", sample_rate, 1), _integer(
             "hop_length", hop_length, 1)
         gain, threshold = _real("gain", gain, 0.0, 1.0), _real("threshold", threshold, 0.0, 1.0)
@@ -114,6 +117,7 @@ class PitchPostfilter:
                              f"{threshold}, {search}")
         self.sample_rate, self.hop, self.history = sample_rate, hop_length, history
         self.gain, self.threshold, self.search = gain, threshold, search
+        self.f0_max = check_f0_max(f0_max)
         self.max_lag = math.ceil(self.sample_rate / F0_MIN * (1.0 + self.search))
         # the raw samples before the next frame (zeros before the first: silence, as synthesis)
         self._past = np.zeros(self.max_lag + self.history * self.hop)
@@ -140,7 +144,7 @@ class PitchPostfilter:
                                  f"of {self.hop} samples, f0 has shape {f0.shape}")
             if not np.isfinite(f0).all():
                 raise ValueError("f0 must be finite")
-            periods = self.sample_rate / np.clip(f0, F0_MIN, F0_MAX)
+            periods = self.sample_rate / np.clip(f0, F0_MIN, self.f0_max)
         if not np.isfinite(x_new).all():
             raise ValueError("audio must be finite")
         if self.gain == 0.0:
@@ -162,9 +166,10 @@ class PitchPostfilter:
 
     def _choose(self, x: np.ndarray, s: int, period: float | None) -> tuple[int, float]:
         """(lag, g) of the frame starting at x[s], its period estimate ``period`` samples
-        (None: every period of F0_MIN .. F0_MAX)."""
+        (None: every period of F0_MIN .. f0_max)."""
         if period is None:
-            lo, hi = math.floor(self.sample_rate / F0_MAX), math.ceil(self.sample_rate / F0_MIN)
+            lo, hi = (math.floor(self.sample_rate / self.f0_max),
+                      math.ceil(self.sample_rate / F0_MIN))
         else:
             lo = max(2, math.floor(period / (1.0 + self.search)))
             hi = min(self.max_lag, math.ceil(period * (1.0 + self.search)))

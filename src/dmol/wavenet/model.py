@@ -248,14 +248,15 @@ class WaveNet(nn.Module):
         """Pitch period of each mel frame in samples: (B, n_mels, frames) -> (B, frames) int64."""
         if not self.cfg.pitch_taps:
             raise ValueError("this model has no pitch taps (pitch_taps = 0)")
-        return pitch_lags(self.f0(mel), self.cfg.sample_rate).to(mel.device)
+        return pitch_lags(self.f0(mel), self.cfg.sample_rate,
+                          self.cfg.pitch_ceiling).to(mel.device)
 
     def f0(self, mel: Tensor) -> Tensor:
         """The mel's F0 estimate of each frame in Hz: (B, n_mels, frames) -> (B, frames);
         tracked from the first frame given when ``cfg.pitch_continuity > 0``."""
         self._check_mel(mel)
         f0, _ = pitch_from_mel(mel.transpose(1, 2), self.recipe, self.cfg.pitch_continuity,
-                               self.cfg.pitch_continuity_ramp)
+                               self.cfg.pitch_continuity_ramp, self.cfg.pitch_ceiling)
         return f0.to(mel.device)
 
     def clock_phase(self, mel: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from dmol.audio.pitch import check_ramp
+from dmol.audio.pitch import F0_MAX, check_f0_max, check_ramp
 from dmol.wavenet.heads import HEADS, LP_HEADS
 
 __all__ = [
@@ -72,6 +72,8 @@ class WaveNetConfig:
     (:class:`dmol.audio.pitch.PitchTracker`) instead of each frame's best comb alone;
     ``pitch_continuity_ramp = (lo, hi)`` scales a frame's jump cost with its voicing strength,
     so that pauses and noise keep their per-frame (random) estimate.
+    ``pitch_ceiling``: the highest F0 (Hz) the estimate searches (default 420); above it a
+    voice is estimated an octave low, and taps and clock run at half its pitch.
     ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
     :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
     checkpoint carries them.
@@ -105,6 +107,7 @@ class WaveNetConfig:
     pitch_continuity: float = 0.0  # > 0: the F0 estimate is tracked (cost per octave jumped)
     # (lo, hi): the cost ramps with a frame's voicing strength (None: full in every frame)
     pitch_continuity_ramp: tuple[float, float] | None = None
+    pitch_ceiling: float = F0_MAX  # Hz: the F0 estimate's ceiling (candidates above 420 Hz)
 
     def __post_init__(self) -> None:
         self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
@@ -178,6 +181,10 @@ class WaveNetConfig:
         if self.pitch_continuity_ramp is not None and not self.pitch_continuity:
             raise ValueError("pitch_continuity_ramp needs a tracked estimate "
                              "(pitch_continuity > 0)")
+        self.pitch_ceiling = check_f0_max(self.pitch_ceiling)
+        if self.pitch_ceiling != F0_MAX and not (self.pitch_taps or self.phase_harmonics):
+            raise ValueError("pitch_ceiling needs a pitch estimate (pitch_taps > 0 or "
+                             "phase_harmonics > 0)")
         if not (math.isfinite(self.mel_std) and self.mel_std > 0 and math.isfinite(self.mel_mean)):
             raise ValueError(f"mel_std must be positive and finite, got mean {self.mel_mean!r}, "
                              f"std {self.mel_std!r}")

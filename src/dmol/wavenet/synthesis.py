@@ -265,8 +265,10 @@ class LpcFrames:
         self.model, self.order = model, model.cfg.lpc_order
         self.taps = model.cfg.pitch_taps
         self.pitch = bool(self.taps or model.cfg.phase_harmonics)
+        self.ceiling = model.cfg.pitch_ceiling
         self.tracker = (PitchTracker(model.recipe, model.cfg.pitch_continuity,
-                                     model.cfg.pitch_continuity_ramp) if self.pitch else None)
+                                     model.cfg.pitch_continuity_ramp, self.ceiling)
+                        if self.pitch else None)
         self._tracked = 0  # frames fed to the tracker so far
         # block -> (frames valid, (BLOCK, O) coefficients, (BLOCK,) lags, (BLOCK,) F0 or None)
         self._blocks: dict[int, tuple[int, Tensor, Tensor | None, Tensor | None]] = {}
@@ -307,10 +309,12 @@ class LpcFrames:
                 if self.pitch:  # frames tracked before keep their estimate; the new ones follow
                     f0 = have[3].clone() if have is not None else m.new_zeros(LPC_BLOCK)
                     t0 = self._tracked - a0
-                    s = pitch_scores(m.transpose(1, 2), self.model.recipe)[0]  # (BLOCK, C)
+                    s = pitch_scores(m.transpose(1, 2), self.model.recipe,
+                                     self.ceiling)[0]  # (BLOCK, C)
                     f0[t0:n] = self.tracker(s[t0:n])[0].to(f0)
                     self._tracked = a0 + n
-                    lags = pitch_lags(f0, self.model.cfg.sample_rate)  # (unreceived: unused)
+                    # (unreceived frames: unused)
+                    lags = pitch_lags(f0, self.model.cfg.sample_rate, self.ceiling)
                 have = self._blocks[blk] = (n, self.model.lpc(m)[0], lags, f0)
         return have
 
@@ -779,7 +783,8 @@ def check_postfilter_settings(postfilter: float, envelope: float) -> tuple[float
 def _postfilter(model: WaveNet, gain: float) -> PitchPostfilter | None:
     """The pitch post-filter of gain ``gain`` for the model's audio, or None for gain 0."""
     g, _ = check_postfilter_settings(gain, 0.0)
-    return None if g == 0.0 else PitchPostfilter(model.cfg.sample_rate, model.hop_length, gain=g)
+    return None if g == 0.0 else PitchPostfilter(model.cfg.sample_rate, model.hop_length, gain=g,
+                                                 f0_max=model.cfg.pitch_ceiling)
 
 
 def _envelope(model: WaveNet, max_gain_db: float) -> list[EnvelopePostfilter]:
@@ -813,17 +818,19 @@ class _FrameF0:
         self.recipe = model.recipe
         if self.recipe is not None and not resolves_harmonics(self.recipe):
             self.recipe = None
+        self.ceiling = model.cfg.pitch_ceiling
         self.tracker = (None if self.recipe is None
                         else PitchTracker(self.recipe, model.cfg.pitch_continuity,
-                                          model.cfg.pitch_continuity_ramp))
+                                          model.cfg.pitch_continuity_ramp, self.ceiling))
 
     def __call__(self, mel: Tensor) -> np.ndarray | None:
         if self.tracker is None:
             return None
         with torch.inference_mode():
             frames = mel[0].T[:, None, None, :]  # (F, 1, 1, n_mels): one frame per call
-            return np.array([float(self.tracker(pitch_scores(m, self.recipe))[0][0, 0])
-                             for m in frames], dtype=np.float64).reshape(-1)
+            return np.array(
+                [float(self.tracker(pitch_scores(m, self.recipe, self.ceiling))[0][0, 0])
+                 for m in frames], dtype=np.float64).reshape(-1)
 
 
 # ---- the public entry point ----------------------------------------------------------------
