@@ -51,13 +51,7 @@ from torch import Tensor
 from dmol.audio.features import MelRecipe, recipe_for
 from dmol.audio.lpc import de_emphasis, lp_predict, lpc_from_mel, pre_emphasis
 from dmol.audio.phase import analysis_phase, clock_phase, phase_features
-from dmol.audio.pitch import (
-    F0_MAX,
-    pitch_excitation_taps,
-    pitch_from_mel,
-    pitch_lags,
-    pitch_taps,
-)
+from dmol.audio.pitch import pitch_excitation_taps, pitch_from_mel, pitch_lags, pitch_taps
 from dmol.wavenet.heads import Head, make_head
 from dmol.wavenet.presets import PRESETS, WaveNetConfig, get_preset
 
@@ -403,8 +397,7 @@ def presets_table() -> str:
             f"{' and their excitation' if m.pitch_excitation else ''}"
             f"{f' + phase clock {m.phase_harmonics}' if m.phase_harmonics else ''}"
             f"{f', pitch tracked {m.pitch_continuity:g}' if m.pitch_continuity else ''}"
-            f"{f' (ramp {ramp[0]:g}..{ramp[1]:g})' if ramp else ''}"
-            f"{f' up to {m.pitch_ceiling:g} Hz' if m.pitch_ceiling != F0_MAX else ''}, "
+            f"{f' (ramp {ramp[0]:g}..{ramp[1]:g})' if ramp else ''}, "
             f"{model.head.net_channels} ch | {rf.samples} samples = {rf.ms:.1f} ms "
             f"| {model.num_parameters:,} |"
         )

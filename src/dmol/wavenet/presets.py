@@ -413,12 +413,10 @@ PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
     # fundamental's phase: the recording's in training, the integrated F0 estimate in synthesis)
     "lp-16k-ltpe-clock": (dataclasses.replace(_LP16K, pitch_taps=5, pitch_excitation=True,
                                               phase_harmonics=3), _LP16K_TRAIN),
-    # lp-16k-ltpe-clock with the pitch estimate tracked across frames (0.8 per octave jumped)
-    # and searched up to 600 Hz (the built-in voice glides to ~540): the shipped model's
-    # network (docs/pretrained.md)
+    # lp-16k-ltpe-clock with the pitch estimate tracked across frames (0.8 per octave jumped):
+    # the shipped model's network (docs/pretrained.md)
     "lp-16k-ltpe-clock-tracked": (dataclasses.replace(_LP16K, pitch_taps=5, pitch_excitation=True,
-                                                      phase_harmonics=3, pitch_continuity=0.8,
-                                                      pitch_ceiling=600.0),
+                                                      phase_harmonics=3, pitch_continuity=0.8),
                                   _LP16K_TRAIN),
     # For tests and smoke runs: seconds per hundred steps.
     "tiny": (
