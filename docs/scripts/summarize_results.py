@@ -2,7 +2,9 @@
 
 Each argument is a glob of one system's JSON files (one per seed); a row per argument and
 system (WaveNet, and Griffin-Lim once), columns MCD / log-mel L1 / MR-STFT / F0 RMSE / V/UV,
-the mean over seeds of the per-prompt means (as `dmol evaluate` prints them).
+the mean over seeds of the per-prompt means (as `dmol evaluate` prints them). With `--se` the
+WaveNet's F0 and V/UV cells also give the standard error of that mean over the seeds (the
+sampling's spread; Griffin-Lim is deterministic).
 
     python docs/scripts/summarize_results.py "docs/results/s15_all28_T68141soft_s*.json" \\
         --first 8
@@ -36,13 +38,18 @@ def table(pattern: str, first: int | None, exclude: set[str] = frozenset()
     if len(prompts) != 1:
         raise SystemExit(f"{pattern}: the files hold different numbers of prompts {prompts}")
     n = prompts.pop()
-    return {s: [len(files), n, *np.mean(v, axis=0)] for s, v in rows.items()}
+    se = np.std(rows["WaveNet"], axis=0, ddof=1) / np.sqrt(len(files)) if len(files) > 1 else None
+    out = {s: [len(files), n, *np.mean(v, axis=0)] for s, v in rows.items()}
+    out["se"] = None if se is None else list(se)
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("patterns", nargs="+")
     p.add_argument("--first", type=int, help="only the first N prompts of each file")
+    p.add_argument("--se", action="store_true",
+                   help="the standard error over seeds of the WaveNet's F0 and V/UV means")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NAME",
                    help="leave out these prompts (e.g. June's tones: ascending-2tone beep "
                         "beeperr)")
@@ -54,9 +61,12 @@ def main() -> None:
     gl = None
     for pat in a.patterns:
         t = table(pat, a.first, set(a.exclude))
-        w = t["WaveNet"]
-        print(f"| {pat} | {w[0]} | {w[1]} | {w[2]:.2f} | {w[3]:.3f} | {w[4]:.3f} | {w[5]:.1f} "
-              f"| {w[6]:.4f} |")
+        w, se = t["WaveNet"], t["se"]
+        f0, vuv = f"{w[5]:.1f}", f"{w[6]:.4f}"
+        if a.se and se is not None:
+            f0, vuv = f"{f0} ± {se[3]:.1f}", f"{vuv} ± {se[4]:.4f}"
+        print(f"| {pat} | {w[0]} | {w[1]} | {w[2]:.2f} | {w[3]:.3f} | {w[4]:.3f} | {f0} "
+              f"| {vuv} |")
         gl = gl or t["Griffin-Lim"]
     print(f"| Griffin-Lim | {gl[0]} | {gl[1]} | {gl[2]:.2f} | {gl[3]:.3f} | {gl[4]:.3f} "
           f"| {gl[5]:.1f} | {gl[6]:.4f} |")
