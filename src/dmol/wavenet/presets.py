@@ -406,15 +406,16 @@ PRESETS: dict[str, tuple[WaveNetConfig, TrainConfig]] = {
     # pitch slowly (docs/quality.md); this hands it the periodicity.
     "lp-16k-ltp": (dataclasses.replace(_LP16K, pitch_taps=5), _LP16K_TRAIN),
     # lp-16k-ltp plus the taps' excitation (the LP residual one period back, where a glottal
-    # pulse is sharp): the shipped model's network (docs/pretrained.md)
+    # pulse is sharp): the shipped model's network before its phase clock
     "lp-16k-ltpe": (dataclasses.replace(_LP16K, pitch_taps=5, pitch_excitation=True),
                     _LP16K_TRAIN),
     # lp-16k-ltpe plus a phase clock of 3 harmonics in every layer's conditioning (the
-    # fundamental's phase: the recording's in training, the integrated F0 estimate in synthesis)
+    # fundamental's phase: the recording's in training, the integrated F0 estimate in
+    # synthesis): the shipped model's network (docs/pretrained.md)
     "lp-16k-ltpe-clock": (dataclasses.replace(_LP16K, pitch_taps=5, pitch_excitation=True,
                                               phase_harmonics=3), _LP16K_TRAIN),
     # lp-16k-ltpe-clock with the pitch estimate tracked across frames (0.8 per octave jumped):
-    # the shipped model's network (docs/pretrained.md)
+    # the shipped model's network in sessions 13-16 (docs/quality.md)
     "lp-16k-ltpe-clock-tracked": (dataclasses.replace(_LP16K, pitch_taps=5, pitch_excitation=True,
                                                       phase_harmonics=3, pitch_continuity=0.8),
                                   _LP16K_TRAIN),
