@@ -15,7 +15,7 @@ from dmol.wavenet.demo import DEFAULT_SCALE_TEMPERATURE, run_demo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``dmol demo [--out demo] [--model pretrained] [--train-minutes N] [--utterances 3]``."""
+    """``dmol demo [--out demo] [--model pretrained] [--train-minutes N] [--utterances 8]``."""
     p = argparse.ArgumentParser(prog="dmol demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default demo)")
     p.add_argument("--model", default="pretrained",
@@ -24,10 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also train a model from scratch for N minutes and show it")
     p.add_argument("--preset", default=None,
                    help="preset of that training run (default: the model's preset)")
-    p.add_argument("--utterances", type=int, default=3, help="held-out utterances to vocode")
-    p.add_argument("--unseen", type=int, default=2, help="prompts of each unseen voice")
+    p.add_argument("--utterances", type=int, default=8, help="held-out utterances to vocode")
+    p.add_argument("--unseen", type=int, default=4, help="prompts of each unseen voice")
     p.add_argument("--limit", type=int, default=None, help="use only N corpus files")
-    p.add_argument("--max-seconds", type=float, default=2.0, help="crop each utterance (s)")
+    p.add_argument("--max-seconds", type=float, default=3.0, help="crop each utterance (s)")
     p.add_argument("--mode", default="folded", help="synthesis mode: folded or incremental")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--temperature", type=float, default=1.0,
