@@ -21,7 +21,7 @@ from dmol.wavenet.demo import _train_or_reuse, pick_utterances
 # the training run stops at max_steps (TRAIN_STEPS), never at the time budget: what it
 # learns does not depend on the machine's load
 ARGS = ["--preset", "tiny", "--train-minutes", "5", "--utterances", "1", "--limit", "4",
-        "--max-seconds", "0.5", "--unseen", "1"]
+        "--max-seconds", "0.5", "--unseen", "1", "--seeds", "2"]
 TRAIN_STEPS = 12
 
 
@@ -73,6 +73,10 @@ def test_first_run_writes_everything(demo):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["systems"]) == {"WaveNet", "Griffin-Lim"}
     assert metrics["table"] in printed  # the table with both systems was printed
+    # two seeds per prompt: their mean, with its standard error in the table and the JSON
+    assert metrics["settings"]["seeds"] == 2 and "mean of 2 seeds" in metrics["table"]
+    assert set(metrics["standard_error"]["WaveNet"]) >= {"f0_rmse_hz", "vuv_error"}
+    assert "the mean of seeds 0-1" in (out / "index.html").read_text()
     assert metrics["demo"]["trained"]["preset"] == "tiny"
     assert set(metrics["demo"]["trained"]["systems"]) == {"WaveNet"}
     assert set(metrics["unseen"]) == {"June (fr-CA, female)", "Carlo (it-IT, male)"}
@@ -185,4 +189,6 @@ def test_bad_arguments(tmp_path, capsys):
     assert "scale_temperature" in capsys.readouterr().err
     assert main(["--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")]) == 1
     assert "no such model" in capsys.readouterr().err
+    assert main(["--seeds", "0", "--out", str(tmp_path / "x")]) == 1
+    assert "seeds must be an integer >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -173,3 +173,33 @@ def test_val_split_paths_are_accepted(trained):
                        max_seconds=0.05, progress=False)
     assert [u["name"] for u in r["utterances"]] == [p.stem for p in paths]
     assert list(r["systems"]) == ["WaveNet"]
+
+
+def test_seeds_equal_separate_runs_and_give_their_standard_error():
+    model, head, recipe = _untrained()
+    utts = [(f"u{i}", *_tone(recipe, 0.25)) for i in range(2)]
+    kw = dict(max_seconds=None, f0_method="dio", progress=False)
+    both = evaluate_model(model, head, recipe, utts, seed=5, seeds=2, **kw)
+    runs = [evaluate_model(model, head, recipe, utts, seed=s, **kw) for s in (5, 6)]
+    for k, run in enumerate(runs):  # utterance i of run k: seed 5 + k + i, as in a separate run
+        for u, r in zip(both["utterances"], run["utterances"], strict=True):
+            assert u["WaveNet_by_seed"][k] == r["WaveNet"]
+            assert u["Griffin-Lim"] == r["Griffin-Lim"]
+    for m, v in both["systems"]["WaveNet"].items():
+        a, b = (r["systems"]["WaveNet"][m] for r in runs)
+        np.testing.assert_allclose(v, (a + b) / 2, rtol=1e-12)
+        if m != "bits_per_sample":
+            np.testing.assert_allclose(both["standard_error"]["WaveNet"][m], abs(a - b) / 2,
+                                       rtol=1e-12)
+    assert runs[0]["systems"]["WaveNet"]["mcd_db"] != runs[1]["systems"]["WaveNet"]["mcd_db"]
+    assert both["systems"]["Griffin-Lim"] == runs[0]["systems"]["Griffin-Lim"]
+    assert both["settings"]["seeds"] == 2 and "standard error" in both["table"]
+    assert "standard_error" not in runs[0] and "WaveNet_by_seed" not in runs[0]["utterances"][0]
+    with pytest.raises(ValueError, match="seeds"):
+        evaluate_model(model, head, recipe, utts, seeds=0, **kw)
+
+
+def test_cli_rejects_zero_seeds(trained, capsys):
+    with pytest.raises(SystemExit):
+        main([str(trained / "run"), str(trained / "data"), "--seeds", "0"])
+    assert "--seeds must be >= 1" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Mean of `dmol evaluate --json` results over seeds, for all their prompts and for the first N.
 
-Each argument is a glob of one system's JSON files (one per seed); a row per argument and
+Each argument is a glob of one system's JSON files (one per seed, or runs with `--seeds N`,
+whose N seeds count as N files); a row per argument and
 system (WaveNet, and Griffin-Lim once), columns MCD / log-mel L1 / MR-STFT / F0 RMSE / V/UV,
 the mean over seeds of the per-prompt means (as `dmol evaluate` prints them). With `--se` the
 WaveNet's F0 and V/UV cells also give the standard error of that mean over the seeds (the
@@ -32,14 +33,20 @@ def table(pattern: str, first: int | None, exclude: set[str] = frozenset()
         with open(f) as fh:
             utts = [u for u in json.load(fh)["utterances"][:first] if u["name"] not in exclude]
         prompts.add(len(utts))
-        for system in ("WaveNet", "Griffin-Lim"):
-            per = [[u[system][m] for m in METRICS] for u in utts]
-            rows.setdefault(system, []).append(np.nanmean(np.array(per, float), axis=0))
+        # a run with --seeds N keeps each seed's metrics: N seeds, as N files would
+        seeds = ([[u["WaveNet_by_seed"][k] for u in utts]
+                  for k in range(len(utts[0]["WaveNet_by_seed"]))]
+                 if "WaveNet_by_seed" in utts[0] else [[u["WaveNet"] for u in utts]])
+        griffin_lim = [[u["Griffin-Lim"] for u in utts]]
+        for system, runs in (("WaveNet", seeds), ("Griffin-Lim", griffin_lim)):
+            for run in runs:
+                per = [[scores[m] for m in METRICS] for scores in run]
+                rows.setdefault(system, []).append(np.nanmean(np.array(per, float), axis=0))
     if len(prompts) != 1:
         raise SystemExit(f"{pattern}: the files hold different numbers of prompts {prompts}")
-    n = prompts.pop()
-    se = np.std(rows["WaveNet"], axis=0, ddof=1) / np.sqrt(len(files)) if len(files) > 1 else None
-    out = {s: [len(files), n, *np.mean(v, axis=0)] for s, v in rows.items()}
+    n, k = prompts.pop(), len(rows["WaveNet"])
+    se = np.std(rows["WaveNet"], axis=0, ddof=1) / np.sqrt(k) if k > 1 else None
+    out = {s: [len(v), n, *np.mean(v, axis=0)] for s, v in rows.items()}
     out["se"] = None if se is None else list(se)
     return out
 

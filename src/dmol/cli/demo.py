@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=3.0, help="crop each utterance (s)")
     p.add_argument("--mode", default="folded", help="synthesis mode: folded or incremental")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="vocode each prompt with N seeds (--seed..--seed+N-1); the metrics are "
+                        "their mean (the page plays the first)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="divides the mixture logits (0: the most probable component)")
     p.add_argument("--scale-temperature", type=float, default=DEFAULT_SCALE_TEMPERATURE,
@@ -42,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_demo(a.out, model=a.model, train_minutes=a.train_minutes, preset=a.preset,
                  utterances=a.utterances, unseen=a.unseen, limit=a.limit,
-                 max_seconds=a.max_seconds, mode=a.mode, seed=a.seed,
+                 max_seconds=a.max_seconds, mode=a.mode, seed=a.seed, seeds=a.seeds,
                  temperature=a.temperature, scale_temperature=a.scale_temperature,
                  postfilter=a.postfilter, envelope=a.envelope, threads=a.threads)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:

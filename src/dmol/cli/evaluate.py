@@ -21,7 +21,8 @@ def _is_dataset(path: Path) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``dmol evaluate CHECKPOINT INPUT... [--max-utterances N] [--max-seconds S] [--json OUT]``."""
+    """``dmol evaluate CHECKPOINT INPUT... [--max-utterances N] [--max-seconds S] [--seeds N]
+    [--json OUT]``."""
     p = argparse.ArgumentParser(
         prog="dmol evaluate",
         description="copy-synthesis metrics of a WaveNet checkpoint vs Griffin-Lim on held-out "
@@ -40,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="weights of the synthesis engine (int8: the C++ kernel's 8-bit "
                         "products)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="vocode each utterance with N seeds (--seed .. --seed+N-1, the same "
+                        "numbers as N separate runs) and report their mean and standard error")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="divides the mixture logits (0: the most probable component)")
     p.add_argument("--scale-temperature", type=float, default=CLI_SCALE_TEMPERATURE,
@@ -53,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.max_utterances < 1:
         p.error(f"--max-utterances must be >= 1, got {a.max_utterances}")
+    if a.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {a.seeds}")
     for name in ("temperature", "scale_temperature", "max_seconds"):
         v = getattr(a, name)
         if not (math.isfinite(v) and v >= 0) or (name == "max_seconds" and v == 0):
@@ -81,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             what = "audio file(s)"
         result = evaluate_model(
             model, head, recipe, utts, synth=not a.no_synth, mode=a.mode, dtype=a.dtype,
-            seed=a.seed,
+            seed=a.seed, seeds=a.seeds,
             temperature=a.temperature, scale_temperature=a.scale_temperature,
             postfilter=a.postfilter, envelope=a.envelope, max_seconds=a.max_seconds,
             f0_method=a.f0_method, wav_dir=a.wav_dir,

@@ -45,10 +45,10 @@ from dmol.wavenet.synthesis import (
 
 __all__ = ["pick_utterances", "run_demo", "write_index", "write_report"]
 
-# One seed on a few prompts is a listening sample, not a measurement: say so where the table is.
-SEED_CAVEAT = ("one sampling seed on a few prompts: the F0 and V/UV columns move with --seed by "
-               "more than the gaps between the systems; the shipped model's figures over 16 seeds "
-               "and all held-out prompts are in docs/pretrained.md")
+# A few seeds on a few prompts are a listening sample, not a measurement: say so by the table.
+SEED_CAVEAT = ("a few prompts and sampling seeds: the F0 and V/UV columns move with --seed by "
+               "more than the gaps between the systems (--seeds N averages N); the shipped "
+               "model's figures over 16 seeds and all held-out prompts are in docs/pretrained.md")
 
 SYSTEM_LABELS = {"original": "Original", "WaveNet": "WaveNet (dmol)",
                  "Griffin-Lim": "Griffin-Lim (no network)"}
@@ -328,6 +328,7 @@ def run_demo(
     max_seconds: float = 3.0,
     mode: str = "folded",
     seed: int = 0,
+    seeds: int = 1,
     temperature: float = 1.0,
     scale_temperature: float = DEFAULT_SCALE_TEMPERATURE,
     postfilter: float = DEFAULT_POSTFILTER,
@@ -351,6 +352,8 @@ def run_demo(
     if utterances < 1 or unseen < 0:
         raise ValueError(f"utterances must be >= 1 and unseen >= 0, got {utterances!r}, "
                          f"{unseen!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1 or None, got {threads!r}")
     for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
@@ -366,7 +369,7 @@ def run_demo(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        settings = {"mode": mode, "seed": seed, "temperature": temperature,
+        settings = {"mode": mode, "seed": seed, "seeds": seeds, "temperature": temperature,
                     "scale_temperature": scale_temperature, "postfilter": postfilter,
                     "envelope": envelope, "max_seconds": max_seconds}
         return _run(Path(out), model_path, train_minutes, preset, utterances, unseen, limit,
@@ -487,6 +490,8 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
     result = {"systems": held_out["systems"], "utterances": held_out["utterances"],
               "table": held_out["table"], "settings": held_out["settings"],
               "unseen": {v: r for v, (r, _, _) in voices.items()}}
+    if "standard_error" in held_out:
+        result["standard_error"] = held_out["standard_error"]
     write_json(out / "metrics.json", result, demo=demo_info)
     summary = [
         f"model: {model_path.name}, preset {model_preset}, {model.num_parameters:,} parameters, "
@@ -494,7 +499,7 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
         f"receptive field {model.receptive_field.ms:.1f} ms, trained "
         f"{demo_info['train_seconds'] / 3600:.2f} h ({info['step']} steps)",
         f"held-out built-in utterances and unseen voices vocoded from their mels in "
-        f"{settings['mode']} mode, seed {settings['seed']}, temperature "
+        f"{settings['mode']} mode, {_seeds_text(settings)}, temperature "
         f"{settings['temperature']:g}, scale temperature {settings['scale_temperature']:g}, "
         f"pitch post-filter gain {settings['postfilter']:g}, envelope post-filter "
         f"{settings['envelope']:g} dB",
@@ -524,6 +529,11 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
     print(f"\nwrote {out / 'index.html'} (open it in a browser; it works offline)")
     print(f"total wall time {took / 60:.1f} min ({took:.0f} s)")
     return result
+
+
+def _seeds_text(settings: dict[str, Any]) -> str:
+    first, n = settings["seed"], settings["seeds"]
+    return f"seed {first}" if n == 1 else f"the mean of seeds {first}-{first + n - 1}"
 
 
 def _curves_of(bundle: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:

@@ -124,6 +124,13 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(a.mean()) if a.size else math.nan
 
 
+def _standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean of the finite values (NaN with fewer than two)."""
+    a = np.asarray(values, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else math.nan
+
+
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     import soundfile as sf
 
@@ -147,6 +154,7 @@ def evaluate_model(
     mode: str = "folded",
     dtype: str = "float32",
     seed: int = 0,
+    seeds: int = 1,
     temperature: float = 1.0,
     scale_temperature: float = 1.0,
     postfilter: float = 0.0,
@@ -167,22 +175,32 @@ def evaluate_model(
         baseline: also invert each mel with Griffin-Lim (``gl_iters`` iterations).
         mode, dtype, seed, temperature, scale_temperature, postfilter, envelope: passed to
             :func:`dmol.wavenet.synthesis.vocode`; utterance ``i`` uses seed ``seed + i``.
+        seeds: vocode every utterance ``seeds`` times, with the seeds of runs ``seed``,
+            ``seed + 1``, ..., ``seed + seeds - 1`` (the same numbers as that many separate
+            runs; the original's NLL and Griffin-Lim are computed once). One seed moves the
+            F0 and V/UV means by more than the gaps between good systems; with ``seeds > 1``
+            the WaveNet's means are the mean over the seeds' means, ``standard_error`` gives
+            their standard error, and each utterance keeps ``WaveNet_by_seed``.
         max_seconds: keep only the first ``max_seconds`` of each utterance (None: all of it).
             Autoregressive synthesis costs time per sample, so this bounds the run time.
         f0_method: "harvest" (reliable) or "dio" (~20x faster) for the F0 metrics.
         wav_dir: write ``NAME_original.wav``, ``NAME_wavenet.wav``, ``NAME_griffinlim.wav``
-            (32-bit float: the samples that were scored, so the metrics can be recomputed).
+            (32-bit float: the samples that were scored, so the metrics can be recomputed;
+            the WaveNet's of the first seed).
 
     Returns:
         ``{"systems": {system: {metric: mean}}, "utterances": [per-utterance dicts],
         "table": str, "settings": {...}}``. Systems are "WaveNet" and "Griffin-Lim"; metric
         keys are those of :func:`~dmol.audio.metrics.evaluate_pair` plus the WaveNet's
         ``bits_per_sample``. Means skip NaN values (an F0 error with no jointly voiced frame).
+        With ``seeds > 1`` also ``"standard_error": {"WaveNet": {metric: se}}``.
     """
     if isinstance(utterances, (str, Path)) or not isinstance(utterances, Sequence):
         raise TypeError("utterances must be a sequence of .npz paths or (name, audio, mel) tuples")
     if not utterances:
         raise ValueError("no utterances to evaluate (is the dataset's val split empty?)")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive or None, got {max_seconds!r}")
     for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
@@ -210,19 +228,27 @@ def evaluate_model(
             "bits_per_sample": teacher_forced_bits(model, head, audio, mel),
         }
         waves = {"original": audio}
-        if synth:
-            waves["WaveNet"] = np.asarray(
-                vocode(model, head, recipe, mel, mode=mode, dtype=dtype, seed=seed + i,
+        by_seed = []
+        for k in range(seeds if synth else 0):
+            t1 = time.perf_counter()
+            wave = np.asarray(
+                vocode(model, head, recipe, mel, mode=mode, dtype=dtype, seed=seed + k + i,
                        temperature=temperature, scale_temperature=scale_temperature,
                        postfilter=postfilter, envelope=envelope, progress=progress),
                 dtype=np.float32,
             ).reshape(-1)
-            row["synthesis_seconds"] = time.perf_counter() - t0
+            if k == 0:
+                waves["WaveNet"] = wave
+                row["synthesis_seconds"] = time.perf_counter() - t1
+            by_seed.append(evaluate_pair(audio, wave, sr, f0_method=f0_method))
+        if by_seed:
+            row["WaveNet"] = {m: _nanmean([b[m] for b in by_seed]) for m in by_seed[0]}
+            if seeds > 1:
+                row["WaveNet_by_seed"] = by_seed
         if baseline:
             waves["Griffin-Lim"] = griffin_lim(mel, recipe, n_iter=gl_iters)
-        for system in SYSTEMS:
-            if system in waves:
-                row[system] = evaluate_pair(audio, waves[system], sr, f0_method=f0_method)
+            row["Griffin-Lim"] = evaluate_pair(audio, waves["Griffin-Lim"], sr,
+                                               f0_method=f0_method)
         if out_dir is not None:
             row["wavs"] = {}
             for key, wave in waves.items():
@@ -239,15 +265,30 @@ def evaluate_model(
         have = [r[system] for r in rows if system in r]
         if have:
             systems[system] = {k: _nanmean([h[k] for h in have]) for k in have[0]}
+    standard_error = None
+    if synth and seeds > 1:
+        # each seed's mean over the utterances, as a separate run would report it
+        per_seed = [{m: _nanmean([r["WaveNet_by_seed"][k][m] for r in rows])
+                     for m in rows[0]["WaveNet"]} for k in range(seeds)]
+        systems["WaveNet"] = {m: _nanmean([p[m] for p in per_seed]) for m in per_seed[0]}
+        standard_error = {"WaveNet": {m: _standard_error([p[m] for p in per_seed])
+                                      for m in per_seed[0]}}
     if not synth:  # the model's NLL still deserves a row
         systems = {"WaveNet": {}, **systems}
     systems["WaveNet"]["bits_per_sample"] = _nanmean([r["bits_per_sample"] for r in rows])
-    return {
+    table = metrics_table(systems)
+    if standard_error is not None:
+        se = standard_error["WaveNet"]
+        table += (f"\nWaveNet: mean of {seeds} seeds ({seed}..{seed + seeds - 1}); standard "
+                  f"error over them: MCD {se['mcd_db']:.3f} dB, MR-STFT {se['mrstft']:.3f}, "
+                  f"F0 RMSE {se['f0_rmse_hz']:.2f} Hz, V/UV {se['vuv_error']:.4f}")
+    result = {
         "systems": systems,
         "utterances": rows,
-        "table": metrics_table(systems),
+        "table": table,
         "settings": {
-            "mode": mode, "dtype": dtype, "seed": seed, "temperature": temperature,
+            "mode": mode, "dtype": dtype, "seed": seed, "seeds": seeds,
+            "temperature": temperature,
             "scale_temperature": scale_temperature, "postfilter": postfilter,
             "envelope": envelope,
             "max_seconds": max_seconds,
@@ -255,6 +296,9 @@ def evaluate_model(
             "n_utterances": len(rows), "seconds": sum(r["seconds"] for r in rows),
         },
     }
+    if standard_error is not None:
+        result["standard_error"] = standard_error
+    return result
 
 
 def log_metrics(writer, step: int, metrics: Mapping[str, Any], prefix: str = "eval") -> None:
