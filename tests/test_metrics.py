@@ -11,6 +11,7 @@ from dmol.audio.metrics import (
     MAX_TRIM,
     bits_per_sample,
     evaluate_pair,
+    evaluate_pairs,
     f0_metrics,
     f0_track,
     log_mel_distance,
@@ -252,3 +253,20 @@ def test_mcd_absolute_scale_known_answer(a):
     got = mel_cepstral_distortion(NOISE, lfilter([1, -a], [1], NOISE), SR, alpha=0.0,
                                   f0_method="dio")
     assert got == pytest.approx(want, rel=0.02)
+
+
+def test_evaluate_pairs_equals_evaluate_pair_and_analyses_the_reference_once(monkeypatch):
+    import dmol.audio.metrics as metrics
+
+    gens = [with_noise(X, 20, seed=1), with_noise(X, 10, seed=2), with_noise(X, 20)[:-300]]
+    expect = [evaluate_pair(X, g, SR, f0_method="dio") for g in gens]
+    calls = []
+    real = metrics._f0
+    monkeypatch.setattr(metrics, "_f0", lambda x, *a: calls.append(len(x)) or real(x, *a))
+    assert evaluate_pairs(X, gens, SR, f0_method="dio") == expect
+    # three signals, and the reference twice: once at full length, once trimmed by 300
+    assert sorted(calls) == sorted([len(X)] * 3 + [len(X) - 300] * 2)
+    with pytest.raises(TypeError, match="sequence of 1-D signals"):
+        evaluate_pairs(X, X, SR)
+    with pytest.raises(ValueError, match="MAX_TRIM"):  # checked before any analysis
+        evaluate_pairs(X, [X, X[:-2000]], SR)

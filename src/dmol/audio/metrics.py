@@ -42,6 +42,7 @@ __all__ = [
     "STFT_RESOLUTIONS",
     "bits_per_sample",
     "evaluate_pair",
+    "evaluate_pairs",
     "f0_metrics",
     "f0_track",
     "log_mel_distance",
@@ -454,19 +455,48 @@ def evaluate_pair(
         >>> sorted(evaluate_pair(x, x, 16000).values())
         [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     """
+    return evaluate_pairs(ref, [gen], sr, f0_method=f0_method, mcd_order=mcd_order,
+                          n_fft=n_fft, hop=hop, n_mels=n_mels)[0]
+
+
+def evaluate_pairs(
+    ref: np.ndarray,
+    gens: Sequence[np.ndarray],
+    sr: int | tuple[int, int],
+    *,
+    f0_method: str = "harvest",
+    mcd_order: int = 24,
+    n_fft: int = 1024,
+    hop: int = 256,
+    n_mels: int = 80,
+) -> list[dict[str, float]]:
+    """:func:`evaluate_pair` of each signal in ``gens`` against the one reference ``ref``.
+
+    The same numbers as calling :func:`evaluate_pair` for each, but the reference's WORLD
+    analysis (F0 and mel-cepstra, the slow part) is done once per trimmed length: scoring
+    several samplings of one utterance (``dmol evaluate --seeds``) costs one analysis each.
+    """
+    if isinstance(gens, np.ndarray) or not isinstance(gens, Sequence):
+        raise TypeError("gens must be a sequence of 1-D signals (a list), not one array")
     rate = _rate(sr)
-    x, y = _pair(ref, gen)
+    pairs = [_pair(ref, gen) for gen in gens]  # every check before any analysis
     order, a = _order(mcd_order), _alpha(rate, None)
     floor, ceil, period = 71.0, 800.0, 5.0
-    (fx, tx), (fy, ty) = (_f0(s, rate, f0_method, period, floor, ceil) for s in (x, y))
-    out = {
-        "mcd_db": _mcd_db(
-            _mcep(x, fx, tx, rate, order, a, floor), _mcep(y, fy, ty, rate, order, a, floor)
-        ),
-        "log_mel_l1": log_mel_distance(x, y, rate, n_fft=n_fft, hop=hop, n_mels=n_mels),
-        "mrstft": multi_resolution_stft_distance(x, y),
-    }
-    out.update(_f0_scores(fx, fy))
+    analysed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    out = []
+    for x, y in pairs:
+        if len(x) not in analysed:
+            fx, tx = _f0(x, rate, f0_method, period, floor, ceil)
+            analysed[len(x)] = fx, _mcep(x, fx, tx, rate, order, a, floor)
+        fx, cx = analysed[len(x)]
+        fy, ty = _f0(y, rate, f0_method, period, floor, ceil)
+        scores = {
+            "mcd_db": _mcd_db(cx, _mcep(y, fy, ty, rate, order, a, floor)),
+            "log_mel_l1": log_mel_distance(x, y, rate, n_fft=n_fft, hop=hop, n_mels=n_mels),
+            "mrstft": multi_resolution_stft_distance(x, y),
+        }
+        scores.update(_f0_scores(fx, fy))
+        out.append(scores)
     return out
 
 

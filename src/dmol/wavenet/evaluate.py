@@ -41,7 +41,7 @@ from dmol.audio.corpus import (
     prepare_audio,
 )
 from dmol.audio.features import griffin_lim
-from dmol.audio.metrics import bits_per_sample, evaluate_pair, metrics_table
+from dmol.audio.metrics import bits_per_sample, evaluate_pairs, metrics_table
 from dmol.wavenet.synthesis import check_postfilter_settings, vocode
 
 __all__ = [
@@ -228,27 +228,30 @@ def evaluate_model(
             "bits_per_sample": teacher_forced_bits(model, head, audio, mel),
         }
         waves = {"original": audio}
-        by_seed = []
+        sampled = []
         for k in range(seeds if synth else 0):
             t1 = time.perf_counter()
-            wave = np.asarray(
+            sampled.append(np.asarray(
                 vocode(model, head, recipe, mel, mode=mode, dtype=dtype, seed=seed + k + i,
                        temperature=temperature, scale_temperature=scale_temperature,
                        postfilter=postfilter, envelope=envelope, progress=progress),
                 dtype=np.float32,
-            ).reshape(-1)
+            ).reshape(-1))
             if k == 0:
-                waves["WaveNet"] = wave
+                waves["WaveNet"] = sampled[0]
                 row["synthesis_seconds"] = time.perf_counter() - t1
-            by_seed.append(evaluate_pair(audio, wave, sr, f0_method=f0_method))
-        if by_seed:
+        if baseline:
+            waves["Griffin-Lim"] = griffin_lim(mel, recipe, n_iter=gl_iters)
+        # one analysis of the original serves every seed and Griffin-Lim
+        scores = evaluate_pairs(audio, sampled + ([waves["Griffin-Lim"]] if baseline else []),
+                                sr, f0_method=f0_method)
+        if sampled:
+            by_seed = scores[: len(sampled)]
             row["WaveNet"] = {m: _nanmean([b[m] for b in by_seed]) for m in by_seed[0]}
             if seeds > 1:
                 row["WaveNet_by_seed"] = by_seed
         if baseline:
-            waves["Griffin-Lim"] = griffin_lim(mel, recipe, n_iter=gl_iters)
-            row["Griffin-Lim"] = evaluate_pair(audio, waves["Griffin-Lim"], sr,
-                                               f0_method=f0_method)
+            row["Griffin-Lim"] = scores[-1]
         if out_dir is not None:
             row["wavs"] = {}
             for key, wave in waves.items():
