@@ -4,6 +4,7 @@ unknown commands are refused, `python -m dmol` is the same program, a tiny bench
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -62,3 +63,17 @@ def test_bench_synth_runs_on_a_tiny_model(capsys):
     for row in res["rows"]:
         assert row["samples_per_s"] > 0 and row["rtf"] > 0
     assert any(row["speedup_vs_baseline"] is not None for row in res["rows"])
+
+
+def test_bench_loss_times_the_shifted_loss_against_means_shifted_by_hand(capsys):
+    """`dmol bench loss --cases lp`: the loc= path, the same loss unshifted and the baseline on
+    means shifted by hand, each timed, with the baseline's ratio to both."""
+    rc = cli.main(["bench", "loss", "--quick", "--cases", "lp", "--no-memory", "--no-cold",
+                   "--repeats", "7", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for impl in ("dmol.logistic loss, loc=", "same, no shift", "baseline, means shifted by hand"):
+        row = next(ln for ln in out.splitlines() if f"| {impl} " in ln)
+        assert re.search(r"\d+\.\d ms \| +\d+\.\d ms", row), row
+    ratios = [ln for ln in out.splitlines() if "baseline, means shifted by hand /" in ln]
+    assert len(ratios) == 2 and all(re.search(r"\d+\.\dx", r) for r in ratios)

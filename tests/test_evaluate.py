@@ -199,7 +199,45 @@ def test_seeds_equal_separate_runs_and_give_their_standard_error():
         evaluate_model(model, head, recipe, utts, seeds=0, **kw)
 
 
-def test_cli_rejects_zero_seeds(trained, capsys):
-    with pytest.raises(SystemExit):
-        main([str(trained / "run"), str(trained / "data"), "--seeds", "0"])
-    assert "--seeds must be >= 1" in capsys.readouterr().err
+def test_seed_means_skip_a_seed_without_a_value(monkeypatch):
+    """The WaveNet's figure is the mean over seeds of each seed's mean over the utterances; a
+    seed with no defined value (F0 with no jointly voiced frame) drops out of both."""
+    import dmol.wavenet.evaluate as ev
+
+    nan = math.nan  # (utterance, seed) -> F0 RMSE; seed 3 has no value anywhere
+    f0 = {(0, 0): 10.0, (0, 1): nan, (0, 2): 30.0, (0, 3): nan,
+          (1, 0): 20.0, (1, 1): 60.0, (1, 2): 50.0, (1, 3): nan}
+    calls = iter(range(2))
+    zeros = dict.fromkeys(evaluate_pair(np.ones(800), np.ones(800), 16000, f0_method="dio"), 0.0)
+
+    def fake_pairs(ref, gens, sr, f0_method):
+        i = next(calls)
+        rows = [{**zeros, "mcd_db": float(i + k), "f0_rmse_hz": f0[i, k]} for k in range(4)]
+        return rows + [{**zeros, "mcd_db": 9.0, "f0_rmse_hz": 1.0}]  # Griffin-Lim last
+
+    monkeypatch.setattr(ev, "evaluate_pairs", fake_pairs)
+    model, head, recipe = _untrained()
+    utts = [(f"u{i}", *_tone(recipe, 0.1)) for i in range(2)]
+    r = ev.evaluate_model(model, head, recipe, utts, seeds=4, gl_iters=1, f0_method="dio",
+                          progress=False)
+    seed_means = [15.0, 60.0, 40.0]  # seed 3 drops out; the mean over utterances first would
+    # give (20 + 43.3) / 2 = 31.7 instead
+    assert r["systems"]["WaveNet"]["f0_rmse_hz"] == pytest.approx(np.mean(seed_means))
+    se = np.std(seed_means, ddof=1) / math.sqrt(3)
+    assert r["standard_error"]["WaveNet"]["f0_rmse_hz"] == pytest.approx(se)
+    assert r["systems"]["WaveNet"]["mcd_db"] == pytest.approx(2.0)  # seeds 0.5 .. 3.5
+    assert r["utterances"][0]["WaveNet"]["f0_rmse_hz"] == pytest.approx(20.0)
+    assert r["systems"]["Griffin-Lim"] == {**zeros, "mcd_db": 9.0, "f0_rmse_hz": 1.0}
+    assert f"F0 RMSE {se:.3} Hz" in r["table"] and "mean of seeds 0-3" in r["table"]
+
+
+def test_cli_rejects_bad_seeds(tmp_path, capsys):
+    for argv, msg in ((["--seeds", "0"], "--seeds must be >= 1"),
+                      (["--seeds", "2", "--no-synth"], "--seeds needs synthesis")):
+        with pytest.raises(SystemExit):
+            main(["pretrained", str(tmp_path), *argv])
+        assert msg in capsys.readouterr().err
+    model, head, recipe = _untrained()
+    with pytest.raises(ValueError, match="needs synth=True"):
+        evaluate_model(model, head, recipe, [("a", *_tone(recipe, 0.1))], synth=False, seeds=2,
+                       progress=False)

@@ -266,7 +266,9 @@ def test_evaluate_pairs_equals_evaluate_pair_and_analyses_the_reference_once(mon
     assert evaluate_pairs(X, gens, SR, f0_method="dio") == expect
     # three signals, and the reference twice: once at full length, once trimmed by 300
     assert sorted(calls) == sorted([len(X)] * 3 + [len(X) - 300] * 2)
-    with pytest.raises(TypeError, match="sequence of 1-D signals"):
+    with pytest.raises(TypeError, match="list or tuple of 1-D signals, got ndarray"):
         evaluate_pairs(X, X, SR)
-    with pytest.raises(ValueError, match="MAX_TRIM"):  # checked before any analysis
+    calls.clear()
+    with pytest.raises(ValueError, match=r"gens\[1\]: .*MAX_TRIM"):
         evaluate_pairs(X, [X, X[:-2000]], SR)
+    assert calls == []  # every signal is checked before any analysis

@@ -32,6 +32,8 @@ def table(pattern: str, first: int | None, exclude: set[str] = frozenset()
     for f in files:
         with open(f) as fh:
             utts = [u for u in json.load(fh)["utterances"][:first] if u["name"] not in exclude]
+        if not utts:
+            raise SystemExit(f"{f}: no prompts left after --first/--exclude")
         prompts.add(len(utts))
         # a run with --seeds N keeps each seed's metrics: N seeds, as N files would
         seeds = ([[u["WaveNet_by_seed"][k] for u in utts]
@@ -45,8 +47,11 @@ def table(pattern: str, first: int | None, exclude: set[str] = frozenset()
     if len(prompts) != 1:
         raise SystemExit(f"{pattern}: the files hold different numbers of prompts {prompts}")
     n, k = prompts.pop(), len(rows["WaveNet"])
-    se = np.std(rows["WaveNet"], axis=0, ddof=1) / np.sqrt(k) if k > 1 else None
-    out = {s: [len(v), n, *np.mean(v, axis=0)] for s, v in rows.items()}
+    # as `dmol evaluate --seeds` does: a seed whose mean is undefined (NaN) drops out
+    w = np.array(rows["WaveNet"])
+    have = np.isfinite(w).sum(axis=0)
+    se = np.nanstd(w, axis=0, ddof=1) / np.sqrt(have) if k > 1 else None
+    out = {s: [len(v), n, *np.nanmean(v, axis=0)] for s, v in rows.items()}
     out["se"] = None if se is None else list(se)
     return out
 

@@ -477,9 +477,15 @@ def evaluate_pairs(
     several samplings of one utterance (``dmol evaluate --seeds``) costs one analysis each.
     """
     if isinstance(gens, np.ndarray) or not isinstance(gens, Sequence):
-        raise TypeError("gens must be a sequence of 1-D signals (a list), not one array")
+        raise TypeError(f"gens must be a list or tuple of 1-D signals, got {type(gens).__name__}")
     rate = _rate(sr)
-    pairs = [_pair(ref, gen) for gen in gens]  # every check before any analysis
+    _audio("ref", ref)
+    pairs = []
+    for j, gen in enumerate(gens):  # every check before any analysis
+        try:
+            pairs.append(_pair(ref, gen))
+        except ValueError as e:
+            raise ValueError(f"gens[{j}]: {e}") from None
     order, a = _order(mcd_order), _alpha(rate, None)
     floor, ceil, period = 71.0, 800.0, 5.0
     analysed: dict[int, tuple[np.ndarray, np.ndarray]] = {}

@@ -45,6 +45,7 @@ from dmol.logistic import discretized_mix_logistic_loss, sample_discretized_mix_
 # name -> (kind, shape parameters)
 CASES = {
     "wavenet": ("mol", dict(B=8, M=10, T=10240, K=65536, lsm=-16.0)),
+    "lp": ("lp", dict(B=8, M=10, T=10240, K=65536, lsm=-16.0)),
     "long": ("mol", dict(B=2, M=10, T=65536, K=65536, lsm=-16.0)),
     "pixelcnn": ("coupled", dict(B=16, M=10, H=32, W=32, K=256, lsm=-7.0)),
     "sample": ("sample", dict(B=8, M=10, T=10240, K=65536, lsm=-16.0)),
@@ -52,6 +53,7 @@ CASES = {
 }
 QUICK = {
     "wavenet": dict(B=2, T=2048),
+    "lp": dict(B=2, T=2048),
     "long": dict(B=1, T=8192),
     "pixelcnn": dict(B=2, H=8, W=8),
     "sample": dict(B=2, T=2048),
@@ -71,6 +73,8 @@ def make_inputs(kind: str, p: dict, seed: int = 0):
     y_hat = torch.randn(B, 3 * M, T, generator=g)
     y_hat[:, 2 * M :] -= 4.0  # narrow components, as a trained vocoder predicts
     y = torch.randint(0, K, (B, T), generator=g) * (2.0 / (K - 1)) - 1.0
+    if kind == "lp":  # an LP-WaveNet's prediction p_t, close to the target: the target is (y, p)
+        return y_hat.requires_grad_(), (y, y + 0.01 * torch.randn(B, T, generator=g))
     return y_hat.requires_grad_(), y
 
 
@@ -96,6 +100,26 @@ def implementations(kind: str, p: dict):
 
         return {"fused.mixture_nll_packed": packed, "dmol.logistic loss": loss,
                 "baseline": base}
+    if kind == "lp":  # loc= against the usual chain of ops on means shifted by hand
+        M = p["M"]
+
+        def shifted(y_hat, target):
+            y, loc = target
+            return discretized_mix_logistic_loss(y_hat, y, num_classes=p["K"],
+                                                 log_scale_min=p["lsm"], loc=loc)
+
+        def unshifted(y_hat, target):
+            return discretized_mix_logistic_loss(y_hat, target[0], num_classes=p["K"],
+                                                 log_scale_min=p["lsm"])
+
+        def base(y_hat, target):
+            y, loc = target
+            by_hand = torch.cat([y_hat[:, :M], y_hat[:, M:2 * M] + loc[:, None],
+                                 y_hat[:, 2 * M:]], dim=1)
+            return mol_nll_baseline(by_hand, y, p["K"], p["lsm"]).mean()
+
+        return {"dmol.logistic loss, loc=": shifted, "same, no shift": unshifted,
+                "baseline, means shifted by hand": base}
     if kind == "coupled":
         def base(l, x):
             return coupled_nll_baseline(x, l, p["K"], p["lsm"]).sum() / x.numel()

@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--max-utterances must be >= 1, got {a.max_utterances}")
     if a.seeds < 1:
         p.error(f"--seeds must be >= 1, got {a.seeds}")
+    if a.seeds > 1 and a.no_synth:
+        p.error("--seeds needs synthesis: it is meaningless with --no-synth")
     for name in ("temperature", "scale_temperature", "max_seconds"):
         v = getattr(a, name)
         if not (math.isfinite(v) and v >= 0) or (name == "max_seconds" and v == 0):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import numbers
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -352,7 +353,7 @@ def run_demo(
     if utterances < 1 or unseen < 0:
         raise ValueError(f"utterances must be >= 1 and unseen >= 0, got {utterances!r}, "
                          f"{unseen!r}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+    if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds < 1:
         raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1 or None, got {threads!r}")

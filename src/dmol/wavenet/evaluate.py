@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -199,8 +200,11 @@ def evaluate_model(
         raise TypeError("utterances must be a sequence of .npz paths or (name, audio, mel) tuples")
     if not utterances:
         raise ValueError("no utterances to evaluate (is the dataset's val split empty?)")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+    if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds < 1:
         raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    seeds = int(seeds)
+    if seeds > 1 and not synth:
+        raise ValueError(f"seeds = {seeds} needs synth=True: without synthesis nothing is sampled")
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive or None, got {max_seconds!r}")
     for name, t in (("temperature", temperature), ("scale_temperature", scale_temperature)):
@@ -264,27 +268,30 @@ def evaluate_model(
             print(f"  evaluated {name} ({row['seconds']:.2f} s of audio) in {took:.1f} s")
 
     systems: dict[str, dict[str, float]] = {}
+    standard_error = None
     for system in SYSTEMS:
+        if seeds > 1 and system == "WaveNet":
+            # each seed's mean over the utterances, as a separate run would report it; the
+            # mean over the seeds of those, and its standard error
+            per_seed = [{m: _nanmean([r["WaveNet_by_seed"][k][m] for r in rows])
+                         for m in rows[0]["WaveNet"]} for k in range(seeds)]
+            systems[system] = {m: _nanmean([p[m] for p in per_seed]) for m in per_seed[0]}
+            standard_error = {system: {m: _standard_error([p[m] for p in per_seed])
+                                       for m in per_seed[0]}}
+            continue
         have = [r[system] for r in rows if system in r]
         if have:
             systems[system] = {k: _nanmean([h[k] for h in have]) for k in have[0]}
-    standard_error = None
-    if synth and seeds > 1:
-        # each seed's mean over the utterances, as a separate run would report it
-        per_seed = [{m: _nanmean([r["WaveNet_by_seed"][k][m] for r in rows])
-                     for m in rows[0]["WaveNet"]} for k in range(seeds)]
-        systems["WaveNet"] = {m: _nanmean([p[m] for p in per_seed]) for m in per_seed[0]}
-        standard_error = {"WaveNet": {m: _standard_error([p[m] for p in per_seed])
-                                      for m in per_seed[0]}}
     if not synth:  # the model's NLL still deserves a row
         systems = {"WaveNet": {}, **systems}
     systems["WaveNet"]["bits_per_sample"] = _nanmean([r["bits_per_sample"] for r in rows])
     table = metrics_table(systems)
     if standard_error is not None:
-        se = standard_error["WaveNet"]
-        table += (f"\nWaveNet: mean of {seeds} seeds ({seed}..{seed + seeds - 1}); standard "
-                  f"error over them: MCD {se['mcd_db']:.3f} dB, MR-STFT {se['mrstft']:.3f}, "
-                  f"F0 RMSE {se['f0_rmse_hz']:.2f} Hz, V/UV {se['vuv_error']:.4f}")
+        se = {m: "n/a" if math.isnan(v) else v for m, v in standard_error["WaveNet"].items()}
+        table += (f"\nWaveNet: mean of seeds {seed}-{seed + seeds - 1}; the standard error of "
+                  f"that mean: MCD {se['mcd_db']:.3} dB, log-mel L1 {se['log_mel_l1']:.3} Np, "
+                  f"MR-STFT {se['mrstft']:.3}, F0 RMSE {se['f0_rmse_hz']:.3} Hz, "
+                  f"V/UV {se['vuv_error']:.3}")
     result = {
         "systems": systems,
         "utterances": rows,
