@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dmol.cli._postfilters import add_postfilter_arguments
-from dmol.wavenet.demo import DEFAULT_SCALE_TEMPERATURE, run_demo
+from dmol.cli._sampling import add_sampling_arguments
+from dmol.wavenet.demo import run_demo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,16 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="use only N corpus files")
     p.add_argument("--max-seconds", type=float, default=3.0, help="crop each utterance (s)")
     p.add_argument("--mode", default="folded", help="synthesis mode: folded or incremental")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    add_sampling_arguments(p, "the WaveNet's output")
     p.add_argument("--seeds", type=int, default=1,
                    help="vocode each prompt with N seeds (--seed..--seed+N-1); the metrics are "
                         "their mean (the page plays the first)")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="divides the mixture logits (0: the most probable component)")
-    p.add_argument("--scale-temperature", type=float, default=DEFAULT_SCALE_TEMPERATURE,
-                   help="multiplies the components' scales (default "
-                        f"{DEFAULT_SCALE_TEMPERATURE:g}, chosen by measurement: docs/quality.md)")
-    add_postfilter_arguments(p, "the WaveNet's output")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: fastest for these small models on shared cores)")
     a = p.parse_args(argv)

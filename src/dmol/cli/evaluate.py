@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmol.audio.corpus import list_split, load_recipe
-from dmol.cli._postfilters import add_postfilter_arguments, postfilter_problem
+from dmol.cli._sampling import add_sampling_arguments, sampling_problem
 from dmol.wavenet.checkpoint import load_model
 from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
 from dmol.wavenet.incremental import cpp_problem
-from dmol.wavenet.synthesis import CLI_SCALE_TEMPERATURE, DTYPES
+from dmol.wavenet.synthesis import DTYPES
 
 
 def _is_dataset(path: Path) -> bool:
@@ -40,16 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="weights of the synthesis engine (int8: the C++ kernel's 8-bit "
                         "products)")
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_arguments(p, "the WaveNet's output")
     p.add_argument("--seeds", type=int, default=1,
                    help="vocode each utterance with N seeds (--seed .. --seed+N-1, the same "
                         "numbers as N separate runs) and report their mean and standard error")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="divides the mixture logits (0: the most probable component)")
-    p.add_argument("--scale-temperature", type=float, default=CLI_SCALE_TEMPERATURE,
-                   help="multiplies the components' scales (< 1: a sharper excitation; "
-                        f"default {CLI_SCALE_TEMPERATURE:g}, measured: docs/quality.md)")
-    add_postfilter_arguments(p, "the WaveNet's output")
     p.add_argument("--f0-method", default="harvest", choices=("harvest", "dio"))
     p.add_argument("--no-synth", action="store_true", help="NLL and Griffin-Lim only")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -61,13 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--seeds must be >= 1, got {a.seeds}")
     if a.seeds > 1 and a.no_synth:
         p.error("--seeds needs synthesis: it is meaningless with --no-synth")
-    for name in ("temperature", "scale_temperature", "max_seconds"):
-        v = getattr(a, name)
-        if not (math.isfinite(v) and v >= 0) or (name == "max_seconds" and v == 0):
-            p.error(f"--{name.replace('_', '-')} must be a finite number >= 0 (> 0 for "
-                    f"max-seconds), got {v}")
-    if postfilter_problem(a):
-        p.error(postfilter_problem(a))
+    if not (math.isfinite(a.max_seconds) and a.max_seconds > 0):
+        p.error(f"--max-seconds must be a finite number > 0, got {a.max_seconds}")
+    if sampling_problem(a):
+        p.error(sampling_problem(a))
     if a.dtype == "int8" and not a.no_synth and cpp_problem() is not None:
         p.error(f"--dtype int8 needs the C++ kernel: {cpp_problem()}")
     if a.json is not None and a.json.is_dir():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -13,11 +12,10 @@ import torch
 
 from dmol.audio.corpus import check_writable
 from dmol.audio.features import load_audio
-from dmol.cli._postfilters import add_postfilter_arguments, postfilter_problem
+from dmol.cli._sampling import add_sampling_arguments, sampling_problem
 from dmol.wavenet.checkpoint import load_model
 from dmol.wavenet.synthesis import (
     BACKEND_CHOICES,
-    CLI_SCALE_TEMPERATURE,
     DTYPES,
     MODES,
     vocode,
@@ -50,13 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("inputs", nargs="+", metavar="MEL_OR_WAV", help=".npy mels or audio files")
     p.add_argument("--out", required=True, help="output folder for NAME.wav")
     p.add_argument("--mode", choices=MODES, default="incremental")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="divides the mixture logits (0: the most probable component)")
-    p.add_argument("--scale-temperature", type=float, default=CLI_SCALE_TEMPERATURE,
-                   help="multiplies the components' scales (0: the component's mean; default "
-                        f"{CLI_SCALE_TEMPERATURE:g}, measured: docs/quality.md)")
-    add_postfilter_arguments(p)
+    add_sampling_arguments(p)
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="weight precision (bfloat16: faster, not exact)")
@@ -69,12 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.dtype == "int8" and a.backend not in ("auto", "cpp"):
         p.error(f"--dtype int8 runs on the C++ kernel only: use --backend cpp (or auto), "
                 f"not {a.backend}")
-    for flag, v in (("--temperature", a.temperature),
-                    ("--scale-temperature", a.scale_temperature)):
-        if not (math.isfinite(v) and v >= 0):  # before loading anything
-            print(f"dmol vocode: {flag} must be finite and >= 0, got {v}", file=sys.stderr)
-            return 2
-    problem = postfilter_problem(a)
+    problem = sampling_problem(a)  # before loading anything
     if problem:
         print(f"dmol vocode: {problem}", file=sys.stderr)
         return 2
