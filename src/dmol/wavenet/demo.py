@@ -192,7 +192,8 @@ def write_report(path: Path, *, run: dict[str, Any], wavs: dict[str, Path], samp
     for label, (steps, values) in curves.items():
         ax.plot(steps, values / np.log(2.0), marker="o" if len(steps) < 30 else None,
                 ms=3, lw=1, label=label)
-    ax.set(xlabel="step", ylabel="NLL (bits/sample)", title="training and validation loss")
+    ax.set(xlabel="step", ylabel="NLL (bits/sample)",
+           title=" and ".join(curves) + " loss" if curves else "loss")
     if curves:
         ax.legend()
     else:
@@ -280,7 +281,10 @@ pre {{ background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; }}
 </style></head><body>
 <h1>{e(title)}</h1>
 <ul>{"".join(f"<li>{e(s)}</li>" for s in summary)}</ul>
-<p>Copy synthesis: each system re-creates the waveform from the utterance's log-mel.</p>
+<p>Copy synthesis: each system re-creates the waveform from the utterance's log-mel.
+Griffin-Lim inverts the mel's magnitudes directly, so it matches the log-mel closely by
+construction (log-mel L1); it has no model of the excitation, which costs it in MCD, MR-STFT
+and pitch, and is what you hear as phasiness.</p>
 {"".join(parts)}
 <p class=note>Per-utterance values: <a href="metrics.json">metrics.json</a>. NLL is the WaveNet's
 teacher-forced negative log-likelihood of the original audio.</p>
