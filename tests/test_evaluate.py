@@ -241,3 +241,32 @@ def test_cli_rejects_bad_seeds(tmp_path, capsys):
     with pytest.raises(ValueError, match="needs synth=True"):
         evaluate_model(model, head, recipe, [("a", *_tone(recipe, 0.1))], synth=False, seeds=2,
                        progress=False)
+
+
+def test_cli_never_writes_over_its_inputs(trained, tmp_path, capsys):
+    """--json and --wav-dir may not overwrite the dataset, an audio input or the checkpoint,
+    nor put WAVs among the inputs; refused before anything loads, the inputs unchanged."""
+    data, run = trained / "data", trained / "run"
+    ckpt = sorted(run.glob("ckpt_*.pt"))[-1]
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    audio, _ = load_utterance(list_split(data, "val")[0])
+    import soundfile as sf
+
+    sf.write(wavs / "a.wav", audio, 16000)
+    before = {p: p.read_bytes() for p in [data / "manifest.json", ckpt, wavs / "a.wav"]}
+    cases = [
+        ([str(run), str(data), "--json", str(data / "manifest.json")], "--json"),
+        ([str(ckpt), str(data), "--json", str(ckpt)], "--json"),
+        ([str(run), str(wavs / "a.wav"), "--json", str(wavs / "a.wav")], "--json"),
+        ([str(run), str(data), "--wav-dir", str(data / "out")], "--wav-dir"),
+        ([str(run), str(wavs), "--wav-dir", str(wavs)], "--wav-dir"),
+        ([str(run), str(wavs / "a.wav"), "--wav-dir", str(wavs)], "--wav-dir"),
+    ]
+    for argv, flag in cases:
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert flag in err and ("input" in err), err
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (data / "out").exists()

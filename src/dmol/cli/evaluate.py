@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dmol.audio.corpus import list_split, load_recipe
 from dmol.cli._sampling import add_sampling_arguments, sampling_problem
-from dmol.wavenet.checkpoint import load_model
+from dmol.wavenet.checkpoint import load_model, resolve_model_path
 from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
 from dmol.wavenet.incremental import cpp_problem
 from dmol.wavenet.synthesis import DTYPES
@@ -18,6 +18,33 @@ from dmol.wavenet.synthesis import DTYPES
 
 def _is_dataset(path: Path) -> bool:
     return path.is_dir() and (path / "recipe.json").is_file() and (path / "manifest.json").is_file()
+
+
+def _output_problem(checkpoint: str, inputs: list[Path], json_path: Path | None,
+                    wav_dir: Path | None) -> str | None:
+    """Why writing ``--json`` or ``--wav-dir`` would change what the command reads (the
+    checkpoint, a dataset, an audio file or folder), or None."""
+    ckpt = resolve_model_path(checkpoint)
+    sources = [Path(i) for i in inputs] + ([ckpt] if ckpt.exists() else [])
+    folders = [p.resolve() for p in sources if p.is_dir()]
+    files = {p.resolve() for p in sources if p.is_file()}
+
+    def inside(path: Path, folder: Path) -> bool:
+        return path == folder or folder in path.parents
+
+    if json_path is not None:
+        j = json_path.resolve()
+        if j in files or (j.exists() and any(inside(j, d) for d in folders)):
+            return f"--json {json_path} would overwrite an input of this command: write elsewhere"
+    if wav_dir is not None:
+        w = wav_dir.resolve()
+        for d in folders:  # the WAVs would land among the inputs (and be read next time)
+            if inside(w, d):
+                return f"--wav-dir {wav_dir} lies inside the input {d}: choose another folder"
+        for f in files:
+            if f.parent == w:
+                return f"--wav-dir {wav_dir} holds the input {f}: choose another folder"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--dtype int8 needs the C++ kernel: {cpp_problem()}")
     if a.json is not None and a.json.is_dir():
         p.error(f"--json {a.json} is a folder: give a file name")
+    problem = _output_problem(a.checkpoint, a.inputs, a.json, a.wav_dir)
+    if problem:
+        p.error(problem)
     try:
         model, head, recipe, _ = load_model(a.checkpoint)
         if len(a.inputs) == 1 and _is_dataset(a.inputs[0]):

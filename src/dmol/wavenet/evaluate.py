@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -346,8 +347,11 @@ def _jsonable(obj: Any) -> Any:
 def write_json(path: str | Path, result: Mapping[str, Any], **extra: Any) -> Path:
     """Write an :func:`evaluate_model` result (plus ``extra`` keys) as strict JSON."""
     path = Path(path)
+    text = json.dumps(_jsonable({**result, **extra}), indent=2, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable({**result, **extra}), indent=2, allow_nan=False) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # atomic: an interrupted write never leaves half a file behind
     return path
 
 
