@@ -518,3 +518,13 @@ def test_cli(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert data_main(["builtin", str(tmp_path / "b"), "--preset", "nope"]) == 1
     assert "known presets" in capsys.readouterr().err
+
+
+def test_preprocess_refuses_an_output_inside_its_input(tmp_path, capsys):
+    """A dataset written inside the audio folder would be read as input next time."""
+    src = make_folder(tmp_path / "in", n=2, corrupt=False)
+    before = snapshot(src)
+    assert preprocess_main([str(src), str(src / "data"), "--preset", "tiny", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "inside the input" in err and "Traceback" not in err and err.count("\n") == 1
+    assert snapshot(src) == before

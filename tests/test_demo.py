@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from dmol.audio.corpus import load_utterance
 from dmol.cli import demo as demo_module
 from dmol.cli.demo import main
-from dmol.wavenet.checkpoint import list_checkpoints
+from dmol.wavenet.checkpoint import PRETRAINED, list_checkpoints
 from dmol.wavenet.demo import _train_or_reuse, pick_utterances
 
 # the training run stops at max_steps (TRAIN_STEPS), never at the time budget: what it
@@ -191,4 +192,11 @@ def test_bad_arguments(tmp_path, capsys):
     assert "no such model" in capsys.readouterr().err
     assert main(["--seeds", "0", "--out", str(tmp_path / "x")]) == 1
     assert "seeds must be an integer >= 1" in capsys.readouterr().err
+    inside = tmp_path / "d" / "run"  # the demo trains into OUT/run, rotating checkpoints
+    inside.mkdir(parents=True)
+    model = inside / "lp-16k-ltp.pt"
+    shutil.copy(PRETRAINED, model)
+    assert main(["--model", str(model), "--out", str(tmp_path / "d")]) == 1
+    assert "lies inside --out" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "d").rglob("*")) == ["lp-16k-ltp.pt", "run"]
     assert not (tmp_path / "x").exists()

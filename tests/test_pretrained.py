@@ -63,6 +63,21 @@ def test_bundle_holds_the_ema_model_only_and_reloads_the_same(lp_run, tmp_path):
         C.load_checkpoint(dst)  # what training --resume reads: a bundle cannot be resumed
     with pytest.raises(ValueError, match="overwrite its input"):
         C.export_model(src, src)
+    # nothing else of value is overwritten: the source's checksum, the run's files, a dataset's
+    # manifest; nor is a bundle given a training checkpoint's name inside a run folder
+    run = root / "run"
+    keep = [C._sidecar(src), run / "config.json", root / "data" / "manifest.json"]
+    before = {p: p.read_bytes() for p in keep}
+    for target, msg in [(C._sidecar(src), "overwrite its input"),
+                        (run / "config.json", "not a dmol inference bundle"),
+                        (root / "data" / "manifest.json", "not a dmol inference bundle"),
+                        (run / "ckpt_00000099.pt", "training checkpoint's name"),
+                        (tmp_path, "is a folder")]:
+        with pytest.raises(ValueError, match=msg):
+            C.export_model(run, target)
+    assert {p: p.read_bytes() for p in keep} == before
+    assert not (run / "ckpt_00000099.pt").exists()
+    assert C.export_model(run, dst) == dst  # an earlier bundle may be replaced
 
 
 def test_export_cli(lp_run, tmp_path, capsys):

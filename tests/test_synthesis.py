@@ -509,3 +509,20 @@ def test_vocode_into_a_read_only_folder(tmp_path, capsys):
     assert rc == 2 and "Traceback" not in err and err.count("\n") == 1, err
     assert str(out) in err and "permission denied" in err
     assert sorted(os.listdir(out)) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+
+
+def test_vocode_never_writes_over_its_checkpoint(tmp_path, capsys):
+    """An output named like the checkpoint file (here a bundle saved as m.wav beside m.npy) is
+    refused before loading, and the checkpoint keeps its bytes."""
+    import shutil
+
+    from dmol.wavenet.checkpoint import PRETRAINED
+
+    ckpt = tmp_path / "m.wav"
+    shutil.copy(PRETRAINED, ckpt)
+    np.save(tmp_path / "m.npy", np.zeros((4, 80), np.float32))
+    before = ckpt.read_bytes()
+    rc = vocode_main([str(ckpt), str(tmp_path / "m.npy"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "would overwrite" in err and len(err.strip().splitlines()) == 1, err
+    assert ckpt.read_bytes() == before

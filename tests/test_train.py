@@ -699,3 +699,16 @@ def test_run_lock_without_fcntl(tmp_path, monkeypatch):
     (run / ".lock").write_text(json.dumps({"pid": dead.pid, "host": "elsewhere"}))
     with pytest.raises(T.RunLockedError, match="elsewhere"):
         T._RunLock(run, said.append).__enter__()
+
+
+def test_a_run_folder_inside_the_dataset_is_refused(speech, tmp_path, capsys):
+    """--out inside the dataset (its root or a split) would write checkpoints among the
+    utterances: one line, before any work, the dataset unchanged."""
+    data, _, _ = speech
+    before = sorted(str(p.relative_to(data)) for p in data.rglob("*"))
+    for out in (data / "run", data / "val" / "run"):
+        rc = train_main([str(data), "--preset", "tiny", "--out", str(out), "--no-progress",
+                         "--no-tensorboard", "--max-steps", "1"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "inside the dataset" in err and one_line_error(err), err
+    assert sorted(str(p.relative_to(data)) for p in data.rglob("*")) == before

@@ -550,6 +550,9 @@ def preprocess(
     # everything is checked before any work, and before the output folder is touched
     recipe_for(preset)
     _check_options(val_fraction, min_val, trim_db)
+    if in_dir.resolve() in out_dir.resolve().parents:
+        raise ValueError(f"output {out_dir} lies inside the input {in_dir}: its files would be "
+                         f"read as input audio next time; choose a folder outside it")
     _check_out_dir(out_dir)
     files = _find_audio(in_dir)
     unsupported = _find_unsupported(in_dir)

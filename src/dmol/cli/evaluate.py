@@ -24,7 +24,10 @@ def _output_problem(checkpoint: str, inputs: list[Path], json_path: Path | None,
                     wav_dir: Path | None) -> str | None:
     """Why writing ``--json`` or ``--wav-dir`` would change what the command reads (the
     checkpoint, a dataset, an audio file or folder), or None."""
-    ckpt = resolve_model_path(checkpoint)
+    try:
+        ckpt = resolve_model_path(checkpoint)
+    except FileNotFoundError:  # load_model says so later
+        ckpt = Path(checkpoint)
     sources = [Path(i) for i in inputs] + ([ckpt] if ckpt.exists() else [])
     folders = [p.resolve() for p in sources if p.is_dir()]
     files = {p.resolve() for p in sources if p.is_file()}

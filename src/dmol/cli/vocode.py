@@ -13,7 +13,7 @@ import torch
 from dmol.audio.corpus import check_writable
 from dmol.audio.features import load_audio
 from dmol.cli._sampling import add_sampling_arguments, sampling_problem
-from dmol.wavenet.checkpoint import load_model
+from dmol.wavenet.checkpoint import load_model, resolve_model_path
 from dmol.wavenet.synthesis import (
     BACKEND_CHOICES,
     DTYPES,
@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"dmol vocode: no such file(s): {', '.join(missing)}", file=sys.stderr)
         return 2
-    problem = _output_problem(out, paths)
+    try:
+        ckpt = resolve_model_path(a.checkpoint)
+    except FileNotFoundError:  # load_model says so below
+        ckpt = Path(a.checkpoint)
+    problem = _output_problem(out, paths, (ckpt,) if ckpt.is_file() else ())
     if problem:
         print(f"dmol vocode: {problem}", file=sys.stderr)
         return 2
@@ -112,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _output_problem(out: Path, inputs: list[Path]) -> str | None:
+def _output_problem(out: Path, inputs: list[Path], protected: tuple[Path, ...] = ()
+                    ) -> str | None:
     """Why writing ``out/STEM.wav`` for every input would lose data, or None: --out is a file,
-    two inputs share a stem (one output would overwrite the other), or an output is an input."""
+    two inputs share a stem (one output would overwrite the other), or an output is an input
+    or one of the ``protected`` files (the checkpoint)."""
     if out.exists() and not out.is_dir():
         return f"--out {out} is a file, not a folder"
     try:
@@ -128,7 +134,7 @@ def _output_problem(out: Path, inputs: list[Path]) -> str | None:
         if key in dests:
             return (f"{dests[key]} and {path} would both be written to {dest}: "
                     f"vocode them into different --out folders")
-        if key in {i.resolve() for i in inputs}:
+        if key in {i.resolve() for i in (*inputs, *protected)}:
             return f"the output {dest} would overwrite the input {path}: choose another --out"
         dests[key] = path
     return None

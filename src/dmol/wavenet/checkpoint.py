@@ -272,6 +272,7 @@ def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | No
         if found is None:
             raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in {src}")
         src = found
+    _check_export_target(Path(dst), src)
     state = load_checkpoint(src)
     metrics = state.get("metrics", {})
     bundle = {
@@ -291,6 +292,28 @@ def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | No
     dst.parent.mkdir(parents=True, exist_ok=True)
     _write_with_sidecar(dst, data)
     return dst
+
+
+def _check_export_target(dst: Path, src: Path) -> None:
+    """Refuse, before any work, a bundle path that would destroy something: an existing file
+    that is not an earlier bundle (the source, its checksum, a run's config, a dataset's
+    manifest...), or a training checkpoint's name, which would make a run folder resume from
+    a bundle."""
+    if dst.is_dir():
+        raise ValueError(f"{dst} is a folder: give the bundle's file name")
+    if dst.resolve() in (src.resolve(), _sidecar(src).resolve()):
+        raise ValueError(f"export_model would overwrite its input {src}")
+    if _NAME.match(dst.name):
+        raise ValueError(f"{dst.name} is a training checkpoint's name: a bundle under it would be "
+                         f"taken for one (choose e.g. model.pt)")
+    if dst.exists() or dst.is_symlink():
+        try:
+            fmt = load_checkpoint(dst, bundle_ok=True).get("format")
+        except (CorruptCheckpointError, OSError, ValueError):
+            fmt = None
+        if fmt != BUNDLE_FORMAT:
+            raise ValueError(f"{dst} exists and is not a dmol inference bundle: refusing to "
+                             f"overwrite it")
 
 
 def latest_checkpoint(run_dir: str | Path, *, verbose: bool = True) -> Path | None:

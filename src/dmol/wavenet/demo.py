@@ -370,6 +370,10 @@ def run_demo(
     model_path = checkpoint.resolve_model_path(model)
     if not model_path.exists():
         raise FileNotFoundError(f"no such model: {model}")
+    if Path(out).resolve() in model_path.resolve().parents:
+        # the demo writes into OUT (and trains into OUT/run, rotating its checkpoints)
+        raise ValueError(f"the model {model_path} lies inside --out {out}, which the demo "
+                         f"writes into: copy the model elsewhere or choose another --out")
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

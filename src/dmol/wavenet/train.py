@@ -472,6 +472,9 @@ def _is_run_dir(d: Path) -> bool:
 
 
 def _check_run_dir(out_dir: Path, data_dir: Path) -> None:
+    if data_dir.exists() and data_dir.resolve() in out_dir.resolve().parents:
+        raise ValueError(f"--out {out_dir} lies inside the dataset {data_dir}: choose a run "
+                         f"folder outside it")
     if out_dir.exists() or out_dir.is_symlink():
         if not out_dir.is_dir():
             raise ValueError(f"--out {out_dir} exists and is not a folder")
