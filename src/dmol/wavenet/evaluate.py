@@ -268,6 +268,30 @@ def evaluate_model(
             took = time.perf_counter() - t0
             print(f"  evaluated {name} ({row['seconds']:.2f} s of audio) in {took:.1f} s")
 
+    systems, standard_error, table = _summarize(rows, synth, seed, seeds)
+    result = {
+        "systems": systems,
+        "utterances": rows,
+        "table": table,
+        "settings": {
+            "mode": mode, "dtype": dtype, "seed": seed, "seeds": seeds,
+            "temperature": temperature,
+            "scale_temperature": scale_temperature, "postfilter": postfilter,
+            "envelope": envelope,
+            "max_seconds": max_seconds,
+            "gl_iters": gl_iters, "f0_method": f0_method, "sample_rate": sr,
+            "n_utterances": len(rows), "seconds": sum(r["seconds"] for r in rows),
+        },
+    }
+    if standard_error is not None:
+        result["standard_error"] = standard_error
+    return result
+
+
+def _summarize(rows: list[dict[str, Any]], synth: bool, seed: int, seeds: int
+               ) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None, str]:
+    """The systems' means over the utterances (NaN skipped), the standard error over seeds
+    (``seeds > 1``; else None), and the printed table."""
     systems: dict[str, dict[str, float]] = {}
     standard_error = None
     for system in SYSTEMS:
@@ -293,23 +317,7 @@ def evaluate_model(
                   f"that mean: MCD {se['mcd_db']:.3} dB, log-mel L1 {se['log_mel_l1']:.3} Np, "
                   f"MR-STFT {se['mrstft']:.3}, F0 RMSE {se['f0_rmse_hz']:.3} Hz, "
                   f"V/UV {se['vuv_error']:.3}")
-    result = {
-        "systems": systems,
-        "utterances": rows,
-        "table": table,
-        "settings": {
-            "mode": mode, "dtype": dtype, "seed": seed, "seeds": seeds,
-            "temperature": temperature,
-            "scale_temperature": scale_temperature, "postfilter": postfilter,
-            "envelope": envelope,
-            "max_seconds": max_seconds,
-            "gl_iters": gl_iters, "f0_method": f0_method, "sample_rate": sr,
-            "n_utterances": len(rows), "seconds": sum(r["seconds"] for r in rows),
-        },
-    }
-    if standard_error is not None:
-        result["standard_error"] = standard_error
-    return result
+    return systems, standard_error, table
 
 
 def log_metrics(writer, step: int, metrics: Mapping[str, Any], prefix: str = "eval") -> None:
