@@ -1,5 +1,6 @@
 """The exact discretized logistic mixture: reference values, normalization, sampling, errors."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -548,3 +549,23 @@ def test_hard_cases_match_50_digit_arithmetic(dtype, case):
     for name, nll in got.items():
         err = ((nll.double() - exact).abs() - (rel * exact.abs() + abs_)).max().item()
         assert err <= 0, f"{name} off by {err:.3g} beyond the bound"
+
+
+@pytest.mark.parametrize("K", [256, 65536])
+@pytest.mark.parametrize("log_scale", [-13.0, -16.0])
+def test_a_narrow_component_on_a_bin_edge_keeps_its_mass(K, log_scale):
+    """A mean on the edge between two bins with a scale near float32's resolution: the two
+    bins share the edge exactly (formed in float64), so the masses still sum to one and split
+    about evenly. (Found by the property test above: the edges formed as (centre - mu) -+ h
+    in float32 lost 5e-5 of the mass at e^-13 and 1e-3 at e^-16.)"""
+    k = K // 2 + 37
+    edge = (2.0 * k + 1.0) / (K - 1) - 1.0  # between bins k and k + 1
+    dist = DiscretizedLogisticMixture(torch.zeros(1), torch.tensor([edge]),
+                                      torch.tensor([log_scale]), num_classes=K)
+    pmf = dist.log_pmf().double().exp()
+    assert abs(float(pmf.sum()) - 1.0) < 1e-6
+    # the two bins hold all but the tails beyond their outer edges, one bin width away
+    x = 2.0 / (K - 1) / math.exp(log_scale)  # a bin width in scales
+    outside = 2.0 * math.exp(-x) / (1.0 + math.exp(-x))
+    assert abs(float(pmf[k] + pmf[k + 1]) - (1.0 - outside)) < 1e-6
+    assert 0.3 < float(pmf[k]) < 0.7

@@ -70,19 +70,21 @@ def log1mexp(x: Tensor) -> Tensor:
     )
 
 
-def _offset_and_edges(
-    y: Tensor, mu: Tensor, num_classes: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """d = centre(bin(y)) - mu and the edge-bin flags, broadcast against mu (..., M).
+def _edges(y: Tensor, mu: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The lower and upper edge of bin(y) less mu, and the edge-bin flags, broadcast against
+    mu (..., M).
 
-    The centre is formed in float64 and the subtraction done there too: in float32 a centre
-    near +-1 carries an absolute error of ~6e-8, which a scale of e^-16 would magnify into a
-    visible error of the standardized edges.
+    Both edges are formed in float64, each from the bin index, and the subtraction done there
+    too (as the C++ kernel does): in float32 a centre near +-1 carries an absolute error of
+    ~6e-8, and ``(centre - mu) -+ h`` cancels when mu sits near an edge; a scale of e^-13
+    magnifies either into a visible mass error, and two neighbouring bins would disagree about
+    their shared edge (their masses then no longer sum to one).
     """
     k = bin_index(y, num_classes).unsqueeze(-1)
-    centre = (2.0 * k.double()) / (num_classes - 1) - 1.0
-    d = (centre - mu.double()).to(mu.dtype)
-    return d, k == 0, k == num_classes - 1
+    kd, m = k.double(), mu.double()
+    lower = ((2.0 * kd - 1.0) / (num_classes - 1) - 1.0 - m).to(mu.dtype)
+    upper = ((2.0 * kd + 1.0) / (num_classes - 1) - 1.0 - m).to(mu.dtype)
+    return lower, upper, k == 0, k == num_classes - 1
 
 
 def component_log_mass(
@@ -93,9 +95,18 @@ def component_log_mass(
     ``first``/``last`` flag the edge bins, which take the whole lower/upper tail.
     """
     h = 1.0 / (num_classes - 1)
+    return edge_log_mass(d - h, d + h, log_scales, num_classes, first, last)
+
+
+def edge_log_mass(
+    lower: Tensor, upper: Tensor, log_scales: Tensor, num_classes: int, first: Tensor,
+    last: Tensor,
+) -> Tensor:
+    """log P(bin) under each logistic, given the bin's edges less the mean."""
+    h = 1.0 / (num_classes - 1)
     inv_s = torch.exp(-log_scales)
-    a = (d - h) * inv_s  # standardized lower edge
-    b = (d + h) * inv_s  # standardized upper edge
+    a = lower * inv_s  # standardized lower edge
+    b = upper * inv_s  # standardized upper edge
     lower_tail = F.logsigmoid(b)  # log P(X < upper edge): the first bin's mass
     upper_tail = F.logsigmoid(-a)  # log P(X > lower edge): the last bin's mass
     interior = lower_tail + upper_tail + log1mexp((2.0 * h) * inv_s)
@@ -127,8 +138,8 @@ def mixture_nll_reference(
     logits, means, log_scales = logits.to(dtype), means.to(dtype), log_scales.to(dtype)
     if log_scale_min is not None:
         log_scales = log_scales.clamp(min=log_scale_min)
-    d, first, last = _offset_and_edges(y, means, num_classes)
-    log_mass = component_log_mass(d, log_scales, num_classes, first, last)
+    lower, upper, first, last = _edges(y, means, num_classes)
+    log_mass = edge_log_mass(lower, upper, log_scales, num_classes, first, last)
     return -torch.logsumexp(F.log_softmax(logits, dim=-1) + log_mass, dim=-1)
 
 
