@@ -48,16 +48,19 @@ def lp_model(seed: int = 0, head: str = "mol", order: int = 8) -> WaveNet:
 
 
 def ltp_model(seed: int = 0, head: str = "mol", taps: int = 3,
-              excitation: bool = False, phase: int = 0, continuity: float = 0.0) -> WaveNet:
+              excitation: bool = False, phase: int = 0, continuity: float = 0.0,
+              pitch_net: int = 0) -> WaveNet:
     """:func:`lp_model` with pitch taps (and their excitation, and a phase clock of ``phase``
-    harmonics, and a pitch estimate tracked with ``continuity``); 80 mel bands (the tiny
-    recipe's 20 cannot resolve harmonics), every parameter perturbed."""
+    harmonics, and a pitch estimate tracked with ``continuity``, refined by a learned one of
+    width ``pitch_net``); 80 mel bands (the tiny recipe's 20 cannot resolve harmonics), every
+    parameter perturbed."""
     import dataclasses
 
     torch.manual_seed(seed)
     cfg, _ = get_preset("tiny", {"lpc_order": 8, "head": head, "pitch_taps": taps,
                                  "n_mels": 80, "pitch_excitation": excitation,
-                                 "phase_harmonics": phase, "pitch_continuity": continuity})
+                                 "phase_harmonics": phase, "pitch_continuity": continuity,
+                                 "pitch_net": pitch_net})
     model = WaveNet(cfg, dataclasses.replace(recipe_for("tiny"), n_mels=80)).eval()
     with torch.no_grad():
         for p in model.parameters():

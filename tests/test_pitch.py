@@ -37,15 +37,18 @@ from dmol.wavenet.synthesis import (
 RECIPE = recipe_for("lp-16k")
 # the engine tests run with signal taps alone, with their excitation too, and with both and
 # a phase clock (dmol.audio.phase: two harmonics of conditioning); "tracked" adds a tracked
-# pitch estimate (pitch_continuity) behind the taps and the clock
+# pitch estimate (pitch_continuity) behind the taps and the clock, "learned" a learned
+# estimate (pitch_net, random weights: some frames take it, the others the comb's) on top
 KINDS = pytest.mark.parametrize("kind", ["signal", "excitation", "phase"])
-TRACKED = pytest.mark.parametrize("kind", ["signal", "excitation", "phase", "tracked"])
+TRACKED = pytest.mark.parametrize("kind", ["signal", "excitation", "phase", "tracked",
+                                           "learned"])
 
 
 def _ltp(seed: int, kind: str):
     return ltp_model(seed, excitation=kind != "signal",
-                     phase=2 if kind in ("phase", "tracked") else 0,
-                     continuity=0.8 if kind == "tracked" else 0.0)
+                     phase=2 if kind in ("phase", "tracked", "learned") else 0,
+                     continuity=0.8 if kind in ("tracked", "learned") else 0.0,
+                     pitch_net=16 if kind == "learned" else 0)
 
 
 def harmonic(f0: np.ndarray, sr: int, tilt: float = 0.7) -> np.ndarray:
@@ -252,18 +255,18 @@ def test_streaming_equals_offline_and_folded_one_segment(backend, kind):
     assert len(offline) == len(mel) * hop
 
 
-@pytest.mark.parametrize("continuity", [0.0, 0.8])
-def test_lpc_frames_give_each_sample_the_lag_of_its_nearest_frame(continuity):
-    """Frames arriving one by one get the lags (and a tracked estimate the F0) of the whole
-    mel at once: the tracker is fed each frame once, in order, across LPC blocks."""
-    model = ltp_model(5, continuity=continuity, phase=2)
+@pytest.mark.parametrize("continuity,learned", [(0.0, 0), (0.8, 0), (0.0, 16)])
+def test_lpc_frames_give_each_sample_the_lag_of_its_nearest_frame(continuity, learned):
+    """Frames arriving one by one get the lags (and a tracked or learned estimate the F0) of
+    the whole mel at once: the tracker is fed each frame once, in order, across LPC blocks."""
+    model = ltp_model(5, continuity=continuity, phase=2, pitch_net=learned)
     F_, hop = 2 * LPC_BLOCK + 5, model.hop_length
     mel = _mel(F_, seed=7)
     with torch.no_grad():
         want = lpc_per_sample(model.pitch_lags(mel), 0, F_ * hop, hop, F_)
         f0 = model.f0(mel)[0]
     per_frame = pitch_lags(pitch_from_mel(mel.transpose(1, 2), model.recipe)[0], 16000)
-    if continuity:  # the track is not the per-frame estimate on this mel
+    if continuity or learned:  # the track (the learned estimate) is not the comb's per frame
         assert (model.pitch_lags(mel) != per_frame).sum() > 5
     lf = LpcFrames(model)
     got, got_f0 = [], []

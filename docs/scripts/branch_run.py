@@ -8,6 +8,10 @@ network's inputs are derived (BRANCHABLE).
     python docs/scripts/branch_run.py training/lp-16k-ltpe-clock-tracked/ckpt_00071564.pt \\
         runs/ramp "pitch_continuity_ramp=(0.5, 0.8)"
     .venv/bin/dmol train data --preset lp-16k-ltp --out runs/ramp --threads 2 --resume
+
+``pitch_net=BUNDLE`` puts the learned F0 estimate of a bundle (one exported with ``dmol export
+--fit-pitch``) into the branch, frozen as a new run's is: its weights into the model and the
+EMA, its width into the config.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dmol.wavenet.presets import WaveNetConfig
 
 # fields that change how the pitch estimate behind the taps and the clock is computed, not
 # what the weights mean otherwise
-BRANCHABLE = {"pitch_continuity", "pitch_continuity_ramp", "pitch_ceiling"}
+BRANCHABLE = {"pitch_continuity", "pitch_continuity_ramp", "pitch_ceiling", "pitch_net"}
 
 
 def main(src: str, out: str, *assignments: str) -> None:
@@ -38,6 +42,15 @@ def main(src: str, out: str, *assignments: str) -> None:
             raise SystemExit(f"unknown model field {key!r}")
         if key not in BRANCHABLE:
             raise SystemExit(f"{key} is not a field a run can branch on ({sorted(BRANCHABLE)})")
+        if key == "pitch_net":  # the learned estimate of a bundle, frozen
+            bundle = load_checkpoint(value, bundle_ok=True)
+            net = {k: v for k, v in bundle["ema"].items() if k.startswith("pitch_net.")}
+            if not net:
+                raise SystemExit(f"{value} holds no learned F0 estimate (pitch_net)")
+            fields["pitch_net"] = bundle["model_config"]["pitch_net"]
+            for weights in (state["model"], state["ema"]):
+                weights.update({k: v.clone() for k, v in net.items()})
+            continue
         try:
             fields[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):

@@ -14,9 +14,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dmol export", description=main.__doc__)
     p.add_argument("source", help="a run folder (its newest checkpoint) or a ckpt_*.pt file")
     p.add_argument("out", help="bundle file to write (a .sha256 sidecar is written beside it)")
+    p.add_argument("--fit-pitch", metavar="DATA", default=None,
+                   help="fit a learned F0 estimate to harvest's F0 of this dataset's training "
+                        "split (the model's own data) and add it to the bundle: taps and clock "
+                        "follow it where it hears a pitch (docs/quality.md, session 19)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     try:
-        dst = export_model(a.source, a.out)
+        dst = export_model(a.source, a.out, pitch_data=a.fit_pitch, progress=not a.no_progress)
     except (ValueError, FileNotFoundError) as e:
         print(f"dmol export: error: {e}", file=sys.stderr)
         return 1

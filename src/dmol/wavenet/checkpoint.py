@@ -50,6 +50,7 @@ from typing import Any
 import torch
 
 from dmol.audio.features import MelRecipe
+from dmol.audio.pitch_net import fit_on_dataset
 from dmol.wavenet.model import WaveNet
 from dmol.wavenet.presets import TrainConfig, WaveNetConfig
 
@@ -257,14 +258,18 @@ def resolve_model_path(path: str | Path) -> Path:
     return p
 
 
-def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | None = None
-                 ) -> Path:
-    """Write the inference bundle of a checkpoint (or a run folder's newest) to ``dst``.
+def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | None = None,
+                 pitch_data: str | Path | None = None, progress: bool = False) -> Path:
+    """Write the inference bundle of a checkpoint (a run folder's newest, or a bundle) to
+    ``dst``.
 
     The bundle keeps what synthesis needs (configs, mel recipe, EMA weights in float32, the
     step and seconds trained) and drops the optimizer, raw weights and RNG states: about a
     quarter of a checkpoint. Written atomically with a ``.sha256`` sidecar; ``extra`` adds
-    JSON-able facts (e.g. the training command). Returns ``dst``.
+    JSON-able facts (e.g. the training command). ``pitch_data``: a dataset made with the
+    model's mel recipe (its training data); a learned F0 estimate
+    (:class:`~dmol.audio.pitch_net.MelPitchNet`, ``model_config["pitch_net"]``) is fitted to
+    its training split and added, or replaces the one the checkpoint has. Returns ``dst``.
     """
     src = Path(src)
     if src.is_dir():
@@ -273,13 +278,26 @@ def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | No
             raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in {src}")
         src = found
     _check_export_target(Path(dst), src)
-    state = load_checkpoint(src)
-    metrics = state.get("metrics", {})
+    state = load_checkpoint(src, bundle_ok=True)
+    if state.get("format") == BUNDLE_FORMAT:  # a bundle again, e.g. with a pitch estimate added
+        metrics = {"train_seconds": state.get("train_seconds", 0.0), "val": state.get("val", [])}
+        extra = {**state.get("extra", {}), **(extra or {})}
+    else:
+        metrics = state.get("metrics", {})
+    model_config, ema = dict(state["model_config"]), dict(state["ema"])
+    if pitch_data is not None:
+        hidden = int(model_config.get("pitch_net") or 256)
+        model_config["pitch_net"] = hidden
+        WaveNetConfig.from_dict(model_config)  # a one-line error (no taps, no clock) before work
+        net = fit_on_dataset(pitch_data, MelRecipe.from_dict(state["recipe"]), hidden,
+                             progress=progress)
+        ema = {k: v for k, v in ema.items() if not k.startswith("pitch_net.")}
+        ema.update({f"pitch_net.{k}": v for k, v in net.state_dict().items()})
     bundle = {
         "format": BUNDLE_FORMAT, "step": int(state["step"]), "preset": state.get("preset"),
-        "model_config": state["model_config"], "train_config": state["train_config"],
+        "model_config": model_config, "train_config": state["train_config"],
         "recipe": state["recipe"],
-        "ema": {k: v.detach().float().clone() for k, v in state["ema"].items()},
+        "ema": {k: v.detach().float().clone() for k, v in ema.items()},
         "train_seconds": float(metrics.get("train_seconds", 0.0)),
         "val": list(metrics.get("val", [])), "extra": dict(extra or {}),
     }

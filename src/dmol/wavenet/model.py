@@ -51,7 +51,8 @@ from torch import Tensor
 from dmol.audio.features import MelRecipe, recipe_for
 from dmol.audio.lpc import de_emphasis, lp_predict, lpc_from_mel, pre_emphasis
 from dmol.audio.phase import analysis_phase, clock_phase, phase_features
-from dmol.audio.pitch import pitch_excitation_taps, pitch_from_mel, pitch_lags, pitch_taps
+from dmol.audio.pitch import F0_MIN, pitch_excitation_taps, pitch_from_mel, pitch_lags, pitch_taps
+from dmol.audio.pitch_net import MelPitchNet
 from dmol.wavenet.heads import Head, make_head
 from dmol.wavenet.presets import PRESETS, WaveNetConfig, get_preset
 
@@ -170,6 +171,12 @@ class WaveNet(nn.Module):
             nn.ReLU(), nn.Conv1d(S, S, 1), nn.ReLU(), nn.Conv1d(S, self.head.net_channels, 1)
         )
         self.head.init_output(self.post_convs[1])  # e.g. start the scales at a sensible width
+        # the learned F0 estimate: fitted, not trained with the network (frozen); made with
+        # its own random numbers so the network's initial weights do not depend on it
+        self.pitch_net: MelPitchNet | None = None
+        if cfg.pitch_net:
+            with torch.random.fork_rng():
+                self.pitch_net = MelPitchNet(cfg.n_mels, cfg.pitch_net).requires_grad_(False)
         # constants from the config (which checkpoints carry), kept out of the state_dict
         self.register_buffer("mel_mean", torch.tensor(float(cfg.mel_mean)), persistent=False)
         self.register_buffer("mel_std", torch.tensor(float(cfg.mel_std)), persistent=False)
@@ -192,7 +199,10 @@ class WaveNet(nn.Module):
 
     @property
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """The network's parameters (a learned F0 estimate's are fitted apart, not counted)."""
+        net = self.pitch_net
+        return sum(p.numel() for p in self.parameters()) - (
+            0 if net is None else sum(p.numel() for p in net.parameters()))
 
     # ---- checks -------------------------------------------------------------------------
     def _check_mel(self, mel: Tensor) -> None:
@@ -253,11 +263,25 @@ class WaveNet(nn.Module):
 
     def f0(self, mel: Tensor) -> Tensor:
         """The mel's F0 estimate of each frame in Hz: (B, n_mels, frames) -> (B, frames);
-        tracked from the first frame given when ``cfg.pitch_continuity > 0``."""
+        tracked from the first frame given when ``cfg.pitch_continuity > 0``, and the learned
+        estimate where it hears a pitch with ``cfg.pitch_net`` (:meth:`refine_f0`)."""
         self._check_mel(mel)
-        f0, _ = pitch_from_mel(mel.transpose(1, 2), self.recipe, self.cfg.pitch_continuity,
+        frames = mel.transpose(1, 2)
+        f0, _ = pitch_from_mel(frames, self.recipe, self.cfg.pitch_continuity,
                                self.cfg.pitch_continuity_ramp, self.cfg.pitch_ceiling)
-        return f0.to(mel.device)
+        return self.refine_f0(f0, frames).to(mel.device)
+
+    def refine_f0(self, f0: Tensor, frames: Tensor) -> Tensor:
+        """The comb's F0 (..., F) with the learned estimate of the log-mel ``frames`` (..., F,
+        n_mels) put in where it hears a pitch (p_voiced > 0.5), clamped to the comb's range;
+        ``f0`` itself without ``cfg.pitch_net``. Elsewhere the comb's estimate stays: the one
+        the network was trained with in pauses and noise. Frame by frame: a stream gets the
+        same numbers as the whole."""
+        if self.pitch_net is None:
+            return f0
+        g, p_voiced = self.pitch_net.estimate(frames.to(self.pitch_net.mean.device))
+        g = g.clamp(F0_MIN, self.cfg.pitch_ceiling).to(f0)
+        return torch.where(p_voiced.to(f0.device) > 0.5, g, f0)
 
     def clock_phase(self, mel: Tensor) -> Tensor:
         """Synthesis's phase clock (B, frames * hop) in cycles: the integrated F0 estimate."""

@@ -74,6 +74,10 @@ class WaveNetConfig:
     so that pauses and noise keep their per-frame (random) estimate.
     ``pitch_ceiling``: the highest F0 (Hz) the estimate searches (default 420); above it a
     voice is estimated an octave low, and taps and clock run at half its pitch.
+    ``pitch_net = h > 0`` (with pitch taps or a clock): where a learned estimate
+    (:class:`dmol.audio.pitch_net.MelPitchNet`, hidden width h, fitted to harvest's F0 of the
+    training set when a run starts, or added to a bundle by ``dmol export --fit-pitch``) hears
+    a pitch, taps and clock follow it instead of the comb's estimate.
     ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
     :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
     checkpoint carries them.
@@ -108,6 +112,7 @@ class WaveNetConfig:
     # (lo, hi): the cost ramps with a frame's voicing strength (None: full in every frame)
     pitch_continuity_ramp: tuple[float, float] | None = None
     pitch_ceiling: float = F0_MAX  # Hz: the F0 estimate's ceiling (candidates above 420 Hz)
+    pitch_net: int = 0  # > 0: a learned F0 estimate (hidden width) where it hears a pitch
 
     def __post_init__(self) -> None:
         self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
@@ -184,6 +189,13 @@ class WaveNetConfig:
         self.pitch_ceiling = check_f0_max(self.pitch_ceiling)
         if self.pitch_ceiling != F0_MAX and not (self.pitch_taps or self.phase_harmonics):
             raise ValueError("pitch_ceiling needs a pitch estimate (pitch_taps > 0 or "
+                             "phase_harmonics > 0)")
+        if isinstance(self.pitch_net, bool) or not isinstance(self.pitch_net, int) or not (
+                0 <= self.pitch_net <= 4096):
+            raise ValueError(f"pitch_net must be an integer in [0, 4096] (0: off), got "
+                             f"{self.pitch_net!r}")
+        if self.pitch_net and not (self.pitch_taps or self.phase_harmonics):
+            raise ValueError("pitch_net > 0 needs a pitch estimate to refine (pitch_taps > 0 or "
                              "phase_harmonics > 0)")
         if not (math.isfinite(self.mel_std) and self.mel_std > 0 and math.isfinite(self.mel_mean)):
             raise ValueError(f"mel_std must be positive and finite, got mean {self.mel_mean!r}, "

@@ -311,7 +311,8 @@ class LpcFrames:
                     t0 = self._tracked - a0
                     s = pitch_scores(m.transpose(1, 2), self.model.recipe,
                                      self.ceiling)[0]  # (BLOCK, C)
-                    f0[t0:n] = self.tracker(s[t0:n])[0].to(f0)
+                    f0[t0:n] = self.model.refine_f0(
+                        self.tracker(s[t0:n])[0], m.transpose(1, 2)[0, t0:n]).to(f0)
                     self._tracked = a0 + n
                     # (unreceived frames: unused)
                     lags = pitch_lags(f0, self.model.cfg.sample_rate, self.ceiling)
@@ -819,6 +820,7 @@ class _FrameF0:
         if self.recipe is not None and not resolves_harmonics(self.recipe):
             self.recipe = None
         self.ceiling = model.cfg.pitch_ceiling
+        self.refine = model.refine_f0
         self.tracker = (None if self.recipe is None
                         else PitchTracker(self.recipe, model.cfg.pitch_continuity,
                                           model.cfg.pitch_continuity_ramp, self.ceiling))
@@ -829,7 +831,8 @@ class _FrameF0:
         with torch.inference_mode():
             frames = mel[0].T[:, None, None, :]  # (F, 1, 1, n_mels): one frame per call
             return np.array(
-                [float(self.tracker(pitch_scores(m, self.recipe, self.ceiling))[0][0, 0])
+                [float(self.refine(self.tracker(pitch_scores(m, self.recipe, self.ceiling))[0],
+                                   m)[0, 0])
                  for m in frames], dtype=np.float64).reshape(-1)
 
 

@@ -58,6 +58,7 @@ from dmol._fs import pid_alive
 from dmol.audio.corpus import check_writable, list_split, load_recipe, load_utterance
 from dmol.audio.features import MEL_RECIPES, recipe_for
 from dmol.audio.lpc import excitation_noise
+from dmol.audio.pitch_net import fit_mel_pitch_net, pitch_examples
 from dmol.wavenet.checkpoint import (
     CorruptCheckpointError,
     latest_checkpoint,
@@ -822,9 +823,19 @@ class Trainer:
         tc, dev, state = self.tc, self.dev, self.state
         torch.manual_seed(tc.seed)
         self.model = WaveNet(self.model_cfg, self.recipe).to(dev)
+        if state is None and self.model.pitch_net is not None:  # fitted once, then frozen
+            self.log("fitting the learned F0 estimate (pitch_net) to harvest's F0 of the "
+                     "training audio")
+            net = fit_mel_pitch_net(
+                pitch_examples([(a, m) for _, a, m in self.train_utts], self.recipe,
+                               progress=self.progress and self.env.main),
+                self.model_cfg.n_mels, hidden=self.model_cfg.pitch_net, seed=tc.seed,
+                progress=self.progress and self.env.main)
+            self.model.pitch_net.load_state_dict(net.state_dict())
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tc.betas,
-                                     weight_decay=tc.weight_decay)
+        # the trained parameters only (a learned F0 estimate is fitted before, and frozen)
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                     lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, tc))
         self.metrics: dict[str, Any] = {"train": [], "val": [], "lr": [], "grad_norm": [],
                                         "train_seconds": 0.0, "skipped_steps": 0,
