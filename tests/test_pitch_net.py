@@ -5,6 +5,8 @@ elsewhere; a bundle gets one with ``dmol export --fit-pitch``, a new run fits it
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -80,6 +82,19 @@ def test_a_frame_gets_the_same_estimate_alone_as_among_others(fitted):
     assert torch.equal(batched[0], f0) and torch.equal(batched[1], f0.flip(0))
 
 
+def test_new_weights_are_used_at_once():
+    """The float64 copy of the weights is remade when they change (in place or loaded)."""
+    net = MelPitchNet(80, 8)
+    mel = torch.from_numpy(random_mel(5, 80, seed=8))
+    before = net.estimate(mel)[1]
+    with torch.no_grad():
+        net.net[-1].bias[N_BINS] += 3.0  # more voiced everywhere
+    assert (net.estimate(mel)[1] > before).all()
+    other = MelPitchNet(80, 8)
+    net.load_state_dict(other.state_dict())
+    assert torch.equal(net.estimate(mel)[1], other.estimate(mel)[1])
+
+
 def test_estimates_do_not_depend_on_the_level(fitted):
     mel = np.concatenate([m for m, _ in _tones(8, seed=4)])
     f0, p = fitted.estimate(torch.from_numpy(mel))
@@ -134,16 +149,22 @@ def test_the_config_checks_pitch_net():
             get_preset("lp-16k-ltp", {"pitch_net": bad})
     with pytest.raises(ValueError, match="pitch_net > 0 needs a pitch estimate"):
         get_preset("lp-16k", {"pitch_net": 64})
+    assert get_preset("lp-16k-ltp", {"pitch_net_voicing": 0.8})[0].pitch_net_voicing == 0.8
+    for bad in (1.0, -0.1, True, "0.5", float("nan")):
+        with pytest.raises(ValueError, match="pitch_net_voicing must be a probability"):
+            get_preset("lp-16k-ltp", {"pitch_net_voicing": bad})
 
 
-def _force(model, voiced: bool, bin_: int = 100) -> None:
-    """Make the model's learned estimate say ``bin_`` (voiced) or unvoiced in every frame."""
+def _force(model, voiced: bool | float, bin_: int = 100) -> None:
+    """Make the model's learned estimate say ``bin_`` in every frame, voiced (a float: with
+    that voicing logit) or unvoiced."""
     last = model.pitch_net.net[-1]
     with torch.no_grad():
         last.weight.zero_()
         last.bias.fill_(-30.0)
         last.bias[bin_] = 30.0
-        last.bias[N_BINS] = 30.0 if voiced else -30.0
+        last.bias[N_BINS] = float(voiced) if not isinstance(voiced, bool) else (
+            30.0 if voiced else -30.0)
 
 
 def test_the_vocoder_takes_the_learned_estimate_only_where_it_hears_a_pitch():
@@ -156,6 +177,10 @@ def test_the_vocoder_takes_the_learned_estimate_only_where_it_hears_a_pitch():
     assert torch.allclose(model.f0(mel), torch.full_like(comb, 50.0 * 2 ** (100 / 48)))
     _force(model, voiced=True, bin_=0)  # 50 Hz: below the comb's range, clamped to it
     assert torch.equal(model.f0(mel), torch.full_like(comb, F0_MIN))
+    _force(model, voiced=1.0, bin_=0)  # p_voiced = sigmoid(1) = 0.73: the threshold decides
+    assert torch.equal(model.f0(mel), torch.full_like(comb, F0_MIN))
+    model.cfg = dataclasses.replace(model.cfg, pitch_net_voicing=0.8)
+    assert torch.equal(model.f0(mel), comb)
     # random weights: some frames each way, and the lags follow
     model = ltp_model(7, phase=2, pitch_net=16)
     _, p = model.pitch_net.estimate(mel.transpose(1, 2))

@@ -78,6 +78,7 @@ class MelPitchNet(nn.Module):
         self.register_buffer("std", torch.ones(n_mels))
         self.net = nn.Sequential(nn.Linear(n_mels, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
                                  nn.ReLU(), nn.Linear(hidden, N_BINS + 1))
+        self._f64: tuple[tuple, list[Tensor]] | None = None  # (key, float64 weights)
 
     def _check(self, log_mel: Tensor) -> None:
         if not isinstance(log_mel, Tensor) or log_mel.dim() < 1 or (
@@ -103,9 +104,9 @@ class MelPitchNet(nn.Module):
         call (a float32 matmul's blocking would move the last bits, and a pitch lag rounds)."""
         self._check(log_mel)
         x = self.features(log_mel.detach().double())
+        w = iter(self._weights64())
         for layer in self.net:
-            x = (F.linear(x, layer.weight.double(), layer.bias.double())
-                 if isinstance(layer, nn.Linear) else layer(x))
+            x = F.linear(x, next(w), next(w)) if isinstance(layer, nn.Linear) else layer(x)
         p = torch.softmax(x[..., :N_BINS], -1)
         best = p.argmax(-1, keepdim=True)
         # the mean of the bins around the best, by score: finer than a bin, and a second
@@ -115,6 +116,18 @@ class MelPitchNet(nn.Module):
         b = (w * near).sum(-1) / w.sum(-1)
         f0 = F0_LO * torch.exp2(b / BINS_PER_OCTAVE)
         return f0.float(), torch.sigmoid(x[..., N_BINS]).float()
+
+
+    def _weights64(self) -> list[Tensor]:
+        """The layers' weights and biases in float64, converted again only when they change
+        (a stream asks for one frame at a time: a copy per call would cost more than the
+        frame)."""
+        params = [t for layer in self.net if isinstance(layer, nn.Linear)
+                  for t in (layer.weight, layer.bias)]
+        key = tuple((t.data_ptr(), t._version, t.device) for t in params)
+        if self._f64 is None or self._f64[0] != key:
+            self._f64 = (key, [t.detach().double() for t in params])
+        return self._f64[1]
 
 
 def _bins(f0: Tensor) -> Tensor:

@@ -273,7 +273,8 @@ class WaveNet(nn.Module):
 
     def refine_f0(self, f0: Tensor, frames: Tensor) -> Tensor:
         """The comb's F0 (..., F) with the learned estimate of the log-mel ``frames`` (..., F,
-        n_mels) put in where it hears a pitch (p_voiced > 0.5), clamped to the comb's range;
+        n_mels) put in where it hears a pitch (p_voiced > ``cfg.pitch_net_voicing``), clamped
+        to the comb's range;
         ``f0`` itself without ``cfg.pitch_net``. Elsewhere the comb's estimate stays: the one
         the network was trained with in pauses and noise. Frame by frame: a stream gets the
         same numbers as the whole."""
@@ -281,7 +282,7 @@ class WaveNet(nn.Module):
             return f0
         g, p_voiced = self.pitch_net.estimate(frames.to(self.pitch_net.mean.device))
         g = g.clamp(F0_MIN, self.cfg.pitch_ceiling).to(f0)
-        return torch.where(p_voiced.to(f0.device) > 0.5, g, f0)
+        return torch.where(p_voiced.to(f0.device) > self.cfg.pitch_net_voicing, g, f0)
 
     def clock_phase(self, mel: Tensor) -> Tensor:
         """Synthesis's phase clock (B, frames * hop) in cycles: the integrated F0 estimate."""

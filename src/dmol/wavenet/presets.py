@@ -77,7 +77,8 @@ class WaveNetConfig:
     ``pitch_net = h > 0`` (with pitch taps or a clock): where a learned estimate
     (:class:`dmol.audio.pitch_net.MelPitchNet`, hidden width h, fitted to harvest's F0 of the
     training set when a run starts, or added to a bundle by ``dmol export --fit-pitch``) hears
-    a pitch, taps and clock follow it instead of the comb's estimate.
+    a pitch (its voicing probability above ``pitch_net_voicing``, default 0.5), taps and clock
+    follow it instead of the comb's estimate.
     ``mel_mean``/``mel_std`` normalize the log-mel inside the model;
     :func:`dmol.wavenet.train.train` sets them from the training data for a new run, so a
     checkpoint carries them.
@@ -113,6 +114,7 @@ class WaveNetConfig:
     pitch_continuity_ramp: tuple[float, float] | None = None
     pitch_ceiling: float = F0_MAX  # Hz: the F0 estimate's ceiling (candidates above 420 Hz)
     pitch_net: int = 0  # > 0: a learned F0 estimate (hidden width) where it hears a pitch
+    pitch_net_voicing: float = 0.5  # ... a pitch: its voicing probability above this
 
     def __post_init__(self) -> None:
         self.upsample_scales = tuple(int(s) for s in self.upsample_scales)
@@ -194,6 +196,10 @@ class WaveNetConfig:
                 0 <= self.pitch_net <= 4096):
             raise ValueError(f"pitch_net must be an integer in [0, 4096] (0: off), got "
                              f"{self.pitch_net!r}")
+        v = self.pitch_net_voicing
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+            raise ValueError(f"pitch_net_voicing must be a probability in [0, 1), got {v!r}")
+        self.pitch_net_voicing = float(v)
         if self.pitch_net and not (self.pitch_taps or self.phase_harmonics):
             raise ValueError("pitch_net > 0 needs a pitch estimate to refine (pitch_taps > 0 or "
                              "phase_harmonics > 0)")

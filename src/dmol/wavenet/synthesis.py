@@ -830,10 +830,10 @@ class _FrameF0:
             return None
         with torch.inference_mode():
             frames = mel[0].T[:, None, None, :]  # (F, 1, 1, n_mels): one frame per call
-            return np.array(
-                [float(self.refine(self.tracker(pitch_scores(m, self.recipe, self.ceiling))[0],
-                                   m)[0, 0])
-                 for m in frames], dtype=np.float64).reshape(-1)
+            f0 = torch.cat([self.tracker(pitch_scores(m, self.recipe, self.ceiling))[0][0]
+                            for m in frames])
+            # the learned estimate is per frame: all frames at once give the same numbers
+            return self.refine(f0, mel[0].T).double().numpy().reshape(-1)
 
 
 # ---- the public entry point ----------------------------------------------------------------
