@@ -273,3 +273,20 @@ def test_export_adds_a_fitted_pitch_net_to_a_bundle(gliding, tmp_path):
     with pytest.raises(ValueError, match="another mel recipe"):
         C.export_model(plain, tmp_path / "y.pt", pitch_data=other / "data")
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+
+
+def test_export_cli_fits_and_names_a_bad_dataset(gliding, tmp_path, capsys):
+    from dmol.cli.export import main
+    from dmol.wavenet.checkpoint import load_model
+    from dmol.wavenet.train import train
+
+    train(gliding, tmp_path / "run", "lp-16k-ltp", overrides=TINY, progress=False,
+          tensorboard=False)
+    assert main([str(tmp_path / "run"), str(tmp_path / "a.pt"), "--fit-pitch",
+                 str(tmp_path / "nowhere"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dmol export: error:") and "nowhere" in err and err.count("\n") == 1
+    assert not (tmp_path / "a.pt").exists()
+    assert main([str(tmp_path / "run"), str(tmp_path / "b.pt"), "--fit-pitch", str(gliding),
+                 "--no-progress"]) == 0
+    assert load_model(tmp_path / "b.pt")[3]["model"].pitch_net == 256
