@@ -93,6 +93,7 @@ class MelPitchNet(nn.Module):
         return (x - self.mean.to(x)) / self.std.to(x)
 
     def forward(self, log_mel: Tensor) -> Tensor:
+        """Logits (..., frames, N_BINS + 1): the F0 bins', then the voicing's (for fitting)."""
         self._check(log_mel)
         return self.net(self.features(log_mel))
 
@@ -116,7 +117,6 @@ class MelPitchNet(nn.Module):
         b = (w * near).sum(-1) / w.sum(-1)
         f0 = F0_LO * torch.exp2(b / BINS_PER_OCTAVE)
         return f0.float(), torch.sigmoid(x[..., N_BINS]).float()
-
 
     def _weights64(self) -> list[Tensor]:
         """The layers' weights and biases in float64, converted again only when they change
