@@ -274,10 +274,9 @@ class WaveNet(nn.Module):
     def refine_f0(self, f0: Tensor, frames: Tensor) -> Tensor:
         """The comb's F0 (..., F) with the learned estimate of the log-mel ``frames`` (..., F,
         n_mels) put in where it hears a pitch (p_voiced > ``cfg.pitch_net_voicing``), clamped
-        to the comb's range;
-        ``f0`` itself without ``cfg.pitch_net``. Elsewhere the comb's estimate stays: the one
-        the network was trained with in pauses and noise. Frame by frame: a stream gets the
-        same numbers as the whole."""
+        to the comb's range; ``f0`` itself without ``cfg.pitch_net``. Elsewhere the comb's
+        estimate stays: the one the network was trained with in pauses and noise. Frame by
+        frame: a stream gets the same numbers as the whole."""
         if self.pitch_net is None:
             return f0
         g, p_voiced = self.pitch_net.estimate(frames.to(self.pitch_net.mean.device))
