@@ -155,7 +155,9 @@ def pitch_examples(utterances: Sequence[tuple[np.ndarray, np.ndarray]], recipe: 
                    ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(log_mel, harvest F0)`` of each ``(audio, log_mel)`` utterance, for
     :func:`fit_mel_pitch_net`. Harvest takes ~0.4 s per second of audio, so it runs on
-    ``workers`` processes (default: the usable cores, at most 4)."""
+    ``workers`` processes (default: the usable cores, at most 4). The workers are spawned,
+    so they import the calling script: a script needs the ``if __name__ == "__main__":``
+    guard (or ``workers=1``)."""
     items = [(np.asarray(a, dtype=np.float32), np.asarray(m), recipe) for a, m in utterances]
     n = workers or min(4, len(os.sched_getaffinity(0)))
     bar = tqdm(total=len(items), desc="harvest F0 of the training audio", disable=not progress,
