@@ -22,7 +22,7 @@ from dmol.wavenet.demo import _train_or_reuse, pick_utterances
 # the training run stops at max_steps (TRAIN_STEPS), never at the time budget: what it
 # learns does not depend on the machine's load
 ARGS = ["--preset", "tiny", "--train-minutes", "5", "--utterances", "1", "--limit", "4",
-        "--max-seconds", "0.5", "--unseen", "1", "--seeds", "2"]
+        "--max-seconds", "0.5", "--unseen", "2", "--seeds", "2"]
 TRAIN_STEPS = 12
 
 
@@ -84,6 +84,10 @@ def test_first_run_writes_everything(demo):
     for res in metrics["unseen"].values():
         assert set(res["systems"]) == {"WaveNet", "Griffin-Lim"}
         assert np.isfinite(res["systems"]["WaveNet"]["mcd_db"])
+        # two prompts: the paired comparison, in the JSON, the printed table and the page
+        assert res["difference"]["mcd_db"]["n"] == 2
+        assert res["table"] in printed and "utterance by utterance (2 utterances" in res["table"]
+    assert "difference" not in metrics  # one held-out prompt: nothing to pair
     (utt,) = metrics["utterances"]
     names = [f"{utt['name']}_{s}.wav" for s in ("original", "wavenet", "griffinlim")]
     assert sorted(utt["wavs"].values()) == sorted(names)
@@ -113,8 +117,11 @@ def test_index_html_is_offline_and_complete(demo):
         assert "://" not in ref and not ref.startswith("/"), ref  # relative paths only
         assert (out / ref).is_file(), f"index.html references missing {ref}"
     assert not {"script", "link", "iframe"} & set(parser.tags)
-    # held-out: original, pretrained, Griffin-Lim, the tiny run; each unseen voice: three
-    assert parser.tags.count("audio") == 4 + 3 + 3
+    # held-out: original, pretrained, Griffin-Lim, the tiny run; each unseen voice: two
+    # prompts of three
+    assert parser.tags.count("audio") == 4 + 2 * 3 + 2 * 3
+    assert page.count("utterance by utterance (2 utterances") == 2
+    assert page.count("counting gaps of more than 2 standard errors") == 2
     assert {"report.png", "inspect.png", "metrics.json"} <= set(parser.refs)
     assert "CC-BY-SA-3.0" in page and "Allison Smith" in page and "Digium" in page
     assert "June Wallack" in page and "Carlo Flora" in page

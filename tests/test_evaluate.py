@@ -231,6 +231,47 @@ def test_seed_means_skip_a_seed_without_a_value(monkeypatch):
     assert f"F0 RMSE {se:.3} Hz" in r["table"] and "mean of seeds 0-3" in r["table"]
 
 
+def test_paired_difference_is_per_utterance_and_says_which_gaps_are_measured(monkeypatch):
+    """WaveNet - Griffin-Lim utterance by utterance (the WaveNet's mean over its seeds), its
+    standard error over the utterances; an undefined value drops that utterance only."""
+    import dmol.wavenet.evaluate as ev
+
+    nan = math.nan
+    zeros = dict.fromkeys(evaluate_pair(np.ones(800), np.ones(800), 16000, f0_method="dio"), 0.0)
+    # per utterance: (WaveNet seed 0, seed 1, Griffin-Lim) for MCD, F0 and V/UV
+    mcd = [(4.0, 5.0, 8.0), (3.0, 3.0, 7.0), (6.0, 4.0, 9.0)]
+    f0 = [(10.0, 20.0, 30.0), (nan, nan, 12.0), (20.0, 20.0, 14.0)]
+    vuv = [(0.02, 0.04, 0.03), (0.05, 0.05, 0.04), (0.01, 0.03, 0.03)]
+    calls = iter(range(3))
+
+    def fake_pairs(ref, gens, sr, f0_method):
+        i = next(calls)
+        return [{**zeros, "mcd_db": mcd[i][k], "f0_rmse_hz": f0[i][k], "vuv_error": vuv[i][k]}
+                for k in range(3)]
+
+    monkeypatch.setattr(ev, "evaluate_pairs", fake_pairs)
+    model, head, recipe = _untrained()
+    utts = [(f"u{i}", *_tone(recipe, 0.1)) for i in range(3)]
+    r = ev.evaluate_model(model, head, recipe, utts, seeds=2, gl_iters=1, f0_method="dio",
+                          progress=False)
+    d = r["difference"]
+    by_hand = {"mcd_db": [4.5 - 8, 3 - 7, 5 - 9], "f0_rmse_hz": [15 - 30, 20 - 14],
+               "vuv_error": [0.03 - 0.03, 0.05 - 0.04, 0.02 - 0.03]}
+    for m, diffs in by_hand.items():
+        assert d[m]["n"] == len(diffs)
+        assert d[m]["mean"] == pytest.approx(np.mean(diffs))
+        assert d[m]["se"] == pytest.approx(np.std(diffs, ddof=1) / math.sqrt(len(diffs)))
+    assert d["mrstft"]["mean"] == 0.0 and d["mrstft"]["n"] == 3
+    # MCD: -3.83 +- 0.17, better; F0: -3 +- 9 and V/UV, MR-STFT: within 2 SE (or none)
+    assert "MCD -3.83 ± 0.17 dB" in r["table"] and "(3 utterances;" in r["table"]
+    assert ("counting gaps of more than 2 standard errors: better on MCD; not separable on "
+            "log-mel L1, MR-STFT, F0 RMSE, V/UV") in r["table"]
+    worse = ev.paired_text({m: {"mean": 1.0, "se": 0.1, "n": 5} for m in ev.PAIRED})
+    assert "worse on MCD, log-mel L1, MR-STFT, F0 RMSE, V/UV" in worse
+    assert ev.paired_difference(r["utterances"][:1]) is None  # one utterance: nothing to pair
+    assert ev.paired_difference(r["utterances"], b="nobody") is None
+
+
 def test_cli_rejects_bad_seeds(tmp_path, capsys):
     for argv, msg in ((["--seeds", "0"], "--seeds must be >= 1"),
                       (["--seeds", "2", "--no-synth"], "--seeds needs synthesis")):

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmol.cli._sampling import add_sampling_arguments
-from dmol.wavenet.demo import run_demo
+from dmol.wavenet.demo import DEFAULT_SEEDS, DEFAULT_UNSEEN, run_demo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``dmol demo [--out demo] [--model pretrained] [--train-minutes N] [--utterances 8]``."""
+    """``dmol demo [--out demo] [--model pretrained] [--train-minutes N] [--utterances N]``."""
     p = argparse.ArgumentParser(prog="dmol demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default demo)")
     p.add_argument("--model", default="pretrained",
@@ -24,15 +24,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also train a model from scratch for N minutes and show it")
     p.add_argument("--preset", default=None,
                    help="preset of that training run (default: the model's preset)")
-    p.add_argument("--utterances", type=int, default=8, help="held-out utterances to vocode")
-    p.add_argument("--unseen", type=int, default=4, help="prompts of each unseen voice")
+    p.add_argument("--utterances", type=int, default=None,
+                   help="held-out utterances to vocode (default: all of them)")
+    p.add_argument("--unseen", type=int, default=DEFAULT_UNSEEN,
+                   help=f"prompts of each unseen voice (default {DEFAULT_UNSEEN})")
     p.add_argument("--limit", type=int, default=None, help="use only N corpus files")
     p.add_argument("--max-seconds", type=float, default=3.0, help="crop each utterance (s)")
     p.add_argument("--mode", default="folded", help="synthesis mode: folded or incremental")
     add_sampling_arguments(p, "the WaveNet's output")
-    p.add_argument("--seeds", type=int, default=1,
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                    help="vocode each prompt with N seeds (--seed..--seed+N-1); the metrics are "
-                        "their mean (the page plays the first)")
+                        f"their mean (the page plays the first; default {DEFAULT_SEEDS})")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: fastest for these small models on shared cores)")
     a = p.parse_args(argv)

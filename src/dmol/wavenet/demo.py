@@ -3,8 +3,9 @@
 1. assemble the built-in corpus (Asterisk prompts, CC-BY-SA-3.0) into ``OUT/data``;
 2. load the shipped pretrained LP-WaveNet (``--model``), and with ``--train-minutes N`` also
    train a model from scratch into ``OUT/run`` (a second run resumes or reuses it);
-3. vocode a few short held-out utterances from their mels with the WaveNet and with
-   Griffin-Lim, and score both against the originals;
+3. vocode the held-out utterances (all of them, cropped to 3 s) from their mels with the
+   WaveNet and with Griffin-Lim, and score both against the originals, prompt by prompt: the
+   table says which differences exceed two standard errors of the paired difference;
 4. the same for prompts of voices the model never heard (other speakers, other languages);
 5. write into ``OUT``: the WAVs, ``report.png`` (loss curve, spectrograms, the model's
    predicted distribution), ``inspect.png``, ``metrics.json`` and ``index.html``, a page that
@@ -35,7 +36,7 @@ from dmol.audio.features import recipe_for
 from dmol.audio.metrics import COLUMNS
 from dmol.wavenet import checkpoint  # module-qualified: tests substitute their functions
 from dmol.wavenet import train as training
-from dmol.wavenet.evaluate import audio_utterances, evaluate_model, write_json
+from dmol.wavenet.evaluate import audio_utterances, evaluate_model, paired_text, write_json
 from dmol.wavenet.inspection import predict, render
 from dmol.wavenet.synthesis import (
     CLI_ENVELOPE_DB,
@@ -46,10 +47,16 @@ from dmol.wavenet.synthesis import (
 
 __all__ = ["pick_utterances", "run_demo", "write_index", "write_report"]
 
-# A few seeds on a few prompts are a listening sample, not a measurement: say so by the table.
-SEED_CAVEAT = ("a few prompts and sampling seeds: the F0 and V/UV columns move with --seed by "
-               "more than the gaps between the systems (--seeds N averages N); the shipped "
-               "model's figures over 16 seeds and all held-out prompts are in docs/pretrained.md")
+# The F0 and V/UV columns move with the prompts and the sampling seed by more than the gaps
+# between good systems: the tables say which gaps are measured, and where more seeds are.
+SEED_CAVEAT = ("the F0 and V/UV columns move with the prompts and --seed by about as much as "
+               "the gaps between the systems: read the paired line under each table (--seeds "
+               "N averages N seeds per prompt); the shipped model's figures over 16 seeds are "
+               "in docs/pretrained.md")
+#: Sampling seeds per prompt in the demo (their mean is scored; the page plays the first).
+DEFAULT_SEEDS = 2
+#: Prompts of each unseen voice in the demo.
+DEFAULT_UNSEEN = 12
 
 SYSTEM_LABELS = {"original": "Original", "WaveNet": "WaveNet (dmol)",
                  "Griffin-Lim": "Griffin-Lim (no network)"}
@@ -243,15 +250,16 @@ def _metrics_html(systems: dict[str, dict[str, float]]) -> str:
 
 
 def write_index(path: Path, *, title: str, summary: list[str],
-                sections: list[tuple[str, list[dict], str, dict[str, dict[str, float]]]],
+                sections: list[tuple[str, list[dict], str, dict[str, dict[str, float]], str]],
                 pictures: list[tuple[str, str]], license_text: str) -> Path:
     """A self-contained page: relative links only, no script, no external style or font.
 
-    ``sections``: (heading, utterances with their ``wavs``, credit line, metrics by system).
+    ``sections``: (heading, utterances with their ``wavs``, credit line, metrics by system,
+    the paired comparison's lines or ""); each shows its metrics, then a player per WAV.
     """
     e = html.escape
     parts = []
-    for heading, utterances, credit, systems in sections:
+    for heading, utterances, credit, systems, paired in sections:
         players = []
         for u in utterances:
             cells = "".join(
@@ -262,10 +270,12 @@ def write_index(path: Path, *, title: str, summary: list[str],
             )
             players.append(f"<tr><th>{e(u['name'])}<br><small>{u['seconds']:.2f} s</small>"
                            f"</th>{cells}</tr>")
+        lines = "".join(f"<p>{e(line)}</p>" for line in paired.splitlines())
         parts.append(f"<h2>{e(heading)}</h2>" + (f"<p class=note>{e(credit)}</p>" if credit
                                                    else "") +
-                     f"<table>{''.join(players)}</table>\n<h3>Objective metrics (mean)</h3>\n"
-                     f"{_metrics_html(systems)}")
+                     f"<h3>Objective metrics (mean over {len(utterances)} prompts)</h3>\n"
+                     f"{_metrics_html(systems)}\n{lines}\n<h3>Listen</h3>\n"
+                     f"<table>{''.join(players)}</table>\n")
     pics = "\n".join(f"<h3>{e(caption)}</h3><a href=\"{e(f)}\"><img src=\"{e(f)}\" "
                      f"alt=\"{e(caption)}\"></a>" for caption, f in pictures)
     page = f"""<!DOCTYPE html>
@@ -327,13 +337,13 @@ def run_demo(
     model: str = "pretrained",
     train_minutes: float | None = None,
     preset: str | None = None,
-    utterances: int = 8,
-    unseen: int = 4,
+    utterances: int | None = None,
+    unseen: int = DEFAULT_UNSEEN,
     limit: int | None = None,
     max_seconds: float = 3.0,
     mode: str = "folded",
     seed: int = 0,
-    seeds: int = 1,
+    seeds: int = DEFAULT_SEEDS,
     temperature: float = 1.0,
     scale_temperature: float = DEFAULT_SCALE_TEMPERATURE,
     postfilter: float = DEFAULT_POSTFILTER,
@@ -343,18 +353,20 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo into ``out``; returns the evaluation written to ``out/metrics.json``.
 
-    ``model`` (default: the shipped pretrained LP-WaveNet) vocodes held-out built-in utterances
-    and ``unseen`` prompts of each voice in :data:`UNSEEN_VOICES` it never heard, next to
-    Griffin-Lim. ``train_minutes``: also train ``preset`` (default: the model's preset) from
-    scratch for that long (resumed or reused by a second run) and show it on the same page.
-    ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards; None: leave
-    torch's default): these models are small and one thread is fastest on shared cores.
+    ``model`` (default: the shipped pretrained LP-WaveNet) vocodes ``utterances`` held-out
+    built-in utterances (None: all of them, the model card's protocol) and ``unseen`` prompts
+    of each voice in :data:`UNSEEN_VOICES` it never heard, next to Griffin-Lim, each with
+    ``seeds`` sampling seeds. ``train_minutes``: also train ``preset`` (default: the model's
+    preset) from scratch for that long (resumed or reused by a second run) and show it on the
+    same page. ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards;
+    None: leave torch's default): these models are small and one thread is fastest on shared
+    cores.
     """
     if train_minutes is not None and not train_minutes > 0:
         raise ValueError(f"train_minutes must be positive, got {train_minutes!r}")
     if not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
-    if utterances < 1 or unseen < 0:
+    if (utterances is not None and utterances < 1) or unseen < 0:
         raise ValueError(f"utterances must be >= 1 and unseen >= 0, got {utterances!r}, "
                          f"{unseen!r}")
     if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds < 1:
@@ -436,11 +448,13 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
     else:
         print(f"using {model_path} (no training: pass --train-minutes N to train one too)")
 
-    _stage(3, n, f"vocoding {utterances} held-out built-in utterance(s) "
-                 f"({settings['mode']} mode)", t0)
-    chosen = pick_utterances(list_split(data_dir, "val"), utterances, max_seconds,
-                             recipe.sample_rate)
-    if len(chosen) < utterances:
+    val = list_split(data_dir, "val")
+    want = len(val) if utterances is None else utterances
+    _stage(3, n, f"vocoding {'all ' if utterances is None else ''}{want} held-out built-in "
+                 f"utterance(s) ({settings['mode']} mode)", t0)
+    # an empty split: pick_utterances says so
+    chosen = pick_utterances(val, max(1, want), max_seconds, recipe.sample_rate)
+    if len(chosen) < want:
         print(f"note: the corpus has only {len(chosen)} validation utterance(s)")
     held_out = _evaluate(model_path, chosen, out, out, settings)
     print("\n" + held_out["table"] + "\n" + SEED_CAVEAT)
@@ -519,7 +533,7 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
         summary.append(f"also trained here: preset {preset} for {train_minutes:g} min "
                        f"({trained.parent.name}/{trained.name})")
     sections = [("Held-out built-in speech (the training speaker)", held_out["utterances"], "",
-                 systems["held-out built-in"])]
+                 systems["held-out built-in"], _paired(held_out))]
     if extra is not None:
         for u, e in zip(sections[0][1], extra["utterances"], strict=True):
             u["wavs"] = {**u["wavs"], f"WaveNet ({train_minutes:g}-min run)":
@@ -527,7 +541,8 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
     for voice, (res, credit, sub) in voices.items():
         utts = [{**u, "wavs": {k: f"{sub}/{f}" for k, f in u["wavs"].items()}}
                 for u in res["utterances"]]
-        sections.append((f"A voice it never heard: {voice}", utts, credit, res["systems"]))
+        sections.append((f"A voice it never heard: {voice}", utts, credit, res["systems"],
+                         _paired(res)))
     license_text = manifest.get("license", "unknown") + "".join(
         f"\n{credit}" for _, credit, _ in voices.values())
     write_index(out / "index.html", title=title, summary=summary, sections=sections,
@@ -538,6 +553,17 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
     print(f"\nwrote {out / 'index.html'} (open it in a browser; it works offline)")
     print(f"total wall time {took / 60:.1f} min ({took:.0f} s)")
     return result
+
+
+def _paired(result: dict[str, Any]) -> str:
+    """The paired comparison's lines of an evaluation (read back from JSON, where an undefined
+    value is null), or "" without one."""
+    diff = result.get("difference")
+    if not diff:
+        return ""
+    nan = float("nan")
+    return paired_text({m: {k: nan if v is None else v for k, v in d.items()}
+                        for m, d in diff.items()})
 
 
 def _seeds_text(settings: dict[str, Any]) -> str:

@@ -51,6 +51,8 @@ __all__ = [
     "audio_utterances",
     "evaluate_model",
     "log_metrics",
+    "paired_difference",
+    "paired_text",
     "teacher_forced_bits",
     "write_json",
 ]
@@ -58,6 +60,12 @@ __all__ = [
 SYSTEMS = ("WaveNet", "Griffin-Lim")
 WAV_SUFFIX = {"original": "original", "WaveNet": "wavenet", "Griffin-Lim": "griffinlim"}
 Utterance = str | Path | tuple[str, np.ndarray, np.ndarray]
+#: The paired comparison's metrics: the issue's four and the log-mel distance, with labels.
+PAIRED = {"mcd_db": ("MCD", "dB", ".2f"), "log_mel_l1": ("log-mel L1", "Np", ".3f"),
+          "mrstft": ("MR-STFT", "", ".3f"), "f0_rmse_hz": ("F0 RMSE", "Hz", ".1f"),
+          "vuv_error": ("V/UV", "", ".4f")}
+#: A paired difference counts as measured when it exceeds this many standard errors.
+MEASURED_SE = 2.0
 
 
 # ---- pieces --------------------------------------------------------------------------------
@@ -269,6 +277,9 @@ def evaluate_model(
             print(f"  evaluated {name} ({row['seconds']:.2f} s of audio) in {took:.1f} s")
 
     systems, standard_error, table = _summarize(rows, synth, seed, seeds)
+    difference = paired_difference(rows)
+    if difference is not None:
+        table += "\n" + paired_text(difference)
     result = {
         "systems": systems,
         "utterances": rows,
@@ -285,7 +296,55 @@ def evaluate_model(
     }
     if standard_error is not None:
         result["standard_error"] = standard_error
+    if difference is not None:
+        result["difference"] = difference
     return result
+
+
+def paired_difference(rows: Sequence[Mapping[str, Any]], a: str = "WaveNet",
+                      b: str = "Griffin-Lim") -> dict[str, dict[str, float]] | None:
+    """System ``a`` minus system ``b``, utterance by utterance: per metric of :data:`PAIRED`
+    the mean of the differences, its standard error over the utterances and their count ``n``
+    (utterances where either value is undefined drop out). None unless both systems scored at
+    least two utterances.
+
+    Pairing removes what the utterances share (a hard prompt is hard for both systems), so a
+    gap between two systems is judged against the spread of the *differences*: with few
+    prompts and one seed the two means move by more than the gap between good systems. The
+    standard error covers the prompts and, with ``seeds > 1``, the seeds averaged per prompt.
+    """
+    both = [r for r in rows if a in r and b in r]
+    if len(both) < 2:
+        return None
+    out = {}
+    for m in PAIRED:
+        d = np.array([r[a][m] - r[b][m] for r in both], dtype=np.float64)
+        d = d[np.isfinite(d)]
+        out[m] = {"mean": _nanmean(d), "se": _standard_error(d), "n": int(d.size)}
+    return out
+
+
+def paired_text(difference: Mapping[str, Mapping[str, float]],
+                names: tuple[str, str] = ("WaveNet", "Griffin-Lim")) -> str:
+    """Two lines for a table: each metric's paired difference (mean ± standard error), then
+    which way the gaps of more than :data:`MEASURED_SE` standard errors go ("not separable":
+    within them, or no standard error). Lower is better in every metric."""
+    cells: list[str] = []
+    verdict: dict[str, list[str]] = {"better": [], "worse": [], "not separable": []}
+    for m, (label, unit, fmt) in PAIRED.items():
+        d = difference[m]
+        mean, se = d["mean"], d["se"]
+        spread = format(se, fmt) if math.isfinite(se) else "n/a"
+        cells.append(f"{label} {mean:+{fmt}} ± {spread}{' ' + unit if unit else ''}")
+        side = ("not separable" if not (math.isfinite(mean) and math.isfinite(se))
+                or abs(mean) <= MEASURED_SE * se else "better" if mean < 0 else "worse")
+        verdict[side].append(label)
+    n = max(d["n"] for d in difference.values())
+    a, b = names
+    said = "; ".join(f"{k} on {', '.join(v)}" for k, v in verdict.items() if v)
+    return (f"{a} - {b}, utterance by utterance ({n} utterances; mean ± standard error): "
+            f"{', '.join(cells)}\n{a} against {b}, counting gaps of more than {MEASURED_SE:g} "
+            f"standard errors: {said}")
 
 
 def _summarize(rows: list[dict[str, Any]], synth: bool, seed: int, seeds: int
