@@ -5,7 +5,10 @@ whose N seeds count as N files); a row per argument and
 system (WaveNet, and Griffin-Lim once), columns MCD / log-mel L1 / MR-STFT / F0 RMSE / V/UV,
 the mean over seeds of the per-prompt means (as `dmol evaluate` prints them). With `--se` the
 WaveNet's F0 and V/UV cells also give the standard error of that mean over the seeds (the
-sampling's spread; Griffin-Lim is deterministic).
+sampling's spread; Griffin-Lim is deterministic). With `--prompts` each argument also gets
+the WaveNet - Griffin-Lim difference prompt by prompt (each prompt's WaveNet figure the mean
+over all its seeds) with its standard error over the prompts, as `dmol evaluate` prints it:
+whether a gap would hold on other prompts of the kind, not only on these.
 
     python docs/scripts/summarize_results.py "docs/results/s15_all28_T68141soft_s*.json" \\
         --first 8
@@ -18,6 +21,8 @@ import glob
 import json
 
 import numpy as np
+
+from dmol.wavenet.evaluate import paired_difference, paired_text
 
 METRICS = ("mcd_db", "log_mel_l1", "mrstft", "f0_rmse_hz", "vuv_error")
 
@@ -56,12 +61,33 @@ def table(pattern: str, first: int | None, exclude: set[str] = frozenset()
     return out
 
 
+def prompt_pairs(pattern: str, first: int | None, exclude: set[str] = frozenset()) -> str:
+    """The paired lines of the WaveNet (per prompt: the mean over every seed of the files)
+    against Griffin-Lim."""
+    seeds: dict[str, list[dict]] = {}
+    gl: dict[str, dict] = {}
+    for f in sorted(glob.glob(pattern)):
+        with open(f) as fh:
+            for u in json.load(fh)["utterances"][:first]:
+                if u["name"] not in exclude:
+                    seeds.setdefault(u["name"], []).extend(u.get("WaveNet_by_seed",
+                                                                 [u["WaveNet"]]))
+                    gl[u["name"]] = u["Griffin-Lim"]
+    rows = [{"WaveNet": {m: float(np.nanmean([s[m] for s in by])) for m in METRICS},
+             "Griffin-Lim": gl[name]} for name, by in seeds.items()]
+    diff = paired_difference(rows)
+    return "(fewer than two prompts)" if diff is None else paired_text(diff)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("patterns", nargs="+")
     p.add_argument("--first", type=int, help="only the first N prompts of each file")
     p.add_argument("--se", action="store_true",
                    help="the standard error over seeds of the WaveNet's F0 and V/UV means")
+    p.add_argument("--prompts", action="store_true",
+                   help="also the WaveNet - Griffin-Lim difference prompt by prompt, with its "
+                        "standard error over the prompts")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NAME",
                    help="leave out these prompts (e.g. June's tones: ascending-2tone beep "
                         "beeperr)")
@@ -82,6 +108,9 @@ def main() -> None:
         gl = gl or t["Griffin-Lim"]
     print(f"| Griffin-Lim | {gl[0]} | {gl[1]} | {gl[2]:.2f} | {gl[3]:.3f} | {gl[4]:.3f} "
           f"| {gl[5]:.1f} | {gl[6]:.4f} |")
+    if a.prompts:
+        for pat in a.patterns:
+            print(f"\n{pat}:\n{prompt_pairs(pat, a.first, set(a.exclude))}")
 
 
 if __name__ == "__main__":
