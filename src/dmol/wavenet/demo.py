@@ -47,8 +47,8 @@ from dmol.wavenet.synthesis import (
 
 __all__ = ["pick_utterances", "run_demo", "write_index", "write_report"]
 
-# The F0 and V/UV columns move with the prompts and the sampling seed by more than the gaps
-# between good systems: the tables say which gaps are measured, and where more seeds are.
+# The F0 and V/UV columns move with the prompts and the sampling seed by about as much as the
+# gaps between good systems: the paired line under each table says which gaps are measured.
 SEED_CAVEAT = ("the F0 and V/UV columns move with the prompts and --seed by about as much as "
                "the gaps between the systems: read the paired line under each table (--seeds "
                "N averages N seeds per prompt); the shipped model's figures over 16 seeds are "
