@@ -8,7 +8,9 @@ WaveNet's F0 and V/UV cells also give the standard error of that mean over the s
 sampling's spread; Griffin-Lim is deterministic). With `--prompts` each argument also gets
 the WaveNet - Griffin-Lim difference prompt by prompt (each prompt's WaveNet figure the mean
 over all its seeds) with its standard error over the prompts, as `dmol evaluate` prints it:
-whether a gap would hold on other prompts of the kind, not only on these.
+whether a gap would hold on other prompts of the kind, not only on these. With `--against
+GLOB` each argument is also compared seed by seed with that run on the seeds both have (same
+prompts, same seed: the mean of the per-seed differences and its standard error).
 
     python docs/scripts/summarize_results.py "docs/results/s15_all28_T68141soft_s*.json" \\
         --first 8
@@ -61,6 +63,34 @@ def table(pattern: str, first: int | None, exclude: set[str] = frozenset()
     return out
 
 
+def seed_means(pattern: str, first: int | None, exclude: set[str] = frozenset()
+               ) -> dict[int, np.ndarray]:
+    """Each seed's WaveNet means over the prompts (METRICS), by seed number."""
+    out = {}
+    for f in sorted(glob.glob(pattern)):
+        with open(f) as fh:
+            d = json.load(fh)
+        utts = [u for u in d["utterances"][:first] if u["name"] not in exclude]
+        by_seed = [u.get("WaveNet_by_seed", [u["WaveNet"]]) for u in utts]
+        for k in range(len(by_seed[0])):
+            out[d["settings"]["seed"] + k] = np.nanmean(
+                np.array([[b[k][m] for m in METRICS] for b in by_seed], float), axis=0)
+    return out
+
+
+def seed_pairs(pattern: str, against: str, first: int | None,
+               exclude: set[str] = frozenset()) -> str:
+    """The per-seed differences ``pattern - against`` on their common seeds."""
+    a, b = seed_means(pattern, first, exclude), seed_means(against, first, exclude)
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        return f"fewer than two common seeds ({common})"
+    d = np.array([a[k] - b[k] for k in common])
+    cells = [f"{m} {d[:, i].mean():+.4f} ± {d[:, i].std(ddof=1) / np.sqrt(len(d)):.4f}"
+             for i, m in enumerate(METRICS)]
+    return f"seeds {common[0]}-{common[-1]} ({len(common)}): " + ", ".join(cells)
+
+
 def prompt_pairs(pattern: str, first: int | None, exclude: set[str] = frozenset()) -> str:
     """The paired lines of the WaveNet (per prompt: the mean over every seed of the files)
     against Griffin-Lim."""
@@ -88,6 +118,8 @@ def main() -> None:
     p.add_argument("--prompts", action="store_true",
                    help="also the WaveNet - Griffin-Lim difference prompt by prompt, with its "
                         "standard error over the prompts")
+    p.add_argument("--against", metavar="GLOB",
+                   help="also each argument minus this run, seed by seed on their common seeds")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NAME",
                    help="leave out these prompts (e.g. June's tones: ascending-2tone beep "
                         "beeperr)")
@@ -108,6 +140,10 @@ def main() -> None:
         gl = gl or t["Griffin-Lim"]
     print(f"| Griffin-Lim | {gl[0]} | {gl[1]} | {gl[2]:.2f} | {gl[3]:.3f} | {gl[4]:.3f} "
           f"| {gl[5]:.1f} | {gl[6]:.4f} |")
+    if a.against:
+        for pat in a.patterns:
+            print(f"\n{pat} - {a.against}:\n"
+                  f"{seed_pairs(pat, a.against, a.first, set(a.exclude))}")
     if a.prompts:
         for pat in a.patterns:
             print(f"\n{pat}:\n{prompt_pairs(pat, a.first, set(a.exclude))}")
