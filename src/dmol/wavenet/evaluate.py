@@ -203,7 +203,9 @@ def evaluate_model(
         "table": str, "settings": {...}}``. Systems are "WaveNet" and "Griffin-Lim"; metric
         keys are those of :func:`~dmol.audio.metrics.evaluate_pair` plus the WaveNet's
         ``bits_per_sample``. Means skip NaN values (an F0 error with no jointly voiced frame).
-        With ``seeds > 1`` also ``"standard_error": {"WaveNet": {metric: se}}``.
+        With ``seeds > 1`` also ``"standard_error": {"WaveNet": {metric: se}}``; with both
+        systems on two or more utterances also ``"difference"`` (:func:`paired_difference`),
+        whose two lines (:func:`paired_text`) end the table.
     """
     if isinstance(utterances, (str, Path)) or not isinstance(utterances, Sequence):
         raise TypeError("utterances must be a sequence of .npz paths or (name, audio, mel) tuples")
