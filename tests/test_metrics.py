@@ -164,7 +164,7 @@ def test_metrics_table_layout():
         "system       MCD [dB]  F0 RMSE [Hz]  V/UV error [frac]",
         "-----------  --------  ------------  -----------------",
         "WaveNet          4.20           n/a                  -",
-        "Griffin-Lim      9.88         12.35              0.250",
+        "Griffin-Lim      9.88         12.35             0.2500",
         "lower is better in every column",
     ]
 

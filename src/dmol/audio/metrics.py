@@ -532,9 +532,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "mrstft": ("MR-STFT", ".3f"),
     "f0_rmse_hz": ("F0 RMSE [Hz]", ".2f"),
     "f0_rmse_cents": ("F0 RMSE [cent]", ".1f"),
-    "vuv_error": ("V/UV error [frac]", ".3f"),
-    "vuv_voiced_to_unvoiced": ("V->UV [frac]", ".3f"),
-    "vuv_unvoiced_to_voiced": ("UV->V [frac]", ".3f"),
+    # four places: one frame in 600 of a 3 s prompt, the size of the gaps between vocoders
+    "vuv_error": ("V/UV error [frac]", ".4f"),
+    "vuv_voiced_to_unvoiced": ("V->UV [frac]", ".4f"),
+    "vuv_unvoiced_to_voiced": ("UV->V [frac]", ".4f"),
     "bits_per_sample": ("NLL [bit/sample]", ".3f"),
 }
 
