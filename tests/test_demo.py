@@ -17,7 +17,7 @@ from dmol.audio.corpus import load_utterance
 from dmol.cli import demo as demo_module
 from dmol.cli.demo import main
 from dmol.wavenet.checkpoint import PRETRAINED, list_checkpoints
-from dmol.wavenet.demo import _train_or_reuse, pick_utterances
+from dmol.wavenet.demo import _train_or_reuse, pick_utterances, unseen_voice_files
 
 # the training run stops at max_steps (TRAIN_STEPS), never at the time budget: what it
 # learns does not depend on the machine's load
@@ -186,6 +186,20 @@ def test_pick_utterances_prefers_long_ones_that_fit(tmp_path):
     assert [p.stem for p in pick_utterances(paths, 9, 2.0, 16000)][-1] == "a"  # too short: last
     with pytest.raises(ValueError, match="validation"):
         pick_utterances([], 1, 2.0, 16000)
+
+
+def test_unseen_voice_files_are_speech_that_fills_the_crop(tmp_path):
+    """Spread over the sorted prompts that fill at least 60% of the crop and last at most 3 s
+    (G.722: 8000 bytes per second), never the package's tones and beeps."""
+    sizes = {"a": 6000, "b": 7000, "beep": 7000, "c": 100, "confbridge-join": 6500,
+             "d": 7500, "e": 30000, "f": 6800, "tt-monkeys": 7000, "g": 0}  # bytes
+    for name, size in sizes.items():
+        (tmp_path / f"{name}.g722").write_bytes(b"\0" * size)
+    assert [p.stem for p in unseen_voice_files(tmp_path, 4, 1.0)] == ["a", "b", "d", "f"]
+    assert [p.stem for p in unseen_voice_files(tmp_path, 2, 1.0)] == ["a", "d"]
+    # none fills 60% of a 10 s crop: every speech prompt with audio is a candidate
+    assert [p.stem for p in unseen_voice_files(tmp_path, 9, 10.0)] == ["a", "b", "c", "d", "e",
+                                                                       "f"]
 
 
 def test_bad_arguments(tmp_path, capsys):

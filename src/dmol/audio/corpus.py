@@ -55,6 +55,7 @@ from .features import (
 )
 
 __all__ = [
+    "ASTERISK_NON_SPEECH",
     "AUDIO_SUFFIXES",
     "build_builtin",
     "list_split",
@@ -631,6 +632,13 @@ ESPEAK_SENTENCES = [
     "Sound travels faster in water than in air.",
     "Goodbye, and have a wonderful evening.",
 ]
+
+
+#: Asterisk prompts that are not speech: the package's transcripts (``core-sounds-LANG.txt``)
+#: give them in brackets ("[ascending tones]", "<beep ascending>", "(ahooga)"); the same names
+#: in every language. (The ``silence/`` folder is the rest.)
+ASTERISK_NON_SPEECH = frozenset({"ascending-2tone", "descending-2tone", "beep", "beeperr",
+                                 "confbridge-join", "confbridge-leave", "tt-monkeys"})
 
 
 def asterisk_g722_files() -> list[Path]:

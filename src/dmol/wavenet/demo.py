@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dmol.audio.corpus import build_builtin, list_split, load_utterance
+from dmol.audio.corpus import ASTERISK_NON_SPEECH, build_builtin, list_split, load_utterance
 from dmol.audio.features import recipe_for
 from dmol.audio.metrics import COLUMNS
 from dmol.wavenet import checkpoint  # module-qualified: tests substitute their functions
@@ -319,8 +319,11 @@ UNSEEN_VOICES = {
 
 
 def unseen_voice_files(folder: str | Path, n: int, max_seconds: float) -> list[Path]:
-    """``n`` prompts of an unseen voice: spread over the sorted list, deterministic."""
-    files = sorted(p for p in Path(folder).glob("*.g722") if p.stat().st_size > 0)
+    """``n`` speech prompts of an unseen voice (not the tones and beeps of
+    :data:`~dmol.audio.corpus.ASTERISK_NON_SPEECH`): spread over the sorted list,
+    deterministic."""
+    files = sorted(p for p in Path(folder).glob("*.g722")
+                   if p.stat().st_size > 0 and p.stem not in ASTERISK_NON_SPEECH)
     # a G.722 file is 8000 bytes per second: keep prompts that fill the crop without waste
     fits = [p for p in files if 0.6 * max_seconds * 8000 <= p.stat().st_size <= 3 * 8000]
     pool = fits or files
