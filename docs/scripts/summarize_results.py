@@ -10,7 +10,8 @@ the WaveNet - Griffin-Lim difference prompt by prompt (each prompt's WaveNet fig
 over all its seeds) with its standard error over the prompts, as `dmol evaluate` prints it:
 whether a gap would hold on other prompts of the kind, not only on these. With `--against
 GLOB` each argument is also compared seed by seed with that run on the seeds both have (same
-prompts, same seed: the mean of the per-seed differences and its standard error).
+prompts, same seed: the mean of the per-seed differences and its standard error), and with
+`--prompts` too prompt by prompt.
 
     python docs/scripts/summarize_results.py "docs/results/s15_all28_T68141soft_s*.json" \\
         --first 8
@@ -91,9 +92,9 @@ def seed_pairs(pattern: str, against: str, first: int | None,
     return f"seeds {common[0]}-{common[-1]} ({len(common)}): " + ", ".join(cells)
 
 
-def prompt_pairs(pattern: str, first: int | None, exclude: set[str] = frozenset()) -> str:
-    """The paired lines of the WaveNet (per prompt: the mean over every seed of the files)
-    against Griffin-Lim."""
+def _per_prompt(pattern: str, first: int | None, exclude: set[str]
+                ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Each prompt's WaveNet means over every seed of the files, and its Griffin-Lim scores."""
     seeds: dict[str, list[dict]] = {}
     gl: dict[str, dict] = {}
     for f in sorted(glob.glob(pattern)):
@@ -103,10 +104,22 @@ def prompt_pairs(pattern: str, first: int | None, exclude: set[str] = frozenset(
                     seeds.setdefault(u["name"], []).extend(u.get("WaveNet_by_seed",
                                                                  [u["WaveNet"]]))
                     gl[u["name"]] = u["Griffin-Lim"]
-    rows = [{"WaveNet": {m: float(np.nanmean([s[m] for s in by])) for m in METRICS},
-             "Griffin-Lim": gl[name]} for name, by in seeds.items()]
-    diff = paired_difference(rows)
-    return "(fewer than two prompts)" if diff is None else paired_text(diff)
+    wavenet = {name: {m: float(np.nanmean([s[m] for s in by])) for m in METRICS}
+               for name, by in seeds.items()}
+    return wavenet, gl
+
+
+def prompt_pairs(pattern: str, first: int | None, exclude: set[str] = frozenset(),
+                 against: str | None = None) -> str:
+    """The paired lines of the WaveNet (per prompt: the mean over every seed of the files)
+    against Griffin-Lim, or against the WaveNet of the runs ``against`` (their common
+    prompts)."""
+    a, gl = _per_prompt(pattern, first, exclude)
+    b = gl if against is None else _per_prompt(against, first, exclude)[0]
+    rows = [{"WaveNet": a[n], "other": b[n]} for n in a if n in b]
+    names = ("WaveNet", "Griffin-Lim" if against is None else "the other run")
+    diff = paired_difference(rows, "WaveNet", "other")
+    return "(fewer than two prompts)" if diff is None else paired_text(diff, names)
 
 
 def main() -> None:
@@ -147,6 +160,9 @@ def main() -> None:
     if a.prompts:
         for pat in a.patterns:
             print(f"\n{pat}:\n{prompt_pairs(pat, a.first, set(a.exclude))}")
+            if a.against:
+                print(f"{pat} against {a.against}, prompt by prompt:\n"
+                      f"{prompt_pairs(pat, a.first, set(a.exclude), a.against)}")
 
 
 if __name__ == "__main__":

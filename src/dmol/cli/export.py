@@ -12,7 +12,8 @@ from dmol.wavenet.checkpoint import export_model
 def main(argv: list[str] | None = None) -> int:
     """``dmol export RUN_OR_CHECKPOINT OUT.pt``: write the inference bundle of a training run."""
     p = argparse.ArgumentParser(prog="dmol export", description=main.__doc__)
-    p.add_argument("source", help="a run folder (its newest checkpoint) or a ckpt_*.pt file")
+    p.add_argument("source", help="a run folder (its newest checkpoint), a ckpt_*.pt file, a "
+                                  "bundle, or 'pretrained'")
     p.add_argument("out", help="bundle file to write (a .sha256 sidecar is written beside it)")
     p.add_argument("--fit-pitch", metavar="DATA", default=None,
                    help="fit a learned F0 estimate to harvest's F0 of this dataset's training "

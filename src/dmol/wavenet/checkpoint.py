@@ -260,8 +260,8 @@ def resolve_model_path(path: str | Path) -> Path:
 
 def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | None = None,
                  pitch_data: str | Path | None = None, progress: bool = False) -> Path:
-    """Write the inference bundle of a checkpoint (a run folder's newest, or a bundle) to
-    ``dst``.
+    """Write the inference bundle of a checkpoint (a run folder's newest, a bundle, or
+    ``"pretrained"``) to ``dst``.
 
     The bundle keeps what synthesis needs (configs, mel recipe, EMA weights in float32, the
     step and seconds trained) and drops the optimizer, raw weights and RNG states: about a
@@ -271,7 +271,7 @@ def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | No
     (:class:`~dmol.audio.pitch_net.MelPitchNet`, ``model_config["pitch_net"]``) is fitted to
     its training split and added, or replaces the one the checkpoint has. Returns ``dst``.
     """
-    src = Path(src)
+    src = resolve_model_path(src)
     if src.is_dir():
         found = latest_checkpoint(src)
         if found is None:
