@@ -43,6 +43,7 @@ DEFERRED = {
     "soundfile": "optional ([audio] extra)",
     "scipy": "optional ([audio] extra)",
     "G722": "optional ([audio] extra)",
+    "threadpoolctl": "optional ([audio] extra)",
     "pysptk": "optional ([eval] extra)",
     "pyworld": "optional ([eval] extra)",
     "torch.utils.tensorboard": "optional ([audio] extra), slow to import",

@@ -163,6 +163,7 @@ class MelRecipe:
             (15, 20)
         """
         import librosa
+        from threadpoolctl import threadpool_limits
 
         x = np.asarray(audio)
         if x.ndim != 1:
@@ -193,7 +194,12 @@ class MelRecipe:
                     pad_mode="constant",  # zeros work for any length; reflect needs > n_fft/2
                 )
             )  # (1 + n_fft // 2, 1 + T // hop)
-        mel = _mel_basis(self) @ spec[:, :frames]
+        # one BLAS thread: a threaded sgemm splits the sums by thread count, which moved the
+        # mel's last bits (up to ~5e-7) between OMP_NUM_THREADS=1 and 2, and with them
+        # Griffin-Lim's voicing error in the third decimal; one thread gives the same bits
+        # under any setting
+        with threadpool_limits(1, user_api="blas"):
+            mel = _mel_basis(self) @ spec[:, :frames]
         # the floor keeps log finite in digital silence and bounds the dynamic range
         return np.log(np.maximum(mel, self.log_floor)).T.astype(np.float32, copy=False)
 
