@@ -290,3 +290,39 @@ def test_export_cli_fits_and_names_a_bad_dataset(gliding, tmp_path, capsys):
     assert main([str(tmp_path / "run"), str(tmp_path / "b.pt"), "--fit-pitch", str(gliding),
                  "--no-progress"]) == 0
     assert load_model(tmp_path / "b.pt")[3]["model"].pitch_net == 256
+
+
+def test_export_fits_the_pitch_net_on_other_voices_too(gliding, tmp_path, capsys):
+    import soundfile as sf
+
+    from dmol.audio.corpus import list_split, load_utterance, prepare_audio
+    from dmol.cli.export import main
+    from dmol.wavenet import checkpoint as C
+    from dmol.wavenet.train import train
+
+    sr = RECIPE.sample_rate
+    low = tmp_path / "low voices" / "a"
+    low.mkdir(parents=True)
+    for i, f0 in enumerate((70.0, 90.0)):  # below every glide of the dataset
+        sf.write(low / f"m{i}.wav", harmonic(np.full(sr // 2, f0), sr), sr)
+    train(gliding, tmp_path / "run", "lp-16k-ltp", overrides=TINY, progress=False,
+          tensorboard=False)
+    out = C.export_model(tmp_path / "run", tmp_path / "pn.pt", pitch_data=gliding,
+                         pitch_audio=[tmp_path / "low voices"])
+    model, *_ = C.load_model(out)
+    # its input statistics are those of the dataset's training frames and the other voices'
+    mels = [load_utterance(p)[1] for p in list_split(gliding, "train")]
+    mels += [prepare_audio(f, RECIPE)[1] for f in sorted(low.glob("*.wav"))]
+    shape = np.concatenate(mels)
+    shape = shape - shape.max(-1, keepdims=True)
+    assert torch.allclose(model.pitch_net.mean, torch.from_numpy(shape.mean(0)), atol=1e-4)
+    # refused before any work, in one line each
+    for args, said in (([], "needs"), (["--fit-pitch", str(gliding)], "no such file"),
+                       (["--fit-pitch", str(gliding)], "holds no audio")):
+        target = tmp_path / "x.pt"
+        extra = [str(tmp_path / "nowhere")] if said == "no such file" else [str(tmp_path / "run")]
+        assert main([str(tmp_path / "run"), str(target), *args, "--fit-pitch-audio", *extra,
+                     "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("dmol export: error:") and said in err and err.count("\n") == 1
+        assert not target.exists()

@@ -57,6 +57,7 @@ from .features import (
 __all__ = [
     "ASTERISK_NON_SPEECH",
     "AUDIO_SUFFIXES",
+    "audio_files",
     "build_builtin",
     "list_split",
     "load_manifest",
@@ -298,6 +299,26 @@ def _find_audio(in_dir: Path) -> list[Path]:
     return sorted(
         p for p in in_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
     )
+
+
+def audio_files(items: Iterable[str | os.PathLike]) -> list[Path]:
+    """The audio files named, and those anywhere under the folders named, in order (each
+    folder's sorted). A one-line error, before any is read, for a missing path, a file that is
+    not audio (AUDIO_SUFFIXES) or a folder without audio."""
+    files: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = _find_audio(item)
+            if not found:
+                raise ValueError(f"{item} holds no audio file ({', '.join(AUDIO_SUFFIXES)})")
+            files += found
+        elif item.is_file():
+            if item.suffix.lower() not in AUDIO_SUFFIXES:
+                raise ValueError(f"{item} is not an audio file ({', '.join(AUDIO_SUFFIXES)})")
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item}")
+    return files
 
 
 def _find_unsupported(in_dir: Path) -> list[Path]:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dmol.audio.corpus import list_split, load_recipe, load_utterance
+from dmol.audio.corpus import audio_files, list_split, load_recipe, load_utterance, prepare_audio
 from dmol.audio.features import MelRecipe
 from dmol.audio.metrics import f0_track
 
@@ -235,10 +235,16 @@ def fit_mel_pitch_net(examples: Sequence[tuple[np.ndarray, np.ndarray]], n_mels:
 
 
 def fit_on_dataset(data_dir: str | os.PathLike, recipe: MelRecipe, hidden: int = 256, *,
-                   workers: int | None = None, seed: int = 0, progress: bool = True
-                   ) -> MelPitchNet:
+                   audio: Sequence[str | os.PathLike] = (), workers: int | None = None,
+                   seed: int = 0, progress: bool = True) -> MelPitchNet:
     """A :class:`MelPitchNet` fitted to harvest's F0 of a ``dmol preprocess`` dataset's
-    training split, whose mel recipe must be ``recipe`` (the model's)."""
+    training split, whose mel recipe must be ``recipe`` (the model's).
+
+    ``audio``: audio files, or folders searched for them, of other voices to fit on too
+    (prepared as ``dmol preprocess`` prepares a file). Fitted on one voice the estimate knows
+    that voice's registers only: on a low male voice it makes more octave errors than the
+    comb (docs/quality.md, sessions 19-21).
+    """
     have = load_recipe(data_dir)
     if have != recipe:
         raise ValueError(f"dataset {data_dir} was made with another mel recipe than the model's "
@@ -246,7 +252,9 @@ def fit_on_dataset(data_dir: str | os.PathLike, recipe: MelRecipe, hidden: int =
     paths = list_split(data_dir, "train")
     if not paths:
         raise ValueError(f"dataset {data_dir} has no training utterances to fit the pitch on")
-    examples = pitch_examples([load_utterance(p) for p in paths], recipe, workers=workers,
-                              progress=progress)
+    files = audio_files(audio)
+    utterances = [load_utterance(p) for p in paths] + [prepare_audio(f, recipe) for f in files]
+    examples = pitch_examples(utterances, recipe, workers=workers, progress=progress)
     return fit_mel_pitch_net(examples, recipe.n_mels, hidden=hidden, seed=seed,
                              progress=progress)
+

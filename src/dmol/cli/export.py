@@ -19,10 +19,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="fit a learned F0 estimate to harvest's F0 of this dataset's training "
                         "split (the model's own data) and add it to the bundle: taps and clock "
                         "follow it where it hears a pitch (docs/quality.md, session 19)")
+    p.add_argument("--fit-pitch-audio", metavar="PATH", nargs="+", default=[],
+                   help="with --fit-pitch: audio files or folders of other voices to fit the "
+                        "estimate on too, so that it knows registers the training voice lacks "
+                        "(docs/quality.md, session 21)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     try:
-        dst = export_model(a.source, a.out, pitch_data=a.fit_pitch, progress=not a.no_progress)
+        dst = export_model(a.source, a.out, pitch_data=a.fit_pitch,
+                           pitch_audio=a.fit_pitch_audio, progress=not a.no_progress)
     except (ValueError, FileNotFoundError) as e:
         print(f"dmol export: error: {e}", file=sys.stderr)
         return 1

@@ -44,11 +44,13 @@ import os
 import re
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dmol.audio.corpus import audio_files
 from dmol.audio.features import MelRecipe
 from dmol.audio.pitch_net import fit_on_dataset
 from dmol.wavenet.model import WaveNet
@@ -259,7 +261,8 @@ def resolve_model_path(path: str | Path) -> Path:
 
 
 def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | None = None,
-                 pitch_data: str | Path | None = None, progress: bool = False) -> Path:
+                 pitch_data: str | Path | None = None, pitch_audio: Sequence[str | Path] = (),
+                 progress: bool = False) -> Path:
     """Write the inference bundle of a checkpoint (a run folder's newest, a bundle, or
     ``"pretrained"``) to ``dst``.
 
@@ -269,8 +272,15 @@ def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | No
     JSON-able facts (e.g. the training command). ``pitch_data``: a dataset made with the
     model's mel recipe (its training data); a learned F0 estimate
     (:class:`~dmol.audio.pitch_net.MelPitchNet`, ``model_config["pitch_net"]``) is fitted to
-    its training split and added, or replaces the one the checkpoint has. Returns ``dst``.
+    its training split and added, or replaces the one the checkpoint has; ``pitch_audio``:
+    audio files or folders of other voices it is fitted on too (a learned estimate that has
+    heard one voice only is worse than the comb on a voice unlike it: docs/quality.md,
+    session 21). Returns ``dst``.
     """
+    if pitch_audio and pitch_data is None:
+        raise ValueError("pitch_audio (--fit-pitch-audio) adds voices to a pitch fit: it needs "
+                         "pitch_data (--fit-pitch DATA) too")
+    audio_files(pitch_audio)  # a missing or empty folder fails here, before any work
     src = resolve_model_path(src)
     if src.is_dir():
         found = latest_checkpoint(src)
@@ -290,7 +300,7 @@ def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | No
         model_config["pitch_net"] = hidden
         WaveNetConfig.from_dict(model_config)  # a one-line error (no taps, no clock) before work
         net = fit_on_dataset(pitch_data, MelRecipe.from_dict(state["recipe"]), hidden,
-                             progress=progress)
+                             audio=pitch_audio, progress=progress)
         ema = {k: v for k, v in ema.items() if not k.startswith("pitch_net.")}
         ema.update({f"pitch_net.{k}": v for k, v in net.state_dict().items()})
     bundle = {

@@ -36,12 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dmol.audio.corpus import (
-    AUDIO_SUFFIXES,
-    _find_audio,
-    load_utterance,
-    prepare_audio,
-)
+from dmol.audio.corpus import audio_files, load_utterance, prepare_audio
 from dmol.audio.features import griffin_lim
 from dmol.audio.metrics import bits_per_sample, evaluate_pairs, metrics_table
 from dmol.wavenet.synthesis import check_postfilter_settings, vocode
@@ -432,18 +427,6 @@ def audio_utterances(inputs: Sequence[str | Path], recipe, limit: int | None = N
     the recipe's rate, leading/trailing silence trimmed, peak-normalized), so a model meets
     the same kind of input it was trained on. Unreadable files raise, naming the file.
     """
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = _find_audio(item)
-            if not found:
-                raise ValueError(f"{item} holds no audio file ({', '.join(AUDIO_SUFFIXES)})")
-            files += found
-        elif item.is_file():
-            if item.suffix.lower() not in AUDIO_SUFFIXES:
-                raise ValueError(f"{item} is not an audio file ({', '.join(AUDIO_SUFFIXES)})")
-            files.append(item)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {item}")
+    files = audio_files(inputs)
     files = files[:limit] if limit is not None else files
     return [(f.stem, *prepare_audio(f, recipe)) for f in files]
