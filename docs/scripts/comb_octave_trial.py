@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 import torch
+from pitch_net_voices import scores  # docs/scripts: the same per-frame scoring
 
 from dmol.audio.corpus import ASTERISK_NON_SPEECH, list_split, load_recipe, load_utterance
 from dmol.audio.pitch import pitch_candidates, pitch_scores
@@ -76,14 +77,6 @@ def rule(sc: np.ndarray, cand: np.ndarray, alpha: float | None, divs=(2, 3)) -> 
     return chosen
 
 
-def score(est: np.ndarray, ref: np.ndarray) -> str:
-    v = ref > 0
-    e, r = est[v], ref[v]
-    gross = 1200 * np.abs(np.log2(e / r)) > 300
-    return (f"RMSE {np.sqrt(np.mean((e - r) ** 2)):5.1f} gross {gross.mean():.3f} "
-            f"(high {np.mean((e > r) & gross):.3f} low {np.mean((e < r) & gross):.3f})")
-
-
 if __name__ == "__main__":
     recipe = load_recipe("data")
     data = load(recipe)
@@ -92,4 +85,4 @@ if __name__ == "__main__":
     for k, (mel, f0) in data.items():
         sc = pitch_scores(torch.from_numpy(mel), recipe).numpy()
         for a in alphas:
-            print(f"{k:6s} alpha {a}: {score(rule(sc, cand, a), f0)}")
+            print(f"{k:6s} alpha {a}: {scores(rule(sc, cand, a), f0)}")
