@@ -523,7 +523,9 @@ def _run(out: Path, model_path: Path, train_minutes: float | None, preset: str |
         f"model: {model_path.name}, preset {model_preset}, {model.num_parameters:,} parameters, "
         f"{head.name} head{' with linear prediction' if model.cfg.lpc_order else ''}, "
         f"receptive field {model.receptive_field.ms:.1f} ms, trained "
-        f"{demo_info['train_seconds'] / 3600:.2f} h ({info['step']} steps)",
+        f"{demo_info['train_seconds'] / 3600:.2f} h ({info['step']} steps)"
+        + ("; pitch from a learned F0 estimate where it hears one (docs/wavenet.md)"
+           if model.pitch_net is not None else ""),
         f"held-out built-in utterances and unseen voices vocoded from their mels in "
         f"{settings['mode']} mode, {_seeds_text(settings)}, temperature "
         f"{settings['temperature']:g}, scale temperature {settings['scale_temperature']:g}, "
