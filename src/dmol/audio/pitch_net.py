@@ -257,4 +257,3 @@ def fit_on_dataset(data_dir: str | os.PathLike, recipe: MelRecipe, hidden: int =
     examples = pitch_examples(utterances, recipe, workers=workers, progress=progress)
     return fit_mel_pitch_net(examples, recipe.n_mels, hidden=hidden, seed=seed,
                              progress=progress)
-

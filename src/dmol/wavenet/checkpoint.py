@@ -280,7 +280,7 @@ def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | No
     if pitch_audio and pitch_data is None:
         raise ValueError("pitch_audio (--fit-pitch-audio) adds voices to a pitch fit: it needs "
                          "pitch_data (--fit-pitch DATA) too")
-    audio_files(pitch_audio)  # a missing or empty folder fails here, before any work
+    pitch_files = audio_files(pitch_audio)  # a missing or empty folder fails before any work
     src = resolve_model_path(src)
     if src.is_dir():
         found = latest_checkpoint(src)
@@ -300,7 +300,7 @@ def export_model(src: str | Path, dst: str | Path, *, extra: dict[str, Any] | No
         model_config["pitch_net"] = hidden
         WaveNetConfig.from_dict(model_config)  # a one-line error (no taps, no clock) before work
         net = fit_on_dataset(pitch_data, MelRecipe.from_dict(state["recipe"]), hidden,
-                             audio=pitch_audio, progress=progress)
+                             audio=pitch_files, progress=progress)
         ema = {k: v for k, v in ema.items() if not k.startswith("pitch_net.")}
         ema.update({f"pitch_net.{k}": v for k, v in net.state_dict().items()})
     bundle = {
